@@ -1,0 +1,1 @@
+"""The convt-audio command line (Typer); the engine lives in convt_audio."""

@@ -1,0 +1,1 @@
+"""Built-in configs and their weights (installed as convt_audio.configs)."""

@@ -1,0 +1,47 @@
+"""Brute-force references straight from SPEC §1, independent of the engine's code paths."""
+
+import numpy as np
+
+NUMPY_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def brute_conv_transpose1d(x, weight, bias, spec, out_frames):
+    """y[c_out, t] = bias + Σ_{i,k: i·s + k·d − p = t} Σ_{c_in in group} x_ext[c_in, i]·w[c_in, c_out', k]."""
+    c_in, frames = x.shape
+    margin = 4 * (spec.dilation * spec.kernel_size + spec.padding) + 8
+    x_ext = np.pad(x, ((0, 0), (margin, margin)), mode=NUMPY_MODE[spec.padding_mode])
+    c_out_g = spec.out_channels // spec.groups
+    c_in_g = c_in // spec.groups
+    y = np.zeros((spec.out_channels, out_frames))
+    for t in range(out_frames):
+        for co in range(spec.out_channels):
+            group = co // c_out_g
+            total = 0.0 if bias is None else bias[co]
+            for k in range(spec.kernel_size):
+                num = t + spec.padding - k * spec.dilation
+                if num % spec.stride:
+                    continue
+                i = num // spec.stride
+                for ci in range(group * c_in_g, (group + 1) * c_in_g):
+                    total += x_ext[ci, i + margin] * weight[ci, co % c_out_g, k]
+            y[co, t] = total
+    return y
+
+
+def brute_conv1d(x, weight, bias, spec, out_frames):
+    """Extend by padding per numpy.pad, then y[c_out, q] = bias + Σ_k Σ_c_in x_ext[c_in, q·s + k·d]·w."""
+    c_in, frames = x.shape
+    p = spec.padding
+    x_ext = np.pad(x, ((0, 0), (p, p)), mode=NUMPY_MODE[spec.padding_mode])
+    c_out_g = spec.out_channels // spec.groups
+    c_in_g = c_in // spec.groups
+    y = np.zeros((spec.out_channels, out_frames))
+    for q in range(out_frames):
+        for co in range(spec.out_channels):
+            group = co // c_out_g
+            total = 0.0 if bias is None else bias[co]
+            for k in range(spec.kernel_size):
+                for cl in range(c_in_g):
+                    total += x_ext[group * c_in_g + cl, q * spec.stride + k * spec.dilation] * weight[co, cl, k]
+            y[co, q] = total
+    return y

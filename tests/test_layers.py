@@ -1,0 +1,259 @@
+"""Whole-signal layers: PyTorch where it is defined, the SPEC's brute-force sum where it is not."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+from convt_audio.errors import ConfigError, InputTooShortError
+from convt_audio.layers import (
+    PADDING_MODES,
+    ActivationSpec,
+    Conv1dSpec,
+    ConvTranspose1dSpec,
+    SnakeSpec,
+    Stack,
+    extend,
+    init_params,
+)
+
+from helpers import NUMPY_MODE, brute_conv1d, brute_conv_transpose1d
+
+
+@st.composite
+def conv_transpose_specs(draw, modes=PADDING_MODES, max_channels=3):
+    groups = draw(st.integers(1, 3))
+    stride = draw(st.integers(1, 4))
+    dilation = draw(st.integers(1, 3))
+    return ConvTranspose1dSpec(
+        in_channels=groups * draw(st.integers(1, max_channels)),
+        out_channels=groups * draw(st.integers(1, max_channels)),
+        kernel_size=draw(st.integers(1, 7)),
+        stride=stride,
+        padding=draw(st.integers(0, 7)),
+        output_padding=draw(st.integers(0, max(stride, dilation) - 1)),
+        groups=groups,
+        bias=draw(st.booleans()),
+        dilation=dilation,
+        padding_mode=draw(st.sampled_from(modes)),
+    )
+
+
+@st.composite
+def conv1d_specs(draw, modes=PADDING_MODES):
+    groups = draw(st.integers(1, 3))
+    return Conv1dSpec(
+        in_channels=groups * draw(st.integers(1, 3)),
+        out_channels=groups * draw(st.integers(1, 3)),
+        kernel_size=draw(st.integers(1, 7)),
+        stride=draw(st.integers(1, 4)),
+        padding=draw(st.integers(0, 7)),
+        groups=groups,
+        bias=draw(st.booleans()),
+        dilation=draw(st.integers(1, 3)),
+        padding_mode=draw(st.sampled_from(modes)),
+    )
+
+
+def _stack64(spec, seed=0):
+    return Stack.initialised([spec], seed=seed).to(dtype=torch.float64)
+
+
+@given(frames=st.integers(1, 9), left=st.integers(0, 25), right=st.integers(0, 25),
+       mode=st.sampled_from(PADDING_MODES))
+def test_extend_is_numpy_pad(frames, left, right, mode):
+    x = np.random.default_rng(frames).standard_normal((2, frames))
+    got = extend(torch.from_numpy(x), left, right, mode).numpy()
+    want = np.pad(x, ((0, 0), (left, right)), mode=NUMPY_MODE[mode])
+    np.testing.assert_array_equal(got, want)
+
+
+@given(spec=conv_transpose_specs(modes=("zeros",)), frames=st.integers(1, 30), seed=st.integers(0, 99))
+def test_conv_transpose_zeros_equals_pytorch(spec, frames, seed):
+    if spec.output_frames(frames) < 1:
+        return
+    stack = _stack64(spec, seed)
+    x = torch.randn(2, spec.in_channels, frames, dtype=torch.float64)
+    p = stack.params[0]
+    want = F.conv_transpose1d(x, p["weight"], p.get("bias"), spec.stride, spec.padding,
+                              spec.output_padding, spec.groups, spec.dilation)
+    got = stack.forward(x)
+    assert got.shape == want.shape
+    assert got.shape[-1] == spec.output_frames(frames)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+@given(spec=conv_transpose_specs(max_channels=2), frames=st.integers(1, 10), seed=st.integers(0, 99))
+def test_conv_transpose_all_modes_equal_brute_force(spec, frames, seed):
+    out_frames = spec.output_frames(frames)
+    if out_frames < 1:
+        return
+    stack = _stack64(spec, seed)
+    x = torch.randn(1, spec.in_channels, frames, dtype=torch.float64)
+    p = stack.params[0]
+    bias = p["bias"].numpy() if "bias" in p else None
+    want = brute_conv_transpose1d(x[0].numpy(), p["weight"].numpy(), bias, spec, out_frames)
+    np.testing.assert_allclose(stack.forward(x)[0].numpy(), want, rtol=1e-10, atol=1e-10)
+
+
+@given(spec=conv1d_specs(), frames=st.integers(1, 12), seed=st.integers(0, 99))
+def test_conv1d_all_modes_equal_brute_force(spec, frames, seed):
+    out_frames = spec.output_frames(frames)
+    if out_frames < 1:
+        return
+    stack = _stack64(spec, seed)
+    x = torch.randn(1, spec.in_channels, frames, dtype=torch.float64)
+    p = stack.params[0]
+    bias = p["bias"].numpy() if "bias" in p else None
+    want = brute_conv1d(x[0].numpy(), p["weight"].numpy(), bias, spec, out_frames)
+    np.testing.assert_allclose(stack.forward(x)[0].numpy(), want, rtol=1e-10, atol=1e-10)
+
+
+@given(spec=conv1d_specs(), frames=st.integers(1, 30), seed=st.integers(0, 99))
+def test_conv1d_equals_pytorch_where_pytorch_defines_it(spec, frames, seed):
+    if spec.output_frames(frames) < 1:
+        return
+    if spec.padding_mode == "reflect" and spec.padding >= frames:
+        return  # PyTorch refuses; numpy reflects again (tested against brute force)
+    if spec.padding_mode == "circular" and spec.padding > frames:
+        return
+    stack = _stack64(spec, seed)
+    module = torch.nn.Conv1d(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride,
+                             spec.padding, spec.dilation, spec.groups, spec.bias, spec.padding_mode)
+    module = module.double()
+    with torch.no_grad():
+        module.weight.copy_(stack.params[0]["weight"])
+        if spec.bias:
+            module.bias.copy_(stack.params[0]["bias"])
+    x = torch.randn(2, spec.in_channels, frames, dtype=torch.float64)
+    torch.testing.assert_close(stack.forward(x), module(x).detach(), rtol=0, atol=1e-12)
+
+
+def test_output_length_formula_from_the_spec():
+    spec = ConvTranspose1dSpec(1, 1, kernel_size=5, stride=3, padding=2, output_padding=1, dilation=2)
+    frames = 11
+    assert spec.output_frames(frames) == (frames - 1) * 3 - 2 * 2 + 2 * (5 - 1) + 1 + 1
+    stack = Stack.initialised([spec])
+    assert stack.forward(torch.zeros(1, 1, frames)).shape[-1] == spec.output_frames(frames)
+
+
+def test_output_padding_beyond_padding_gives_bias_only_frames():
+    # K=1, stride 3, padding 0, output_padding 2: the last 2 frames receive no input at all
+    spec = ConvTranspose1dSpec(1, 1, kernel_size=1, stride=3, output_padding=2)
+    stack = Stack([spec], [{"weight": torch.ones(1, 1, 1), "bias": torch.tensor([0.5])}])
+    y = stack.forward(torch.tensor([[[1.0, 2.0]]]))
+    assert y.flatten().tolist() == [1.5, 0.5, 0.5, 2.5, 0.5, 0.5]
+
+
+def test_reflect_transposed_on_a_hand_worked_case():
+    # stride 1, K=3, padding 0: y[t] = Σ_{i+k=t} x_ext[i]·w[k], L_out = L + 2,
+    # x_ext = [x2, x1 | x0, x1, x2 | x1, x0] by numpy.pad(mode="reflect")
+    spec = ConvTranspose1dSpec(1, 1, kernel_size=3, bias=False, padding_mode="reflect")
+    w = torch.tensor([[[1.0, 10.0, 100.0]]])
+    x = torch.tensor([[[1.0, 2.0, 3.0]]])
+    y = Stack([spec], [{"weight": w}]).forward(x).flatten().tolist()
+    assert y == [1 + 2 * 10 + 3 * 100, 2 + 10 + 200, 3 + 20 + 100, 2 + 30 + 200, 1 + 20 + 300]
+
+
+def test_circular_and_replicate_transposed_by_hand():
+    w = torch.tensor([[[1.0, 10.0, 100.0]]])
+    x = torch.tensor([[[1.0, 2.0, 3.0]]])
+    circular = ConvTranspose1dSpec(1, 1, kernel_size=3, bias=False, padding_mode="circular")
+    # x_ext = [x1, x2 | x0, x1, x2 | x0, x1]
+    y = Stack([circular], [{"weight": w}]).forward(x).flatten().tolist()
+    assert y == [1 + 30 + 200, 2 + 10 + 300, 3 + 20 + 100, 1 + 30 + 200, 2 + 10 + 300]
+    replicate = ConvTranspose1dSpec(1, 1, kernel_size=3, bias=False, padding_mode="replicate")
+    y = Stack([replicate], [{"weight": w}]).forward(x).flatten().tolist()
+    assert y == [1 + 10 + 100, 2 + 10 + 100, 3 + 20 + 100, 3 + 30 + 200, 3 + 30 + 300]
+
+
+def test_pytorch_init_bounds_and_seed():
+    spec = ConvTranspose1dSpec(8, 6, kernel_size=4, stride=2, groups=2)
+    gen = torch.Generator().manual_seed(3)
+    params = init_params(spec, gen)
+    bound = math.sqrt(spec.groups / (spec.out_channels * spec.kernel_size))
+    assert params["weight"].shape == (8, 3, 4) and params["bias"].shape == (6,)
+    assert params["weight"].abs().max() <= bound and params["weight"].abs().max() > 0.7 * bound
+    module = torch.nn.ConvTranspose1d(8, 6, 4, stride=2, groups=2)  # PyTorch's own bound
+    assert module.weight.abs().max() <= bound
+    again = init_params(spec, torch.Generator().manual_seed(3))
+    assert torch.equal(again["weight"], params["weight"])
+    conv = Conv1dSpec(6, 4, kernel_size=3, groups=2)
+    w = init_params(conv, torch.Generator().manual_seed(0))["weight"]
+    assert w.abs().max() <= math.sqrt(2 / (6 * 3))
+
+
+@pytest.mark.parametrize("kind,torch_fn", [
+    ("relu", torch.relu), ("tanh", torch.tanh), ("sigmoid", torch.sigmoid), ("gelu", F.gelu),
+    ("silu", F.silu), ("leaky_relu", lambda x: F.leaky_relu(x, 0.01)),
+    ("elu", lambda x: F.elu(x, 1.0)),
+])
+def test_activations(kind, torch_fn):
+    x = torch.linspace(-3, 3, 50)
+    torch.testing.assert_close(ActivationSpec(kind).apply(x), torch_fn(x))
+
+
+def test_activation_parameters_and_snake():
+    x = torch.linspace(-3, 3, 50)
+    torch.testing.assert_close(ActivationSpec("leaky_relu", 0.2).apply(x), F.leaky_relu(x, 0.2))
+    torch.testing.assert_close(ActivationSpec("elu", 0.5).apply(x), F.elu(x, 0.5))
+    alpha = torch.tensor([0.5, 2.0]).reshape(1, 2, 1)
+    spec = SnakeSpec(2)
+    stack = Stack([Conv1dSpec(1, 2, 1, bias=False), spec],
+                  [{"weight": torch.ones(2, 1, 1)}, {"alpha": alpha}])
+    y = stack.forward(x.reshape(1, 1, -1))
+    want = x + torch.sin(alpha * x) ** 2 / (alpha + 1e-9)
+    torch.testing.assert_close(y, want.reshape(1, 2, -1))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(stride=0), "layers[0].stride: must be a positive integer, got 0"),
+    (dict(kernel_size=0), "layers[0].kernel_size: must be a positive integer, got 0"),
+    (dict(dilation=-1), "layers[0].dilation: must be a positive integer, got -1"),
+    (dict(padding=-1), "layers[0].padding: must be an integer >= 0, got -1"),
+    (dict(output_padding=-1), "layers[0].output_padding: must be an integer >= 0, got -1"),
+    (dict(output_padding=2, stride=2, dilation=1),
+     "layers[0].output_padding: must be smaller than stride or dilation, got 2 (stride=2, dilation=1)"),
+    (dict(groups=3), "layers[0].in_channels: 4 is not divisible by groups=3"),
+    (dict(groups=2, out_channels=3), "layers[0].out_channels: 3 is not divisible by groups=2"),
+    (dict(padding_mode="mirror"),
+     "layers[0].padding_mode: 'mirror' is not one of ['circular', 'reflect', 'replicate', 'zeros']"),
+    (dict(bias="yes"), "layers[0].bias: must be true or false, got 'yes'"),
+    (dict(stride=1.5), "layers[0].stride: must be a positive integer, got 1.5"),
+])
+def test_validation_messages(kwargs, message):
+    base = dict(in_channels=4, out_channels=2, kernel_size=3)
+    with pytest.raises(ConfigError) as info:
+        ConvTranspose1dSpec(**{**base, **kwargs}).validate()
+    assert str(info.value) == message
+
+
+def test_output_padding_below_dilation_is_allowed():
+    ConvTranspose1dSpec(1, 1, kernel_size=3, stride=1, dilation=3, output_padding=2).validate()
+
+
+def test_channel_chain_is_checked():
+    with pytest.raises(ConfigError, match=r"layers\[1\].in_channels: 3 does not match the 2 channels"):
+        Stack.initialised([ConvTranspose1dSpec(1, 2, 3), ConvTranspose1dSpec(3, 1, 3, index=1)])
+
+
+def test_too_short_input_is_a_clear_error():
+    spec = Conv1dSpec(1, 1, kernel_size=9)
+    stack = Stack.initialised([spec])
+    assert stack.min_input_frames() == 9
+    with pytest.raises(InputTooShortError, match=r"input too short: 4 frames reach layers\[0\] "
+                                                  r"\(conv1d\), which needs at least 9"):
+        stack.forward(torch.zeros(1, 1, 4))
+    assert stack.forward(torch.zeros(1, 1, 9)).shape[-1] == 1
+
+
+def test_min_input_frames_of_a_stack():
+    specs = [ConvTranspose1dSpec(1, 1, kernel_size=2, stride=2, padding=3),
+             Conv1dSpec(1, 1, kernel_size=5, stride=2, index=1)]
+    stack = Stack.initialised(specs)
+    low = stack.min_input_frames()
+    assert stack.output_frames(low) >= 1 and stack.output_frames(low - 1) == 0
