@@ -1,2 +1,442 @@
+"""``convt-audio``: parse, call the engine, print. No DSP here.
+
+torch and the engine are imported inside the commands so that ``--help`` is instant.
+Errors are one line on stderr; exit codes: 0 done, 1 some input failed, 2 usage/config/weights,
+130 interrupted (SPEC §4).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
 import typer
-app = typer.Typer()
+
+app = typer.Typer(
+    name="convt-audio",
+    help="Upsample and decode audio by exact streaming through transposed convolutions.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+design_app = typer.Typer(help="Design filters and write them as a config + weights pair.",
+                         no_args_is_help=True)
+app.add_typer(design_app, name="design")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class Channels(str, Enum):
+    auto = "auto"
+    joint = "joint"
+    per_channel = "per_channel"
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    float64 = "float64"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+class Subtype(str, Enum):
+    PCM_16 = "PCM_16"
+    PCM_24 = "PCM_24"
+    PCM_32 = "PCM_32"
+    FLOAT = "FLOAT"
+    DOUBLE = "DOUBLE"
+
+
+class Clip(str, Enum):
+    clamp = "clamp"
+    error = "error"
+
+
+def _err(message: str) -> None:
+    typer.echo(f"convt-audio: error: {message}", err=True)
+
+
+def _warn(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        typer.echo(f"convt-audio: warning: {message}", err=True)
+
+
+def _fail(exc: BaseException, debug: bool = False) -> "typer.Exit":
+    """Print one line for an error (a traceback with --debug) and give its exit code."""
+    from convt_audio.errors import ConvtAudioError
+
+    if debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    if isinstance(exc, ConvtAudioError):
+        _err(str(exc))
+        return typer.Exit(exc.exit_code)
+    _err(f"{type(exc).__name__}: {exc}".splitlines()[0])
+    return typer.Exit(EXIT_FAILED)
+
+
+def _version_callback(value: bool) -> None:
+    if not value:
+        return
+    import torch
+
+    from convt_audio import __version__
+
+    if torch.cuda.is_available():
+        cuda = f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} device(s): {torch.cuda.get_device_name(0)}"
+    else:
+        cuda = f"CUDA not available (build: {torch.version.cuda or 'CPU only'})"
+    typer.echo(f"convt-audio {__version__}\ntorch {torch.__version__}\n{cuda}")
+    raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Print convt-audio, torch and CUDA versions and exit."),
+) -> None:
+    """Upsample and decode audio by exact streaming through transposed convolutions."""
+
+
+def _load(config_name: Optional[str], weights: Optional[Path], quiet: bool):
+    from convt_audio.config import load_config
+    from convt_audio.weights import load_stack
+
+    config = load_config(config_name)
+    stack, unused = load_stack(config, weights)
+    if unused:
+        shown = ", ".join(unused[:8]) + (f", … ({len(unused) - 8} more)" if len(unused) > 8 else "")
+        _warn(f"{weights or config.weights}: {len(unused)} tensor(s) not used by the config: {shown}", quiet)
+    return config, stack
+
+
+def _parse_chunk(chunk: str) -> Optional[int]:
+    if chunk == "auto":
+        return None
+    try:
+        value = int(chunk)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise typer.BadParameter(f"must be a positive number of frames or 'auto', got {chunk!r}",
+                                 param_hint="--chunk")
+    return value
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: clean up, then exit."""
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised by the subprocess tests
+    raise _Terminated()
+
+
+@app.command()
+def run(
+    inputs: List[Path] = typer.Argument(..., help="Audio files (anything libsndfile reads, or .npy) or folders."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                          help="Output file (one input) or folder (several inputs or a folder)."),
+    config: Optional[str] = typer.Option(None, "-c", "--config", help="Config file or built-in name (default sinc-x3)."),
+    weights: Optional[Path] = typer.Option(None, "-w", "--weights", help="Weights file (default: the config's)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    chunk: str = typer.Option("auto", "--chunk", help="Input frames per block, or auto."),
+    dtype: DType = typer.Option(DType.float32, "--dtype", help="Compute dtype."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
+    deterministic: bool = typer.Option(False, "--deterministic", help="Use PyTorch's deterministic algorithms."),
+    channels: Optional[Channels] = typer.Option(None, "--channels", help="Override the config's channel mapping."),
+    input_rate: Optional[int] = typer.Option(None, "--input-rate", min=1, help="Sample rate of .npy inputs."),
+    subtype: Optional[Subtype] = typer.Option(None, "--subtype", help="Output subtype (default: the input's)."),
+    clip: Clip = typer.Option(Clip.clamp, "--clip", help="Integer outputs: clamp and count, or refuse."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose output exists."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Look for audio in subfolders too."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Files processed in parallel."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed input."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Stream audio files through a config's stack and write the results."""
+    if overwrite and skip_existing:
+        raise typer.BadParameter("--overwrite and --skip-existing exclude each other", param_hint="--overwrite")
+    chunk_frames = _parse_chunk(chunk)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        import torch
+
+        from convt_audio.pipeline import RunOptions, plan_jobs, prepare, resolve_device
+
+        if threads:
+            torch.set_num_threads(threads)
+        if jobs > 1:
+            torch.set_num_threads(max(1, (threads or torch.get_num_threads()) // jobs))
+        jobs_list = plan_jobs(inputs, output, recursive)
+        if input_rate is None and any(j.source.suffix.lower() == ".npy" for j in jobs_list):
+            from convt_audio.errors import UsageError
+
+            raise UsageError(".npy inputs need --input-rate HZ")
+        if output is not None and len(jobs_list) > 1:
+            output.mkdir(parents=True, exist_ok=True)
+        cfg, stack = _load(config, weights, quiet)
+        stack = prepare(stack, resolve_device(device), dtype.value, deterministic)
+        options = RunOptions(device=device, dtype=dtype.value, chunk=chunk_frames,
+                             channels=channels.value if channels else None, input_rate=input_rate,
+                             subtype=subtype.value if subtype else None, clip=clip.value,
+                             overwrite=overwrite, skip_existing=skip_existing)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    except Exception as exc:
+        raise _fail(exc, debug)
+    code = _run_jobs(stack, cfg, jobs_list, options, jobs, fail_fast, as_json, quiet, debug)
+    raise typer.Exit(code)
+
+
+def _run_jobs(stack, cfg, jobs_list, options, jobs, fail_fast, as_json, quiet, debug) -> int:
+    from convt_audio.errors import ConvtAudioError
+    from convt_audio.pipeline import Cancelled, process_file
+
+    from .rich_utils import progress_bars
+
+    cancel = threading.Event()
+    failed = skipped = done = 0
+    lock = threading.Lock()
+
+    def emit(report: dict) -> None:
+        if as_json:
+            typer.echo(json.dumps(report))
+        elif not quiet and report["status"] == "ok":
+            clipped = f", {report['clipped_samples']} samples clipped" if report["clipped_samples"] else ""
+            typer.echo(f"{report['input']} -> {report['output']} ({report['seconds']:.2f} s at "
+                       f"{report['output_rate']} Hz, {report['speed_x_realtime']:.1f}x real time"
+                       f"{clipped})", err=True)
+        elif not quiet and report["status"] == "skipped":
+            typer.echo(f"{report['input']}: skipped, {report['output']} exists", err=True)
+
+    def one(job, bars) -> None:
+        nonlocal failed, skipped, done
+        if cancel.is_set():
+            return
+        name = str(job.source)
+        try:
+            report = process_file(stack, cfg, job, options, cancel,
+                                  bars.add_file(name, 0))
+        except Cancelled:
+            return
+        except Exception as exc:
+            if debug:
+                traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+            message = str(exc) if isinstance(exc, ConvtAudioError) else f"{name}: {type(exc).__name__}: {exc}"
+            message = message.splitlines()[0] if message else type(exc).__name__
+            with lock:
+                failed += 1
+                _err(message)
+                if as_json:
+                    output = getattr(exc, "output", None) or (str(job.dest) if job.dest else None)
+                    typer.echo(json.dumps({"input": name, "output": output, "status": "error",
+                                           "error": message}))
+            if fail_fast:
+                cancel.set()
+            return
+        finally:
+            bars.file_done(name)
+        with lock:
+            if report["status"] == "skipped":
+                skipped += 1
+            else:
+                done += 1
+            emit(report)
+
+    try:
+        with progress_bars(not quiet, len(jobs_list)) as bars:
+            if jobs == 1:
+                for job in jobs_list:
+                    one(job, bars)
+                    if cancel.is_set():
+                        break
+            else:
+                pool = ThreadPoolExecutor(max_workers=jobs)
+                try:
+                    for future in [pool.submit(one, job, bars) for job in jobs_list]:
+                        future.result()
+                except BaseException:
+                    cancel.set()
+                    raise
+                finally:
+                    pool.shutdown(wait=True)
+    except KeyboardInterrupt as exc:
+        cancel.set()
+        _err("interrupted; no partial outputs were left")
+        return 143 if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
+    if not quiet and not as_json and len(jobs_list) > 1:
+        typer.echo(f"{len(jobs_list)} inputs: {done} written, {skipped} skipped, {failed} failed", err=True)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+@app.command()
+def info(
+    config: Optional[str] = typer.Argument(None, help="Config file or built-in name (default sinc-x3)."),
+    weights: Optional[Path] = typer.Option(None, "-w", "--weights", help="Weights file to check against the config."),
+    input_rate: int = typer.Option(16000, "--input-rate", min=1, help="Input rate for the rates and FLOP/s figures."),
+    as_json: bool = typer.Option(False, "--json", help="Print the facts as one JSON object."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Show a config's layers, rates, latency, receptive field, cost and weights status."""
+    try:
+        from convt_audio.config import load_config
+        from convt_audio.layers import Conv1dSpec, ConvTranspose1dSpec, parameter_count
+        from convt_audio.report import describe
+        from convt_audio.weights import load_stack
+
+        cfg = load_config(config)
+    except Exception as exc:
+        raise _fail(exc, debug)
+    weights_path = weights or cfg.weights
+    try:
+        stack, unused = load_stack(cfg, weights)
+        status = "ok" if weights_path else "not needed"
+        if unused:
+            status = f"ok, {len(unused)} tensor(s) unused"
+        parameters = stack.parameter_count()
+        weights_ok = True
+    except Exception as exc:
+        status = str(exc).splitlines()[0]
+        weights_ok = False
+        parameters = sum(parameter_count(spec) for spec in cfg.layers)
+    facts = describe(cfg.layers, parameters)
+    rows = []
+    first_conv = True
+    for spec in cfg.layers:
+        row = {"#": spec.index, "type": spec.type}
+        if isinstance(spec, (ConvTranspose1dSpec, Conv1dSpec)):
+            buffers = ""
+            if spec.padding_mode == "circular" and spec.extension()[0]:
+                buffers = "input tail (seek)" if first_conv else "whole input"
+            elif spec.padding_mode == "reflect" and spec.extension()[0]:
+                buffers = f"first {spec.extension()[0] + 1} frames"
+            row.update({
+                "channels": f"{spec.in_channels}→{spec.out_channels}", "kernel": spec.kernel_size,
+                "stride": spec.stride, "padding": spec.padding,
+                "out_pad": getattr(spec, "output_padding", "-"), "groups": spec.groups,
+                "dilation": spec.dilation, "padding_mode": spec.padding_mode,
+                "params": parameter_count(spec), "buffers": buffers,
+            })
+            first_conv = False
+        elif spec.type == "snake":
+            row.update({"channels": spec.channels, "params": spec.channels})
+        rows.append(row)
+    seconds_latency = float(facts.latency_input_frames) / input_rate
+    out_rate = input_rate * facts.rate_factor
+    summary = {
+        "config": cfg.source, "name": cfg.name, "description": cfg.description,
+        "rate_factor": str(facts.rate_factor), "input_rate": input_rate,
+        "output_rate": float(out_rate) if out_rate.denominator != 1 else int(out_rate),
+        "latency_input_frames": float(facts.latency_input_frames),
+        "latency_output_frames": float(facts.latency_input_frames * facts.rate_factor),
+        "latency_seconds": seconds_latency,
+        "receptive_field_input_frames": facts.receptive_input_frames,
+        "receptive_field_output_frames": float(facts.receptive_input_frames * facts.rate_factor),
+        "parameters": facts.parameters,
+        "flops_per_input_frame": facts.flops_per_input_frame,
+        "flops_per_second_of_audio": facts.flops_per_input_frame * input_rate,
+        "channels": cfg.channels,
+        "weights": str(weights_path) if weights_path else None,
+        "weights_status": status,
+        "buffers_whole_input": [r["#"] for r in rows if r.get("buffers") == "whole input"],
+    }
+    if as_json:
+        typer.echo(json.dumps({**summary, "layers": rows}))
+    else:
+        from .rich_utils import layer_table, print_table
+
+        print_table(layer_table(rows, f"{cfg.name}: {cfg.description}".rstrip(": ")))
+        lines = [
+            f"rate:            ×{facts.rate_factor} ({input_rate} Hz -> {summary['output_rate']} Hz)",
+            f"latency:         {float(facts.latency_input_frames):g} input frames "
+            f"({summary['latency_output_frames']:g} output frames, {seconds_latency * 1000:.2f} ms)",
+            f"receptive field: {facts.receptive_input_frames} input frames "
+            f"({summary['receptive_field_output_frames']:g} output frames)",
+            f"parameters:      {facts.parameters:,}",
+            f"cost:            {facts.flops_per_input_frame:,} FLOP per input frame, "
+            f"{summary['flops_per_second_of_audio'] / 1e9:.3f} GFLOP per second of audio",
+            f"channels:        {cfg.channels}",
+            f"weights:         {summary['weights'] or '(none)'}: {status}",
+        ]
+        if summary["buffers_whole_input"]:
+            lines.append(f"memory:          layers {summary['buffers_whole_input']} hold their whole "
+                         f"input (circular padding past the first convolution)")
+        typer.echo("\n".join(lines))
+    if not weights_ok:
+        raise typer.Exit(EXIT_USAGE)
+
+
+@app.command()
+def init(
+    config: str = typer.Argument(..., help="Config file or built-in name."),
+    output: Path = typer.Option(..., "-o", "--output", help="Weights file to write (.safetensors, .pt or .npz)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same weights)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Write weights initialised as PyTorch initialises these layers."""
+    try:
+        from convt_audio.config import load_config
+        from convt_audio.errors import UsageError
+        from convt_audio.layers import Stack
+        from convt_audio.weights import write_tensors
+
+        cfg = load_config(config)
+        if output.exists() and not overwrite:
+            raise UsageError(f"{output}: already exists (pass --overwrite to replace it)")
+        stack = Stack.initialised(cfg.layers, seed)
+        tensors = stack.state_dict(cfg.tensor_names)
+        write_tensors(output, tensors)
+    except Exception as exc:
+        raise _fail(exc, debug)
+    typer.echo(f"wrote {output}: {len(tensors)} tensors, {stack.parameter_count():,} parameters (seed {seed})",
+               err=True)
+
+
+@design_app.command("sinc")
+def design_sinc_command(
+    factor: int = typer.Option(..., "--factor", "-L", help="Upsampling factor L (integer >= 2)."),
+    passband: float = typer.Option(0.45, "--passband", help="Passband edge, fraction of the input rate."),
+    stopband: float = typer.Option(0.55, "--stopband", help="Stopband edge, fraction of the input rate."),
+    attenuation: float = typer.Option(140.0, "--attenuation", help="Stopband attenuation in dB."),
+    output: Path = typer.Option(..., "-o", "--output", help="NAME: writes NAME.yaml and NAME.safetensors."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    """Write an L× zero-delay Kaiser-windowed sinc interpolator."""
+    try:
+        from convt_audio.design import design_sinc, write_sinc
+
+        design = design_sinc(factor, passband, stopband, attenuation)
+        config_path, weights_path = write_sinc(design, output, overwrite)
+    except Exception as exc:
+        raise _fail(exc, debug)
+    typer.echo(f"wrote {config_path} and {weights_path}: {design.kernel_size} taps, ×{factor}", err=True)
+
+
+@app.command()
+def configs() -> None:
+    """List the built-in configs."""
+    from convt_audio.config import DEFAULT_CONFIG, builtin_configs, load_config
+
+    for name in builtin_configs():
+        cfg = load_config(name)
+        default = " (default)" if name == DEFAULT_CONFIG else ""
+        typer.echo(f"{name}{default}: {cfg.description}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -116,3 +117,27 @@ def sinc_config(design: SincDesign, name: str, weights_file: str) -> dict:
         "channels": "auto",
         "layers": [design.layer()],
     }
+
+
+def write_sinc(design: SincDesign, stem: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write ``<stem>.yaml`` and ``<stem>.safetensors`` (taps kept in float64) atomically."""
+    import torch
+    import yaml
+
+    from .audio_io import atomic_path
+    from .weights import write_tensors
+
+    stem = Path(stem)
+    if stem.suffix in (".yaml", ".yml", ".safetensors"):
+        stem = stem.with_suffix("")
+    config_path, weights_path = stem.with_name(stem.name + ".yaml"), stem.with_name(stem.name + ".safetensors")
+    for path in (config_path, weights_path):
+        if path.exists() and not overwrite:
+            raise UsageError(f"{path}: already exists (pass --overwrite to replace it)")
+    if not config_path.parent.is_dir():
+        raise UsageError(f"{config_path.parent}: folder does not exist")
+    data = sinc_config(design, stem.name, weights_path.name)
+    write_tensors(weights_path, {"0.weight": torch.from_numpy(design.taps).reshape(1, 1, -1)})
+    with atomic_path(config_path) as tmp:
+        Path(tmp).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return config_path, weights_path

@@ -82,9 +82,6 @@ class _ConvSpec:
             shapes["bias"] = (self.out_channels,)
         return shapes
 
-    def parameter_count(self) -> int:
-        return sum(math.prod(s) for s in self.tensor_shapes().values())
-
 
 @dataclass(frozen=True)
 class ConvTranspose1dSpec(_ConvSpec):
@@ -211,6 +208,11 @@ class SnakeSpec:
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"alpha": (1, self.channels, 1)}
+
+
+def parameter_count(spec) -> int:
+    """Number of parameters a layer spec's tensors hold."""
+    return sum(math.prod(shape) for shape in spec.tensor_shapes().values())
 
 
 LayerSpec = Union[ConvTranspose1dSpec, Conv1dSpec, ActivationSpec, SnakeSpec]

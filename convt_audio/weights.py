@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .config import Config
-from .errors import ConfigError, WeightsError
+from .errors import ConfigError, UsageError, WeightsError
 from .layers import Stack
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".npz")
@@ -158,12 +158,24 @@ def load_stack(config: Config, weights: str | Path | None = None) -> tuple[Stack
     return bind(config, read_tensors(path), str(path))
 
 
-def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor]) -> None:
-    """Write tensors as safetensors (contiguous CPU copies)."""
-    from safetensors.torch import save_file
+def write_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Write tensors atomically as ``.safetensors``, ``.pt``/``.pth`` or ``.npz`` (by extension)."""
+    from .audio_io import atomic_path
 
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
+    path = Path(path)
+    suffix = path.suffix.lower()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    if suffix not in (".safetensors", ".pt", ".pth", ".npz"):
+        raise UsageError(f"{path}: weights are written as .safetensors, .pt, .pth or .npz, not {suffix or 'no extension'!r}")
+    if not path.parent.is_dir():
+        raise UsageError(f"{path.parent}: folder does not exist")
+    with atomic_path(path) as tmp:
+        if suffix == ".safetensors":
+            from safetensors.torch import save_file
 
-
-def parameter_count(tensors: Mapping[str, torch.Tensor]) -> int:
-    return sum(math.prod(t.shape) for t in tensors.values())
+            save_file(tensors, str(tmp))
+        elif suffix == ".npz":
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **{k: v.numpy() for k, v in tensors.items()})
+        else:
+            torch.save(tensors, str(tmp))

@@ -1,0 +1,230 @@
+"""Block-wise audio reading and writing with python-soundfile; atomic outputs.
+
+Nothing here holds a whole file: sources yield ``[channels, frames]`` blocks, sinks take them.
+Outputs are written to a temporary file beside the destination and renamed only when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import soundfile as sf
+
+from .errors import AudioError, ClippingError, UsageError
+
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
+SUBTYPE_CHOICES = ("PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")
+_EXTENSION_ALIASES = {"aif": "AIFF", "aifc": "AIFF", "wave": "WAV", "oga": "OGG", "opus": "OGG"}
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def audio_extensions() -> set[str]:
+    """File extensions (lower case, no dot) this libsndfile reads, plus ``npy``."""
+    names = {name.lower() for name in sf.available_formats()} | set(_EXTENSION_ALIASES) | {"npy"}
+    return names - {"raw"}
+
+
+def format_for(path: str | Path) -> str:
+    """The libsndfile major format for an output path, from its extension."""
+    ext = Path(path).suffix.lower().lstrip(".")
+    fmt = _EXTENSION_ALIASES.get(ext, ext.upper())
+    if fmt not in sf.available_formats() or fmt == "RAW":
+        raise UsageError(
+            f"{path}: cannot write {('.' + ext) if ext else 'a file without extension'}; use one of "
+            f".wav, .flac, .ogg, .aiff, .caf, .w64, .rf64, .au"
+        )
+    return fmt
+
+
+def choose_subtype(fmt: str, requested: str | None, input_subtype: str | None, where: str) -> str:
+    """The output subtype: the requested one, else the input's where the format has it."""
+    if requested:
+        if not sf.check_format(fmt, requested):
+            raise UsageError(f"--subtype: {fmt} files cannot hold {requested} ({where})")
+        return requested
+    if input_subtype and sf.check_format(fmt, input_subtype):
+        return input_subtype
+    return sf.default_subtype(fmt)
+
+
+@contextmanager
+def atomic_path(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; on success move it onto ``dest``, else delete it.
+
+    With ``overwrite=False`` the final step refuses to replace a file that appeared meanwhile.
+    """
+    dest = Path(dest)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        if overwrite:
+            os.replace(tmp, dest)
+        else:
+            try:
+                os.link(tmp, dest)  # fails if dest exists: never clobbers
+            except FileExistsError:
+                raise AudioError(f"{dest}: appeared while writing; not replaced") from None
+            os.unlink(tmp)
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _check_not_truncated(handle: sf.SoundFile, path: Path) -> None:
+    """libsndfile reads a truncated WAV/AIFF silently; its header report says 'should be'."""
+    match = re.search(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", handle.extra_info, re.M)
+    if match:
+        promised, present = int(match.group(1)), int(match.group(2))
+        if present < promised and promised not in (0, 0xFFFFFFFF, 0xFFFFFFFF - 8):
+            raise AudioError(
+                f"{path}: truncated: the header promises {promised} data bytes, the file holds {present}"
+            )
+
+
+@dataclass
+class AudioSource:
+    """An input file read in blocks: ``frames``, ``rate``, ``channels``, ``subtype``."""
+
+    path: Path
+    rate: int
+    channels: int
+    frames: int
+    subtype: str | None
+    _handle: sf.SoundFile | None = None
+    _array: np.ndarray | None = None
+
+    def blocks(self, frames: int, dtype: str = "float32") -> Iterator[np.ndarray]:
+        """Yield ``[channels, n]`` blocks of at most ``frames`` frames, from the start."""
+        if self._array is not None:
+            for start in range(0, self.frames, frames):
+                yield np.ascontiguousarray(self._array[:, start : start + frames], dtype=dtype)
+            return
+        self._handle.seek(0)
+        read = 0
+        while True:
+            try:
+                block = self._handle.read(frames, dtype=dtype, always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise AudioError(f"{self.path}: read error after {read} frames: {exc}") from None
+            if not block.shape[0]:
+                break
+            read += block.shape[0]
+            yield np.ascontiguousarray(block.T)
+        if read < self.frames:
+            raise AudioError(f"{self.path}: truncated: expected {self.frames} frames, read {read}")
+
+    def tail(self, frames: int, dtype: str = "float32") -> np.ndarray:
+        """The last ``min(frames, self.frames)`` frames as ``[channels, n]`` (seeks, no full read)."""
+        count = min(frames, self.frames)
+        if self._array is not None:
+            return np.ascontiguousarray(self._array[:, self.frames - count :], dtype=dtype)
+        self._handle.seek(self.frames - count)
+        block = self._handle.read(count, dtype=dtype, always_2d=True)
+        self._handle.seek(0)
+        return np.ascontiguousarray(block.T)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+    def __enter__(self) -> "AudioSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_source(path: str | Path, input_rate: int | None = None) -> AudioSource:
+    """Open an audio file (anything libsndfile reads) or a ``.npy`` ``(channels, frames)`` array."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a folder (pass --recursive or name the files)")
+    if path.suffix.lower() == ".npy":
+        if input_rate is None:
+            raise UsageError(f"{path}: .npy inputs need --input-rate HZ")
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise AudioError(f"{path}: not a readable .npy array: {str(exc).splitlines()[0]}") from None
+        if array.ndim == 1:
+            array = array[None, :]
+        if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
+            raise AudioError(
+                f"{path}: .npy input must be a float array of shape (channels, frames), got "
+                f"{array.dtype} {tuple(array.shape)}"
+            )
+        if array.shape[0] > array.shape[1]:
+            raise AudioError(
+                f"{path}: shape {tuple(array.shape)} has more channels than frames; "
+                f"expected (channels, frames)"
+            )
+        return AudioSource(path, input_rate, array.shape[0], array.shape[1], None, _array=array)
+    try:
+        handle = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        detail = str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
+        raise AudioError(f"{path}: not a readable audio file ({detail})") from None
+    try:
+        _check_not_truncated(handle, path)
+    except AudioError:
+        handle.close()
+        raise
+    return AudioSource(path, handle.samplerate, handle.channels, handle.frames, handle.subtype, handle)
+
+
+class AudioSink:
+    """Writes ``[channels, n]`` float blocks, clamping integer outputs to [-1, 1].
+
+    Clipped samples are counted; with ``clip="error"`` the first one raises
+    :class:`ClippingError` (the caller discards the temporary file).
+    """
+
+    def __init__(self, path: Path, rate: int, channels: int, fmt: str, subtype: str,
+                 clip: str = "clamp", label: str | None = None):
+        self.clip = clip
+        self.label = label or str(path)
+        self.clamps = subtype not in FLOAT_SUBTYPES
+        self.clipped = 0
+        self.frames = 0
+        try:
+            self._handle = sf.SoundFile(str(path), "w", rate, channels, subtype, format=fmt)
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            raise AudioError(f"{self.label}: cannot write {fmt}/{subtype}: {exc}") from None
+
+    def write(self, block: np.ndarray) -> None:
+        if not block.shape[-1]:
+            return
+        if self.clamps:
+            over = int(np.count_nonzero(np.abs(block) > 1.0))
+            if over:
+                if self.clip == "error":
+                    raise ClippingError(
+                        f"{self.label}: output would clip ({over} samples outside [-1, 1] in one "
+                        f"block); rerun with --clip clamp or --subtype FLOAT"
+                    )
+                self.clipped += over
+                block = np.clip(block, -1.0, 1.0)
+        try:
+            self._handle.write(block.T)
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            raise AudioError(f"{self.label}: write failed: {exc}") from None
+        self.frames += block.shape[-1]
+
+    def close(self) -> None:
+        try:
+            self._handle.close()
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            raise AudioError(f"{self.label}: write failed: {exc}") from None

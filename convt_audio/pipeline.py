@@ -1,0 +1,380 @@
+"""Files through a stack: batch planning, devices, and one file streamed end to end.
+
+This is what ``convt-audio run`` does, without any of the command line: importable and tested
+on its own. A file is read in blocks by a reader thread, streamed through the stack on the
+device, and written by a writer thread to a temporary file that is renamed when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+from contextlib import suppress
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .audio_io import AudioSink, atomic_path, audio_extensions, choose_subtype, format_for, open_source
+from .config import Config, channel_plan
+from .errors import AudioError, DeviceError, UsageError
+from .layers import Stack
+from .stream import StreamingStack, leading_circular_frames
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+          "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run files (the ``run`` command's options, minus file selection)."""
+
+    device: str = "auto"
+    dtype: str = "float32"
+    chunk: int | None = None  # input frames per block; None picks one for the stack
+    channels: str | None = None  # overrides the config's channels mode
+    input_rate: int | None = None
+    subtype: str | None = None
+    clip: str = "clamp"
+    overwrite: bool = False
+    skip_existing: bool = False
+    kernel: str = "auto"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input and where its output goes (``None``: beside it, ``<stem>.<rate>hz.wav``)."""
+
+    source: Path
+    dest: Path | None
+
+
+# --------------------------------------------------------------------------------------------
+# devices
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise DeviceError(f"--device: {name!r} is not one of auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {name}: CUDA is not available on this machine "
+                              f"(torch {torch.__version__}, CUDA build: {torch.version.cuda})")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise DeviceError(f"--device: {name!r} is not one of auto, cpu, cuda, cuda:N")
+    return device
+
+
+def prepare(stack: Stack, device: torch.device, dtype: str, deterministic: bool = False) -> Stack:
+    """Move the stack to the device and dtype; exact float settings (no TF32)."""
+    if dtype not in DTYPES:
+        raise DeviceError(f"--dtype: {dtype!r} is not one of {sorted(DTYPES)}")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    return stack.to(device=device, dtype=DTYPES[dtype])
+
+
+def auto_chunk(stack: Stack) -> int:
+    """Input frames per block: keep the widest activation near 2^18 elements (cache-sized).
+
+    One-channel interpolators get long blocks (per-call overhead dominates); wide learned
+    decoders get 64-256 frames, where their activations stay in cache (see benchmarks/).
+    """
+    widest, rate = stack.in_channels, 1.0
+    for spec in stack.convs:
+        up, down = spec.rate_factor()
+        rate = rate * up / down
+        widest = max(widest, spec.out_channels * rate, spec.in_channels * rate / up * down)
+    chunk = int(2 ** 18 / widest)
+    chunk = 1 << max(6, min(16, chunk.bit_length() - 1))
+    return max(chunk, stack.min_input_frames())
+
+
+# --------------------------------------------------------------------------------------------
+# planning a batch
+
+
+def default_name(source: Path, rate: int) -> Path:
+    return source.with_name(f"{source.stem}.{rate}hz.wav")
+
+
+def _writable_name(path: Path) -> Path:
+    try:
+        format_for(path)
+        return path
+    except UsageError:
+        return path.with_suffix(".wav")
+
+
+def _listed(folder: Path, recursive: bool) -> list[Path]:
+    extensions = audio_extensions()
+    pattern = folder.rglob("*") if recursive else folder.glob("*")
+    found = [p for p in pattern if p.is_file() and p.suffix.lower().lstrip(".") in extensions
+             and not p.name.startswith(".")]
+    return sorted(found)
+
+
+def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive: bool = False) -> list[Job]:
+    """Expand folders and name every output (SPEC §4).
+
+    One input file with ``-o FILE`` writes that file; several inputs or a folder write into
+    ``-o DIR``, keeping paths relative to each folder given (or to the current folder for
+    files under it); without ``-o`` outputs go beside the inputs.
+    """
+    inputs = [Path(p) for p in inputs]
+    if not inputs:
+        raise UsageError("no inputs given")
+    pairs: list[tuple[Path, Path]] = []  # (source, relative name for -o DIR)
+    any_folder = False
+    cwd = Path.cwd().resolve()
+    for item in inputs:
+        if item.is_dir():
+            any_folder = True
+            listed = _listed(item, recursive)
+            if not listed:
+                raise UsageError(f"{item}: no audio files found"
+                                 f"{'' if recursive else ' (pass --recursive to look in subfolders)'}")
+            pairs.extend((p, p.relative_to(item)) for p in listed)
+        else:
+            try:
+                relative = item.resolve().relative_to(cwd)
+            except ValueError:
+                relative = Path(item.name)
+            pairs.append((item, relative))
+
+    if output is None:
+        return [Job(src, None) for src, _ in pairs]
+    output = Path(output)
+    into_folder = (len(pairs) > 1 or any_folder or output.is_dir()
+                   or str(output).endswith(os.sep))
+    if not into_folder:
+        dest = output
+        if pairs[0][0].exists() and dest.exists() and dest.resolve() == pairs[0][0].resolve():
+            raise UsageError(f"{dest}: is the input itself; choose another output")
+        return [Job(pairs[0][0], dest)]
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"-o {output}: is a file; several inputs need a folder")
+    jobs, seen = [], {}
+    for src, relative in pairs:
+        dest = output / _writable_name(relative)
+        key = dest.resolve()
+        if key in seen:
+            raise UsageError(f"{src} and {seen[key]} would both write {dest}")
+        if src.exists() and key == src.resolve():
+            raise UsageError(f"{dest}: is the input itself; choose another output folder")
+        seen[key] = src
+        jobs.append(Job(src, dest))
+    return jobs
+
+
+# --------------------------------------------------------------------------------------------
+# one file
+
+
+class Cancelled(Exception):
+    """The batch was interrupted (Ctrl-C) while this file ran."""
+
+
+def _prefetch(blocks: Iterator[np.ndarray], stop: threading.Event, depth: int = 3) -> Iterator[np.ndarray]:
+    """Read blocks in a thread so decoding overlaps with compute."""
+    items: queue.Queue = queue.Queue(depth)
+    done = object()
+
+    def reader() -> None:
+        try:
+            for block in blocks:
+                while not stop.is_set():
+                    try:
+                        items.put(block, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(done)
+        except BaseException as exc:  # re-raised in the consumer
+            items.put(exc)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _Writer:
+    """Writes blocks in a thread so encoding overlaps with compute; errors surface on the next call."""
+
+    def __init__(self, sink: AudioSink, depth: int = 3):
+        self.sink = sink
+        self.items: queue.Queue = queue.Queue(depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            block = self.items.get()
+            if block is None:
+                return
+            if self.error is None:
+                try:
+                    self.sink.write(block)
+                except BaseException as exc:
+                    self.error = exc
+
+    def put(self, block: np.ndarray) -> None:
+        if self.error is not None:
+            raise self.error
+        self.items.put(block)
+
+    def finish(self) -> None:
+        self.items.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _to_host(y: torch.Tensor, per_channel: bool) -> np.ndarray:
+    """``[B, C, m]`` on the device → ``[channels, m]`` float32/64 numpy on the host."""
+    y = y.reshape(-1, y.shape[-1]) if per_channel else y[0]
+    if y.dtype in (torch.float16, torch.bfloat16):
+        y = y.float()
+    return y.cpu().numpy()
+
+
+def process_file(
+    stack: Stack,
+    config: Config,
+    job: Job,
+    options: RunOptions,
+    cancel: threading.Event | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Stream one file through ``stack`` (already on its device and dtype); return a report.
+
+    The report has input, output, rates, channels, frames, seconds of audio, clipped samples,
+    wall seconds, real-time factor and device. Raises :class:`AudioError` (or a subclass) for a
+    bad input, with ``.output`` set once the output name is known; nothing is left at the
+    output unless the whole file was written.
+    """
+    started = time.perf_counter()
+    with open_source(job.source, options.input_rate) as source:
+        per_channel = channel_plan(config, source.channels, options.channels) == "per_channel"
+        out_rate = config.output_rate(source.rate)
+        dest = job.dest or default_name(job.source, out_rate)
+        report = {"input": str(job.source), "output": str(dest)}
+        try:
+            if dest.exists():
+                if dest.resolve() == job.source.resolve():
+                    raise AudioError(f"{dest}: is the input itself; not overwritten")
+                if options.skip_existing:
+                    return {**report, "status": "skipped", "reason": "output exists"}
+                if not options.overwrite:
+                    raise AudioError(f"{dest}: already exists (pass --overwrite or --skip-existing)")
+            try:
+                stack.check_frames(source.frames)
+            except AudioError as exc:
+                raise type(exc)(f"{job.source}: {exc}") from None
+            written = _write(stack, source, dest, out_rate, per_channel, options, cancel, progress)
+        except AudioError as exc:
+            exc.output = str(dest)
+            raise
+    wall = time.perf_counter() - started
+    seconds = source.frames / source.rate
+    return {
+        **report,
+        "status": "ok",
+        "input_rate": source.rate,
+        "output_rate": out_rate,
+        "channels_in": source.channels,
+        **written,
+        "frames_in": source.frames,
+        "seconds": seconds,
+        "wall_seconds": wall,
+        "realtime_factor": wall / seconds if seconds else None,
+        "speed_x_realtime": seconds / wall if wall else None,
+    }
+
+
+def _write(stack, source, dest: Path, out_rate: int, per_channel: bool, options: RunOptions,
+           cancel, progress) -> dict:
+    """Stream ``source`` through ``stack`` into a temporary file renamed onto ``dest``."""
+    device = next((t.device for p in stack.params for t in p.values()), torch.device("cpu"))
+    dtype = next((t.dtype for p in stack.params for t in p.values()), torch.float32)
+    fmt = format_for(dest)
+    subtype = choose_subtype(fmt, options.subtype, source.subtype, str(dest))
+    out_channels = stack.out_channels * (source.channels if per_channel else 1)
+    read_dtype = "float64" if dtype == torch.float64 else "float32"
+    chunk = options.chunk or auto_chunk(stack)
+
+    def to_device(block: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(block)
+        x = x[:, None, :] if per_channel else x[None]
+        if device.type == "cuda":
+            return x.pin_memory().to(device, dtype, non_blocking=True)
+        return x.to(dtype=dtype)
+
+    tail = None
+    if leading_circular_frames(stack):
+        tail = to_device(source.tail(leading_circular_frames(stack), read_dtype))
+    streamer = StreamingStack(stack, tail=tail, kernel=options.kernel)
+    stop = threading.Event()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest, overwrite=options.overwrite) as tmp:
+        sink = AudioSink(tmp, out_rate, out_channels, fmt, subtype, options.clip, label=str(dest))
+        writer = _Writer(sink)
+        try:
+            done, like = 0, None
+            for block in _prefetch(source.blocks(chunk, read_dtype), stop):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled(str(source.path))
+                x = to_device(block)
+                like = x[..., :0]
+                writer.put(_to_host(streamer.push(x), per_channel))
+                done += block.shape[-1]
+                if progress:
+                    progress(done, source.frames)
+            if like is None:
+                raise AudioError(f"{source.path}: no audio frames")
+            writer.put(_to_host(streamer.flush(like), per_channel))
+        except BaseException:
+            stop.set()
+            _abandon(writer)
+            with suppress(AudioError):
+                sink.close()
+            raise
+        writer.finish()
+        sink.close()
+    return {"output_rate": out_rate, "channels_out": out_channels, "frames_out": sink.frames,
+            "clipped_samples": sink.clipped, "subtype": subtype, "device": str(device)}
+
+
+def _abandon(writer: _Writer) -> None:
+    """Stop the writer after a failure without raising its own error over the first one."""
+    writer.items.put(None)
+    writer.thread.join()
