@@ -112,7 +112,7 @@ def _load(config_name: Optional[str], weights: Optional[Path], quiet: bool):
     from convt_audio.weights import load_stack
 
     config = load_config(config_name)
-    stack, unused = load_stack(config, weights)
+    stack, unused = load_stack(config, weights, dtype=None)  # converted once, by prepare()
     if unused:
         shown = ", ".join(unused[:8]) + (f", … ({len(unused) - 8} more)" if len(unused) > 8 else "")
         _warn(f"{weights or config.weights}: {len(unused)} tensor(s) not used by the config: {shown}", quiet)

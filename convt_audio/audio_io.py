@@ -108,7 +108,7 @@ class AudioSource:
         """Yield ``[channels, n]`` blocks of at most ``frames`` frames, from the start."""
         if self._array is not None:
             for start in range(0, self.frames, frames):
-                yield np.ascontiguousarray(self._array[:, start : start + frames], dtype=dtype)
+                yield np.array(self._array[:, start : start + frames], dtype=dtype, order="C")
             return
         self._handle.seek(0)
         read = 0
@@ -128,7 +128,7 @@ class AudioSource:
         """The last ``min(frames, self.frames)`` frames as ``[channels, n]`` (seeks, no full read)."""
         count = min(frames, self.frames)
         if self._array is not None:
-            return np.ascontiguousarray(self._array[:, self.frames - count :], dtype=dtype)
+            return np.array(self._array[:, self.frames - count :], dtype=dtype, order="C")
         self._handle.seek(self.frames - count)
         block = self._handle.read(count, dtype=dtype, always_2d=True)
         self._handle.seek(0)
@@ -171,7 +171,8 @@ def open_source(path: str | Path, input_rate: int | None = None) -> AudioSource:
                 f"{path}: shape {tuple(array.shape)} has more channels than frames; "
                 f"expected (channels, frames)"
             )
-        return AudioSource(path, input_rate, array.shape[0], array.shape[1], None, _array=array)
+        subtype = "DOUBLE" if array.dtype == np.float64 else "FLOAT"  # keep every bit of a float array
+        return AudioSource(path, input_rate, array.shape[0], array.shape[1], subtype, _array=array)
     try:
         handle = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:

@@ -143,11 +143,20 @@ def needs_weights(config: Config) -> bool:
     return any(spec.tensor_shapes() for spec in config.layers)
 
 
-def load_stack(config: Config, weights: str | Path | None = None) -> tuple[Stack, list[str]]:
+def load_stack(
+    config: Config, weights: str | Path | None = None, dtype: torch.dtype | None = torch.float32
+) -> tuple[Stack, list[str]]:
     """The config's stack with tensors from ``weights`` (or the config's default weights).
 
-    Returns ``(stack, unused tensor names)``.
+    Tensors are converted to ``dtype`` (``None`` keeps them as stored, e.g. float64 filter taps
+    that a later ``stack.to(dtype=torch.float64)`` should not lose). Returns
+    ``(stack, unused tensor names)``.
     """
+    stack, unused = _load_stack(config, weights)
+    return (stack.to(dtype=dtype) if dtype is not None else stack), unused
+
+
+def _load_stack(config: Config, weights: str | Path | None) -> tuple[Stack, list[str]]:
     path = Path(weights) if weights is not None else config.weights
     if path is None:
         if needs_weights(config):
