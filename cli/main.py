@@ -109,14 +109,14 @@ def main(
 
 def _load(config_name: Optional[str], weights: Optional[Path], quiet: bool):
     from convt_audio.config import load_config
-    from convt_audio.weights import load_stack
+    from convt_audio.weights import load_params
 
     config = load_config(config_name)
-    stack, unused = load_stack(config, weights, dtype=None)  # converted once, by prepare()
+    params, unused = load_params(config, weights)
     if unused:
         shown = ", ".join(unused[:8]) + (f", … ({len(unused) - 8} more)" if len(unused) > 8 else "")
         _warn(f"{weights or config.weights}: {len(unused)} tensor(s) not used by the config: {shown}", quiet)
-    return config, stack
+    return config, params
 
 
 def _parse_chunk(chunk: str) -> Optional[int]:
@@ -171,37 +171,34 @@ def run(
     chunk_frames = _parse_chunk(chunk)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        import torch
+        from convt_audio.engines import build_engine
+        from convt_audio.errors import UsageError
+        from convt_audio.pipeline import RunOptions, plan_jobs
 
-        from convt_audio.pipeline import RunOptions, plan_jobs, prepare, resolve_device
-
-        if threads:
-            torch.set_num_threads(threads)
-        if jobs > 1:
-            torch.set_num_threads(max(1, (threads or torch.get_num_threads()) // jobs))
         jobs_list = plan_jobs(inputs, output, recursive)
         if input_rate is None and any(j.source.suffix.lower() == ".npy" for j in jobs_list):
-            from convt_audio.errors import UsageError
-
             raise UsageError(".npy inputs need --input-rate HZ")
+        cfg, params = _load(config, weights, quiet)
+        engine = build_engine(cfg, params, device, dtype.value, deterministic)
+        if engine.name == "torch":
+            import torch
+
+            torch.set_num_threads(max(1, (threads or torch.get_num_threads()) // jobs))
         if output is not None and len(jobs_list) > 1:
             output.mkdir(parents=True, exist_ok=True)
-        cfg, stack = _load(config, weights, quiet)
-        stack = prepare(stack, resolve_device(device), dtype.value, deterministic)
-        options = RunOptions(device=device, dtype=dtype.value, chunk=chunk_frames,
-                             channels=channels.value if channels else None, input_rate=input_rate,
-                             subtype=subtype.value if subtype else None, clip=clip.value,
-                             overwrite=overwrite, skip_existing=skip_existing)
+        options = RunOptions(chunk=chunk_frames, channels=channels.value if channels else None,
+                             input_rate=input_rate, subtype=subtype.value if subtype else None,
+                             clip=clip.value, overwrite=overwrite, skip_existing=skip_existing)
     except KeyboardInterrupt:
         _err("interrupted")
         raise typer.Exit(EXIT_INTERRUPTED)
     except Exception as exc:
         raise _fail(exc, debug)
-    code = _run_jobs(stack, cfg, jobs_list, options, jobs, fail_fast, as_json, quiet, debug)
+    code = _run_jobs(engine, cfg, jobs_list, options, jobs, fail_fast, as_json, quiet, debug)
     raise typer.Exit(code)
 
 
-def _run_jobs(stack, cfg, jobs_list, options, jobs, fail_fast, as_json, quiet, debug) -> int:
+def _run_jobs(engine, cfg, jobs_list, options, jobs, fail_fast, as_json, quiet, debug) -> int:
     from convt_audio.errors import ConvtAudioError
     from convt_audio.pipeline import Cancelled, process_file
 
@@ -228,7 +225,7 @@ def _run_jobs(stack, cfg, jobs_list, options, jobs, fail_fast, as_json, quiet, d
             return
         name = str(job.source)
         try:
-            report = process_file(stack, cfg, job, options, cancel,
+            report = process_file(engine, cfg, job, options, cancel,
                                   bars.add_file(name, 0))
         except Cancelled:
             return
@@ -293,25 +290,24 @@ def info(
     """Show a config's layers, rates, latency, receptive field, cost and weights status."""
     try:
         from convt_audio.config import load_config
-        from convt_audio.layers import Conv1dSpec, ConvTranspose1dSpec, parameter_count
+        from convt_audio.specs import Conv1dSpec, ConvTranspose1dSpec, parameter_count
         from convt_audio.report import describe
-        from convt_audio.weights import load_stack
+        from convt_audio.weights import load_params
 
         cfg = load_config(config)
     except Exception as exc:
         raise _fail(exc, debug)
     weights_path = weights or cfg.weights
+    parameters = sum(parameter_count(spec) for spec in cfg.layers)
     try:
-        stack, unused = load_stack(cfg, weights)
+        _, unused = load_params(cfg, weights)
         status = "ok" if weights_path else "not needed"
         if unused:
             status = f"ok, {len(unused)} tensor(s) unused"
-        parameters = stack.parameter_count()
         weights_ok = True
     except Exception as exc:
         status = str(exc).splitlines()[0]
         weights_ok = False
-        parameters = sum(parameter_count(spec) for spec in cfg.layers)
     facts = describe(cfg.layers, parameters)
     rows = []
     first_conv = True

@@ -6,29 +6,35 @@ The engine is importable without the command line::
     config = load_config("sinc-x3")
     stack, _ = load_stack(config)
     y = run_chunked(stack, x, 4096)          # == stack.forward(x), frame for frame
+
+Names are imported on first use, so ``import convt_audio`` (and configs, specs, the NumPy
+interpolator) does not load torch until something needs it.
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-from .config import Config, builtin_configs, load_config, parse_config
-from .errors import (
-    AudioError,
-    ClippingError,
-    ConfigError,
-    ConvtAudioError,
-    DeviceError,
-    InputTooShortError,
-    UsageError,
-    WeightsError,
-)
-from .layers import ActivationSpec, Conv1dSpec, ConvTranspose1dSpec, SnakeSpec, Stack, extend
-from .stream import StreamingStack, run_chunked, stream
-from .weights import load_stack, read_tensors
+_EXPORTS = {
+    "Config": "config", "builtin_configs": "config", "load_config": "config",
+    "parse_config": "config",
+    "AudioError": "errors", "ClippingError": "errors", "ConfigError": "errors",
+    "ConvtAudioError": "errors", "DeviceError": "errors", "InputTooShortError": "errors",
+    "UsageError": "errors", "WeightsError": "errors",
+    "ActivationSpec": "specs", "Conv1dSpec": "specs", "ConvTranspose1dSpec": "specs",
+    "SnakeSpec": "specs",
+    "Stack": "layers", "extend": "layers",
+    "StreamingStack": "stream", "run_chunked": "stream", "stream": "stream",
+    "load_stack": "weights", "read_tensors": "weights",
+}
+__all__ = ["__version__", *_EXPORTS]
 
-__all__ = [
-    "__version__", "Config", "builtin_configs", "load_config", "parse_config", "AudioError",
-    "ClippingError", "ConfigError", "ConvtAudioError", "DeviceError", "InputTooShortError",
-    "UsageError", "WeightsError", "ActivationSpec", "Conv1dSpec", "ConvTranspose1dSpec",
-    "SnakeSpec", "Stack", "extend", "StreamingStack", "run_chunked", "stream", "load_stack",
-    "read_tensors",
-]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import AudioError, ConfigError
-from .layers import (
+from .specs import (
     ACTIVATIONS,
     CONV_TYPES,
     ActivationSpec,

@@ -1,8 +1,9 @@
 """Files through a stack: batch planning, devices, and one file streamed end to end.
 
 This is what ``convt-audio run`` does, without any of the command line: importable and tested
-on its own. A file is read in blocks by a reader thread, streamed through the stack on the
-device, and written by a writer thread to a temporary file that is renamed when complete.
+on its own. A file is read in blocks by a reader thread, streamed through an engine
+(:mod:`convt_audio.engines`), and written by a writer thread to a temporary file that is renamed
+when complete.
 """
 
 from __future__ import annotations
@@ -17,32 +18,23 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
-import torch
 
 from .audio_io import AudioSink, atomic_path, audio_extensions, choose_subtype, format_for, open_source
 from .config import Config, channel_plan
-from .errors import AudioError, DeviceError, UsageError
-from .layers import Stack
-from .stream import StreamingStack, leading_circular_frames
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
-          "bfloat16": torch.bfloat16}
+from .errors import AudioError, UsageError
 
 
 @dataclass(frozen=True)
 class RunOptions:
     """How to run files (the ``run`` command's options, minus file selection)."""
 
-    device: str = "auto"
-    dtype: str = "float32"
-    chunk: int | None = None  # input frames per block; None picks one for the stack
+    chunk: int | None = None  # input frames per block; None: the engine's preferred size
     channels: str | None = None  # overrides the config's channels mode
     input_rate: int | None = None
     subtype: str | None = None
     clip: str = "clamp"
     overwrite: bool = False
     skip_existing: bool = False
-    kernel: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -51,59 +43,6 @@ class Job:
 
     source: Path
     dest: Path | None
-
-
-# --------------------------------------------------------------------------------------------
-# devices
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` without CUDA is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise DeviceError(f"--device: {name!r} is not one of auto, cpu, cuda, cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(f"--device {name}: CUDA is not available on this machine "
-                              f"(torch {torch.__version__}, CUDA build: {torch.version.cuda})")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type != "cpu":
-        raise DeviceError(f"--device: {name!r} is not one of auto, cpu, cuda, cuda:N")
-    return device
-
-
-def prepare(stack: Stack, device: torch.device, dtype: str, deterministic: bool = False) -> Stack:
-    """Move the stack to the device and dtype; exact float settings (no TF32)."""
-    if dtype not in DTYPES:
-        raise DeviceError(f"--dtype: {dtype!r} is not one of {sorted(DTYPES)}")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    if deterministic:
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-        if device.type == "cuda":
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    return stack.to(device=device, dtype=DTYPES[dtype])
-
-
-def auto_chunk(stack: Stack) -> int:
-    """Input frames per block: keep the widest activation near 2^18 elements (cache-sized).
-
-    One-channel interpolators get long blocks (per-call overhead dominates); wide learned
-    decoders get 64-256 frames, where their activations stay in cache (see benchmarks/).
-    """
-    widest, rate = stack.in_channels, 1.0
-    for spec in stack.convs:
-        up, down = spec.rate_factor()
-        rate = rate * up / down
-        widest = max(widest, spec.out_channels * rate, spec.in_channels * rate / up * down)
-    chunk = int(2 ** 18 / widest)
-    chunk = 1 << max(6, min(16, chunk.bit_length() - 1))
-    return max(chunk, stack.min_input_frames())
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,23 +198,15 @@ class _Writer:
             raise self.error
 
 
-def _to_host(y: torch.Tensor, per_channel: bool) -> np.ndarray:
-    """``[B, C, m]`` on the device → ``[channels, m]`` float32/64 numpy on the host."""
-    y = y.reshape(-1, y.shape[-1]) if per_channel else y[0]
-    if y.dtype in (torch.float16, torch.bfloat16):
-        y = y.float()
-    return y.cpu().numpy()
-
-
 def process_file(
-    stack: Stack,
+    engine,
     config: Config,
     job: Job,
     options: RunOptions,
     cancel: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """Stream one file through ``stack`` (already on its device and dtype); return a report.
+    """Stream one file through an engine (:func:`~convt_audio.engines.build_engine`); return a report.
 
     The report has input, output, rates, channels, frames, seconds of audio, clipped samples,
     wall seconds, real-time factor and device. Raises :class:`AudioError` (or a subclass) for a
@@ -297,10 +228,10 @@ def process_file(
                 if not options.overwrite:
                     raise AudioError(f"{dest}: already exists (pass --overwrite or --skip-existing)")
             try:
-                stack.check_frames(source.frames)
+                engine.check_frames(source.frames)
             except AudioError as exc:
                 raise type(exc)(f"{job.source}: {exc}") from None
-            written = _write(stack, source, dest, out_rate, per_channel, options, cancel, progress)
+            written = _write(engine, source, dest, out_rate, per_channel, options, cancel, progress)
         except AudioError as exc:
             exc.output = str(dest)
             raise
@@ -321,47 +252,39 @@ def process_file(
     }
 
 
-def _write(stack, source, dest: Path, out_rate: int, per_channel: bool, options: RunOptions,
+def _write(engine, source, dest: Path, out_rate: int, per_channel: bool, options: RunOptions,
            cancel, progress) -> dict:
-    """Stream ``source`` through ``stack`` into a temporary file renamed onto ``dest``."""
-    device = next((t.device for p in stack.params for t in p.values()), torch.device("cpu"))
-    dtype = next((t.dtype for p in stack.params for t in p.values()), torch.float32)
+    """Stream ``source`` through ``engine`` into a temporary file renamed onto ``dest``."""
     fmt = format_for(dest)
     subtype = choose_subtype(fmt, options.subtype, source.subtype, str(dest))
-    out_channels = stack.out_channels * (source.channels if per_channel else 1)
-    read_dtype = "float64" if dtype == torch.float64 else "float32"
-    chunk = options.chunk or auto_chunk(stack)
+    out_channels = engine.out_channels * (source.channels if per_channel else 1)
+    read_dtype = "float64" if engine.dtype == np.float64 else "float32"
+    chunk = options.chunk or engine.preferred_chunk()
 
-    def to_device(block: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(block)
-        x = x[:, None, :] if per_channel else x[None]
-        if device.type == "cuda":
-            return x.pin_memory().to(device, dtype, non_blocking=True)
-        return x.to(dtype=dtype)
+    def shaped(block: np.ndarray) -> np.ndarray:  # [channels, n] -> [batch, channels, n]
+        return block[:, None, :] if per_channel else block[None]
 
     tail = None
-    if leading_circular_frames(stack):
-        tail = to_device(source.tail(leading_circular_frames(stack), read_dtype))
-    streamer = StreamingStack(stack, tail=tail, kernel=options.kernel)
+    if engine.leading_circular_frames():
+        tail = shaped(source.tail(engine.leading_circular_frames(), read_dtype))
+    stream = engine.open_stream(source.channels if per_channel else 1, tail)
     stop = threading.Event()
     dest.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dest, overwrite=options.overwrite) as tmp:
         sink = AudioSink(tmp, out_rate, out_channels, fmt, subtype, options.clip, label=str(dest))
         writer = _Writer(sink)
         try:
-            done, like = 0, None
+            done = 0
             for block in _prefetch(source.blocks(chunk, read_dtype), stop):
                 if cancel is not None and cancel.is_set():
                     raise Cancelled(str(source.path))
-                x = to_device(block)
-                like = x[..., :0]
-                writer.put(_to_host(streamer.push(x), per_channel))
+                writer.put(stream.push(shaped(block)).reshape(out_channels, -1))
                 done += block.shape[-1]
                 if progress:
                     progress(done, source.frames)
-            if like is None:
+            if not done:
                 raise AudioError(f"{source.path}: no audio frames")
-            writer.put(_to_host(streamer.flush(like), per_channel))
+            writer.put(stream.flush().reshape(out_channels, -1))
         except BaseException:
             stop.set()
             _abandon(writer)
@@ -371,7 +294,8 @@ def _write(stack, source, dest: Path, out_rate: int, per_channel: bool, options:
         writer.finish()
         sink.close()
     return {"output_rate": out_rate, "channels_out": out_channels, "frames_out": sink.frames,
-            "clipped_samples": sink.clipped, "subtype": subtype, "device": str(device)}
+            "clipped_samples": sink.clipped, "subtype": subtype, "device": engine.device,
+            "engine": engine.name}
 
 
 def _abandon(writer: _Writer) -> None:

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .layers import Conv1dSpec, ConvTranspose1dSpec
+from .specs import Conv1dSpec, ConvTranspose1dSpec
 
 
 @dataclass(frozen=True)

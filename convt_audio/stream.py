@@ -27,6 +27,7 @@ from .layers import (
     ConvTranspose1dSpec,
     SnakeSpec,
     Stack,
+    activation,
     extend,
     snake,
 )
@@ -307,7 +308,7 @@ class StreamingPointwise(_Layer):
     alpha: torch.Tensor | None = None
 
     def push(self, chunk: torch.Tensor) -> torch.Tensor:
-        return snake(chunk, self.alpha) if self.alpha is not None else self.spec.apply(chunk)
+        return snake(chunk, self.alpha) if self.alpha is not None else activation(self.spec, chunk)
 
     def flush(self, like: torch.Tensor) -> torch.Tensor:
         return like.new_zeros(like.shape[0], like.shape[1], 0)

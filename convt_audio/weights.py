@@ -1,30 +1,33 @@
-"""Weights files → per-layer tensors, with weight-norm folding and shape checks (SPEC §3).
+"""Weights files → per-layer arrays, with weight-norm folding and shape checks (SPEC §3).
 
-Formats: ``.safetensors``; ``.pt``/``.pth``/``.ckpt`` loaded with ``weights_only=True`` (never
-unpickling code), nested dicts flattened with "."; ``.npz`` (no pickles).
+Formats: ``.safetensors`` and ``.npz`` (read with NumPy, no torch import); ``.pt``/``.pth``/
+``.ckpt`` loaded by torch with ``weights_only=True`` (never unpickling code), nested dicts
+flattened with ".". Tensors are matched to layers as NumPy arrays; :func:`load_stack` makes the
+torch :class:`~convt_audio.layers.Stack`.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-import torch
 
 from .config import Config
 from .errors import ConfigError, UsageError, WeightsError
-from .layers import Stack
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".npz")
 
 
-def _flatten(tree: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
+def _flatten(tree: Any, prefix: str, out: dict) -> None:
+    import torch
+
     if isinstance(tree, torch.Tensor):
-        out[prefix.rstrip(".")] = tree
+        if tree.dtype == torch.bfloat16:  # NumPy has no bfloat16; float32 holds it exactly
+            tree = tree.float()
+        out[prefix.rstrip(".")] = tree.detach().cpu().numpy()
     elif isinstance(tree, Mapping):
         for key, value in tree.items():
             _flatten(value, f"{prefix}{key}.", out)
@@ -34,55 +37,59 @@ def _flatten(tree: Any, prefix: str, out: dict[str, torch.Tensor]) -> None:
     # other leaves (epoch numbers, strings, hyper-parameters) carry no tensors
 
 
-def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Every tensor in a weights file, by its flattened name."""
+def _read_checkpoint(path: Path) -> dict[str, np.ndarray]:
+    import torch
+
+    try:
+        tree = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError …
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            text = "it holds Python objects that weights_only=True refuses to unpickle"
+        raise WeightsError(f"{path}: cannot load checkpoint: {text}") from None
+    flat: dict[str, np.ndarray] = {}
+    _flatten(tree, "", flat)
+    return flat
+
+
+def read_tensors(path: str | Path) -> dict[str, np.ndarray]:
+    """Every tensor in a weights file, by its flattened name, as NumPy arrays."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     suffix = path.suffix.lower()
+    if suffix not in WEIGHT_SUFFIXES:
+        raise WeightsError(f"{path}: unknown weights format {suffix!r} (allowed: {list(WEIGHT_SUFFIXES)})")
+    if suffix in (".pt", ".pth", ".ckpt"):
+        return _read_checkpoint(path)
     try:
         if suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors.numpy import load_file
 
             return dict(load_file(str(path)))
-        if suffix in (".pt", ".pth", ".ckpt"):
-            try:
-                tree = torch.load(str(path), map_location="cpu", weights_only=True)
-            except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError …
-                text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-                    text = "it holds Python objects that weights_only=True refuses to unpickle"
-                raise WeightsError(f"{path}: cannot load checkpoint: {text}") from None
-            flat: dict[str, torch.Tensor] = {}
-            _flatten(tree, "", flat)
-            return flat
-        if suffix == ".npz":
-            with np.load(str(path), allow_pickle=False) as archive:
-                return {name: torch.from_numpy(np.array(archive[name])) for name in archive.files}
-    except WeightsError:
-        raise
+        with np.load(str(path), allow_pickle=False) as archive:
+            return {name: np.array(archive[name]) for name in archive.files}
     except (OSError, ValueError, RuntimeError, zipfile.BadZipFile, EOFError) as exc:
         raise WeightsError(f"{path}: cannot read weights: {str(exc).splitlines()[0]}") from None
     except Exception as exc:  # safetensors raises its own SafetensorError
         raise WeightsError(f"{path}: cannot read weights: {exc}") from None
-    raise WeightsError(f"{path}: unknown weights format {suffix!r} (allowed: {list(WEIGHT_SUFFIXES)})")
 
 
-def _norm_except(v: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+def _norm_except(v: np.ndarray, g: np.ndarray) -> np.ndarray:
     """‖v‖ over every dim but the one ``g`` keeps (``weight_norm``'s ``dim``), shaped like ``g``.
 
     ``g`` has v's size along that dim and 1 elsewhere; a scalar ``g`` (``dim=None``) means the
     norm of the whole tensor.
     """
-    if g.dim() == v.dim():
-        for dim in range(v.dim()):
-            if g.shape[dim] == v.shape[dim] and all(g.shape[j] == 1 for j in range(g.dim()) if j != dim):
-                others = [i for i in range(v.dim()) if i != dim]
-                return v.pow(2).sum(dim=others, keepdim=True).sqrt() if others else v.abs()
-    return v.norm()
+    if g.ndim == v.ndim:
+        for dim in range(v.ndim):
+            if g.shape[dim] == v.shape[dim] and all(g.shape[j] == 1 for j in range(g.ndim) if j != dim):
+                others = tuple(i for i in range(v.ndim) if i != dim)
+                return np.sqrt((v ** 2).sum(axis=others, keepdims=True)) if others else np.abs(v)
+    return np.sqrt((v ** 2).sum())
 
 
-def fold_weight_norm(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+def fold_weight_norm(tensors: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
     """Fold ``weight_g``/``weight_v`` and ``parametrizations.weight.original0/1`` into ``weight``.
 
     Returns the tensors with folded names added, and for each folded name the source names.
@@ -100,21 +107,26 @@ def fold_weight_norm(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, tor
             v_name = stem + v_suffix
             if v_name not in tensors:
                 continue
-            g, v = tensors[name].double(), tensors[v_name].double()
-            weight = v * (g / _norm_except(v, g))
-            target = stem + "weight"
-            out[target] = weight.to(tensors[v_name].dtype)
-            sources[target] = [name, v_name]
+            g = np.asarray(tensors[name], dtype=np.float64)
+            v = np.asarray(tensors[v_name], dtype=np.float64)
+            out[stem + "weight"] = (v * (g / _norm_except(v, g))).astype(tensors[v_name].dtype)
+            sources[stem + "weight"] = [name, v_name]
     return out, sources
 
 
-def bind(config: Config, tensors: Mapping[str, torch.Tensor], source: str = "<weights>") -> tuple[Stack, list[str]]:
-    """Match tensors to the config's layers; return the stack and the names left unused."""
+def match_tensors(
+    config: Config, tensors: Mapping[str, np.ndarray], source: str = "<weights>"
+) -> tuple[list[dict[str, np.ndarray]], list[str]]:
+    """Match tensors to the config's layers by name and shape.
+
+    Returns one ``{"weight", "bias", "alpha"}`` dict of arrays per layer, and the names of the
+    tensors the config does not use.
+    """
     folded, sources = fold_weight_norm(tensors)
     used: set[str] = set()
     params = []
     for spec, names in zip(config.layers, config.tensor_names):
-        layer: dict[str, torch.Tensor] = {}
+        layer: dict[str, np.ndarray] = {}
         for local, expected in spec.tensor_shapes().items():
             full = names[local]
             if full not in folded:
@@ -124,67 +136,76 @@ def bind(config: Config, tensors: Mapping[str, torch.Tensor], source: str = "<we
                     f"{source}: missing tensor {full!r} for layers[{spec.index}] ({spec.type}), "
                     f"expected shape {tuple(expected)}{hint}"
                 )
-            tensor = folded[full]
-            if tuple(tensor.shape) != tuple(expected):
+            array = np.asarray(folded[full])
+            if tuple(array.shape) != tuple(expected):
                 raise WeightsError(
                     f"{source}: tensor {full!r} for layers[{spec.index}] ({spec.type}) has shape "
-                    f"{tuple(tensor.shape)}, expected {tuple(expected)}"
+                    f"{tuple(array.shape)}, expected {tuple(expected)}"
                 )
-            if not tensor.is_floating_point():
-                raise WeightsError(f"{source}: tensor {full!r} has dtype {tensor.dtype}, expected floating point")
-            layer[local] = tensor
+            if not np.issubdtype(array.dtype, np.floating):
+                raise WeightsError(f"{source}: tensor {full!r} has dtype {array.dtype}, expected floating point")
+            layer[local] = array
             used.update(sources.get(full, [full]))
         params.append(layer)
-    unused = sorted(name for name in tensors if name not in used)
-    return Stack(config.layers, params), unused
+    return params, sorted(name for name in tensors if name not in used)
 
 
 def needs_weights(config: Config) -> bool:
     return any(spec.tensor_shapes() for spec in config.layers)
 
 
-def load_stack(
-    config: Config, weights: str | Path | None = None, dtype: torch.dtype | None = torch.float32
-) -> tuple[Stack, list[str]]:
-    """The config's stack with tensors from ``weights`` (or the config's default weights).
-
-    Tensors are converted to ``dtype`` (``None`` keeps them as stored, e.g. float64 filter taps
-    that a later ``stack.to(dtype=torch.float64)`` should not lose). Returns
-    ``(stack, unused tensor names)``.
-    """
-    stack, unused = _load_stack(config, weights)
-    return (stack.to(dtype=dtype) if dtype is not None else stack), unused
-
-
-def _load_stack(config: Config, weights: str | Path | None) -> tuple[Stack, list[str]]:
+def load_params(config: Config, weights: str | Path | None = None) -> tuple[list[dict[str, np.ndarray]], list[str]]:
+    """The config's arrays from ``weights`` (or the config's default weights), and unused names."""
     path = Path(weights) if weights is not None else config.weights
     if path is None:
         if needs_weights(config):
             raise ConfigError(
                 f"{config.source}: no weights: pass -w WEIGHTS or set 'weights:' in the config"
             )
-        return Stack(config.layers, [{} for _ in config.layers]), []
-    return bind(config, read_tensors(path), str(path))
+        return [{} for _ in config.layers], []
+    return match_tensors(config, read_tensors(path), str(path))
 
 
-def write_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor]) -> None:
-    """Write tensors atomically as ``.safetensors``, ``.pt``/``.pth`` or ``.npz`` (by extension)."""
+def load_stack(config: Config, weights: str | Path | None = None, dtype: Any = "float32"):
+    """The config's torch :class:`~convt_audio.layers.Stack` and the unused tensor names.
+
+    Tensors become ``dtype`` (a torch dtype or its name; ``None`` keeps them as stored, e.g.
+    float64 filter taps that a later ``stack.to(dtype=torch.float64)`` should not lose).
+    """
+    import torch
+
+    from .layers import Stack
+
+    params, unused = load_params(config, weights)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    tensors = [{k: torch.from_numpy(np.array(v)).to(dtype=dtype) if dtype else torch.from_numpy(np.array(v))
+                for k, v in layer.items()} for layer in params]
+    return Stack(config.layers, tensors), unused
+
+
+def write_tensors(path: str | Path, tensors: Mapping[str, Any]) -> None:
+    """Write tensors (torch or NumPy) atomically as ``.safetensors``, ``.pt``/``.pth`` or ``.npz``."""
     from .audio_io import atomic_path
 
     path = Path(path)
     suffix = path.suffix.lower()
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     if suffix not in (".safetensors", ".pt", ".pth", ".npz"):
-        raise UsageError(f"{path}: weights are written as .safetensors, .pt, .pth or .npz, not {suffix or 'no extension'!r}")
+        raise UsageError(f"{path}: weights are written as .safetensors, .pt, .pth or .npz, "
+                         f"not {suffix or 'no extension'!r}")
     if not path.parent.is_dir():
         raise UsageError(f"{path.parent}: folder does not exist")
+    arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+              for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         if suffix == ".safetensors":
-            from safetensors.torch import save_file
+            from safetensors.numpy import save_file
 
-            save_file(tensors, str(tmp))
+            save_file(arrays, str(tmp))
         elif suffix == ".npz":
             with open(tmp, "wb") as handle:
-                np.savez(handle, **{k: v.numpy() for k, v in tensors.items()})
+                np.savez(handle, **arrays)
         else:
-            torch.save(tensors, str(tmp))
+            import torch
+
+            torch.save({k: torch.from_numpy(v) for k, v in arrays.items()}, str(tmp))

@@ -35,8 +35,8 @@ def tone(path, seconds=0.5, rate=16000, channels=1, subtype="PCM_16", amplitude=
 def engine_output(config_name, weights, x):
     """What the engine's whole-signal forward gives for a [channels, frames] input."""
     config = load_config(config_name)
-    stack, _ = load_stack(config, weights)
-    x = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    stack, _ = load_stack(config, weights, dtype="float64")
+    x = torch.from_numpy(np.asarray(x, dtype=np.float64))
     if stack.in_channels == 1 and x.shape[0] > 1:
         return stack.forward(x[:, None, :]).reshape(-1, stack.output_frames(x.shape[-1])).numpy()
     return stack.forward(x[None])[0].numpy()
@@ -366,7 +366,7 @@ def test_init_is_reproducible_and_refuses_to_overwrite(tmp_path, decoder):
     from convt_audio.weights import read_tensors
 
     ta, tb = read_tensors(a), read_tensors(b)
-    assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+    assert ta.keys() == tb.keys() and all(np.array_equal(ta[k], tb[k]) for k in ta)
     result = invoke("init", decoder, "-o", a)
     assert result.exit_code == 2 and "already exists" in result.stderr
     result = invoke("init", decoder, "-o", tmp_path / "w.bin")

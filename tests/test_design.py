@@ -76,7 +76,7 @@ def test_image_rejection_near_the_band_edge():
 def test_builtin_weights_are_the_designs():
     for factor in (2, 3, 4):
         config = load_config(f"sinc-x{factor}")
-        stack, unused = load_stack(config)
+        stack, unused = load_stack(config, dtype=None)
         assert unused == []
         design = design_sinc(factor)
         np.testing.assert_array_equal(stack.params[0]["weight"].flatten().numpy(), design.taps)

@@ -10,7 +10,7 @@ from torch import nn
 from convt_audio.config import parse_config
 from convt_audio.errors import ConfigError, WeightsError
 from convt_audio.stream import run_chunked
-from convt_audio.weights import bind, fold_weight_norm, load_stack, read_tensors, write_tensors
+from convt_audio.weights import fold_weight_norm, load_stack, match_tensors, read_tensors, write_tensors
 
 LAYERS = [
     {"type": "conv1d", "in_channels": 1, "out_channels": 8, "kernel_size": 7, "padding": 3},
@@ -151,20 +151,37 @@ def test_missing_weights_file_and_no_weights_at_all(tmp_path):
 
 
 def test_weight_norm_folding_along_other_dims():
-    v = torch.randn(4, 3, 5, dtype=torch.float64)
+    v = np.random.default_rng(0).standard_normal((4, 3, 5))
     for dim in (0, 1, 2):
         shape = [1, 1, 1]
         shape[dim] = v.shape[dim]
-        g = torch.rand(shape, dtype=torch.float64) + 0.5
+        g = np.random.default_rng(dim).random(shape) + 0.5
         folded, sources = fold_weight_norm({"a.weight_g": g, "a.weight_v": v})
-        torch.testing.assert_close(folded["a.weight"], torch._weight_norm(v, g, dim))
+        want = torch._weight_norm(torch.from_numpy(v), torch.from_numpy(g), dim).numpy()
+        np.testing.assert_allclose(folded["a.weight"], want, rtol=1e-12)
         assert sources["a.weight"] == ["a.weight_g", "a.weight_v"]
-    scalar = torch.tensor(2.0, dtype=torch.float64)
-    folded, _ = fold_weight_norm({"a.weight_g": scalar, "a.weight_v": v})
-    torch.testing.assert_close(folded["a.weight"], v * 2 / v.norm())
+    folded, _ = fold_weight_norm({"a.weight_g": np.array(2.0), "a.weight_v": v})
+    np.testing.assert_allclose(folded["a.weight"], v * 2 / np.sqrt((v ** 2).sum()))
 
 
-def test_bind_rejects_integer_tensors():
+def test_integer_tensors_are_refused():
     config = parse_config({"layers": [LAYERS[0]]})
     with pytest.raises(WeightsError, match="expected floating point"):
-        bind(config, {"0.weight": torch.zeros(8, 1, 7, dtype=torch.int64), "0.bias": torch.zeros(8)})
+        match_tensors(config, {"0.weight": np.zeros((8, 1, 7), dtype=np.int64), "0.bias": np.zeros(8)})
+
+
+def test_safetensors_and_npz_load_without_torch(tmp_path):
+    import subprocess
+    import sys
+
+    write_tensors(tmp_path / "w.safetensors", {"0.weight": np.ones((1, 1, 3), dtype=np.float32)})
+    write_tensors(tmp_path / "w.npz", {"0.weight": np.ones((1, 1, 3), dtype=np.float32)})
+    code = (
+        "import sys; from convt_audio.config import parse_config; "
+        "from convt_audio.weights import load_params; "
+        "c = parse_config({'layers': [{'type': 'conv_transpose1d', 'in_channels': 1, "
+        "'out_channels': 1, 'kernel_size': 3, 'bias': False}]}); "
+        f"load_params(c, {str(tmp_path / 'w.safetensors')!r}); load_params(c, {str(tmp_path / 'w.npz')!r}); "
+        "assert 'torch' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,201 @@
+"""Engines: what runs a config's layers on NumPy blocks of audio.
+
+Two engines share one interface (``open_stream(batch, tail)`` → ``push``/``flush`` on
+``[batch, channels, frames]`` arrays, plus the shape facts of :class:`StackShape`):
+
+- :class:`TorchEngine` streams any stack with torch on the CPU or a CUDA device;
+- :class:`~convt_audio.interpolator.FftInterpolator` streams a one-channel interpolator (the
+  built-in ``sinc-xL`` configs) with NumPy, without importing torch, on the CPU.
+
+:func:`build_engine` picks one; torch is imported only when it is needed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+
+import numpy as np
+
+from .config import Config
+from .errors import DeviceError
+from .interpolator import FftInterpolator, eligible
+from .specs import StackShape
+
+DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
+KERNELS = ("auto", "transposed", "polyphase", "fft")
+
+
+def cuda_may_exist() -> bool:
+    """False when this machine has no NVIDIA driver, which we can tell without importing torch."""
+    return os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia/version")
+
+
+def resolve_device(name: str):
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without CUDA is an error (torch.device)."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise DeviceError(f"--device: {name!r} is not one of auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {name}: CUDA is not available on this machine "
+                              f"(torch {torch.__version__}, CUDA build: {torch.version.cuda})")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise DeviceError(f"--device: {name!r} is not one of auto, cpu, cuda, cuda:N")
+    return device
+
+
+def _check_device_name(name: str) -> None:
+    base, _, index = name.partition(":")
+    if base not in ("auto", "cpu", "cuda") or (index and (base != "cuda" or not index.isdigit())):
+        raise DeviceError(f"--device: {name!r} is not one of auto, cpu, cuda, cuda:N")
+
+
+def build_engine(config: Config, params: list, device: str = "auto", dtype: str = "float32",
+                 deterministic: bool = False, kernel: str = "auto"):
+    """The engine for a config and its arrays (from :func:`~convt_audio.weights.load_params`).
+
+    The NumPy interpolator serves eligible configs on the CPU (``kernel`` ``auto`` or ``fft``,
+    float32/float64); everything else runs on torch.
+    """
+    _check_device_name(device)
+    if dtype not in DTYPE_NAMES:
+        raise DeviceError(f"--dtype: {dtype!r} is not one of {sorted(DTYPE_NAMES)}")
+    if kernel not in KERNELS:
+        raise DeviceError(f"kernel: {kernel!r} is not one of {list(KERNELS)}")
+    on_cpu = device == "cpu" or (device == "auto" and not cuda_may_exist())
+    numpy_ok = eligible(config.layers) and dtype in ("float32", "float64")
+    if kernel == "fft" and not (numpy_ok and on_cpu):
+        raise DeviceError("kernel fft: needs a one-channel conv_transpose1d config in float32/64 on cpu")
+    if numpy_ok and on_cpu and kernel in ("auto", "fft"):
+        layer = params[0]
+        return FftInterpolator(config.layers[0], layer["weight"], layer.get("bias"), dtype)
+    return TorchEngine.build(config, params, device, dtype, deterministic, kernel)
+
+
+class TorchEngine(StackShape):
+    """Streams a torch :class:`~convt_audio.layers.Stack` on its device, NumPy in and out."""
+
+    name = "torch"
+
+    def __init__(self, stack, kernel: str = "auto"):
+        self.stack = stack
+        self.specs = stack.specs
+        self.kernel = "auto" if kernel == "fft" else kernel
+        first = next((t for p in stack.params for t in p.values()), None)
+        self.torch_device = first.device if first is not None else None
+        self.torch_dtype = first.dtype if first is not None else None
+        self.device = str(self.torch_device) if first is not None else "cpu"
+        self.dtype = np.dtype("float64") if str(self.torch_dtype) == "torch.float64" else np.dtype("float32")
+
+    @classmethod
+    def build(cls, config: Config, params: list, device: str = "auto", dtype: str = "float32",
+              deterministic: bool = False, kernel: str = "auto") -> "TorchEngine":
+        import torch
+
+        from .layers import Stack
+
+        target = resolve_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = False  # exact float32, as on the CPU
+        torch.backends.cudnn.allow_tf32 = False
+        if deterministic:
+            if target.type == "cuda":
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        tensors = [{k: torch.from_numpy(np.array(v)).to(device=target, dtype=getattr(torch, dtype))
+                    for k, v in layer.items()} for layer in params]
+        return cls(Stack(config.layers, tensors), kernel)
+
+    def preferred_chunk(self) -> int:
+        """Input frames per block: the widest activation near 2^18 elements (cache-sized).
+
+        One-channel interpolators get long blocks (per-call overhead dominates); wide learned
+        decoders get 64-256 frames, where their activations stay in cache (see benchmarks/).
+        """
+        widest, rate = float(self.in_channels), 1.0
+        for spec in self.convs:
+            up, down = spec.rate_factor()
+            rate = rate * up / down
+            widest = max(widest, spec.out_channels * rate)
+        chunk = int(2 ** 18 / widest)
+        chunk = 1 << max(6, min(16, chunk.bit_length() - 1))
+        return max(chunk, self.min_input_frames())
+
+    def leading_circular_frames(self) -> int:
+        from .stream import leading_circular_frames
+
+        return leading_circular_frames(self.stack)
+
+    def open_stream(self, batch: int, tail: np.ndarray | None = None) -> "TorchStream":
+        return TorchStream(self, batch, tail)
+
+
+class TorchStream:
+    """One file's stream on a torch device.
+
+    On CUDA, host blocks go up from pinned memory without blocking, and each result comes back
+    into pinned memory one block later, so the copy overlaps the next block's compute.
+    """
+
+    def __init__(self, engine: TorchEngine, batch: int, tail: np.ndarray | None):
+        import torch
+
+        from .stream import StreamingStack
+
+        self.torch = torch
+        self.engine = engine
+        self.cuda = engine.torch_device is not None and engine.torch_device.type == "cuda"
+        self.in_flight: deque = deque()
+        self.like = None
+        self.streamer = StreamingStack(engine.stack, tail=None if tail is None else self._up(tail),
+                                       kernel=engine.kernel)
+
+    def _up(self, block: np.ndarray):
+        x = self.torch.from_numpy(block)
+        if self.cuda:
+            return x.pin_memory().to(self.engine.torch_device, self.engine.torch_dtype, non_blocking=True)
+        return x.to(dtype=self.engine.torch_dtype) if self.engine.torch_dtype is not None else x
+
+    def _down(self, y) -> np.ndarray | None:
+        if y.dtype in (self.torch.float16, self.torch.bfloat16):
+            y = y.float()
+        if not self.cuda:
+            return y.numpy()
+        host = self.torch.empty(y.shape, dtype=y.dtype, pin_memory=True)
+        host.copy_(y, non_blocking=True)
+        event = self.torch.cuda.Event()
+        event.record()
+        self.in_flight.append((event, host))
+        if len(self.in_flight) < 2:
+            return None
+        event, ready = self.in_flight.popleft()
+        event.synchronize()
+        return ready.numpy()
+
+    def _drain(self) -> list[np.ndarray]:
+        out = []
+        while self.in_flight:
+            event, ready = self.in_flight.popleft()
+            event.synchronize()
+            out.append(ready.numpy())
+        return out
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        x = self._up(block)
+        self.like = x[..., :0]
+        y = self._down(self.streamer.push(x))
+        return y if y is not None else np.zeros((block.shape[0], self.engine.out_channels, 0), np.float32)
+
+    def flush(self) -> np.ndarray:
+        self.engine.check_frames(self.streamer.frames_in)
+        tail = self._down(self.streamer.flush(self.like))
+        parts = ([] if tail is None else [tail]) + self._drain()
+        return np.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
