@@ -1,0 +1,74 @@
+"""Helpers shared by the benchmark scripts: medians, whole-process timing, peak memory."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def median_time(fn, repeats: int = 5) -> float:
+    """Median wall seconds of ``fn()`` over ``repeats`` runs (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_process(args: list[str], cwd: Path | None = None) -> tuple[float, int]:
+    """Run a whole process; return (wall seconds, peak RSS in KiB) via /usr/bin/time -v.
+
+    Peak memory is read by a small parent (GNU time), not from ru_maxrss of our own children,
+    which can inherit this process's high-water mark across exec.
+    """
+    timer = shutil.which("time") or "/usr/bin/time"
+    start = time.perf_counter()
+    done = subprocess.run([timer, "-v", *args], cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{args} failed:\n{done.stderr[-2000:]}")
+    match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
+    return wall, int(match.group(1)) if match else -1
+
+
+def median_process(args: list[str], repeats: int = 3, cwd: Path | None = None) -> tuple[float, int]:
+    """Median wall seconds and the largest peak RSS of a command run ``repeats`` times."""
+    runs = [run_process(args, cwd) for _ in range(repeats)]
+    return statistics.median(r[0] for r in runs), max(r[1] for r in runs)
+
+
+def convt_audio() -> str:
+    return str(BIN / "convt-audio")
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return f"{os.cpu_count()} cores, {cpu}, torch {torch.__version__}, threads {torch.get_num_threads()}"
+
+
+def table(rows: list[list], headers: list[str]) -> str:
+    cells = [[str(c) for c in row] for row in [headers, *rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    lines.insert(1, "-|-".join("-" * w for w in widths))
+    return "\n".join(lines)
