@@ -141,11 +141,13 @@ class TorchEngine(StackShape):
 class TorchStream:
     """One file's stream on a torch device.
 
-    On CUDA, host blocks go up from pinned memory without blocking, and each result comes back
-    into pinned memory one block later, so the copy overlaps the next block's compute.
+    On CUDA, host blocks go up from pinned memory without blocking, and each result is copied
+    back into pinned memory and handed out one block later (``overlap``), so the copy runs
+    while the next block computes.
     """
 
-    def __init__(self, engine: TorchEngine, batch: int, tail: np.ndarray | None):
+    def __init__(self, engine: TorchEngine, batch: int, tail: np.ndarray | None,
+                 overlap: bool | None = None):
         import torch
 
         from .stream import StreamingStack
@@ -153,7 +155,8 @@ class TorchStream:
         self.torch = torch
         self.engine = engine
         self.cuda = engine.torch_device is not None and engine.torch_device.type == "cuda"
-        self.in_flight: deque = deque()
+        self.overlap = self.cuda if overlap is None else overlap
+        self.in_flight: deque = deque()  # (event or None, host tensor) copies under way
         self.like = None
         self.streamer = StreamingStack(engine.stack, tail=None if tail is None else self._up(tail),
                                        kernel=engine.kernel)
@@ -164,38 +167,36 @@ class TorchStream:
             return x.pin_memory().to(self.engine.torch_device, self.engine.torch_dtype, non_blocking=True)
         return x.to(dtype=self.engine.torch_dtype) if self.engine.torch_dtype is not None else x
 
-    def _down(self, y) -> np.ndarray | None:
+    def _down(self, y, keep: int) -> np.ndarray:
+        """Start copying ``y`` to the host; return the copies done, leaving ``keep`` in flight."""
         if y.dtype in (self.torch.float16, self.torch.bfloat16):
             y = y.float()
-        if not self.cuda:
-            return y.numpy()
-        host = self.torch.empty(y.shape, dtype=y.dtype, pin_memory=True)
-        host.copy_(y, non_blocking=True)
-        event = self.torch.cuda.Event()
-        event.record()
+        if not self.overlap:
+            return y.cpu().numpy()
+        host = self.torch.empty(y.shape, dtype=y.dtype, pin_memory=self.cuda)
+        host.copy_(y, non_blocking=self.cuda)
+        event = None
+        if self.cuda:
+            event = self.torch.cuda.Event()
+            event.record()
         self.in_flight.append((event, host))
-        if len(self.in_flight) < 2:
-            return None
-        event, ready = self.in_flight.popleft()
-        event.synchronize()
-        return ready.numpy()
-
-    def _drain(self) -> list[np.ndarray]:
-        out = []
-        while self.in_flight:
+        done = []
+        while len(self.in_flight) > keep:
             event, ready = self.in_flight.popleft()
-            event.synchronize()
-            out.append(ready.numpy())
-        return out
+            if event is not None:
+                event.synchronize()
+            done.append(ready.numpy())
+        if not done:
+            return np.zeros((y.shape[0], y.shape[1], 0), dtype=np.float32)
+        return done[0] if len(done) == 1 else np.concatenate(done, axis=-1)
 
     def push(self, block: np.ndarray) -> np.ndarray:
+        """``[B, C, n]`` input frames in; the output frames now final (one block late on CUDA)."""
         x = self._up(block)
         self.like = x[..., :0]
-        y = self._down(self.streamer.push(x))
-        return y if y is not None else np.zeros((block.shape[0], self.engine.out_channels, 0), np.float32)
+        return self._down(self.streamer.push(x), keep=1)
 
     def flush(self) -> np.ndarray:
+        """End the stream; every remaining output frame."""
         self.engine.check_frames(self.streamer.frames_in)
-        tail = self._down(self.streamer.flush(self.like))
-        parts = ([] if tail is None else [tail]) + self._drain()
-        return np.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+        return self._down(self.streamer.flush(self.like), keep=0)

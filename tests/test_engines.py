@@ -1,0 +1,183 @@
+"""Engines: which one runs a config, and each one's streams against the whole-signal forward."""
+
+import numpy as np
+import pytest
+import torch
+
+from convt_audio.config import load_config, parse_config
+from convt_audio.engines import TorchEngine, TorchStream, build_engine
+from convt_audio.errors import DeviceError, InputTooShortError
+from convt_audio.interpolator import FftInterpolator
+from convt_audio.weights import load_params, load_stack
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+DECODER = {"layers": [
+    {"type": "conv1d", "in_channels": 2, "out_channels": 16, "kernel_size": 5, "padding": 2,
+     "padding_mode": "circular"},
+    {"type": "conv_transpose1d", "in_channels": 16, "out_channels": 8, "kernel_size": 16, "stride": 8,
+     "padding": 4, "padding_mode": "reflect"},
+    {"type": "snake", "channels": 8},
+    {"type": "conv_transpose1d", "in_channels": 8, "out_channels": 4, "kernel_size": 4, "stride": 2,
+     "padding": 1, "groups": 2, "output_padding": 1},
+    {"type": "gelu"},
+    {"type": "conv1d", "in_channels": 4, "out_channels": 1, "kernel_size": 7, "padding": 3,
+     "padding_mode": "replicate"},
+    {"type": "tanh"}]}
+
+
+def decoder_params(seed=0):
+    config = parse_config(DECODER)
+    from convt_audio.layers import Stack
+
+    stack = Stack.initialised(config.layers, seed)
+    params = [{k: v.numpy() for k, v in p.items()} for p in stack.params]
+    params[2]["alpha"] = np.full((1, 8, 1), 0.7, dtype=np.float32)
+    return config, params
+
+
+def run(engine, x, sizes, batch=1, tail=None, **kw):
+    stream = TorchStream(engine, batch, tail, **kw) if kw else engine.open_stream(batch, tail)
+    parts, pos, i = [], 0, 0
+    while pos < x.shape[-1]:
+        n = sizes[i % len(sizes)]
+        parts.append(stream.push(x[..., pos: pos + n]))
+        pos, i = pos + n, i + 1
+    parts.append(stream.flush())
+    return np.concatenate(parts, axis=-1)
+
+
+def whole(config, params, x, dtype=torch.float64):
+    from convt_audio.layers import Stack
+
+    stack = Stack(config.layers, [{k: torch.from_numpy(v).to(dtype) for k, v in p.items()} for p in params])
+    return stack.forward(torch.from_numpy(x).to(dtype)).numpy()
+
+
+def test_engine_choice():
+    sinc = load_config("sinc-x3")
+    params, _ = load_params(sinc)
+    assert isinstance(build_engine(sinc, params, "cpu"), FftInterpolator)
+    assert isinstance(build_engine(sinc, params, "cpu", "float16"), TorchEngine)
+    assert isinstance(build_engine(sinc, params, "cpu", kernel="transposed"), TorchEngine)
+    config, dparams = decoder_params()
+    assert isinstance(build_engine(config, dparams, "cpu"), TorchEngine)
+    with pytest.raises(DeviceError, match="kernel fft: needs a one-channel conv_transpose1d"):
+        build_engine(config, dparams, "cpu", kernel="fft")
+    with pytest.raises(DeviceError, match="--dtype: 'float8' is not one of"):
+        build_engine(sinc, params, "cpu", "float8")
+    with pytest.raises(DeviceError, match="--device: 'gpu' is not one of auto, cpu, cuda, cuda:N"):
+        build_engine(sinc, params, "gpu")
+    with pytest.raises(DeviceError, match="--device: 'cuda:x'"):
+        build_engine(sinc, params, "cuda:x")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
+def test_cuda_without_cuda_is_an_error_not_a_fallback():
+    sinc = load_config("sinc-x3")
+    with pytest.raises(DeviceError, match="--device cuda: CUDA is not available"):
+        build_engine(sinc, load_params(sinc)[0], "cuda")
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+@pytest.mark.parametrize("sizes", [[1], [7], [4096], [3, 50, 1]])
+def test_torch_engine_streams_exactly(sizes, overlap):
+    config, params = decoder_params()
+    engine = build_engine(config, params, "cpu", "float64")
+    x = np.random.default_rng(0).standard_normal((1, 2, 300))
+    tail = x[..., -engine.leading_circular_frames():]
+    got = run(engine, x, sizes, tail=tail, overlap=overlap)
+    want = whole(config, params, x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype,tolerance", [("float32", 1e-5), ("float16", 2e-2), ("bfloat16", 5e-2)])
+def test_dtypes_on_cpu(dtype, tolerance):
+    config, params = decoder_params()
+    engine = build_engine(config, params, "cpu", dtype)
+    x = np.random.default_rng(1).standard_normal((1, 2, 200)).astype(np.float32)
+    got = run(engine, x, [64], tail=x[..., -engine.leading_circular_frames():])
+    want = whole(config, params, x)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert np.abs(got - want).max() <= tolerance * max(1.0, np.abs(want).max())
+
+
+def test_deterministic_flag_runs():
+    config, params = decoder_params()
+    try:
+        engine = build_engine(config, params, "cpu", "float32", deterministic=True)
+        x = np.random.default_rng(2).standard_normal((1, 2, 100)).astype(np.float32)
+        a = run(engine, x, [17], tail=x[..., -2:])
+        b = run(engine, x, [17], tail=x[..., -2:])
+        np.testing.assert_array_equal(a, b)
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_too_short_through_an_engine():
+    config, params = decoder_params()
+    engine = build_engine(config, params, "cpu")
+    stream = engine.open_stream(1, np.zeros((1, 2, 0), np.float32))
+    with pytest.raises(InputTooShortError):
+        stream.flush()
+
+
+def test_preferred_chunks():
+    config, params = decoder_params()
+    # widest activation per input frame: 8 channels × 8 = 4 × 16 = 64 -> 2^18 / 64 frames
+    assert build_engine(config, params, "cpu").preferred_chunk() == 4096
+    sinc = load_config("sinc-x3")
+    engine = build_engine(sinc, load_params(sinc)[0], "cpu")
+    assert engine.preferred_chunk() % (engine.fft_size - engine.delays) == 0
+
+
+@cuda
+@pytest.mark.parametrize("sizes", [[1, 7], [4096]])
+def test_cuda_stream_equals_cpu(sizes):
+    config, params = decoder_params()
+    x = np.random.default_rng(3).standard_normal((1, 2, 5000)).astype(np.float32)
+    tail = x[..., -2:]
+    gpu = run(build_engine(config, params, "cuda", "float32"), x, sizes, tail=tail)
+    cpu = run(build_engine(config, params, "cpu", "float32"), x, sizes, tail=tail)
+    assert gpu.shape == cpu.shape
+    assert np.abs(gpu - cpu).max() <= 1e-5 * max(1.0, np.abs(cpu).max())
+
+
+@cuda
+@pytest.mark.parametrize("dtype,tolerance", [("float16", 2e-2), ("bfloat16", 5e-2), ("float64", 1e-9)])
+def test_cuda_dtypes(dtype, tolerance):
+    config, params = decoder_params()
+    x = np.random.default_rng(4).standard_normal((1, 2, 3000)).astype(np.float32)
+    got = run(build_engine(config, params, "cuda", dtype), x, [512], tail=x[..., -2:])
+    want = whole(config, params, x)
+    assert np.abs(got - want).max() <= tolerance * max(1.0, np.abs(want).max())
+
+
+@cuda
+def test_cuda_deterministic_repeats_exactly():
+    config, params = decoder_params()
+    x = np.random.default_rng(5).standard_normal((1, 2, 3000)).astype(np.float32)
+    try:
+        engine = build_engine(config, params, "cuda", "float32", deterministic=True)
+        np.testing.assert_array_equal(run(engine, x, [256], tail=x[..., -2:]),
+                                      run(engine, x, [256], tail=x[..., -2:]))
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+@cuda
+def test_cuda_run_command(tmp_path):
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    sf.write(str(tmp_path / "a.wav"), np.random.default_rng(6).standard_normal(8000) * 0.1, 16000)
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "a.wav"), "-c", "sinc-x3", "--device", "cuda",
+                                      "-o", str(tmp_path / "g.wav"), "--subtype", "FLOAT", "--json"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "a.wav"), "-c", "sinc-x3", "--device", "cpu",
+                                      "-o", str(tmp_path / "c.wav"), "--subtype", "FLOAT"])
+    g, c = sf.read(str(tmp_path / "g.wav"))[0], sf.read(str(tmp_path / "c.wav"))[0]
+    assert g.shape == c.shape and np.abs(g - c).max() <= 1e-5
