@@ -14,7 +14,6 @@ Usage: python benchmarks/decoder.py [--quick]
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -121,7 +120,7 @@ def main() -> None:
                  f"{flops / whole / 1e9:.1f}", f"{flops / whole / 1e9 / peak:.2f}"]]
         for kernel in ("transposed", "polyphase", "auto"):
             for size in sorted({chunk // 4, chunk, chunk * 4}):
-                def streamed():
+                def streamed(kernel=kernel, size=size):
                     streamer = StreamingStack(stack, kernel=kernel)
                     parts = [streamer.push(x[..., i : i + size]) for i in range(0, frames, size)]
                     parts.append(streamer.flush(x[..., :0]))

@@ -8,12 +8,10 @@ Errors are one line on stderr; exit codes: 0 done, 1 some input failed, 2 usage/
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
 import traceback
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 from pathlib import Path
@@ -191,9 +189,9 @@ def run(
                              clip=clip.value, overwrite=overwrite, skip_existing=skip_existing)
     except KeyboardInterrupt:
         _err("interrupted")
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as exc:
-        raise _fail(exc, debug)
+        raise _fail(exc, debug) from None
     code = _run_jobs(engine, cfg, jobs_list, options, jobs, fail_fast, as_json, quiet, debug)
     raise typer.Exit(code)
 
@@ -296,7 +294,7 @@ def info(
 
         cfg = load_config(config)
     except Exception as exc:
-        raise _fail(exc, debug)
+        raise _fail(exc, debug) from None
     weights_path = weights or cfg.weights
     parameters = sum(parameter_count(spec) for spec in cfg.layers)
     try:
@@ -397,7 +395,7 @@ def init(
         tensors = stack.state_dict(cfg.tensor_names)
         write_tensors(output, tensors)
     except Exception as exc:
-        raise _fail(exc, debug)
+        raise _fail(exc, debug) from None
     typer.echo(f"wrote {output}: {len(tensors)} tensors, {stack.parameter_count():,} parameters (seed {seed})",
                err=True)
 
@@ -419,7 +417,7 @@ def design_sinc_command(
         design = design_sinc(factor, passband, stopband, attenuation)
         config_path, weights_path = write_sinc(design, output, overwrite)
     except Exception as exc:
-        raise _fail(exc, debug)
+        raise _fail(exc, debug) from None
     typer.echo(f"wrote {config_path} and {weights_path}: {design.kernel_size} taps, ×{factor}", err=True)
 
 

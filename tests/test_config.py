@@ -125,5 +125,5 @@ def test_channel_plans():
 
 def test_shipped_configs_are_files_in_the_repo():
     root = Path(__file__).resolve().parents[1] / "configs"
-    for name, path in builtin_configs().items():
+    for path in builtin_configs().values():
         assert (root / path.name).read_text() == path.read_text()

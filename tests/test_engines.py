@@ -8,7 +8,7 @@ from convt_audio.config import load_config, parse_config
 from convt_audio.engines import TorchEngine, TorchStream, build_engine
 from convt_audio.errors import DeviceError, InputTooShortError
 from convt_audio.interpolator import FftInterpolator
-from convt_audio.weights import load_params, load_stack
+from convt_audio.weights import load_params
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
