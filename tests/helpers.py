@@ -45,3 +45,14 @@ def brute_conv1d(x, weight, bias, spec, out_frames):
                     total += x_ext[group * c_in_g + cl, q * spec.stride + k * spec.dilation] * weight[co, cl, k]
             y[co, q] = total
     return y
+
+
+def stream_chunks(stream, x, sizes):
+    """Push ``x`` through ``stream`` in chunks of ``sizes`` (cycled), flush, join on the last axis."""
+    parts, pos, i = [], 0, 0
+    while pos < x.shape[-1]:
+        n = sizes[i % len(sizes)]
+        parts.append(stream.push(x[..., pos: pos + n]))
+        pos, i = pos + n, i + 1
+    parts.append(stream.flush())
+    return np.concatenate(parts, axis=-1)

@@ -10,6 +10,8 @@ from convt_audio.errors import DeviceError, InputTooShortError
 from convt_audio.interpolator import FftInterpolator
 from convt_audio.weights import load_params
 
+from helpers import stream_chunks
+
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 DECODER = {"layers": [
@@ -38,13 +40,7 @@ def decoder_params(seed=0):
 
 def run(engine, x, sizes, batch=1, tail=None, **kw):
     stream = TorchStream(engine, batch, tail, **kw) if kw else engine.open_stream(batch, tail)
-    parts, pos, i = [], 0, 0
-    while pos < x.shape[-1]:
-        n = sizes[i % len(sizes)]
-        parts.append(stream.push(x[..., pos: pos + n]))
-        pos, i = pos + n, i + 1
-    parts.append(stream.flush())
-    return np.concatenate(parts, axis=-1)
+    return stream_chunks(stream, x, sizes)
 
 
 def whole(config, params, x, dtype=torch.float64):

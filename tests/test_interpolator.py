@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from convt_audio.interpolator import FftInterpolator, eligible
 from convt_audio.specs import Conv1dSpec, ConvTranspose1dSpec
 
+from helpers import stream_chunks
+
 chunk_schedules = st.one_of(
     st.just([1]), st.just([7]), st.just([70000]),
     st.lists(st.integers(1, 13), min_size=1, max_size=5),
@@ -20,14 +22,7 @@ chunk_schedules = st.one_of(
 
 
 def streamed(engine, x, sizes, batch):
-    stream = engine.open_stream(batch)
-    parts, pos, i = [], 0, 0
-    while pos < x.shape[-1]:
-        n = sizes[i % len(sizes)]
-        parts.append(stream.push(x[..., pos: pos + n]))
-        pos, i = pos + n, i + 1
-    parts.append(stream.flush())
-    return np.concatenate(parts, axis=-1)
+    return stream_chunks(engine.open_stream(batch), x, sizes)
 
 
 @given(kernel=st.integers(1, 40), stride=st.integers(1, 5), padding=st.integers(0, 25),

@@ -88,8 +88,7 @@ def test_conv_transpose_zeros_equals_pytorch(spec, frames, seed):
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 
 
-@given(spec=conv_transpose_specs(max_channels=2), frames=st.integers(1, 10), seed=st.integers(0, 99))
-def test_conv_transpose_all_modes_equal_brute_force(spec, frames, seed):
+def _check_against_brute_force(spec, frames, seed, brute):
     out_frames = spec.output_frames(frames)
     if out_frames < 1:
         return
@@ -97,21 +96,18 @@ def test_conv_transpose_all_modes_equal_brute_force(spec, frames, seed):
     x = torch.randn(1, spec.in_channels, frames, dtype=torch.float64)
     p = stack.params[0]
     bias = p["bias"].numpy() if "bias" in p else None
-    want = brute_conv_transpose1d(x[0].numpy(), p["weight"].numpy(), bias, spec, out_frames)
+    want = brute(x[0].numpy(), p["weight"].numpy(), bias, spec, out_frames)
     np.testing.assert_allclose(stack.forward(x)[0].numpy(), want, rtol=1e-10, atol=1e-10)
+
+
+@given(spec=conv_transpose_specs(max_channels=2), frames=st.integers(1, 10), seed=st.integers(0, 99))
+def test_conv_transpose_all_modes_equal_brute_force(spec, frames, seed):
+    _check_against_brute_force(spec, frames, seed, brute_conv_transpose1d)
 
 
 @given(spec=conv1d_specs(), frames=st.integers(1, 12), seed=st.integers(0, 99))
 def test_conv1d_all_modes_equal_brute_force(spec, frames, seed):
-    out_frames = spec.output_frames(frames)
-    if out_frames < 1:
-        return
-    stack = _stack64(spec, seed)
-    x = torch.randn(1, spec.in_channels, frames, dtype=torch.float64)
-    p = stack.params[0]
-    bias = p["bias"].numpy() if "bias" in p else None
-    want = brute_conv1d(x[0].numpy(), p["weight"].numpy(), bias, spec, out_frames)
-    np.testing.assert_allclose(stack.forward(x)[0].numpy(), want, rtol=1e-10, atol=1e-10)
+    _check_against_brute_force(spec, frames, seed, brute_conv1d)
 
 
 @given(spec=conv1d_specs(), frames=st.integers(1, 30), seed=st.integers(0, 99))
