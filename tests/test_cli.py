@@ -319,7 +319,7 @@ def test_sigint_leaves_no_partial_output(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-c", "from cli.main import app; app()", "run", "a.wav", "b.wav", "-o", "out",
-         "--json", "--chunk", "256"],
+         "--json", "--chunk", "16"],  # 600 s in 16-frame blocks: far longer than the signal takes
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
@@ -398,3 +398,41 @@ def test_console_script_help_is_fast_and_does_not_import_torch():
     code = "import sys; from cli.main import app; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True,
                    env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+
+
+def test_circular_first_layer_reads_the_file_tail(tmp_path):
+    """A circular first convolution gets the input's last frames by seeking, then streams."""
+    cfg = _bad_config(tmp_path, [
+        {"type": "conv_transpose1d", "in_channels": 1, "out_channels": 2, "kernel_size": 9,
+         "stride": 2, "padding": 1, "padding_mode": "circular"},
+        {"type": "conv1d", "in_channels": 2, "out_channels": 1, "kernel_size": 5, "padding": 4,
+         "padding_mode": "reflect"}], name="circ.yaml")
+    assert invoke("init", cfg, "-o", tmp_path / "w.safetensors", "--seed", 1).exit_code == 0
+    src = tmp_path / "a.wav"
+    tone(src, seconds=0.3, subtype="FLOAT")
+    result = invoke("run", src, "-c", cfg, "-w", tmp_path / "w.safetensors", "-o", tmp_path / "o.wav",
+                    "--chunk", 100, "--threads", 1)
+    assert result.exit_code == 0, result.output
+    y, rate = sf.read(str(tmp_path / "o.wav"), always_2d=True, dtype="float32")
+    x, _ = sf.read(str(src), always_2d=True, dtype="float32")
+    assert rate == 32000
+    np.testing.assert_allclose(y.T, engine_output(str(cfg), tmp_path / "w.safetensors", x.T), atol=2e-6)
+
+
+def test_progress_bars_on_a_terminal():
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from cli.rich_utils import FileProgress
+
+    screen = io.StringIO()
+    with Progress(console=Console(file=screen, force_terminal=True, width=80)) as progress:
+        bars = FileProgress(progress, files=2)
+        update = bars.add_file("a.wav", 100)
+        update(50, 100)
+        assert progress.tasks[-1].completed == 50
+        bars.file_done("a.wav")
+        assert progress.tasks[0].completed == 1  # the overall bar advanced
+    assert "all files" in screen.getvalue()
