@@ -220,12 +220,13 @@ class AudioSink:
                 block = np.clip(block, -1.0, 1.0)
         try:
             self._handle.write(block.T)
-        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-            raise AudioError(f"{self.label}: write failed: {exc}") from None
+        except (sf.LibsndfileError, RuntimeError, OSError, AssertionError) as exc:
+            raise AudioError(f"{self.label}: write failed ({str(exc).strip() or 'short write'}); "
+                             f"is the disk full?") from None
         self.frames += block.shape[-1]
 
     def close(self) -> None:
         try:
             self._handle.close()
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-            raise AudioError(f"{self.label}: write failed: {exc}") from None
+            raise AudioError(f"{self.label}: write failed ({exc}); is the disk full?") from None

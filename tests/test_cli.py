@@ -436,3 +436,27 @@ def test_progress_bars_on_a_terminal():
         bars.file_done("a.wav")
         assert progress.tasks[0].completed == 1  # the overall bar advanced
     assert "all files" in screen.getvalue()
+
+
+def test_full_disk_leaves_no_partial_output_and_keeps_the_old_one(tmp_path):
+    """A file-size limit stands in for a full disk: writes fail with EFBIG part-way through."""
+    import resource
+
+    src = tmp_path / "a.wav"
+    tone(src, seconds=3)
+    out = tmp_path / "o.wav"
+    out.write_bytes(b"previous output")
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    done = subprocess.run(
+        [sys.executable, "-c", "from cli.main import app; app()", "run", str(src), "-o", str(out), "--overwrite"],
+        preexec_fn=limit, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 1
+    assert "o.wav: write failed" in done.stderr and "is the disk full?" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert out.read_bytes() == b"previous output"
+    assert no_leftovers(tmp_path) == []
