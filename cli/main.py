@@ -130,12 +130,34 @@ def _parse_chunk(chunk: str) -> Optional[int]:
     return value
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: clean up, then exit."""
+class _Interrupts:
+    """While files are written, SIGINT/SIGTERM ask the batch to stop at the next block.
 
+    A flag instead of an exception: an exception can land anywhere, even between creating a
+    temporary output and the code that removes it. A second signal stops at once.
+    """
 
-def _on_sigterm(signum, frame):  # pragma: no cover - exercised by the subprocess tests
-    raise _Terminated()
+    def __init__(self, cancel: threading.Event):
+        self.cancel = cancel
+        self.signum: Optional[int] = None
+
+    def __call__(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        self.cancel.set()
+
+    def __enter__(self) -> "_Interrupts":
+        self.previous = {sig: signal.signal(sig, self) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    @property
+    def exit_code(self) -> int:
+        return 143 if self.signum == signal.SIGTERM else EXIT_INTERRUPTED
 
 
 @app.command()
@@ -167,7 +189,6 @@ def run(
     if overwrite and skip_existing:
         raise typer.BadParameter("--overwrite and --skip-existing exclude each other", param_hint="--overwrite")
     chunk_frames = _parse_chunk(chunk)
-    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         from convt_audio.engines import build_engine
         from convt_audio.errors import UsageError
@@ -251,8 +272,9 @@ def _run_jobs(engine, cfg, jobs_list, options, jobs, fail_fast, as_json, quiet, 
                 done += 1
             emit(report)
 
+    interrupts = _Interrupts(cancel)
     try:
-        with progress_bars(not quiet, len(jobs_list)) as bars:
+        with interrupts, progress_bars(not quiet, len(jobs_list)) as bars:
             if jobs == 1:
                 for job in jobs_list:
                     one(job, bars)
@@ -268,10 +290,13 @@ def _run_jobs(engine, cfg, jobs_list, options, jobs, fail_fast, as_json, quiet, 
                     raise
                 finally:
                     pool.shutdown(wait=True)
-    except KeyboardInterrupt as exc:
+    except KeyboardInterrupt:  # a second signal: stopped at once
         cancel.set()
+        _err("interrupted")
+        return interrupts.exit_code
+    if interrupts.signum is not None:
         _err("interrupted; no partial outputs were left")
-        return 143 if isinstance(exc, _Terminated) else EXIT_INTERRUPTED
+        return interrupts.exit_code
     if not quiet and not as_json and len(jobs_list) > 1:
         typer.echo(f"{len(jobs_list)} inputs: {done} written, {skipped} skipped, {failed} failed", err=True)
     return EXIT_FAILED if failed else EXIT_OK

@@ -1,7 +1,7 @@
 """Exact chunked streaming of a :class:`~convt_audio.layers.Stack`.
 
 Each streaming layer owns its state and offers ``push(chunk) -> finished frames`` and
-``flush() -> the rest``. Concatenating everything a stream returns gives the whole-signal
+``flush(like) -> the rest`` (``like``: an empty ``[B, C, 0]`` tensor of the stream's kind). Concatenating everything a stream returns gives the whole-signal
 output of :meth:`Stack.forward` — the same frames, ``L_out`` of them, no crossfade, no shift —
 for any chunk sizes, 1 frame included.
 
@@ -129,16 +129,6 @@ class Extender:
         return extend(self.keep, 0, self.right, self.mode)[..., kept:]
 
 
-class _Layer:
-    """Common interface of streaming layers."""
-
-    def push(self, chunk: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def flush(self) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
-
-
 def polyphase_weight(weight: torch.Tensor, spec: ConvTranspose1dSpec) -> torch.Tensor:
     """Rewrite a transposed-conv weight as a Conv1d weight with ``out_channels·stride`` outputs.
 
@@ -159,7 +149,7 @@ def polyphase_weight(weight: torch.Tensor, spec: ConvTranspose1dSpec) -> torch.T
 
 
 @dataclass
-class StreamingConvTranspose1d(_Layer):
+class StreamingConvTranspose1d:
     """Exact streaming transposed convolution by overlap-add of partial sums.
 
     Extended input frame j adds its kernel at raw positions ``j·s + k·d``; output t is raw
@@ -251,7 +241,7 @@ class StreamingConvTranspose1d(_Layer):
 
 
 @dataclass
-class StreamingConv1d(_Layer):
+class StreamingConv1d:
     """Exact streaming convolution: ``window`` keeps the extended inputs not yet consumed.
 
     Output q reads extended inputs ``q·s … q·s + d(K−1)``; every complete window is computed as
@@ -301,7 +291,7 @@ class StreamingConv1d(_Layer):
 
 
 @dataclass
-class StreamingPointwise(_Layer):
+class StreamingPointwise:
     """An activation: no state, every frame is finished at once."""
 
     spec: ActivationSpec | SnakeSpec
@@ -312,9 +302,6 @@ class StreamingPointwise(_Layer):
 
     def flush(self, like: torch.Tensor) -> torch.Tensor:
         return like.new_zeros(like.shape[0], like.shape[1], 0)
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        return self.push(x)
 
 
 def leading_circular_frames(stack: Stack) -> int:
@@ -357,7 +344,7 @@ class StreamingStack:
             else:
                 layer = StreamingPointwise(spec, params.get("alpha"))
                 if tail is not None and leading:
-                    tail = layer.apply(tail)
+                    tail = layer.push(tail)  # the tail as this activation's output
                 self.layers.append(layer)
 
     @property

@@ -312,8 +312,9 @@ def test_input_is_never_touched(tmp_path):
     assert src.read_bytes() == before
 
 
-def test_sigint_leaves_no_partial_output(tmp_path):
-    """Ctrl-C during the second file: exit 130, first output complete, no partial or temp file."""
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_leaves_no_partial_output(tmp_path, signum, code):
+    """Ctrl-C (or SIGTERM) during the second file: first output complete, no partial or temp file."""
     tone(tmp_path / "a.wav", seconds=0.2)
     tone(tmp_path / "b.wav", seconds=600, rate=16000)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -325,9 +326,9 @@ def test_sigint_leaves_no_partial_output(tmp_path):
     )
     first = json.loads(proc.stdout.readline())  # the first file is done; the second is running
     assert first["status"] == "ok"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == code, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.wav"]
     assert sf.info(str(tmp_path / "out" / "a.wav")).frames == 3 * 3200
