@@ -251,13 +251,16 @@ def _run_jobs(engine, cfg, jobs_list, options, jobs, fail_fast, as_json, quiet, 
         except Exception as exc:
             if debug:
                 traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-            message = str(exc) if isinstance(exc, ConvtAudioError) else f"{name}: {type(exc).__name__}: {exc}"
-            message = message.splitlines()[0] if message else type(exc).__name__
+            message = str(exc) if isinstance(exc, ConvtAudioError) else f"{type(exc).__name__}: {exc}"
+            message = message.splitlines()[0] if message.strip() else type(exc).__name__
+            output = getattr(exc, "output", None)
+            if name not in message and not (output and message.startswith(output)):
+                message = f"{name}: {message}"  # every line says which input it is about
             with lock:
                 failed += 1
                 _err(message)
                 if as_json:
-                    output = getattr(exc, "output", None) or (str(job.dest) if job.dest else None)
+                    output = output or (str(job.dest) if job.dest else None)
                     typer.echo(json.dumps({"input": name, "output": output, "status": "error",
                                            "error": message}))
             if fail_fast:

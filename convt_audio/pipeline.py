@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import queue
-from contextlib import suppress
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator

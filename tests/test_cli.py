@@ -231,7 +231,7 @@ CT = {"type": "conv_transpose1d", "in_channels": 1, "out_channels": 1, "kernel_s
     ("bad_param", 2, "bad.yaml: layers[0].stride: must be a positive integer, got 0"),
     ("missing_tensor", 2, "missing tensor '0.bias' for layers[0] (conv_transpose1d)"),
     ("bad_shape", 2, "tensor '0.weight' for layers[0] (conv_transpose1d) has shape (1, 1, 3), expected (1, 1, 4)"),
-    ("channels", 1, "the file has 3 channels but layers[0].in_channels is 2"),
+    ("channels", 1, "a.wav: the file has 3 channels but layers[0].in_channels is 2"),
     ("too_short", 1, "a.wav: input too short: 3 frames reach layers[0] (conv1d), which needs at least 50"),
     ("bad_device", 2, "--device: 'tpu' is not one of auto, cpu, cuda, cuda:N"),
     ("no_cuda", 2, "--device cuda: CUDA is not available"),
