@@ -461,3 +461,12 @@ def test_full_disk_leaves_no_partial_output_and_keeps_the_old_one(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1
     assert out.read_bytes() == b"previous output"
     assert no_leftovers(tmp_path) == []
+
+
+def test_unused_tensors_are_a_warning_not_an_error(tmp_path):
+    cfg = _bad_config(tmp_path, [{**CT, "bias": False}], name="w.yaml")
+    torch.save({"0.weight": torch.ones(1, 1, 4) / 4, "discriminator.0.weight": torch.zeros(2)}, tmp_path / "w.pt")
+    tone(tmp_path / "a.wav")
+    result = invoke("run", tmp_path / "a.wav", "-c", cfg, "-w", tmp_path / "w.pt", "-o", tmp_path / "o.wav")
+    assert result.exit_code == 0
+    assert "warning: " in result.stderr and "1 tensor(s) not used by the config: discriminator.0.weight" in result.stderr
