@@ -20,6 +20,7 @@ import soundfile as sf
 from .errors import AudioError, ClippingError, UsageError
 
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
+PCM_BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32}
 SUBTYPE_CHOICES = ("PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")
 _EXTENSION_ALIASES = {"aif": "AIFF", "aifc": "AIFF", "wave": "WAV", "oga": "OGG", "opus": "OGG"}
 _UMASK = os.umask(0)
@@ -190,7 +191,10 @@ class AudioSink:
     """Writes ``[channels, n]`` float blocks, clamping integer outputs to [-1, 1].
 
     Clipped samples are counted; with ``clip="error"`` the first one raises
-    :class:`ClippingError` (the caller discards the temporary file).
+    :class:`ClippingError` (the caller discards the temporary file). PCM outputs are rounded to
+    the nearest step here: libsndfile's own float→PCM conversion rounds down, a −½ LSB bias on
+    every sample that is not already on a step — after an interpolator that keeps the original
+    samples, a tone at the input rate (about −100 dBFS at 16 bits).
     """
 
     def __init__(self, path: Path, rate: int, channels: int, fmt: str, subtype: str,
@@ -198,6 +202,7 @@ class AudioSink:
         self.clip = clip
         self.label = label or str(path)
         self.clamps = subtype not in FLOAT_SUBTYPES
+        self.steps = 2.0 ** (PCM_BITS[subtype] - 1) if subtype in PCM_BITS else None
         self.clipped = 0
         self.frames = 0
         try:
@@ -218,6 +223,9 @@ class AudioSink:
                     )
                 self.clipped += over
                 block = np.clip(block, -1.0, 1.0)
+        if self.steps is not None:  # round to nearest, then libsndfile's floor is exact
+            scaled = np.rint(np.asarray(block, dtype=np.float64) * self.steps)
+            block = np.clip(scaled, -self.steps, self.steps - 1) / self.steps
         try:
             self._handle.write(block.T)
         except (sf.LibsndfileError, RuntimeError, OSError, AssertionError) as exc:
