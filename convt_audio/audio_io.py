@@ -224,8 +224,12 @@ class AudioSink:
                 self.clipped += over
                 block = np.clip(block, -1.0, 1.0)
         if self.steps is not None:  # round to nearest, then libsndfile's floor is exact
-            scaled = np.rint(np.asarray(block, dtype=np.float64) * self.steps)
-            block = np.clip(scaled, -self.steps, self.steps - 1) / self.steps
+            # float32 holds every step exactly up to 24 bits; PCM_32 needs float64
+            scaled = np.multiply(block, self.steps, dtype=np.float64 if self.steps > 2 ** 23 else None)
+            np.rint(scaled, out=scaled)
+            np.clip(scaled, -self.steps, self.steps - 1, out=scaled)
+            scaled *= 1.0 / self.steps
+            block = scaled
         try:
             self._handle.write(block.T)
         except (sf.LibsndfileError, RuntimeError, OSError, AssertionError) as exc:
