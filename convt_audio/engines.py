@@ -115,10 +115,12 @@ class TorchEngine(StackShape):
         return cls(Stack(config.layers, tensors), kernel)
 
     def preferred_chunk(self) -> int:
-        """Input frames per block: the widest activation near 2^18 elements (cache-sized).
+        """Input frames per block: the widest activation near 2^18 elements (1 MB in float32).
 
-        One-channel interpolators get long blocks (per-call overhead dominates); wide learned
-        decoders get 64-256 frames, where their activations stay in cache (see benchmarks/).
+        Measured with benchmarks/decoder.py: its stack (widest 512 channels·rate) gets 512 frames;
+        2048 was within the noise (0.47-0.54 s vs 0.49-0.53 s) but raised peak RSS by 50 MB, 8192
+        was slower, 128 was 1.4x slower. A HiFi-GAN-like stack (widest 8192) gets 64, the low end
+        of the 64-256 frames where its activations stay in cache.
         """
         widest, rate = float(self.in_channels), 1.0
         for spec in self.convs:
