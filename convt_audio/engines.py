@@ -31,31 +31,28 @@ def cuda_may_exist() -> bool:
     return os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia/version")
 
 
+def check_device_name(name: str) -> None:
+    """Refuse a device name that is not ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (no torch)."""
+    base, _, index = name.partition(":")
+    if base not in ("auto", "cpu", "cuda") or (index and (base != "cuda" or not index.isdigit())):
+        raise DeviceError(f"--device: {name!r} is not one of auto, cpu, cuda, cuda:N")
+
+
 def resolve_device(name: str):
     """``auto`` → CUDA when available, else CPU; ``cuda`` without CUDA is an error (torch.device)."""
     import torch
 
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise DeviceError(f"--device: {name!r} is not one of auto, cpu, cuda, cuda:N") from None
+    device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(f"--device {name}: CUDA is not available on this machine "
                               f"(torch {torch.__version__}, CUDA build: {torch.version.cuda})")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type != "cpu":
-        raise DeviceError(f"--device: {name!r} is not one of auto, cpu, cuda, cuda:N")
     return device
-
-
-def _check_device_name(name: str) -> None:
-    base, _, index = name.partition(":")
-    if base not in ("auto", "cpu", "cuda") or (index and (base != "cuda" or not index.isdigit())):
-        raise DeviceError(f"--device: {name!r} is not one of auto, cpu, cuda, cuda:N")
 
 
 def build_engine(config: Config, params: list, device: str = "auto", dtype: str = "float32",
@@ -65,7 +62,7 @@ def build_engine(config: Config, params: list, device: str = "auto", dtype: str 
     The NumPy interpolator serves eligible configs on the CPU (``kernel`` ``auto`` or ``fft``,
     float32/float64); everything else runs on torch.
     """
-    _check_device_name(device)
+    check_device_name(device)
     if dtype not in DTYPE_NAMES:
         raise DeviceError(f"--dtype: {dtype!r} is not one of {sorted(DTYPE_NAMES)}")
     if kernel not in KERNELS:
@@ -88,7 +85,7 @@ class TorchEngine(StackShape):
     def __init__(self, stack, kernel: str = "auto"):
         self.stack = stack
         self.specs = stack.specs
-        self.kernel = "auto" if kernel == "fft" else kernel
+        self.kernel = kernel
         first = next((t for p in stack.params for t in p.values()), None)
         self.torch_device = first.device if first is not None else None
         self.torch_dtype = first.dtype if first is not None else None

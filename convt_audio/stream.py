@@ -88,8 +88,9 @@ class Extender:
             if self.keep is None or self.keep.shape[-1] < self.keep_frames:
                 joined = chunk if self.keep is None else torch.cat([self.keep, chunk], -1)
                 self.keep = joined[..., : self.keep_frames].clone()
-        else:
-            joined = chunk if self.keep is None else torch.cat([self.keep, chunk], -1)
+        else:  # the last frames: join with what was kept only when the chunk is shorter
+            joined = chunk if self.keep is None or chunk.shape[-1] >= self.keep_frames \
+                else torch.cat([self.keep, chunk], -1)
             self.keep = joined[..., -self.keep_frames :].clone()
 
     def _left_extension(self, head: torch.Tensor) -> torch.Tensor:
