@@ -21,7 +21,6 @@ from .errors import AudioError, ClippingError, UsageError
 
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 PCM_BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32}
-SUBTYPE_CHOICES = ("PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")
 _EXTENSION_ALIASES = {"aif": "AIFF", "aifc": "AIFF", "wave": "WAV", "oga": "OGG", "opus": "OGG"}
 _UMASK = os.umask(0)
 os.umask(_UMASK)

@@ -22,6 +22,7 @@ from .specs import (
     LayerSpec,
     SnakeSpec,
     chain_channels,
+    input_channels,
     spec_fields,
 )
 
@@ -48,8 +49,7 @@ class Config:
 
     @property
     def in_channels(self) -> int:
-        first = self.layers[0]
-        return first.channels if isinstance(first, SnakeSpec) else getattr(first, "in_channels", 1)
+        return input_channels(self.layers)
 
     def rate_factor(self) -> Fraction:
         factor = Fraction(1)

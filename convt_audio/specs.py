@@ -59,10 +59,6 @@ class _ConvSpec:
             )
 
     @property
-    def produces_channels(self) -> int:
-        return self.out_channels
-
-    @property
     def receptive(self) -> int:
         """Frames one kernel spans: ``dilation·(kernel_size − 1) + 1``."""
         return self.dilation * (self.kernel_size - 1) + 1
@@ -235,7 +231,7 @@ class StackShape:
 
     @property
     def in_channels(self) -> int:
-        return self.convs[0].in_channels if self.convs else self.specs[0].channels
+        return input_channels(self.specs)
 
     @property
     def out_channels(self) -> int:
@@ -264,15 +260,6 @@ class StackShape:
                 low = mid + 1
         return low
 
-    def rate_factor(self) -> tuple[int, int]:
-        """(up, down): output rate = input rate · up / down."""
-        up = down = 1
-        for spec in self.convs:
-            u, d = spec.rate_factor()
-            up, down = up * u, down * d
-        g = math.gcd(up, down)
-        return up // g, down // g
-
     def check_frames(self, frames: int) -> None:
         """Raise :class:`InputTooShortError` naming the first layer that would get too little."""
         for spec in self.specs:
@@ -285,6 +272,16 @@ class StackShape:
                         f"{self.min_input_frames()} input frames"
                     )
                 frames = out
+
+
+def input_channels(specs: Sequence[LayerSpec]) -> int:
+    """Channels a stack takes: the first convolution's (or a leading snake's) in_channels."""
+    for spec in specs:
+        if isinstance(spec, _ConvSpec):
+            return spec.in_channels
+        if isinstance(spec, SnakeSpec):
+            return spec.channels
+    raise ConfigError("layers: needs at least one conv1d or conv_transpose1d layer")
 
 
 def frames_through(specs: Sequence[LayerSpec], frames: int) -> int:

@@ -121,6 +121,9 @@ def test_channel_plans():
         channel_plan(stereo_in, 2, "per_channel")
     with pytest.raises(AudioError, match="joint needs the file's 2 channels"):
         channel_plan(mono_in, 2, "joint")
+    # a leading activation does not hide the first convolution's channels
+    activation_first = parse_config({"layers": [{"type": "tanh"}, {**UP, "in_channels": 2}]})
+    assert activation_first.in_channels == 2 and channel_plan(activation_first, 2) == "joint"
 
 
 def test_shipped_configs_are_files_in_the_repo():
