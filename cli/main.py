@@ -163,7 +163,7 @@ class _Interrupts:
 @app.command()
 def run(
     inputs: List[Path] = typer.Argument(..., help="Audio files (anything libsndfile reads, or .npy) or folders."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output",
+    output: Optional[str] = typer.Option(None, "-o", "--output",  # str: keeps a trailing "/"
                                           help="Output file (one input) or folder (several inputs or a folder)."),
     config: Optional[str] = typer.Option(None, "-c", "--config", help="Config file or built-in name (default sinc-x3)."),
     weights: Optional[Path] = typer.Option(None, "-w", "--weights", help="Weights file (default: the config's)."),
@@ -204,7 +204,7 @@ def run(
 
             torch.set_num_threads(max(1, (threads or torch.get_num_threads()) // jobs))
         if output is not None and len(jobs_list) > 1:
-            output.mkdir(parents=True, exist_ok=True)
+            Path(output).mkdir(parents=True, exist_ok=True)
         options = RunOptions(chunk=chunk_frames, channels=channels.value if channels else None,
                              input_rate=input_rate, subtype=subtype.value if subtype else None,
                              clip=clip.value, overwrite=overwrite, skip_existing=skip_existing)

@@ -99,9 +99,9 @@ def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive
 
     if output is None:
         return [Job(src, None) for src, _ in pairs]
+    into_folder = (len(pairs) > 1 or any_folder or Path(output).is_dir()
+                   or str(output).endswith(("/", os.sep)))  # before Path() drops the slash
     output = Path(output)
-    into_folder = (len(pairs) > 1 or any_folder or output.is_dir()
-                   or str(output).endswith(os.sep))
     if not into_folder:
         dest = output
         if pairs[0][0].exists() and dest.exists() and dest.resolve() == pairs[0][0].resolve():

@@ -178,6 +178,8 @@ def test_several_files_and_jobs(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert len(result.stdout.splitlines()) == 4
     assert sorted(p.name for p in Path("o").iterdir()) == ["a.wav", "b.wav", "c.wav", "d.wav"]
+    assert invoke("run", "a.wav", "-o", "newdir/").exit_code == 0  # a trailing "/" means a folder
+    assert sorted(p.name for p in Path("newdir").iterdir()) == ["a.wav"]
     ref = sf.read("o/a.wav")[0]
     assert invoke("run", "a.wav", "-o", "single.wav").exit_code == 0
     np.testing.assert_array_equal(sf.read("single.wav")[0], ref)
