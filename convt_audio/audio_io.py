@@ -221,7 +221,8 @@ class AudioSink:
                         f"block); rerun with --clip clamp or --subtype FLOAT"
                     )
                 self.clipped += over
-                block = np.clip(block, -1.0, 1.0)
+                if self.steps is None:  # PCM is clamped by its rounding below
+                    block = np.clip(block, -1.0, 1.0)
         if self.steps is not None:  # round to nearest, then libsndfile's floor is exact
             # float32 holds every step exactly up to 24 bits; PCM_32 needs float64
             scaled = np.multiply(block, self.steps, dtype=np.float64 if self.steps > 2 ** 23 else None)

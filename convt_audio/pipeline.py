@@ -264,9 +264,8 @@ def _write(engine, source, dest: Path, out_rate: int, per_channel: bool, options
     def shaped(block: np.ndarray) -> np.ndarray:  # [channels, n] -> [batch, channels, n]
         return block[:, None, :] if per_channel else block[None]
 
-    tail = None
-    if engine.leading_circular_frames():
-        tail = shaped(source.tail(engine.leading_circular_frames(), read_dtype))
+    tail_frames = engine.leading_circular_frames()
+    tail = shaped(source.tail(tail_frames, read_dtype)) if tail_frames else None
     stream = engine.open_stream(source.channels if per_channel else 1, tail)
     stop = threading.Event()
     dest.parent.mkdir(parents=True, exist_ok=True)
