@@ -309,22 +309,23 @@ def _run_jobs(engine, cfg, jobs_list, options, jobs, fail_fast, as_json, quiet, 
 def info(
     config: Optional[str] = typer.Argument(None, help="Config file or built-in name (default sinc-x3)."),
     weights: Optional[Path] = typer.Option(None, "-w", "--weights", help="Weights file to check against the config."),
-    input_rate: int = typer.Option(16000, "--input-rate", min=1, help="Input rate for the rates and FLOP/s figures."),
+    input_rate: Optional[str] = typer.Option(
+        None, "--input-rate",
+        help="Input rate in Hz for the rates and FLOP/s figures (default: the config's feature rate, else 16000)."),
     as_json: bool = typer.Option(False, "--json", help="Print the facts as one JSON object."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Show a config's layers, rates, latency, receptive field, cost and weights status."""
+    """Show a config's layers and blocks, rates, look-ahead, receptive field, cost and weights status."""
     try:
-        from convt_audio.config import load_config
-        from convt_audio.specs import Conv1dSpec, ConvTranspose1dSpec, parameter_count
-        from convt_audio.report import describe
+        from convt_audio.config import load_config, parse_rate
+        from convt_audio.report import summary
         from convt_audio.weights import load_params
 
         cfg = load_config(config)
+        rate = parse_rate(input_rate) if input_rate is not None else (cfg.feature_rate() or 16000)
     except Exception as exc:
         raise _fail(exc, debug) from None
     weights_path = weights or cfg.weights
-    parameters = sum(parameter_count(spec) for spec in cfg.layers)
     try:
         _, unused = load_params(cfg, weights)
         status = "ok" if weights_path else "not needed"
@@ -334,70 +335,33 @@ def info(
     except Exception as exc:
         status = str(exc).splitlines()[0]
         weights_ok = False
-    facts = describe(cfg.layers, parameters)
-    rows = []
-    first_conv = True
-    for spec in cfg.layers:
-        row = {"#": spec.index, "type": spec.type}
-        if isinstance(spec, (ConvTranspose1dSpec, Conv1dSpec)):
-            buffers = ""
-            if spec.padding_mode == "circular" and spec.extension()[0]:
-                buffers = "input tail (seek)" if first_conv else "whole input"
-            elif spec.padding_mode == "reflect" and spec.extension()[0]:
-                buffers = f"first {spec.extension()[0] + 1} frames"
-            row.update({
-                "channels": f"{spec.in_channels}→{spec.out_channels}", "kernel": spec.kernel_size,
-                "stride": spec.stride, "padding": spec.padding,
-                "out_pad": getattr(spec, "output_padding", "-"), "groups": spec.groups,
-                "dilation": spec.dilation, "padding_mode": spec.padding_mode,
-                "params": parameter_count(spec), "buffers": buffers,
-            })
-            first_conv = False
-        elif spec.type == "snake":
-            row.update({"channels": spec.channels, "params": spec.channels})
-        rows.append(row)
-    seconds_latency = float(facts.latency_input_frames) / input_rate
-    out_rate = input_rate * facts.rate_factor
-    summary = {
-        "config": cfg.source, "name": cfg.name, "description": cfg.description,
-        "rate_factor": str(facts.rate_factor), "input_rate": input_rate,
-        "output_rate": float(out_rate) if out_rate.denominator != 1 else int(out_rate),
-        "latency_input_frames": float(facts.latency_input_frames),
-        "latency_output_frames": float(facts.latency_input_frames * facts.rate_factor),
-        "latency_seconds": seconds_latency,
-        "receptive_field_input_frames": facts.receptive_input_frames,
-        "receptive_field_output_frames": float(facts.receptive_input_frames * facts.rate_factor),
-        "parameters": facts.parameters,
-        "flops_per_input_frame": facts.flops_per_input_frame,
-        "flops_per_second_of_audio": facts.flops_per_input_frame * input_rate,
-        "channels": cfg.channels,
-        "weights": str(weights_path) if weights_path else None,
-        "weights_status": status,
-        "buffers_whole_input": [r["#"] for r in rows if r.get("buffers") == "whole input"],
-    }
+    facts = summary(cfg, rate, weights_path, status)
     if as_json:
-        typer.echo(json.dumps({**summary, "layers": rows}))
+        typer.echo(json.dumps(facts))
     else:
         from .rich_utils import layer_table, print_table
 
-        print_table(layer_table(rows, f"{cfg.name}: {cfg.description}".rstrip(": ")))
+        print_table(layer_table(facts["layers"], f"{cfg.name}: {cfg.description}".rstrip(": ")))
+        rate_text = f"{facts['input_rate']:g} Hz" + (" (the config's feature rate)"
+                                                     if facts["input_rate_from_config"] and input_rate is None else "")
         lines = [
-            f"rate:            ×{facts.rate_factor} ({input_rate} Hz -> {summary['output_rate']} Hz)",
-            f"latency:         {float(facts.latency_input_frames):g} input frames "
-            f"({summary['latency_output_frames']:g} output frames, {seconds_latency * 1000:.2f} ms)",
-            f"receptive field: {facts.receptive_input_frames} input frames "
-            f"({summary['receptive_field_output_frames']:g} output frames)",
-            f"parameters:      {facts.parameters:,}",
-            f"cost:            {facts.flops_per_input_frame:,} FLOP per input frame, "
-            f"{summary['flops_per_second_of_audio'] / 1e9:.3f} GFLOP per second of audio",
-            f"channels:        {cfg.channels}",
-            f"weights:         {summary['weights'] or '(none)'}: {status}",
+            f"rate:            ×{facts['rate_factor']:g} ({rate_text} -> {facts['output_rate']:g} Hz)",
+            f"channels:        {facts['in_channels']} in, {facts['out_channels']} out ({cfg.channels})",
+            f"look-ahead:      {facts['lookahead_input_frames']:g} input frames "
+            f"({facts['lookahead_output_frames']:g} output frames, {facts['lookahead_seconds'] * 1000:.2f} ms)",
+            f"receptive field: {facts['receptive_field_input_frames']} input frames "
+            f"({facts['receptive_field_output_frames']:g} output frames)",
+            f"parameters:      {facts['parameters']:,}",
+            f"cost:            {facts['flops_per_input_frame']:,} FLOP per input frame, "
+            f"{facts['flops_per_second_of_audio'] / 1e9:.3f} GFLOP per second of audio",
+            f"weights:         {facts['weights'] or '(none)'}: {status}",
         ]
-        if summary["buffers_whole_input"]:
-            lines.append(f"memory:          layers {summary['buffers_whole_input']} hold their whole "
-                         f"input (circular padding past the first convolution)")
+        if facts["buffers_whole_input"]:
+            lines.append(f"memory:          {', '.join(facts['buffers_whole_input'])} hold their whole "
+                         f"input (circular padding past the leading convolutions)")
         typer.echo("\n".join(lines))
     if not weights_ok:
+        _err(status)
         raise typer.Exit(EXIT_USAGE)
 
 

@@ -57,18 +57,29 @@ def progress_bars(enabled: bool, files: int) -> Iterator[NoProgress]:
 
 
 def layer_table(rows: list[dict], title: str) -> Table:
-    columns = ["#", "type", "channels", "kernel", "stride", "padding", "out_pad", "groups",
-               "dilation", "padding_mode", "params", "buffers"]
-    headers = {"channels": "ch", "kernel": "K", "stride": "s", "padding": "p", "out_pad": "op",
-               "groups": "g", "dilation": "d", "padding_mode": "mode"}
+    """The layer tree: blocks indented, their layers below them."""
+    columns = ["path", "type", "channels", "rate", "ahead", "kernel", "stride", "padding",
+               "output_padding", "groups", "dilation", "padding_mode", "params", "flops", "buffers"]
+    headers = {"channels": "ch", "kernel": "K", "stride": "s", "padding": "p", "output_padding": "op",
+               "groups": "g", "dilation": "d", "padding_mode": "mode", "ahead": "look-ahead",
+               "flops": "FLOP/frame"}
     table = Table(title=title, title_justify="left",
-                  caption="K kernel, s stride, p padding, op output_padding, g groups, d dilation",
+                  caption="K kernel, s stride, p padding, op output_padding, g groups, d dilation; "
+                          "rate: output/input rate; look-ahead and FLOP per input frame of the layer",
                   caption_justify="left")
     for column in columns:
         table.add_column(headers.get(column, column),
-                         justify="left" if column in ("type", "padding_mode", "buffers") else "right")
+                         justify="left" if column in ("path", "type", "padding_mode", "buffers") else "right")
     for row in rows:
-        table.add_row(*[str(row.get(column, "")) for column in columns])
+        cells = dict(row)
+        cells["path"] = "  " * row["depth"] + row["path"].rsplit(".", 1)[-1] if row["depth"] else row["path"]
+        cells["channels"] = f"{row['channels_in']}→{row['channels_out']}"
+        cells["rate"] = f"×{row['rate_factor']:g}"
+        cells["ahead"] = f"{row['lookahead_input_frames']:g}"
+        cells["flops"] = f"{row['flops_per_input_frame']:,}" if row["flops_per_input_frame"] else ""
+        if row["type"] == "parallel":
+            cells["type"] = f"parallel ({row['reduce']})"
+        table.add_row(*["" if cells.get(c) is None else str(cells.get(c, "")) for c in columns])
     return table
 
 

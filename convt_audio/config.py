@@ -17,12 +17,17 @@ import yaml
 from .errors import AudioError, ConfigError
 from .specs import (
     ACTIVATIONS,
+    BLOCK_TYPES,
     CONV_TYPES,
     ActivationSpec,
     LayerSpec,
+    ParallelSpec,
+    ResidualSpec,
     SnakeSpec,
-    chain_channels,
+    chain,
     input_channels,
+    leaves,
+    rate_of,
     spec_fields,
 )
 
@@ -40,7 +45,7 @@ class Config:
     name: str
     description: str
     layers: tuple
-    tensor_names: tuple  # per layer: {"weight": "<prefix><key>.weight", ...}
+    tensor_names: tuple  # per leaf layer, depth first: {"weight": "<prefix><key>.weight", ...}
     weights: Path | None = None
     weights_prefix: str = ""
     channels: str = "auto"
@@ -51,25 +56,60 @@ class Config:
     def in_channels(self) -> int:
         return input_channels(self.layers)
 
-    def rate_factor(self) -> Fraction:
-        factor = Fraction(1)
-        for spec in self.layers:
-            if hasattr(spec, "rate_factor"):
-                up, down = spec.rate_factor()
-                factor *= Fraction(up, down)
-        return factor
+    @property
+    def is_builtin(self) -> bool:
+        """True for the configs that ship with the package."""
+        return any(str(path) == self.source for path in builtin_configs().values())
 
-    def output_rate(self, input_rate: int) -> int:
-        """Output sample rate for an input rate (the override wins), or an error if fractional."""
+    @property
+    def leaves(self) -> list:
+        """The leaf layers, depth first through blocks: ``tensor_names[i]`` is ``leaves[i]``'s."""
+        return list(leaves(self.layers))
+
+    def rate_factor(self) -> Fraction:
+        return rate_of(self.layers)
+
+    def feature_rate(self) -> Fraction | None:
+        """The frame rate of inputs that carry no rate of their own (``.npy`` features).
+
+        ``output_sample_rate / rate factor`` (22050/256 for HiFi-GAN V1), or None when the
+        config sets no ``output_sample_rate``.
+        """
+        if self.output_sample_rate is None:
+            return None
+        return Fraction(self.output_sample_rate) / self.rate_factor()
+
+    def output_rate(self, input_rate) -> int:
+        """Output sample rate for an input rate (int or Fraction), or an error if fractional.
+
+        With ``output_sample_rate`` set, the input rate must give it (within 0.1 %, so that a
+        rounded ``--input-rate`` such as 86.13 passes); that declared rate is the output's.
+        """
+        rate = Fraction(input_rate) * self.rate_factor()
         if self.output_sample_rate is not None:
+            if abs(rate - self.output_sample_rate) > Fraction(self.output_sample_rate, 1000):
+                raise AudioError(
+                    f"input rate {float(input_rate):g} Hz × {self.rate_factor()} = {float(rate):g} Hz, "
+                    f"but {self.source} declares output_sample_rate {self.output_sample_rate} Hz"
+                )
             return self.output_sample_rate
-        rate = input_rate * self.rate_factor()
         if rate.denominator != 1:
             raise AudioError(
                 f"output sample rate {input_rate} × {self.rate_factor()} = {float(rate):g} Hz is not "
                 f"an integer; set output_sample_rate in {self.source}"
             )
         return int(rate)
+
+
+def parse_rate(text, what: str = "--input-rate") -> Fraction:
+    """A sample or frame rate in Hz: ``24000``, ``86.1328125`` or ``22050/256``, exactly."""
+    try:
+        rate = Fraction(str(text).strip())
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"{what}: {text!r} is not a rate in Hz (e.g. 24000, 86.1328125 or 22050/256)") from None
+    if rate <= 0:
+        raise ConfigError(f"{what}: must be positive, got {text!r}")
+    return rate
 
 
 def builtin_configs() -> dict[str, Path]:
@@ -124,19 +164,24 @@ def _scalar_int(value: Any) -> Any:
     return value
 
 
-def _parse_layer(index: int, entry: Any, prefix: str) -> tuple[LayerSpec, dict[str, str]]:
-    where = f"layers[{index}]"
+def _parse_layer(entry: Any, index: int, where: str, key_path: str, prefix: str,
+                 names: list) -> LayerSpec:
+    """One entry of a ``layers:`` list (a block recursively); appends its leaves' tensor names."""
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where}: must be a mapping with a 'type', got {entry!r}")
     entry = dict(entry)
     kind = entry.pop("type", None)
-    allowed_types = sorted([*CONV_TYPES, *ACTIVATIONS, "snake"])
+    allowed_types = sorted([*CONV_TYPES, *ACTIVATIONS, "snake", *BLOCK_TYPES])
     if kind is None:
         raise ConfigError(f"{where}.type: required (one of {allowed_types})")
+    if not isinstance(kind, str) or kind not in allowed_types:
+        raise ConfigError(f"{where}.type: {kind!r} is not one of {allowed_types}")
+    if kind in BLOCK_TYPES:
+        return _parse_block(kind, entry, index, where, key_path, prefix, names)
     key = entry.pop("key", None)
     if key is not None and (not isinstance(key, (str, int)) or isinstance(key, bool) or key == ""):
         raise ConfigError(f"{where}.key: must be a non-empty string, got {key!r}")
-    key = str(index) if key is None else str(key)
+    key = key_path if key is None else str(key)
 
     if kind in CONV_TYPES:
         cls = CONV_TYPES[kind]
@@ -145,10 +190,8 @@ def _parse_layer(index: int, entry: Any, prefix: str) -> tuple[LayerSpec, dict[s
     elif kind in ACTIVATIONS:
         allowed = [_ACTIVATION_FIELDS[kind]] if kind in _ACTIVATION_FIELDS else []
         required = ()
-    elif kind == "snake":
+    else:  # snake
         allowed, required = ["channels"], ("channels",)
-    else:
-        raise ConfigError(f"{where}.type: {kind!r} is not one of {allowed_types}")
     for name in entry:
         if name not in allowed:
             raise ConfigError(
@@ -162,14 +205,50 @@ def _parse_layer(index: int, entry: Any, prefix: str) -> tuple[LayerSpec, dict[s
         values = {name: _scalar_int(value) for name, value in entry.items()}
         if "padding" in values and isinstance(values["padding"], str):
             raise ConfigError(f"{where}.padding: must be an integer >= 0, got {values['padding']!r}")
-        spec = cls(**values, key=key, index=index)
+        spec = cls(**values, key=key, index=index, path=where)
     elif kind == "snake":
-        spec = SnakeSpec(channels=_scalar_int(entry["channels"]), index=index)
+        spec = SnakeSpec(channels=_scalar_int(entry["channels"]), index=index, path=where)
     else:
-        spec = ActivationSpec(kind, entry.get(_ACTIVATION_FIELDS.get(kind, ""), None), index=index)
+        spec = ActivationSpec(kind, entry.get(_ACTIVATION_FIELDS.get(kind, ""), None), index=index,
+                              path=where)
     spec.validate()
-    names = {tensor: f"{prefix}{key}.{tensor}" for tensor in spec.tensor_shapes()}
-    return spec, names
+    names.append({tensor: f"{prefix}{key}.{tensor}" for tensor in spec.tensor_shapes()})
+    return spec
+
+
+def _parse_sequence(entries: Any, where: str, key_path: str, prefix: str, names: list) -> tuple:
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{where}: must be a non-empty list of layers, got {entries!r}")
+    return tuple(
+        _parse_layer(entry, j, f"{where}[{j}]", f"{key_path}{j}", prefix, names)
+        for j, entry in enumerate(entries)
+    )
+
+
+def _parse_block(kind: str, entry: dict, index: int, where: str, key_path: str, prefix: str,
+                 names: list) -> LayerSpec:
+    allowed = ["layers"] if kind == "residual" else ["branches", "reduce"]
+    for name in entry:
+        if name not in allowed:
+            raise ConfigError(f"{where}.{name}: unknown key for {kind} (allowed: {sorted([*allowed, 'type'])})")
+    if kind == "residual":
+        if "layers" not in entry:
+            raise ConfigError(f"{where}.layers: required for residual (the layers f of x + f(x))")
+        layers = _parse_sequence(entry["layers"], f"{where}.layers", f"{key_path}.", prefix, names)
+        spec = ResidualSpec(layers, index=index, path=where)
+    else:
+        branches = entry.get("branches")
+        if not isinstance(branches, list) or not branches:
+            raise ConfigError(f"{where}.branches: must be a non-empty list of branches (lists of layers), "
+                              f"got {branches!r}")
+        parsed = tuple(
+            _parse_sequence(branch, f"{where}.branches[{b}]", f"{key_path}.{b}.", prefix, names)
+            for b, branch in enumerate(branches)
+        )
+        reduce = entry.get("reduce", "sum")
+        spec = ParallelSpec(parsed, reduce, index=index, path=where)
+    spec.validate()
+    return spec
 
 
 def parse_config(
@@ -196,22 +275,17 @@ def _parse_config(data: Any, source: str, base_dir: Path | None, default_name: s
     prefix = data.get("weights_prefix") or ""
     if not isinstance(prefix, str):
         raise ConfigError(f"weights_prefix: must be a string, got {prefix!r}")
-    specs, names = [], []
-    for index, entry in enumerate(layers):
-        spec, tensor_names = _parse_layer(index, entry, prefix)
-        specs.append(spec)
-        names.append(tensor_names)
-    if not any(hasattr(s, "in_channels") for s in specs) and not isinstance(specs[0], SnakeSpec):
-        raise ConfigError("layers: needs at least one conv1d or conv_transpose1d layer")
-    chain_channels(specs)
-    seen: dict[str, int] = {}
-    for spec, tensor_names in zip(specs, names):
+    names: list = []
+    specs = [_parse_layer(entry, index, f"layers[{index}]", str(index), prefix, names)
+             for index, entry in enumerate(layers)]
+    input_channels(specs)  # a stack of activations alone has no channel count
+    chain(specs)
+    seen: dict[str, str] = {}
+    for spec, tensor_names in zip(leaves(specs), names):
         for full in tensor_names.values():
             if full in seen:
-                raise ConfigError(
-                    f"layers[{spec.index}].key: tensor name {full!r} is also used by layers[{seen[full]}]"
-                )
-            seen[full] = spec.index
+                raise ConfigError(f"{spec.where}.key: tensor name {full!r} is also used by {seen[full]}")
+            seen[full] = spec.where
 
     channels = data.get("channels", "auto") or "auto"
     if channels not in CHANNEL_MODES:

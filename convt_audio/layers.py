@@ -23,13 +23,20 @@ from .specs import (  # noqa: F401  (re-exported: the engine's public names)
     Conv1dSpec,
     ConvTranspose1dSpec,
     LayerSpec,
+    ParallelSpec,
+    ResidualSpec,
     SnakeSpec,
     StackShape,
     _ConvSpec,
+    chain,
     chain_channels,
+    index_paths,
+    leaves,
+    nest,
     parameter_count,
     spec_fields,
 )
+from .specs import forward as forward_specs
 
 _POINTWISE = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": F.gelu,
               "silu": F.silu}
@@ -128,15 +135,9 @@ def snake(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return x + torch.sin(alpha * x) ** 2 / (alpha + 1e-9)
 
 
-def apply_layer(spec: LayerSpec, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Run one layer on a whole signal."""
-    if isinstance(spec, ConvTranspose1dSpec):
-        return conv_transpose1d(x, params["weight"], params.get("bias"), spec)
-    if isinstance(spec, Conv1dSpec):
-        return conv1d(x, params["weight"], params.get("bias"), spec)
-    if isinstance(spec, SnakeSpec):
-        return snake(x, params["alpha"])
-    return activation(spec, x)
+def apply_layer(spec: LayerSpec, params, x: torch.Tensor) -> torch.Tensor:
+    """Run one layer or block on a whole signal (a block takes its nested params)."""
+    return spec.forward(x, params)
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,8 +172,9 @@ class Stack(StackShape):
 
     Parameters
     ----------
-    specs : sequence of layer specs, validated and channel-chained.
-    params : one ``{name: tensor}`` dict per layer (``weight``, ``bias``, ``alpha``).
+    specs : sequence of layer and block specs, validated and channel-chained.
+    params : one ``{name: tensor}`` dict per leaf layer (``weight``, ``bias``, ``alpha``), depth
+        first through blocks (:func:`~convt_audio.specs.leaves`).
     """
 
     specs: tuple
@@ -180,17 +182,24 @@ class Stack(StackShape):
 
     def __post_init__(self) -> None:
         self.specs = tuple(self.specs)
-        if len(self.params) != len(self.specs):
-            raise ValueError("one params dict per layer is needed")
+        self.params = list(self.params)
+        if len(self.params) != len(list(leaves(self.specs))):
+            raise ValueError("one params dict per leaf layer is needed")
         for spec in self.specs:
             spec.validate()
-        chain_channels(self.specs)
+        chain(self.specs)
+        self.nested = nest(self.specs, self.params)
+
+    @property
+    def leaves(self) -> list:
+        """The leaf layers, depth first: ``params[i]`` belongs to ``leaves[i]``."""
+        return list(leaves(self.specs))
 
     @classmethod
     def initialised(cls, specs: Sequence[LayerSpec], seed: int | None = None) -> "Stack":
         generator = torch.Generator()
         generator.manual_seed(0 if seed is None else seed)
-        return cls(tuple(specs), [init_params(s, generator) for s in specs])
+        return cls(tuple(specs), [init_params(s, generator) for s in leaves(specs)])
 
     def parameter_count(self) -> int:
         return sum(math.prod(t.shape) for p in self.params for t in p.values())
@@ -204,16 +213,16 @@ class Stack(StackShape):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Whole-signal forward of ``x [batch, in_channels, frames]``."""
         self.check_frames(x.shape[-1])
-        for spec, params in zip(self.specs, self.params):
-            x = apply_layer(spec, params, x)
-        return x
+        return forward_specs(self.specs, self.nested, x)
 
     __call__ = forward
 
     def state_dict(self, names: Sequence[Mapping[str, str]] | None = None) -> dict[str, torch.Tensor]:
-        """Tensors named ``<i>.<name>`` (or per ``names``), as ``nn.Sequential`` names them."""
+        """Tensors named ``<i>.<name>`` (or per ``names``, one dict per leaf), as ``nn.Sequential``
+        names them; inside blocks ``<i>.<j>.<name>`` (residual) and ``<i>.<b>.<j>.<name>`` (parallel)."""
+        keys = index_paths(self.specs)
         out = {}
         for i, params in enumerate(self.params):
             for name, tensor in params.items():
-                out[names[i][name] if names else f"{i}.{name}"] = tensor
+                out[names[i][name] if names else f"{keys[i]}.{name}"] = tensor
         return out

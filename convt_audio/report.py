@@ -1,46 +1,155 @@
-"""Facts about a stack for ``convt-audio info``: latency, receptive field, FLOPs, buffering."""
+"""Facts about a stack for ``convt-audio info``: rates, look-ahead, receptive field, FLOPs, memory.
+
+Everything here is computed from the specs alone (no torch, no weights): each layer kind's
+``input_span`` says which input frames an output frame reads, so look-ahead and receptive field
+hold for blocks as for plain chains.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Sequence
 
-from .specs import Conv1dSpec, ConvTranspose1dSpec
+from .specs import (
+    _Block,
+    _ConvSpec,
+    flops_of,
+    input_channels,
+    leading_convs,
+    leaves,
+    out_channels_of,
+    parameter_count,
+    rate_of,
+    span_through,
+    walk,
+)
 
 
 @dataclass(frozen=True)
 class StackFacts:
     rate_factor: Fraction  # output rate / input rate
-    latency_input_frames: Fraction  # how far past an output frame's time the input must reach
+    lookahead_input_frames: Fraction  # how far past an output frame's time its inputs reach
     receptive_input_frames: int  # input frames one output frame depends on
     flops_per_input_frame: int
     parameters: int
 
 
-def describe(specs, parameters: int) -> StackFacts:
-    """Compute the stack's rate factor, latency, receptive field and cost from its specs.
+def _phases(specs: Sequence) -> int:
+    """Output frames after which the input spans repeat (shifted by a whole number of inputs)."""
+    period = 1
+    for leaf in leaves(specs):
+        if isinstance(leaf, _ConvSpec):
+            period = min(period * leaf.stride, 1 << 12)
+    return period
 
-    Latency: a ConvTranspose1d's output t (at input time t/s) is final once input
-    ``⌊(t + p)/s⌋`` arrived, ``p/s`` input frames later; a Conv1d's output q (at input time q·s)
-    needs input ``q·s + d(K−1) − p``. Each is scaled to the stack's input by the rate before it.
+
+def lookahead(specs: Sequence) -> Fraction:
+    """Input frames past output frame t's time (``t / rate``) that t still reads (≥ 0).
+
+    A zero-delay interpolator reads ahead by half its kernel; a causal stack by 0.
     """
-    rate = Fraction(1)
-    latency = Fraction(0)
-    flops = Fraction(0)
-    for spec in specs:
-        if isinstance(spec, ConvTranspose1dSpec):
-            latency += Fraction(spec.padding, spec.stride) / rate
-            flops += 2 * spec.in_channels * (spec.out_channels // spec.groups) * spec.kernel_size * rate
-            rate *= spec.stride
-        elif isinstance(spec, Conv1dSpec):
-            latency += Fraction(spec.receptive - 1 - spec.padding) / rate
-            rate /= spec.stride
-            flops += 2 * spec.out_channels * (spec.in_channels // spec.groups) * spec.kernel_size * rate
-    receptive = 1
-    for spec in reversed(specs):
-        if isinstance(spec, ConvTranspose1dSpec):
-            receptive = (receptive - 1 + spec.receptive - 1) // spec.stride + 1
-        elif isinstance(spec, Conv1dSpec):
-            receptive = (receptive - 1) * spec.stride + spec.receptive
-    return StackFacts(rate, max(latency, Fraction(0)), receptive, math.ceil(flops), parameters)
+    rate = rate_of(specs)
+    base = 16 * _phases(specs)
+    ahead = max(span_through(specs, t, t)[1] - Fraction(t) / rate for t in range(base, base + _phases(specs)))
+    return max(ahead, Fraction(0))
+
+
+def receptive_field(specs: Sequence) -> int:
+    """Input frames one output frame depends on (the widest over the output phases)."""
+    base = 16 * _phases(specs)
+    return max(hi - lo + 1 for lo, hi in (span_through(specs, t, t) for t in range(base, base + _phases(specs))))
+
+
+def describe(specs: Sequence, parameters: int | None = None) -> StackFacts:
+    """The stack's rate factor, look-ahead, receptive field and cost, from its specs."""
+    if parameters is None:
+        parameters = sum(parameter_count(spec) for spec in specs)
+    return StackFacts(rate_of(specs), lookahead(specs), receptive_field(specs),
+                      math.ceil(flops_of(specs)), parameters)
+
+
+def _number(value: Fraction):
+    """A Fraction as JSON wants it: an int when whole, else a float."""
+    return int(value) if value.denominator == 1 else float(value)
+
+
+def buffering(specs: Sequence) -> dict[str, str]:
+    """What each convolution holds back beyond its window, by YAML path (padding modes).
+
+    A ``circular`` convolution needs the signal's last frames before its first output: a
+    leading one (only pointwise layers before it) is given them by a seek in the input file;
+    any other holds its whole input until the end.
+    """
+    leading = {id(spec) for spec in leading_convs(specs)}
+    held = {}
+    for spec in leaves(specs):
+        if not isinstance(spec, _ConvSpec):
+            continue
+        left = spec.extension()[0]
+        if spec.padding_mode == "circular" and left:
+            held[spec.where] = "input tail (seek)" if id(spec) in leading else "whole input"
+        elif spec.padding_mode == "reflect" and left:
+            held[spec.where] = f"first {left + 1} frames"
+    return held
+
+
+def layer_rows(specs: Sequence) -> list[dict]:
+    """One row per layer and block, depth first (a block before its layers), numbers as numbers."""
+    held = buffering(specs)
+    rows = []
+
+    def visit(sequence: Sequence, depth: int, c_in: int | None) -> None:
+        for spec in sequence:
+            c_out = spec.out_channels_for(c_in)
+            row = {"path": spec.where, "depth": depth, "type": spec.type,
+                   "channels_in": c_in, "channels_out": c_out,
+                   "rate_factor": _number(spec.rate()),
+                   "lookahead_input_frames": _number(lookahead([spec])),
+                   "flops_per_input_frame": _number(Fraction(math.ceil(flops_of([spec])))),
+                   "params": parameter_count(spec)}
+            if isinstance(spec, _ConvSpec):
+                row.update({"kernel": spec.kernel_size, "stride": spec.stride, "padding": spec.padding,
+                            "output_padding": getattr(spec, "output_padding", None),
+                            "groups": spec.groups, "dilation": spec.dilation,
+                            "padding_mode": spec.padding_mode, "buffers": held.get(spec.where, "")})
+            elif isinstance(spec, _Block) and spec.type == "parallel":
+                row.update({"reduce": spec.reduce, "branches": len(spec.branches)})
+            rows.append(row)
+            for child in spec.sequences():
+                visit(child, depth + 1, c_in)
+            c_in = c_out
+
+    visit(specs, 0, input_channels(specs))
+    return rows
+
+
+def summary(config, input_rate, weights_path, weights_status: str) -> dict:
+    """Every fact ``info`` shows, JSON-ready, for a config and an input rate (Hz, maybe fractional)."""
+    specs = config.layers
+    facts = describe(specs)
+    rate = Fraction(input_rate)
+    out_rate = rate * facts.rate_factor
+    rows = layer_rows(specs)
+    whole = [path for path, what in buffering(specs).items() if what == "whole input"]
+    return {
+        "config": config.source, "name": config.name, "description": config.description,
+        "rate_factor": _number(facts.rate_factor),
+        "input_rate": _number(rate), "output_rate": _number(out_rate),
+        "input_rate_from_config": config.feature_rate() is not None,
+        "in_channels": input_channels(specs), "out_channels": out_channels_of(specs, input_channels(specs)),
+        "lookahead_input_frames": _number(facts.lookahead_input_frames),
+        "lookahead_output_frames": _number(facts.lookahead_input_frames * facts.rate_factor),
+        "lookahead_seconds": float(facts.lookahead_input_frames / rate),
+        "receptive_field_input_frames": facts.receptive_input_frames,
+        "receptive_field_output_frames": _number(facts.receptive_input_frames * facts.rate_factor),
+        "parameters": facts.parameters,
+        "flops_per_input_frame": facts.flops_per_input_frame,
+        "flops_per_second_of_audio": _number(facts.flops_per_input_frame * rate),
+        "channels": config.channels,
+        "weights": str(weights_path) if weights_path else None,
+        "weights_status": weights_status,
+        "buffers_whole_input": whole,
+        "layers": rows,
+    }

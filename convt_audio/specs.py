@@ -1,20 +1,31 @@
-"""Layer specs and their validation: what a layer is, with no tensors and no torch.
+"""Layer kinds: what each layer or block is, its validation and its shape facts; no torch here.
 
-A spec is a frozen dataclass named and checked as PyTorch's ``ConvTranspose1d``/``Conv1d``
-(plus activations); the tensors it needs are described by :meth:`tensor_shapes`. Importing this
-module (and :mod:`convt_audio.config`) does not import torch.
+Every kind is one frozen dataclass that owns everything about itself:
+
+- what it is and how it is checked (``validate``), and the tensors it needs (``tensor_shapes``);
+- its shape facts: ``out_channels_for``, ``output_frames``, ``rate_factor``, ``input_span``
+  (which input frames an output range reads: look-ahead and receptive field), ``flops_per_frame``;
+- its whole-signal ``forward`` and its streaming form (``streamer``), which import torch only
+  when they run (:mod:`convt_audio.layers`, :mod:`convt_audio.stream`).
+
+A stack is a sequence of specs; :class:`ResidualSpec` and :class:`ParallelSpec` hold sequences
+of their own, to any depth. Parameters (``{"weight", "bias", "alpha"}`` dicts) belong to the
+leaves; a composite's parameters are its children's, nested as its sequences are (:func:`nest`).
+Importing this module (and :mod:`convt_audio.config`) does not import torch.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Sequence, Union
+from fractions import Fraction
+from typing import Iterator, Sequence, Union
 
 from .errors import ConfigError, InputTooShortError
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "elu", "gelu", "silu")
+REDUCTIONS = ("sum", "mean")
 
 
 def _check_int(where: str, name: str, value, minimum: int) -> None:
@@ -23,8 +34,38 @@ def _check_int(where: str, name: str, value, minimum: int) -> None:
         raise ConfigError(f"{where}.{name}: must be {what}, got {value!r}")
 
 
+def _floor_div(a: int, b: int) -> int:
+    return a // b
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+class _Leaf:
+    """Shared behaviour of the layers that hold tensors themselves (no children)."""
+
+    index: int
+    path: str | None
+
+    @property
+    def where(self) -> str:
+        """The YAML path of this layer, e.g. ``layers[4].branches[1][2]``."""
+        return self.path or f"layers[{self.index}]"
+
+    def sequences(self) -> tuple:
+        return ()
+
+    def leaves(self) -> Iterator["_Leaf"]:
+        yield self
+
+    def first_starved(self, frames: int):
+        """``(leaf, frames)`` if this layer would get too few frames to produce one, else None."""
+        return None
+
+
 @dataclass(frozen=True)
-class _ConvSpec:
+class _ConvSpec(_Leaf):
     in_channels: int
     out_channels: int
     kernel_size: int
@@ -36,10 +77,9 @@ class _ConvSpec:
     padding_mode: str = "zeros"
     key: str | None = None
     index: int = field(default=0, compare=False)
+    path: str | None = field(default=None, compare=False)
 
-    @property
-    def where(self) -> str:
-        return f"layers[{self.index}]"
+    pointwise = False
 
     def validate(self) -> None:
         where = self.where
@@ -69,6 +109,27 @@ class _ConvSpec:
             shapes["bias"] = (self.out_channels,)
         return shapes
 
+    def input_channels(self) -> int | None:
+        return self.in_channels
+
+    def out_channels_for(self, channels: int | None) -> int:
+        return self.out_channels
+
+    def check_channels(self, channels: int | None) -> int:
+        if channels is not None and self.in_channels != channels:
+            raise ConfigError(
+                f"{self.where}.in_channels: {self.in_channels} does not match the "
+                f"{channels} channels the previous layer produces"
+            )
+        return self.out_channels
+
+    def first_starved(self, frames: int):
+        return (self, frames) if self.output_frames(frames) < 1 else None
+
+    def rate(self) -> Fraction:
+        up, down = self.rate_factor()
+        return Fraction(up, down)
+
 
 @dataclass(frozen=True)
 class ConvTranspose1dSpec(_ConvSpec):
@@ -94,7 +155,7 @@ class ConvTranspose1dSpec(_ConvSpec):
         """``(L − 1)·stride − 2·padding + dilation·(K − 1) + output_padding + 1`` (≤ 0: none)."""
         if frames < 1:
             return 0
-        return (frames - 1) * self.stride - 2 * self.padding + self.receptive + self.output_padding
+        return max(0, (frames - 1) * self.stride - 2 * self.padding + self.receptive + self.output_padding)
 
     def min_input_frames(self) -> int:
         need = 2 * self.padding - self.receptive - self.output_padding + 1  # L_out ≥ 1
@@ -116,9 +177,29 @@ class ConvTranspose1dSpec(_ConvSpec):
     def rate_factor(self) -> tuple[int, int]:
         return self.stride, 1
 
+    def input_span(self, first: int, last: int) -> tuple[int, int]:
+        """Input frames that outputs ``first…last`` read: ``i·s + k·d − p = t``."""
+        p, s = self.padding, self.stride
+        return _ceil_div(first + p - (self.receptive - 1), s), _floor_div(last + p, s)
+
+    def flops_per_frame(self) -> Fraction:
+        """Multiply-adds ×2 per input frame."""
+        return Fraction(2 * self.in_channels * (self.out_channels // self.groups) * self.kernel_size)
+
     def fan_in(self) -> int:
         # PyTorch's kaiming_uniform_(a=√5) reads fan_in from weight.size(1)·K = (out/groups)·K
         return self.out_channels // self.groups * self.kernel_size
+
+    def forward(self, x, params):
+        from .layers import conv_transpose1d
+
+        return conv_transpose1d(x, params["weight"], params.get("bias"), self)
+
+    def streamer(self, params, tail=None, kernel: str = "auto"):
+        from .stream import StreamingConvTranspose1d, choose_kernel
+
+        chosen = choose_kernel(self) if kernel == "auto" else kernel
+        return StreamingConvTranspose1d(self, params["weight"], params.get("bias"), tail, chosen)
 
 
 @dataclass(frozen=True)
@@ -146,78 +227,510 @@ class Conv1dSpec(_ConvSpec):
     def rate_factor(self) -> tuple[int, int]:
         return 1, self.stride
 
+    def input_span(self, first: int, last: int) -> tuple[int, int]:
+        """Output q reads inputs ``q·s − p … q·s − p + d(K−1)``."""
+        return first * self.stride - self.padding, last * self.stride - self.padding + self.receptive - 1
+
+    def flops_per_frame(self) -> Fraction:
+        return Fraction(2 * self.out_channels * (self.in_channels // self.groups) * self.kernel_size,
+                        self.stride)
+
     def fan_in(self) -> int:
         return self.in_channels // self.groups * self.kernel_size
 
+    def forward(self, x, params):
+        from .layers import conv1d
+
+        return conv1d(x, params["weight"], params.get("bias"), self)
+
+    def streamer(self, params, tail=None, kernel: str = "auto"):
+        from .stream import StreamingConv1d
+
+        return StreamingConv1d(self, params["weight"], params.get("bias"), tail)
+
+
+class _Pointwise(_Leaf):
+    """A layer that maps each frame on its own: same channels, same frames, no state."""
+
+    pointwise = True
+
+    def output_frames(self, frames: int) -> int:
+        return max(frames, 0)
+
+    def rate_factor(self) -> tuple[int, int]:
+        return 1, 1
+
+    def rate(self) -> Fraction:
+        return Fraction(1)
+
+    def input_span(self, first: int, last: int) -> tuple[int, int]:
+        return first, last
+
+    def flops_per_frame(self) -> Fraction:
+        return Fraction(0)
+
+    def streamer(self, params, tail=None, kernel: str = "auto"):
+        from .stream import StreamingPointwise
+
+        return StreamingPointwise(self, params)
+
 
 @dataclass(frozen=True)
-class ActivationSpec:
+class ActivationSpec(_Pointwise):
     """A pointwise activation; ``parameter`` is leaky_relu's negative_slope or elu's alpha."""
 
     type: str
     parameter: float | None = None
     index: int = field(default=0, compare=False)
+    path: str | None = field(default=None, compare=False)
 
     def validate(self) -> None:
         if self.type not in ACTIVATIONS:
-            raise ConfigError(f"layers[{self.index}].type: {self.type!r} is not an activation")
+            raise ConfigError(f"{self.where}.type: {self.type!r} is not an activation")
         if self.parameter is not None and (
             isinstance(self.parameter, bool) or not isinstance(self.parameter, (int, float))
         ):
             name = "negative_slope" if self.type == "leaky_relu" else "alpha"
-            raise ConfigError(f"layers[{self.index}].{name}: must be a number, got {self.parameter!r}")
+            raise ConfigError(f"{self.where}.{name}: must be a number, got {self.parameter!r}")
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
         return {}
 
+    def input_channels(self) -> int | None:
+        return None
+
+    def out_channels_for(self, channels: int | None) -> int | None:
+        return channels
+
+    def check_channels(self, channels: int | None) -> int | None:
+        return channels
+
+    def forward(self, x, params):
+        from .layers import activation
+
+        return activation(self, x)
+
 
 @dataclass(frozen=True)
-class SnakeSpec:
+class SnakeSpec(_Pointwise):
     """Snake activation ``y = x + sin²(αx)/(α + 1e-9)`` with a learned α of shape (1, C, 1)."""
 
     channels: int
     type: str = field(default="snake", init=False)
     index: int = field(default=0, compare=False)
+    path: str | None = field(default=None, compare=False)
 
     def validate(self) -> None:
-        _check_int(f"layers[{self.index}]", "channels", self.channels, 1)
+        _check_int(self.where, "channels", self.channels, 1)
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"alpha": (1, self.channels, 1)}
 
+    def input_channels(self) -> int | None:
+        return self.channels
 
-def parameter_count(spec) -> int:
-    """Number of parameters a layer spec's tensors hold."""
-    return sum(math.prod(shape) for shape in spec.tensor_shapes().values())
+    def out_channels_for(self, channels: int | None) -> int:
+        return self.channels
+
+    def check_channels(self, channels: int | None) -> int:
+        if channels is not None and self.channels != channels:
+            raise ConfigError(
+                f"{self.where}.channels: {self.channels} does not match the "
+                f"{channels} channels the previous layer produces"
+            )
+        return self.channels
+
+    def flops_per_frame(self) -> Fraction:
+        return Fraction(0)
+
+    def forward(self, x, params):
+        from .layers import snake
+
+        return snake(x, params["alpha"])
 
 
-LayerSpec = Union[ConvTranspose1dSpec, Conv1dSpec, ActivationSpec, SnakeSpec]
+# --------------------------------------------------------------------------------------------
+# blocks
+
+
+class _Block:
+    """Shared behaviour of the composites: their facts come from their sequences."""
+
+    index: int
+    path: str | None
+    pointwise = False
+
+    @property
+    def where(self) -> str:
+        return self.path or f"layers[{self.index}]"
+
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def leaves(self) -> Iterator:
+        for sequence in self.sequences():
+            yield from leaves(sequence)
+
+    def input_channels(self) -> int | None:
+        for sequence in self.sequences():
+            channels = input_channels(sequence, required=False)
+            if channels is not None:
+                return channels
+        return None
+
+    def validate(self) -> None:
+        for sequence in self.sequences():
+            for spec in sequence:
+                spec.validate()
+
+
+@dataclass(frozen=True)
+class ResidualSpec(_Block):
+    """``y = x + f(x)``, f the ``layers``: f keeps the channel count and the number of frames."""
+
+    layers: tuple
+    index: int = field(default=0, compare=False)
+    path: str | None = field(default=None, compare=False)
+    type: str = field(default="residual", init=False)
+
+    def sequences(self) -> tuple:
+        return (self.layers,)
+
+    def validate(self) -> None:
+        if not self.layers:
+            raise ConfigError(f"{self.where}.layers: must be a non-empty list of layers")
+        super().validate()
+
+    def check_channels(self, channels: int | None) -> int | None:
+        if channels is None:
+            channels = input_channels(self.layers, required=False)
+        produced = chain(self.layers, channels)
+        if channels is not None and produced != channels:
+            raise ConfigError(
+                f"{self.where}: a residual must keep its channels, but its layers turn {channels} "
+                f"channels into {produced}"
+            )
+        if rate_of(self.layers) != 1:
+            raise ConfigError(
+                f"{self.where}: a residual must keep its frames, but its layers change the rate "
+                f"by ×{rate_of(self.layers)}"
+            )
+        for frames in probe_lengths(self.layers):
+            out = frames_through(self.layers, frames)
+            if out and out != frames:
+                raise ConfigError(
+                    f"{self.where}: a residual must keep its frames, but its layers turn "
+                    f"[{channels}, {frames}] into [{produced}, {out}]"
+                )
+        return channels
+
+    def out_channels_for(self, channels: int | None) -> int | None:
+        return channels if channels is not None else input_channels(self.layers, required=False)
+
+    def output_frames(self, frames: int) -> int:
+        return frames if frames_through(self.layers, frames) >= 1 else 0
+
+    def first_starved(self, frames: int):
+        return first_starved(self.layers, frames)
+
+    def rate_factor(self) -> tuple[int, int]:
+        return 1, 1
+
+    def rate(self) -> Fraction:
+        return Fraction(1)
+
+    def input_span(self, first: int, last: int) -> tuple[int, int]:
+        lo, hi = span_through(self.layers, first, last)
+        return min(lo, first), max(hi, last)
+
+    def flops_per_frame(self) -> Fraction:
+        return flops_of(self.layers)
+
+    def forward(self, x, params):
+        return x + forward(self.layers, params[0], x)
+
+    def streamer(self, params, tail=None, kernel: str = "auto"):
+        from .stream import StreamingResidual, StreamingSequential
+
+        return StreamingResidual(self, StreamingSequential(self.layers, params[0], tail, kernel))
+
+
+@dataclass(frozen=True)
+class ParallelSpec(_Block):
+    """``y = reduce(b_1(x), …, b_n(x))`` over ``branches`` that map x to the same shape."""
+
+    branches: tuple
+    reduce: str = "sum"
+    index: int = field(default=0, compare=False)
+    path: str | None = field(default=None, compare=False)
+    type: str = field(default="parallel", init=False)
+
+    def sequences(self) -> tuple:
+        return self.branches
+
+    def validate(self) -> None:
+        if not self.branches:
+            raise ConfigError(f"{self.where}.branches: must be a non-empty list of branches")
+        for b, branch in enumerate(self.branches):
+            if not branch:
+                raise ConfigError(f"{self.where}.branches[{b}]: must be a non-empty list of layers")
+        if self.reduce not in REDUCTIONS:
+            raise ConfigError(f"{self.where}.reduce: {self.reduce!r} is not one of {list(REDUCTIONS)}")
+        super().validate()
+
+    def check_channels(self, channels: int | None) -> int | None:
+        if channels is None:
+            channels = self.input_channels()
+        produced = [chain(branch, channels) for branch in self.branches]
+        rates = [rate_of(branch) for branch in self.branches]
+        for b in range(1, len(self.branches)):
+            if produced[b] != produced[0] or rates[b] != rates[0]:
+                raise ConfigError(
+                    f"{self.where}.branches[{b}]: gives {produced[b]} channels at ×{rates[b]} the "
+                    f"rate, but branches[0] gives {produced[0]} channels at ×{rates[0]}"
+                )
+        for frames in probe_lengths(self.branches[0], *self.branches[1:]):
+            first = frames_through(self.branches[0], frames)
+            for b in range(1, len(self.branches)):
+                out = frames_through(self.branches[b], frames)
+                if out != first:
+                    raise ConfigError(
+                        f"{self.where}.branches[{b}]: turns [{channels}, {frames}] into "
+                        f"[{produced[b]}, {out}], but branches[0] gives [{produced[0]}, {first}]"
+                    )
+        return produced[0]
+
+    def out_channels_for(self, channels: int | None) -> int | None:
+        return out_channels_of(self.branches[0], channels)
+
+    def output_frames(self, frames: int) -> int:
+        outs = [frames_through(branch, frames) for branch in self.branches]
+        return min(outs)
+
+    def first_starved(self, frames: int):
+        for branch in self.branches:
+            starved = first_starved(branch, frames)
+            if starved:
+                return starved
+        return None
+
+    def rate_factor(self) -> tuple[int, int]:
+        rate = rate_of(self.branches[0])
+        return rate.numerator, rate.denominator
+
+    def rate(self) -> Fraction:
+        return rate_of(self.branches[0])
+
+    def input_span(self, first: int, last: int) -> tuple[int, int]:
+        spans = [span_through(branch, first, last) for branch in self.branches]
+        return min(s[0] for s in spans), max(s[1] for s in spans)
+
+    def flops_per_frame(self) -> Fraction:
+        return sum((flops_of(branch) for branch in self.branches), Fraction(0))
+
+    def forward(self, x, params):
+        total = None
+        for branch, branch_params in zip(self.branches, params):
+            y = forward(branch, branch_params, x)
+            total = y if total is None else total + y
+        return total / len(self.branches) if self.reduce == "mean" else total
+
+    def streamer(self, params, tail=None, kernel: str = "auto"):
+        from .stream import StreamingParallel, StreamingSequential
+
+        return StreamingParallel(self, [StreamingSequential(branch, branch_params, tail, kernel)
+                                        for branch, branch_params in zip(self.branches, params)])
+
+
+LayerSpec = Union[ConvTranspose1dSpec, Conv1dSpec, ActivationSpec, SnakeSpec, ResidualSpec, ParallelSpec]
 CONV_TYPES = {"conv_transpose1d": ConvTranspose1dSpec, "conv1d": Conv1dSpec}
+BLOCK_TYPES = {"residual": ResidualSpec, "parallel": ParallelSpec}
 
 
 def spec_fields(cls) -> list[str]:
-    """The config keys a conv spec accepts (``type`` and ``index`` are not user fields)."""
-    return [f.name for f in fields(cls) if f.init and f.name != "index"]
+    """The config keys a conv spec accepts (``type``, ``index``, ``path`` are not user fields)."""
+    return [f.name for f in fields(cls) if f.init and f.name not in ("index", "path")]
 
 
-def chain_channels(specs: Sequence[LayerSpec], first_in: int | None = None) -> None:
-    """Check that each layer's in_channels equals what the previous layer produces."""
-    channels = first_in
+def parameter_count(spec) -> int:
+    """Number of parameters a spec's tensors hold (a block's: all of its layers')."""
+    return sum(math.prod(shape) for leaf in spec.leaves() for shape in leaf.tensor_shapes().values())
+
+
+# --------------------------------------------------------------------------------------------
+# sequences of specs
+
+
+def leaves(specs: Sequence) -> Iterator:
+    """Every leaf layer of a stack, depth first: the order of its parameter list."""
     for spec in specs:
+        yield from spec.leaves()
+
+
+def index_paths(specs: Sequence, prefix: str = "") -> list[str]:
+    """Each leaf's index path, depth first: ``i``; ``i.j`` in a residual; ``i.b.j`` in a parallel."""
+    out = []
+    for i, spec in enumerate(specs):
+        here = f"{prefix}{i}"
+        if isinstance(spec, ResidualSpec):
+            out.extend(index_paths(spec.layers, here + "."))
+        elif isinstance(spec, ParallelSpec):
+            for b, branch in enumerate(spec.branches):
+                out.extend(index_paths(branch, f"{here}.{b}."))
+        else:
+            out.append(here)
+    return out
+
+
+def leading_convs(specs: Sequence) -> list:
+    """The convolutions that see the stack's input through pointwise layers only.
+
+    Those can be given the input's last frames up front (a ``circular`` tail); the streaming
+    stack hands the tail down by the same rule.
+    """
+    for spec in specs:
+        if spec.pointwise:
+            continue
         if isinstance(spec, _ConvSpec):
-            if channels is not None and spec.in_channels != channels:
-                raise ConfigError(
-                    f"layers[{spec.index}].in_channels: {spec.in_channels} does not match the "
-                    f"{channels} channels the previous layer produces"
-                )
-            channels = spec.out_channels
-        elif isinstance(spec, SnakeSpec):
-            if channels is not None and spec.channels != channels:
-                raise ConfigError(
-                    f"layers[{spec.index}].channels: {spec.channels} does not match the "
-                    f"{channels} channels the previous layer produces"
-                )
-            channels = spec.channels
+            return [spec]
+        return [conv for sequence in spec.sequences() for conv in leading_convs(sequence)]
+    return []
+
+
+def walk(specs: Sequence, depth: int = 0) -> Iterator[tuple]:
+    """``(spec, depth)`` for every layer and block of a stack, depth first (a block before its layers)."""
+    for spec in specs:
+        yield spec, depth
+        for sequence in spec.sequences():
+            yield from walk(sequence, depth + 1)
+
+
+def nest(specs: Sequence, flat: Sequence):
+    """Per-leaf parameters (depth-first) → one entry per spec: a dict, or a block's nested lists."""
+    it = iter(flat)
+
+    def take(sequence):
+        out = []
+        for spec in sequence:
+            if isinstance(spec, _Block):
+                out.append([take(s) for s in spec.sequences()])
+            else:
+                out.append(next(it))
+        return out
+
+    nested = take(specs)
+    if next(it, None) is not None:
+        raise ValueError("more parameter dicts than leaf layers")
+    return nested
+
+
+def forward(specs: Sequence, params: Sequence, x):
+    """Whole-signal forward of a sequence of specs with nested params (:func:`nest`)."""
+    for spec, spec_params in zip(specs, params):
+        x = spec.forward(x, spec_params)
+    return x
+
+
+def chain(specs: Sequence, channels: int | None = None) -> int | None:
+    """Check that each layer takes the channels the previous one produces; return the last's."""
+    for spec in specs:
+        channels = spec.check_channels(channels)
+    return channels
+
+
+chain_channels = chain
+
+
+def input_channels(specs: Sequence, required: bool = True) -> int | None:
+    """Channels a stack takes: its first convolution's (or a leading snake's) in_channels."""
+    for spec in specs:
+        channels = spec.input_channels()
+        if channels is not None:
+            return channels
+    if required:
+        raise ConfigError("layers: needs at least one conv1d or conv_transpose1d layer")
+    return None
+
+
+def out_channels_of(specs: Sequence, channels: int | None = None) -> int | None:
+    for spec in specs:
+        channels = spec.out_channels_for(channels)
+    return channels
+
+
+def frames_through(specs: Sequence, frames: int) -> int:
+    """Frames out of ``specs`` for ``frames`` frames in (0 if some layer gets too few)."""
+    for spec in specs:
+        frames = spec.output_frames(frames)
+        if frames < 1:
+            return 0
+    return frames
+
+
+def first_starved(specs: Sequence, frames: int):
+    """The first leaf (depth first) that would get too few frames, with the frames it gets."""
+    for spec in specs:
+        starved = spec.first_starved(frames)
+        if starved:
+            return starved
+        frames = spec.output_frames(frames)
+    return None
+
+
+def rate_of(specs: Sequence) -> Fraction:
+    """Output rate / input rate."""
+    rate = Fraction(1)
+    for spec in specs:
+        rate *= spec.rate()
+    return rate
+
+
+def span_through(specs: Sequence, first: int, last: int) -> tuple[int, int]:
+    """Input frames that output frames ``first…last`` of ``specs`` read (edges ignored)."""
+    for spec in reversed(specs):
+        first, last = spec.input_span(first, last)
+    return first, last
+
+
+def flops_of(specs: Sequence) -> Fraction:
+    """FLOPs (2 per multiply-add of the convolutions) per input frame."""
+    total, rate = Fraction(0), Fraction(1)
+    for spec in specs:
+        total += spec.flops_per_frame() * rate
+        rate *= spec.rate()
+    return total
+
+
+def _period(specs: Sequence) -> int:
+    """A number of input frames after which the stack's frame arithmetic repeats itself."""
+    period = 1
+    for leaf in leaves(specs):
+        if isinstance(leaf, _ConvSpec):
+            period = min(period * leaf.stride, 1 << 12)
+    return period
+
+
+def probe_lengths(*sequences: Sequence) -> range:
+    """Input lengths that show whether sequences agree on their output length for every length."""
+    start = max(min_input_frames(s) for s in sequences)
+    period = max(_period(s) for s in sequences)
+    return range(start, start + 2 * period + 16)
+
+
+def min_input_frames(specs: Sequence) -> int:
+    """The fewest input frames that give every layer at least one output frame."""
+    low, high = 1, 1
+    while frames_through(specs, high) < 1:
+        high *= 2
+        if high > 1 << 40:
+            raise ConfigError("the stack produces no output for any input length")
+    while low < high:
+        mid = (low + high) // 2
+        if frames_through(specs, mid) >= 1:
+            high = mid
+        else:
+            low = mid + 1
+    return low
 
 
 class StackShape:
@@ -227,7 +740,8 @@ class StackShape:
 
     @property
     def convs(self) -> list:
-        return [s for s in self.specs if isinstance(s, _ConvSpec)]
+        """Every convolution of the stack, inside blocks too, depth first."""
+        return [s for s in leaves(self.specs) if isinstance(s, _ConvSpec)]
 
     @property
     def in_channels(self) -> int:
@@ -235,60 +749,22 @@ class StackShape:
 
     @property
     def out_channels(self) -> int:
-        channels = self.in_channels
-        for spec in self.specs:
-            if isinstance(spec, _ConvSpec):
-                channels = spec.out_channels
-        return channels
+        return out_channels_of(self.specs, self.in_channels)
 
     def output_frames(self, frames: int) -> int:
         """Frames the stack produces from ``frames`` input frames (0 if too short)."""
         return frames_through(self.specs, frames)
 
     def min_input_frames(self) -> int:
-        """The fewest input frames that give every layer at least one output frame."""
-        low, high = 1, 1
-        while self.output_frames(high) < 1:
-            high *= 2
-            if high > 1 << 40:
-                raise ConfigError("the stack produces no output for any input length")
-        while low < high:
-            mid = (low + high) // 2
-            if self.output_frames(mid) >= 1:
-                high = mid
-            else:
-                low = mid + 1
-        return low
+        return min_input_frames(self.specs)
 
     def check_frames(self, frames: int) -> None:
         """Raise :class:`InputTooShortError` naming the first layer that would get too little."""
-        for spec in self.specs:
-            if isinstance(spec, _ConvSpec):
-                out = spec.output_frames(frames)
-                if out < 1:
-                    raise InputTooShortError(
-                        f"input too short: {frames} frames reach {spec.where} ({spec.type}), which "
-                        f"needs at least {spec.min_input_frames()}; the stack needs at least "
-                        f"{self.min_input_frames()} input frames"
-                    )
-                frames = out
-
-
-def input_channels(specs: Sequence[LayerSpec]) -> int:
-    """Channels a stack takes: the first convolution's (or a leading snake's) in_channels."""
-    for spec in specs:
-        if isinstance(spec, _ConvSpec):
-            return spec.in_channels
-        if isinstance(spec, SnakeSpec):
-            return spec.channels
-    raise ConfigError("layers: needs at least one conv1d or conv_transpose1d layer")
-
-
-def frames_through(specs: Sequence[LayerSpec], frames: int) -> int:
-    """Frames out of ``specs`` for ``frames`` frames in (0 if some layer gets too few)."""
-    for spec in specs:
-        if isinstance(spec, _ConvSpec):
-            frames = spec.output_frames(frames)
-            if frames < 1:
-                return 0
-    return frames
+        starved = first_starved(self.specs, frames)
+        if starved:
+            spec, gets = starved
+            raise InputTooShortError(
+                f"input too short: {gets} frames reach {spec.where} ({spec.type}), which needs at "
+                f"least {spec.min_input_frames()}; the stack needs at least "
+                f"{self.min_input_frames()} input frames"
+            )

@@ -1,15 +1,22 @@
-"""Exact chunked streaming of a :class:`~convt_audio.layers.Stack`.
+"""Exact chunked streaming: one protocol, spoken by every layer, block and stack.
 
-Each streaming layer owns its state and offers ``push(chunk) -> finished frames`` and
-``flush(like) -> the rest`` (``like``: an empty ``[B, C, 0]`` tensor of the stream's kind). Concatenating everything a stream returns gives the whole-signal
-output of :meth:`Stack.forward` — the same frames, ``L_out`` of them, no crossfade, no shift —
-for any chunk sizes, 1 frame included.
+Every streaming piece is a :class:`StreamingModule`: ``push(chunk) -> the frames now final``,
+``flush() -> the rest``, ``reset()`` to start a new stream, a push after flush refused, and the
+state it carries between chunks in one declared dataclass (``self.state``). Concatenating
+everything a stream returns gives the whole-signal output (:meth:`Stack.forward`) — the same
+frames, ``L_out`` of them, no crossfade, no shift — for any chunk sizes, 1 frame included.
+
+Leaves (:class:`StreamingConvTranspose1d`, :class:`StreamingConv1d`, :class:`StreamingPointwise`)
+own their partial sums or input windows; composites stream their children:
+:class:`StreamingSequential` chains them, :class:`StreamingResidual` holds the input frames its
+body has not yet matched, :class:`StreamingParallel` holds each branch's surplus. Memory is
+bounded by the layers' state and the branches' lag, never by the stream's length.
 
 Padding modes are handled by an :class:`Extender` in front of each convolution: it turns the
 input stream into the stream ``numpy.pad`` would give, holding back only what the mode needs
 (the first ``left + 1`` frames for ``reflect``, the last ``right + 1`` for the right end; for
-``circular``, the signal's last frames, which the first layer can be given up front and a deeper
-layer must buffer — its whole input).
+``circular``, the signal's last frames, which a leading convolution can be given up front as a
+``tail`` and a later one must buffer — its whole input).
 """
 
 from __future__ import annotations
@@ -21,16 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputTooShortError
-from .layers import (
-    ActivationSpec,
-    Conv1dSpec,
-    ConvTranspose1dSpec,
-    SnakeSpec,
-    Stack,
-    activation,
-    extend,
-    snake,
-)
+from .layers import Stack, extend
+from .specs import Conv1dSpec, ConvTranspose1dSpec, leading_convs
 
 _UNBOUNDED = 1 << 62
 
@@ -40,8 +39,61 @@ def _cat(parts: Sequence[torch.Tensor]) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
-@dataclass
-class Extender:
+class StreamingModule:
+    """The streaming protocol: ``push``, ``flush``, ``reset``; state in ``self.state``.
+
+    Subclasses declare ``State`` (a dataclass: what is carried between chunks), implement
+    ``_push(chunk)`` and ``_flush()``, and list their streaming children in ``children``.
+    Chunks are ``[batch, channels, frames]``; ``frames`` may be 0.
+    """
+
+    @dataclass
+    class State:
+        pass
+
+    children: tuple = ()
+
+    def __init__(self) -> None:
+        self._like: torch.Tensor | None = None  # an empty [B, C_in, 0] tensor of the stream's kind
+        self._flushed = False
+        self.state = self.State()
+
+    def reset(self) -> None:
+        """Forget the stream: back to the state before the first push."""
+        self._like, self._flushed = None, False
+        self.state = self.State()
+        for child in self.children:
+            child.reset()
+
+    def push(self, chunk: torch.Tensor) -> torch.Tensor:
+        """Take input frames; return the output frames now final."""
+        if self._flushed:
+            raise RuntimeError(f"{type(self).__name__}: push after flush; reset() starts a new stream")
+        if self._like is None:
+            self._like = chunk[..., :0]
+        return self._push(chunk)
+
+    def flush(self) -> torch.Tensor:
+        """End the stream; return every output frame not yet returned."""
+        if self._flushed:
+            raise RuntimeError(f"{type(self).__name__}: flushed twice; reset() starts a new stream")
+        if self._like is None:
+            raise RuntimeError(f"{type(self).__name__}: flush before any push")
+        self._flushed = True
+        return self._flush()
+
+    def _empty(self, channels: int | None = None) -> torch.Tensor:
+        like = self._like
+        return like.new_zeros(like.shape[0], like.shape[1] if channels is None else channels, 0)
+
+    def _push(self, chunk: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _flush(self) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Extender(StreamingModule):
     """Turns an input stream into its ``padding_mode`` extension, ``left`` + frames + ``right``.
 
     The left extension is emitted once the frames it mirrors have arrived (``reflect``: the first
@@ -49,85 +101,86 @@ class Extender:
     whole input, held until :meth:`flush`). The right extension is emitted by :meth:`flush` from
     the last ``right + 1`` frames (``reflect``/``replicate``) or the first ``right`` (``circular``).
     Signals shorter than that are held whole and extended as ``numpy.pad`` extends them.
+    ``tail`` (circular) is the input's last frames: at least ``left`` of them, or all of a
+    shorter input.
     """
 
-    mode: str
-    left: int
-    right: int
-    tail: torch.Tensor | None = None  # circular: the input's last min(frames, left) frames
-    frames: int = 0  # input frames seen
-    started: bool = False
-    held: list = field(default_factory=list)  # input before the left extension could be made
-    held_frames: int = 0
-    keep: torch.Tensor | None = None  # the frames the right extension copies
+    @dataclass
+    class State:
+        frames: int = 0  # input frames seen
+        started: bool = False
+        held: list = field(default_factory=list)  # input before the left extension could be made
+        held_frames: int = 0
+        keep: torch.Tensor | None = None  # the frames the right extension copies
 
-    def __post_init__(self) -> None:
-        if self.mode == "circular" and self.left:
-            self.start_after = 0 if self.tail is not None else _UNBOUNDED
-        elif self.mode == "reflect" and self.left:
-            self.start_after = self.left + 1
-        elif self.mode == "replicate" and self.left:
+    def __init__(self, mode: str, left: int, right: int, tail: torch.Tensor | None = None):
+        self.mode, self.left, self.right, self.tail = mode, left, right, tail
+        if mode == "circular" and left:
+            self.start_after = 0 if tail is not None else _UNBOUNDED
+        elif mode == "reflect" and left:
+            self.start_after = left + 1
+        elif mode == "replicate" and left:
             self.start_after = 1
         else:
             self.start_after = 0
-        if self.mode == "circular":
-            self.keep_frames = self.right  # the first frames
-        elif self.mode in ("reflect", "replicate") and self.right:
-            self.keep_frames = self.right + 1 if self.mode == "reflect" else 1
+        if mode == "circular":
+            self.keep_frames = right  # the first frames
+        elif mode in ("reflect", "replicate") and right:
+            self.keep_frames = right + 1 if mode == "reflect" else 1
         else:
             self.keep_frames = 0
+        super().__init__()
 
     @property
     def buffers_whole_input(self) -> bool:
         return self.start_after == _UNBOUNDED
 
     def _remember(self, chunk: torch.Tensor) -> None:
+        state = self.state
         if not self.keep_frames:
             return
         if self.mode == "circular":
-            if self.keep is None or self.keep.shape[-1] < self.keep_frames:
-                joined = chunk if self.keep is None else torch.cat([self.keep, chunk], -1)
-                self.keep = joined[..., : self.keep_frames].clone()
+            if state.keep is None or state.keep.shape[-1] < self.keep_frames:
+                joined = chunk if state.keep is None else torch.cat([state.keep, chunk], -1)
+                state.keep = joined[..., : self.keep_frames].clone()
         else:  # the last frames: join with what was kept only when the chunk is shorter
-            joined = chunk if self.keep is None or chunk.shape[-1] >= self.keep_frames \
-                else torch.cat([self.keep, chunk], -1)
-            self.keep = joined[..., -self.keep_frames :].clone()
+            joined = chunk if state.keep is None or chunk.shape[-1] >= self.keep_frames \
+                else torch.cat([state.keep, chunk], -1)
+            state.keep = joined[..., -self.keep_frames :].clone()
 
     def _left_extension(self, head: torch.Tensor) -> torch.Tensor:
         source = self.tail.to(head) if self.mode == "circular" else head
         return extend(source, self.left, 0, self.mode)[..., : self.left]
 
-    def push(self, chunk: torch.Tensor) -> torch.Tensor:
-        """Take input frames ``[B, C, n]``; return the extended frames now known."""
-        self.frames += chunk.shape[-1]
+    def _push(self, chunk: torch.Tensor) -> torch.Tensor:
+        state = self.state
+        state.frames += chunk.shape[-1]
         self._remember(chunk)
-        if self.started:
+        if state.started:
             return chunk
-        self.held.append(chunk)
-        self.held_frames += chunk.shape[-1]
-        if self.held_frames < max(self.start_after, 1):
+        state.held.append(chunk)
+        state.held_frames += chunk.shape[-1]
+        if state.held_frames < max(self.start_after, 1):
             return chunk[..., :0]
-        head = _cat(self.held)
-        self.held, self.started = [], True
+        head = _cat(state.held)
+        state.held, state.started = [], True
         if not self.left:
             return head
         return torch.cat([self._left_extension(head), head], -1)
 
-    def flush(self, like: torch.Tensor) -> torch.Tensor:
-        """Return what is left: held frames with both extensions, or the right extension.
-
-        ``like`` is an empty ``[B, C, 0]`` tensor giving the shape, dtype and device.
-        """
-        if not self.started:
-            whole = _cat(self.held)
-            self.held = []
+    def _flush(self) -> torch.Tensor:
+        """What is left: held frames with both extensions, or the right extension."""
+        state = self.state
+        if not state.started:
+            whole = _cat(state.held) if state.held else self._like
+            state.held = []
             return extend(whole, self.left, self.right, self.mode)
         if not self.right:
-            return like[..., :0]
+            return self._empty()
         if self.mode == "zeros":
-            return F.pad(like[..., :0], (0, self.right))
-        kept = self.keep.shape[-1]
-        return extend(self.keep, 0, self.right, self.mode)[..., kept:]
+            return F.pad(self._empty(), (0, self.right))
+        kept = state.keep.shape[-1]
+        return extend(state.keep, 0, self.right, self.mode)[..., kept:]
 
 
 def polyphase_weight(weight: torch.Tensor, spec: ConvTranspose1dSpec) -> torch.Tensor:
@@ -149,8 +202,7 @@ def polyphase_weight(weight: torch.Tensor, spec: ConvTranspose1dSpec) -> torch.T
     return poly.reshape(groups * c_out_g * s, c_in_g, delays + 1)
 
 
-@dataclass
-class StreamingConvTranspose1d:
+class StreamingConvTranspose1d(StreamingModule):
     """Exact streaming transposed convolution by overlap-add of partial sums.
 
     Extended input frame j adds its kernel at raw positions ``j·s + k·d``; output t is raw
@@ -161,29 +213,30 @@ class StreamingConvTranspose1d:
                          3 4 5 6 7
                                6 7 8 9 10     -> after input j, raw u < 3(j+1) is final
 
-    ``partial`` holds the ``d(K−1) + 1 − s`` raw positions still open (none when that is ≤ 0:
-    then the kernel leaves gaps of zeros), plus finished frames not yet emitted: those past the
-    output length a still-growing input guarantees (output_padding and padding decide the end,
-    and the end is only known at :meth:`flush`). Bias is added to finished frames only.
+    ``state.partial`` holds the ``d(K−1) + 1 − s`` raw positions still open (none when that is
+    ≤ 0: then the kernel leaves gaps of zeros), plus finished frames not yet emitted: those past
+    the output length a still-growing input guarantees (output_padding and padding decide the
+    end, and the end is only known at :meth:`flush`). Bias is added to finished frames only.
     """
 
-    spec: ConvTranspose1dSpec
-    weight: torch.Tensor
-    bias: torch.Tensor | None
-    tail: torch.Tensor | None = None
-    kernel: str = "transposed"  # or "polyphase": the same sums as a Conv1d + interleave
-    extended: int = 0  # extended input frames consumed (E)
-    partial: torch.Tensor | None = None  # raw positions [partial_start, E·s + max(overlap, 0))
-    partial_start: int = 0
-    emitted: int = 0  # output frames returned so far
+    @dataclass
+    class State:
+        extended: int = 0  # extended input frames consumed (E)
+        partial: torch.Tensor | None = None  # raw positions [partial_start, E·s + max(overlap, 0))
+        partial_start: int = 0
+        emitted: int = 0  # output frames returned so far
 
-    def __post_init__(self) -> None:
-        left, right = self.spec.extension()
-        self.extender = Extender(self.spec.padding_mode, left, right, self.tail)
-        self.offset = self.spec.padding + left * self.spec.stride
-        self.overlap = self.spec.receptive - self.spec.stride
-        if self.kernel == "polyphase":
-            self.poly_weight = polyphase_weight(self.weight, self.spec)
+    def __init__(self, spec: ConvTranspose1dSpec, weight: torch.Tensor, bias: torch.Tensor | None,
+                 tail: torch.Tensor | None = None, kernel: str = "transposed"):
+        self.spec, self.weight, self.bias, self.kernel = spec, weight, bias, kernel
+        left, right = spec.extension()
+        self.extender = Extender(spec.padding_mode, left, right, tail)
+        self.children = (self.extender,)
+        self.offset = spec.padding + left * spec.stride
+        self.overlap = spec.receptive - spec.stride
+        if kernel == "polyphase":
+            self.poly_weight = polyphase_weight(weight, spec)
+        super().__init__()
 
     def _full(self, x: torch.Tensor) -> torch.Tensor:
         """Transposed convolution of a chunk with no padding: ``n·s + overlap`` raw frames."""
@@ -198,52 +251,52 @@ class StreamingConvTranspose1d:
         return F.conv_transpose1d(x, self.weight, None, spec.stride, 0, 0, spec.groups, spec.dilation)
 
     def _accumulate(self, x: torch.Tensor) -> None:
+        state = self.state
         frames = x.shape[-1]
         if not frames:
             return
         raw = self._full(x)
         if self.overlap < 0:  # gaps between kernels: finished zeros
             raw = F.pad(raw, (0, -self.overlap))
-        base = self.extended * self.spec.stride
-        if self.partial is None:
-            self.partial, self.partial_start = raw, base
+        base = state.extended * self.spec.stride
+        if state.partial is None:
+            state.partial, state.partial_start = raw, base
         else:
-            finished = base - self.partial_start
-            still_open = self.partial.shape[-1] - finished
+            finished = base - state.partial_start
+            still_open = state.partial.shape[-1] - finished
             if still_open > 0:
-                raw[..., :still_open] += self.partial[..., finished:]
-            self.partial = torch.cat([self.partial[..., :finished], raw], -1) if finished else raw
-        self.extended += frames
+                raw[..., :still_open] += state.partial[..., finished:]
+            state.partial = torch.cat([state.partial[..., :finished], raw], -1) if finished else raw
+        state.extended += frames
 
-    def _emit(self, end: int, like: torch.Tensor) -> torch.Tensor:
+    def _emit(self, end: int) -> torch.Tensor:
         """Return output frames [emitted, end), padded with zeros past the raw output."""
-        if self.partial is None or end <= self.emitted:
-            return like.new_zeros(like.shape[0], self.spec.out_channels, 0)
-        start = self.emitted + self.offset - self.partial_start
-        stop = end + self.offset - self.partial_start
-        y = self.partial[..., start:stop]
+        state = self.state
+        if state.partial is None or end <= state.emitted:
+            return self._empty(self.spec.out_channels)
+        start = state.emitted + self.offset - state.partial_start
+        stop = end + self.offset - state.partial_start
+        y = state.partial[..., start:stop]
         if y.shape[-1] < stop - start:
             y = F.pad(y, (0, stop - start - y.shape[-1]))
-        self.partial = self.partial[..., stop:]
-        self.partial_start += stop
-        self.emitted = end
+        state.partial = state.partial[..., stop:]
+        state.partial_start += stop
+        state.emitted = end
         return y + self.bias[:, None] if self.bias is not None else y
 
-    def push(self, chunk: torch.Tensor) -> torch.Tensor:
+    def _push(self, chunk: torch.Tensor) -> torch.Tensor:
         self._accumulate(self.extender.push(chunk))
-        final_raw = self.extended * self.spec.stride - self.offset
-        at_least = self.spec.output_frames(self.extender.frames)
-        return self._emit(min(final_raw, at_least), chunk)
+        final_raw = self.state.extended * self.spec.stride - self.offset
+        at_least = self.spec.output_frames(self.extender.state.frames)
+        return self._emit(min(final_raw, at_least))
 
-    def flush(self, like: torch.Tensor) -> torch.Tensor:
-        self._accumulate(self.extender.flush(like))
-        out_frames = self.spec.output_frames(self.extender.frames)
-        return self._emit(out_frames, like)
+    def _flush(self) -> torch.Tensor:
+        self._accumulate(self.extender.flush())
+        return self._emit(self.spec.output_frames(self.extender.state.frames))
 
 
-@dataclass
-class StreamingConv1d:
-    """Exact streaming convolution: ``window`` keeps the extended inputs not yet consumed.
+class StreamingConv1d(StreamingModule):
+    """Exact streaming convolution: ``state.window`` keeps the extended inputs not yet consumed.
 
     Output q reads extended inputs ``q·s … q·s + d(K−1)``; every complete window is computed as
     soon as its last input arrives, and the inputs before the next window's start are dropped
@@ -255,132 +308,242 @@ class StreamingConv1d:
                q=2:          4 5 6    -> after input 4, q ≤ 1 is final; window keeps j ≥ 4
     """
 
-    spec: Conv1dSpec
-    weight: torch.Tensor
-    bias: torch.Tensor | None
-    tail: torch.Tensor | None = None
-    window: torch.Tensor | None = None  # extended inputs from the next window's start
-    skip: int = 0  # extended inputs still to drop before the next window starts
+    @dataclass
+    class State:
+        window: torch.Tensor | None = None  # extended inputs from the next window's start
+        skip: int = 0  # extended inputs still to drop before the next window starts
 
-    def __post_init__(self) -> None:
-        left, right = self.spec.extension()
-        mode = self.spec.padding_mode
-        self.extender = Extender(mode, left, right, self.tail)
+    def __init__(self, spec: Conv1dSpec, weight: torch.Tensor, bias: torch.Tensor | None,
+                 tail: torch.Tensor | None = None):
+        self.spec, self.weight, self.bias = spec, weight, bias
+        left, right = spec.extension()
+        self.extender = Extender(spec.padding_mode, left, right, tail)
+        self.children = (self.extender,)
+        super().__init__()
 
-    def _convolve(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        if self.skip:  # stride jumped past the inputs we had: drop those frames as they come
-            dropped = min(self.skip, x.shape[-1])
-            x, self.skip = x[..., dropped:], self.skip - dropped
-            if self.skip:
-                return like.new_zeros(like.shape[0], self.spec.out_channels, 0)
-        if self.window is not None and self.window.shape[-1]:
-            x = torch.cat([self.window, x], -1) if x.shape[-1] else self.window
-        spec = self.spec
+    def _convolve(self, x: torch.Tensor) -> torch.Tensor:
+        state, spec = self.state, self.spec
+        if state.skip:  # stride jumped past the inputs we had: drop those frames as they come
+            dropped = min(state.skip, x.shape[-1])
+            x, state.skip = x[..., dropped:], state.skip - dropped
+            if state.skip:
+                return self._empty(spec.out_channels)
+        if state.window is not None and state.window.shape[-1]:
+            x = torch.cat([state.window, x], -1) if x.shape[-1] else state.window
         count = (x.shape[-1] - spec.receptive) // spec.stride + 1 if x.shape[-1] >= spec.receptive else 0
-        self.window = x[..., count * spec.stride :]
-        self.skip = max(0, count * spec.stride - x.shape[-1])
+        state.window = x[..., count * spec.stride :]
+        state.skip = max(0, count * spec.stride - x.shape[-1])
         if not count:
-            return like.new_zeros(like.shape[0], spec.out_channels, 0)
+            return self._empty(spec.out_channels)
         used = x[..., : (count - 1) * spec.stride + spec.receptive]
         return F.conv1d(used, self.weight, self.bias, spec.stride, 0, spec.dilation, spec.groups)
 
-    def push(self, chunk: torch.Tensor) -> torch.Tensor:
-        return self._convolve(self.extender.push(chunk), chunk)
+    def _push(self, chunk: torch.Tensor) -> torch.Tensor:
+        return self._convolve(self.extender.push(chunk))
 
-    def flush(self, like: torch.Tensor) -> torch.Tensor:
-        return self._convolve(self.extender.flush(like), like)
+    def _flush(self) -> torch.Tensor:
+        return self._convolve(self.extender.flush())
 
 
-@dataclass
-class StreamingPointwise:
+class StreamingPointwise(StreamingModule):
     """An activation: no state, every frame is finished at once."""
 
-    spec: ActivationSpec | SnakeSpec
-    alpha: torch.Tensor | None = None
+    def __init__(self, spec, params):
+        self.spec, self.params = spec, params
+        super().__init__()
 
-    def push(self, chunk: torch.Tensor) -> torch.Tensor:
-        return snake(chunk, self.alpha) if self.alpha is not None else activation(self.spec, chunk)
+    def _push(self, chunk: torch.Tensor) -> torch.Tensor:
+        return self.spec.forward(chunk, self.params)
 
-    def flush(self, like: torch.Tensor) -> torch.Tensor:
-        return like.new_zeros(like.shape[0], like.shape[1], 0)
-
-
-def leading_circular_frames(stack: Stack) -> int:
-    """How many of the input's last frames the first convolution's ``circular`` mode needs."""
-    for spec in stack.specs:
-        if isinstance(spec, (ConvTranspose1dSpec, Conv1dSpec)):
-            return spec.extension()[0] if spec.padding_mode == "circular" else 0
-    return 0
+    def _flush(self) -> torch.Tensor:
+        return self._empty()
 
 
-class StreamingStack:
+class StreamingSequential(StreamingModule):
+    """Children one after the other: each push runs through all of them.
+
+    ``tail`` (the input's last frames, for a leading ``circular`` convolution) goes to the first
+    child that is not pointwise, through the pointwise ones before it.
+    """
+
+    def __init__(self, specs: Sequence, params: Sequence, tail: torch.Tensor | None = None,
+                 kernel: str = "auto"):
+        children = []
+        for spec, spec_params in zip(specs, params):
+            children.append(spec.streamer(spec_params, tail, kernel))
+            if tail is not None:
+                tail = spec.forward(tail, spec_params) if spec.pointwise else None
+        self.specs, self.children = tuple(specs), tuple(children)
+        super().__init__()
+
+    def _push(self, chunk: torch.Tensor) -> torch.Tensor:
+        for child in self.children:
+            chunk = child.push(chunk)
+        return chunk
+
+    def _flush(self) -> torch.Tensor:
+        pending = None
+        for child in self.children:
+            parts = []
+            if pending is not None and pending.shape[-1]:
+                parts.append(child.push(pending))
+            parts.append(child.flush())
+            pending = _cat(parts)
+        return pending
+
+
+class StreamingResidual(StreamingModule):
+    """``x + body(x)``: holds the input frames whose body output has not come out yet.
+
+    The body keeps the frame count, so output t is ``x[t] + body(x)[t]``; the body lags by its
+    look-ahead, and ``state.held`` (at most that lag) waits for it::
+
+        x:        0 1 2 3 4 5 6 7        body lag 2
+        body(x):  0 1 2 3 4 5            -> y[0..5] out; x[6], x[7] held
+    """
+
+    @dataclass
+    class State:
+        held: torch.Tensor | None = None  # input frames [emitted, pushed)
+
+    def __init__(self, spec, body: StreamingSequential):
+        self.spec, self.body = spec, body
+        self.children = (body,)
+        super().__init__()
+
+    def _match(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        held = self.state.held
+        if held is None or not held.shape[-1]:
+            held = x
+        elif x.shape[-1]:
+            held = torch.cat([held, x], -1)
+        n = y.shape[-1]
+        self.state.held = held[..., n:]
+        return held[..., :n] + y
+
+    def _push(self, chunk: torch.Tensor) -> torch.Tensor:
+        return self._match(chunk, self.body.push(chunk))
+
+    def _flush(self) -> torch.Tensor:
+        out = self._match(self._like, self.body.flush())
+        assert not self.state.held.shape[-1], "a residual body must keep the frame count"
+        return out
+
+
+class StreamingParallel(StreamingModule):
+    """``reduce(b_1(x), …, b_n(x))``: a frame is emitted once every branch has produced it.
+
+    ``state.surplus[b]`` holds what branch b has produced ahead of the slowest branch.
+    """
+
+    @dataclass
+    class State:
+        surplus: dict = field(default_factory=dict)  # branch -> frames ahead of the slowest
+
+    def __init__(self, spec, branches: Sequence[StreamingSequential]):
+        self.spec, self.children = spec, tuple(branches)
+        super().__init__()
+
+    def _combine(self, outs: list[torch.Tensor]) -> torch.Tensor:
+        surplus = self.state.surplus
+        joined = []
+        for b, y in enumerate(outs):
+            held = surplus.get(b)
+            joined.append(y if held is None or not held.shape[-1] else _cat([held, y]))
+        n = min(y.shape[-1] for y in joined)
+        total = None
+        for b, y in enumerate(joined):
+            surplus[b] = y[..., n:]
+            total = y[..., :n] if total is None else total + y[..., :n]
+        return total / len(joined) if self.spec.reduce == "mean" else total
+
+    def _push(self, chunk: torch.Tensor) -> torch.Tensor:
+        return self._combine([branch.push(chunk) for branch in self.children])
+
+    def _flush(self) -> torch.Tensor:
+        out = self._combine([branch.flush() for branch in self.children])
+        assert not any(y.shape[-1] for y in self.state.surplus.values()), "branches must agree"
+        return out
+
+
+def leading_circular_frames(specs: Sequence | Stack) -> int:
+    """How many of the input's last frames the leading ``circular`` convolutions need up front.
+
+    A convolution is leading when only pointwise layers stand before it, in the stack or in a
+    leading block's sequences (:func:`~convt_audio.specs.leading_convs`); later ones cannot be
+    given the tail and hold their whole input.
+    """
+    specs = specs.specs if isinstance(specs, Stack) else specs
+    return max([conv.extension()[0] for conv in leading_convs(specs) if conv.padding_mode == "circular"],
+               default=0)
+
+
+def _buffering(module: StreamingModule) -> Iterator[str]:
+    if isinstance(module, (StreamingConvTranspose1d, StreamingConv1d)):
+        if module.extender.buffers_whole_input:
+            yield module.spec.where
+    for child in module.children:
+        yield from _buffering(child)
+
+
+class StreamingStack(StreamingSequential):
     """Streams ``[batch, in_channels, frames]`` chunks through a stack, exactly.
 
     Parameters
     ----------
     stack : the :class:`Stack` (tensors already on the device and dtype to run in).
     tail : optional ``[batch, in_channels, n]``, the input's last
-        ``min(frames, leading_circular_frames(stack))`` frames: lets a ``circular`` first
+        ``min(frames, leading_circular_frames(stack))`` frames: lets a ``circular`` leading
         convolution stream in bounded memory. Without it that layer holds its whole input.
     kernel : ``"transposed"``, ``"polyphase"`` or ``"auto"``: how ConvTranspose1d chunks are
         computed (the same sums; ``auto`` picks polyphase where it is faster).
     """
 
+    @dataclass
+    class State:
+        frames_in: int = 0
+        frames_out: int = 0
+
     def __init__(self, stack: Stack, tail: torch.Tensor | None = None, kernel: str = "auto"):
         self.stack = stack
-        self.frames_in = 0
-        self.frames_out = 0
-        self.layers: list = []
-        leading = True
-        for spec, params in zip(stack.specs, stack.params):
-            if isinstance(spec, ConvTranspose1dSpec):
-                layer_kernel = choose_kernel(spec) if kernel == "auto" else kernel
-                self.layers.append(StreamingConvTranspose1d(
-                    spec, params["weight"], params.get("bias"), tail if leading else None, layer_kernel))
-                leading = False
-            elif isinstance(spec, Conv1dSpec):
-                self.layers.append(StreamingConv1d(
-                    spec, params["weight"], params.get("bias"), tail if leading else None))
-                leading = False
-            else:
-                layer = StreamingPointwise(spec, params.get("alpha"))
-                if tail is not None and leading:
-                    tail = layer.push(tail)  # the tail as this activation's output
-                self.layers.append(layer)
+        super().__init__(stack.specs, stack.nested, tail, kernel)
 
     @property
-    def buffering_layers(self) -> list[int]:
-        """Indices of layers that hold their whole input until :meth:`flush` (``circular``)."""
-        return [
-            spec.index for spec, layer in zip(self.stack.specs, self.layers)
-            if getattr(layer, "extender", None) is not None and layer.extender.buffers_whole_input
-        ]
+    def frames_in(self) -> int:
+        return self.state.frames_in
+
+    @property
+    def frames_out(self) -> int:
+        return self.state.frames_out
+
+    @property
+    def buffering_layers(self) -> list[str]:
+        """The layers that hold their whole input until :meth:`flush` (``circular``, not leading)."""
+        return list(_buffering(self))
 
     @torch.inference_mode()
-    def push(self, chunk: torch.Tensor) -> torch.Tensor:
-        """Feed ``[batch, in_channels, n]`` (n ≥ 0); return the output frames now final."""
-        self.frames_in += chunk.shape[-1]
-        for layer in self.layers:
-            chunk = layer.push(chunk)
-        self.frames_out += chunk.shape[-1]
-        return chunk
+    def _push(self, chunk: torch.Tensor) -> torch.Tensor:
+        self.state.frames_in += chunk.shape[-1]
+        out = super()._push(chunk)
+        self.state.frames_out += out.shape[-1]
+        return out
 
-    @torch.inference_mode()
     def flush(self, like: torch.Tensor | None = None) -> torch.Tensor:
         """End the stream; return the remaining output frames.
 
-        Raises :class:`InputTooShortError` if the input was too short for some layer.
+        Raises :class:`InputTooShortError` if the input was too short for some layer. ``like``
+        (an empty ``[B, C, 0]`` tensor) is only needed when nothing was pushed.
         """
-        self.stack.check_frames(self.frames_in)
-        pending = None
-        for layer in self.layers:
-            parts = []
-            if pending is not None and pending.shape[-1]:
-                parts.append(layer.push(pending))
-            parts.append(layer.flush(pending if pending is not None else like))
-            pending = _cat(parts)
-        self.frames_out += pending.shape[-1]
-        return pending
+        self.stack.check_frames(self.state.frames_in)
+        if self._like is None and like is not None:
+            self._like = like[..., :0]
+        return super().flush()
+
+    @torch.inference_mode()
+    def _flush(self) -> torch.Tensor:
+        out = super()._flush()
+        self.state.frames_out += out.shape[-1]
+        return out
 
 
 def choose_kernel(spec: ConvTranspose1dSpec) -> str:
@@ -398,16 +561,16 @@ def stream(
 ) -> Iterator[torch.Tensor]:
     """Yield the output of ``stack`` for an iterable of input chunks, then the flushed rest."""
     streamer = StreamingStack(stack, tail=tail, kernel=kernel)
-    like = None
+    pushed = False
     for chunk in chunks:
-        like = chunk
+        pushed = True
         out = streamer.push(chunk)
         if out.shape[-1]:
             yield out
-    if like is None:
+    if not pushed:
         raise InputTooShortError(f"input too short: 0 frames; the stack needs at least "
                                  f"{stack.min_input_frames()}")
-    out = streamer.flush(like[..., :0])
+    out = streamer.flush()
     if out.shape[-1]:
         yield out
 

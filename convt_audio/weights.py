@@ -52,6 +52,34 @@ def _read_checkpoint(path: Path) -> dict[str, np.ndarray]:
     return flat
 
 
+def _sniff(path: Path) -> str:
+    """The format of a weights file whose name does not say it (``g_02500000``), from its bytes.
+
+    A torch checkpoint is a zip holding ``*/data.pkl`` (or, from torch < 1.6, a pickle: its
+    first byte is 0x80); an ``.npz`` is a zip of ``.npy`` files; safetensors starts with an
+    8-byte header length and a JSON ``{``.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(9)
+        if head[:2] == b"PK":
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+            if any(n.endswith("data.pkl") for n in names):
+                return ".pt"
+            if names and all(n.endswith(".npy") for n in names):
+                return ".npz"
+        elif head[:1] == b"\x80":
+            return ".pt"
+        elif len(head) == 9 and head[8:9] == b"{":
+            return ".safetensors"
+    except (OSError, zipfile.BadZipFile):
+        pass
+    what = f"unknown weights format {path.suffix.lower()!r}" if path.suffix else "no extension"
+    raise WeightsError(f"{path}: {what}, and its contents are not a weights file this tool reads "
+                       f"(allowed: {list(WEIGHT_SUFFIXES)}, or a torch checkpoint with any name)")
+
+
 def read_tensors(path: str | Path) -> dict[str, np.ndarray]:
     """Every tensor in a weights file, by its flattened name, as NumPy arrays."""
     path = Path(path)
@@ -59,7 +87,7 @@ def read_tensors(path: str | Path) -> dict[str, np.ndarray]:
         raise WeightsError(f"{path}: weights file not found")
     suffix = path.suffix.lower()
     if suffix not in WEIGHT_SUFFIXES:
-        raise WeightsError(f"{path}: unknown weights format {suffix!r} (allowed: {list(WEIGHT_SUFFIXES)})")
+        suffix = _sniff(path)
     if suffix in (".pt", ".pth", ".ckpt"):
         return _read_checkpoint(path)
     try:
@@ -117,15 +145,15 @@ def fold_weight_norm(tensors: Mapping[str, np.ndarray]) -> tuple[dict[str, np.nd
 def match_tensors(
     config: Config, tensors: Mapping[str, np.ndarray], source: str = "<weights>"
 ) -> tuple[list[dict[str, np.ndarray]], list[str]]:
-    """Match tensors to the config's layers by name and shape.
+    """Match tensors to the config's leaf layers by name and shape.
 
-    Returns one ``{"weight", "bias", "alpha"}`` dict of arrays per layer, and the names of the
-    tensors the config does not use.
+    Returns one ``{"weight", "bias", "alpha"}`` dict of arrays per leaf layer (depth first
+    through blocks), and the names of the tensors the config does not use.
     """
     folded, sources = fold_weight_norm(tensors)
     used: set[str] = set()
     params = []
-    for spec, names in zip(config.layers, config.tensor_names):
+    for spec, names in zip(config.leaves, config.tensor_names):
         layer: dict[str, np.ndarray] = {}
         for local, expected in spec.tensor_shapes().items():
             full = names[local]
@@ -133,13 +161,13 @@ def match_tensors(
                 close = difflib.get_close_matches(full, list(tensors), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise WeightsError(
-                    f"{source}: missing tensor {full!r} for layers[{spec.index}] ({spec.type}), "
+                    f"{source}: missing tensor {full!r} for {spec.where} ({spec.type}), "
                     f"expected shape {tuple(expected)}{hint}"
                 )
             array = np.asarray(folded[full])
             if tuple(array.shape) != tuple(expected):
                 raise WeightsError(
-                    f"{source}: tensor {full!r} for layers[{spec.index}] ({spec.type}) has shape "
+                    f"{source}: tensor {full!r} for {spec.where} ({spec.type}) has shape "
                     f"{tuple(array.shape)}, expected {tuple(expected)}"
                 )
             if not np.issubdtype(array.dtype, np.floating):
@@ -151,7 +179,7 @@ def match_tensors(
 
 
 def needs_weights(config: Config) -> bool:
-    return any(spec.tensor_shapes() for spec in config.layers)
+    return any(spec.tensor_shapes() for spec in config.leaves)
 
 
 def load_params(config: Config, weights: str | Path | None = None) -> tuple[list[dict[str, np.ndarray]], list[str]]:
@@ -159,10 +187,15 @@ def load_params(config: Config, weights: str | Path | None = None) -> tuple[list
     path = Path(weights) if weights is not None else config.weights
     if path is None:
         if needs_weights(config):
+            if config.is_builtin:
+                raise ConfigError(
+                    f"{config.name}: this built-in architecture ships without weights; pass the "
+                    f"trained generator's checkpoint with -w CHECKPOINT"
+                )
             raise ConfigError(
                 f"{config.source}: no weights: pass -w WEIGHTS or set 'weights:' in the config"
             )
-        return [{} for _ in config.layers], []
+        return [{} for _ in config.leaves], []
     return match_tensors(config, read_tensors(path), str(path))
 
 

@@ -342,12 +342,14 @@ def test_info_table_and_json(decoder):
     result = invoke("info", decoder)
     assert result.exit_code == 0, result.output
     assert "rate:" in result.stdout and "×4" in result.stdout and "weights:" in result.stdout
+    assert "look-ahead:" in result.stdout
     facts = json.loads(invoke("info", decoder, "--json").stdout)
-    assert facts["rate_factor"] == "4" and facts["weights_status"] == "ok"
+    assert facts["rate_factor"] == 4 and facts["weights_status"] == "ok"
     assert facts["parameters"] == 2 * 8 * 5 + 8 + 8 * 4 * 8 + 4 + 4 * 7 + 1
-    assert facts["receptive_field_input_frames"] > 1 and facts["latency_input_frames"] > 0
+    assert facts["receptive_field_input_frames"] > 1 and facts["lookahead_input_frames"] > 0
     default = json.loads(invoke("info", "--json").stdout)
-    assert default["name"] == "sinc-x3" and default["latency_input_frames"] == 46
+    assert default["name"] == "sinc-x3" and default["lookahead_input_frames"] == 46
+    assert default["receptive_field_input_frames"] == 93  # ⌈277 taps / 3⌉
 
 
 def test_info_reports_weight_mismatch_and_circular_buffering(tmp_path):
@@ -358,7 +360,8 @@ def test_info_reports_weight_mismatch_and_circular_buffering(tmp_path):
     assert result.exit_code == 2
     facts = json.loads(result.stdout)
     assert "has shape (1, 1, 3), expected (1, 1, 4)" in facts["weights_status"]
-    assert facts["buffers_whole_input"] == [1]
+    assert facts["buffers_whole_input"] == ["layers[1]"]
+    assert "has shape (1, 1, 3)" in result.stderr  # the reason on stderr too
     assert invoke("info", tmp_path / "missing.yaml").exit_code == 2
 
 

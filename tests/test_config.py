@@ -39,7 +39,11 @@ def test_full_config_parses(tmp_path):
     assert config.tensor_names[0] == {"weight": "generator.ups.0.weight", "bias": "generator.ups.0.bias"}
     assert config.tensor_names[2] == {"alpha": "generator.2.alpha"}
     assert config.tensor_names[3] == {"weight": "generator.3.weight", "bias": "generator.3.bias"}
-    assert config.output_rate(8000) == 24000
+    assert config.output_rate(12000) == 24000
+    assert config.feature_rate() == 12000
+    with pytest.raises(AudioError, match=r"input rate 8000 Hz × 2 = 16000 Hz, but .* declares "
+                                         r"output_sample_rate 24000 Hz"):
+        config.output_rate(8000)  # a declared rate is a check, never a silent relabel
 
 
 @pytest.mark.parametrize("layers,message", [

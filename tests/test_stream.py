@@ -145,8 +145,8 @@ def test_circular_without_tail_buffers_and_says_so():
     stack = Stack.initialised(specs)
     x = torch.randn(1, 1, 30)
     streamer = StreamingStack(stack, tail=x[..., -leading_circular_frames(stack):])
-    assert streamer.buffering_layers == [1]
-    assert StreamingStack(stack).buffering_layers == [0, 1]
+    assert streamer.buffering_layers == ["layers[1]"]
+    assert StreamingStack(stack).buffering_layers == ["layers[0]", "layers[1]"]
 
 
 def test_bounded_state_for_long_streams():
@@ -157,10 +157,10 @@ def test_bounded_state_for_long_streams():
     streamer = StreamingStack(stack)
     for _ in range(200):
         streamer.push(torch.randn(1, 4, 37))
-    transposed, conv_layer = streamer.layers
-    assert transposed.partial.shape[-1] <= spec.receptive + spec.stride + spec.padding
-    assert conv_layer.window.shape[-1] < conv.receptive + conv.stride
-    assert transposed.extender.keep.shape[-1] <= spec.extension()[1] + 1
+    transposed, conv_layer = streamer.children
+    assert transposed.state.partial.shape[-1] <= spec.receptive + spec.stride + spec.padding
+    assert conv_layer.state.window.shape[-1] < conv.receptive + conv.stride
+    assert transposed.extender.state.keep.shape[-1] <= spec.extension()[1] + 1
 
 
 def test_streaming_too_short_input_is_an_error():
