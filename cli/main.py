@@ -173,7 +173,10 @@ def run(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
     deterministic: bool = typer.Option(False, "--deterministic", help="Use PyTorch's deterministic algorithms."),
     channels: Optional[Channels] = typer.Option(None, "--channels", help="Override the config's channel mapping."),
-    input_rate: Optional[int] = typer.Option(None, "--input-rate", min=1, help="Sample rate of .npy inputs."),
+    input_rate: Optional[str] = typer.Option(
+        None, "--input-rate",
+        help="Rate of .npy inputs in Hz, fractional allowed (86.1328125 or 22050/256); "
+             "default: the config's feature rate."),
     subtype: Optional[Subtype] = typer.Option(None, "--subtype", help="Output subtype (default: the input's)."),
     clip: Clip = typer.Option(Clip.clamp, "--clip", help="Integer outputs: clamp and count, or refuse."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
@@ -190,14 +193,17 @@ def run(
         raise typer.BadParameter("--overwrite and --skip-existing exclude each other", param_hint="--overwrite")
     chunk_frames = _parse_chunk(chunk)
     try:
+        from convt_audio.config import parse_rate
         from convt_audio.engines import build_engine
         from convt_audio.errors import UsageError
         from convt_audio.pipeline import RunOptions, plan_jobs
 
+        rate = parse_rate(input_rate) if input_rate is not None else None
         jobs_list = plan_jobs(inputs, output, recursive)
-        if input_rate is None and any(j.source.suffix.lower() == ".npy" for j in jobs_list):
-            raise UsageError(".npy inputs need --input-rate HZ")
         cfg, params = _load(config, weights, quiet)
+        if rate is None and cfg.feature_rate() is None and any(j.source.suffix.lower() == ".npy"
+                                                               for j in jobs_list):
+            raise UsageError(f".npy inputs need --input-rate HZ ({cfg.name} sets no output_sample_rate)")
         engine = build_engine(cfg, params, device, dtype.value, deterministic)
         if engine.name == "torch":
             import torch
@@ -206,7 +212,7 @@ def run(
         if output is not None and len(jobs_list) > 1:
             Path(output).mkdir(parents=True, exist_ok=True)
         options = RunOptions(chunk=chunk_frames, channels=channels.value if channels else None,
-                             input_rate=input_rate, subtype=subtype.value if subtype else None,
+                             input_rate=rate, subtype=subtype.value if subtype else None,
                              clip=clip.value, overwrite=overwrite, skip_existing=skip_existing)
     except KeyboardInterrupt:
         _err("interrupted")
@@ -319,7 +325,7 @@ def info(
     try:
         from convt_audio.config import load_config, parse_rate
         from convt_audio.report import summary
-        from convt_audio.weights import load_params
+        from convt_audio.weights import load_params, needs_weights
 
         cfg = load_config(config)
         rate = parse_rate(input_rate) if input_rate is not None else (cfg.feature_rate() or 16000)
@@ -327,8 +333,11 @@ def info(
         raise _fail(exc, debug) from None
     weights_path = weights or cfg.weights
     try:
-        _, unused = load_params(cfg, weights)
-        status = "ok" if weights_path else "not needed"
+        if weights_path is None and needs_weights(cfg):
+            status, unused = "none given (pass -w WEIGHTS to check a file against the config)", []
+        else:
+            _, unused = load_params(cfg, weights)
+            status = "ok" if weights_path else "not needed"
         if unused:
             status = f"ok, {len(unused)} tensor(s) unused"
         weights_ok = True
@@ -415,13 +424,20 @@ def design_sinc_command(
 
 @app.command()
 def configs() -> None:
-    """List the built-in configs."""
+    """List the built-in configs: what goes in, what comes out, and whether weights ship."""
     from convt_audio.config import DEFAULT_CONFIG, builtin_configs, load_config
 
     for name in builtin_configs():
         cfg = load_config(name)
         default = " (default)" if name == DEFAULT_CONFIG else ""
-        typer.echo(f"{name}{default}: {cfg.description}")
+        feature_rate = cfg.feature_rate()
+        if feature_rate is not None:
+            shape = (f"in: {cfg.in_channels}-band features at {float(feature_rate):g} Hz (.npy); "
+                     f"out: audio at {cfg.output_sample_rate} Hz")
+        else:
+            shape = f"in: audio at any rate; out: ×{cfg.rate_factor()} the rate"
+        weights = "weights included" if cfg.weights else "no weights: pass -w CHECKPOINT"
+        typer.echo(f"{name}{default}: {cfg.description}\n    {shape}; {weights}")
 
 
 if __name__ == "__main__":  # pragma: no cover

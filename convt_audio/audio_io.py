@@ -145,8 +145,13 @@ class AudioSource:
         self.close()
 
 
-def open_source(path: str | Path, input_rate: int | None = None) -> AudioSource:
-    """Open an audio file (anything libsndfile reads) or a ``.npy`` ``(channels, frames)`` array."""
+def open_source(path: str | Path, input_rate=None, expected_channels: int | None = None) -> AudioSource:
+    """Open an audio file (anything libsndfile reads) or a ``.npy`` ``(channels, frames)`` array.
+
+    ``input_rate`` (Hz, an int or a Fraction such as 22050/256 for mel frames) is the rate of
+    ``.npy`` inputs; ``expected_channels`` (the stack's) lets a short feature array have more
+    channels than frames, and ``(1, channels, frames)`` arrays drop their batch axis.
+    """
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: no such file")
@@ -154,19 +159,26 @@ def open_source(path: str | Path, input_rate: int | None = None) -> AudioSource:
         raise AudioError(f"{path}: is a folder (pass --recursive or name the files)")
     if path.suffix.lower() == ".npy":
         if input_rate is None:
-            raise UsageError(f"{path}: .npy inputs need --input-rate HZ")
+            raise UsageError(f"{path}: .npy inputs need --input-rate HZ (or a config with output_sample_rate)")
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise AudioError(f"{path}: not a readable .npy array: {str(exc).splitlines()[0]}") from None
         if array.ndim == 1:
             array = array[None, :]
+        elif array.ndim == 3 and array.shape[0] == 1:  # (1, channels, frames): a batch of one
+            array = array[0]
         if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
             raise AudioError(
                 f"{path}: .npy input must be a float array of shape (channels, frames), got "
                 f"{array.dtype} {tuple(array.shape)}"
             )
-        if array.shape[0] > array.shape[1]:
+        if array.shape[0] != expected_channels and array.shape[1] == expected_channels:
+            raise AudioError(
+                f"{path}: shape {tuple(array.shape)} looks like (frames, channels); the stack "
+                f"takes {expected_channels} channels: save the array transposed, as (channels, frames)"
+            )
+        if array.shape[0] > array.shape[1] and array.shape[0] != expected_channels:
             raise AudioError(
                 f"{path}: shape {tuple(array.shape)} has more channels than frames; "
                 f"expected (channels, frames)"

@@ -20,7 +20,7 @@ import numpy as np
 from .config import Config
 from .errors import DeviceError
 from .interpolator import FftInterpolator, eligible
-from .specs import StackShape
+from .specs import StackShape, widest_activation
 
 DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
 KERNELS = ("auto", "transposed", "polyphase", "fft")
@@ -119,12 +119,7 @@ class TorchEngine(StackShape):
         was slower, 128 was 1.4x slower. A HiFi-GAN-like stack (widest 8192) gets 64, the low end
         of the 64-256 frames where its activations stay in cache.
         """
-        widest, rate = float(self.in_channels), 1.0
-        for spec in self.convs:
-            up, down = spec.rate_factor()
-            rate = rate * up / down
-            widest = max(widest, spec.out_channels * rate)
-        chunk = int(2 ** 18 / widest)
+        chunk = int(2 ** 18 / widest_activation(self.specs))
         chunk = 1 << max(6, min(16, chunk.bit_length() - 1))
         return max(chunk, self.min_input_frames())
 

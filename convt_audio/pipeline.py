@@ -14,6 +14,7 @@ import threading
 import time
 from contextlib import suppress
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -30,7 +31,7 @@ class RunOptions:
 
     chunk: int | None = None  # input frames per block; None: the engine's preferred size
     channels: str | None = None  # overrides the config's channels mode
-    input_rate: int | None = None
+    input_rate: Fraction | int | None = None  # for .npy inputs; None: the config's feature rate
     subtype: str | None = None
     clip: str = "clamp"
     overwrite: bool = False
@@ -214,7 +215,8 @@ def process_file(
     output unless the whole file was written.
     """
     started = time.perf_counter()
-    with open_source(job.source, options.input_rate) as source:
+    input_rate = options.input_rate if options.input_rate is not None else config.feature_rate()
+    with open_source(job.source, input_rate, config.in_channels) as source:
         per_channel = channel_plan(config, source.channels, options.channels) == "per_channel"
         out_rate = config.output_rate(source.rate)
         dest = job.dest or default_name(job.source, out_rate)
@@ -236,11 +238,11 @@ def process_file(
             exc.output = str(dest)
             raise
     wall = time.perf_counter() - started
-    seconds = source.frames / source.rate
+    seconds = float(source.frames / Fraction(source.rate))
     return {
         **report,
         "status": "ok",
-        "input_rate": source.rate,
+        "input_rate": int(source.rate) if Fraction(source.rate).denominator == 1 else float(source.rate),
         "output_rate": out_rate,
         "channels_in": source.channels,
         **written,

@@ -701,6 +701,19 @@ def flops_of(specs: Sequence) -> Fraction:
     return total
 
 
+def widest_activation(specs: Sequence, rate: Fraction = Fraction(1), channels: int | None = None) -> Fraction:
+    """The largest ``channels × rate`` of any activation in the stack, inside blocks too
+    (elements per input frame)."""
+    channels = input_channels(specs) if channels is None else channels
+    widest = channels * rate
+    for spec in specs:
+        for sequence in spec.sequences():
+            widest = max(widest, widest_activation(sequence, rate, channels))
+        channels, rate = spec.out_channels_for(channels), rate * spec.rate()
+        widest = max(widest, channels * rate)
+    return widest
+
+
 def _period(specs: Sequence) -> int:
     """A number of input frames after which the stack's frame arithmetic repeats itself."""
     period = 1

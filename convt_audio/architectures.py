@@ -1,0 +1,166 @@
+"""Published vocoder generators written as configs: HiFi-GAN V1/V2/V3 and MelGAN.
+
+Each function returns a config mapping (ready for YAML) with the paper's official
+hyper-parameters and the official checkpoints' tensor names, so that a checkpoint trained with
+the authors' code loads as it is (weight-norm tensors are folded on load):
+
+- HiFi-GAN (Kong et al. 2020, the authors' ``models.py``): checkpoints ``g_XXXXXXXX`` hold
+  ``{"generator": state_dict}``; ``conv_pre``, ``ups.i``, ``resblocks.n.convs1.m``/``convs2.m``
+  (ResBlock1) or ``resblocks.n.convs.m`` (ResBlock2), ``conv_post``. Each upsampling stage's
+  multi-receptive-field fusion is a ``parallel`` block with ``reduce: mean``; each
+  ``x = xt + x`` inside a ResBlock is a ``residual``.
+- MelGAN (Kumar et al. 2019, the authors' ``mel2wav/modules.py``): the generator's state_dict,
+  ``model.<i>`` as its ``nn.Sequential`` numbers them (ReflectionPad1d and activations count);
+  each ResnetBlock ``shortcut(x) + block(x)`` is a ``parallel`` block with ``reduce: sum``.
+
+The YAML files in ``configs/`` are these functions' output (a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+HIFIGAN = {
+    # upsample_rates, upsample_kernel_sizes, upsample_initial_channel, resblock,
+    # resblock_kernel_sizes, resblock_dilation_sizes (config_v1/v2/v3.json)
+    "v1": ([8, 8, 2, 2], [16, 16, 4, 4], 512, "1", [3, 7, 11], [[1, 3, 5], [1, 3, 5], [1, 3, 5]]),
+    "v2": ([8, 8, 2, 2], [16, 16, 4, 4], 128, "1", [3, 7, 11], [[1, 3, 5], [1, 3, 5], [1, 3, 5]]),
+    "v3": ([8, 8, 4], [16, 16, 8], 256, "2", [3, 5, 7], [[1, 2], [2, 6], [3, 12]]),
+}
+SAMPLE_RATE = 22050
+MELS = 80
+LRELU_SLOPE = 0.1  # HiFi-GAN's; its last leaky_relu before conv_post keeps PyTorch's 0.01
+
+
+def _conv(c_in: int, c_out: int, kernel: int, key: str, dilation: int = 1, padding: int = 0, **extra) -> dict:
+    layer = {"type": "conv1d", "in_channels": c_in, "out_channels": c_out, "kernel_size": kernel}
+    if dilation != 1:
+        layer["dilation"] = dilation
+    if padding:
+        layer["padding"] = padding
+    layer.update(extra)
+    layer["key"] = key
+    return layer
+
+
+def _get_padding(kernel: int, dilation: int) -> int:
+    return (kernel * dilation - dilation) // 2
+
+
+def _resblock(kind: str, n: int, channels: int, kernel: int, dilations: list) -> list:
+    """ResBlock1 (two convs per dilation) or ResBlock2 (one) as a list of residual blocks."""
+    lrelu = {"type": "leaky_relu", "negative_slope": LRELU_SLOPE}
+    blocks = []
+    for m, d in enumerate(dilations):
+        if kind == "1":
+            body = [lrelu, _conv(channels, channels, kernel, f"resblocks.{n}.convs1.{m}", d, _get_padding(kernel, d)),
+                    lrelu, _conv(channels, channels, kernel, f"resblocks.{n}.convs2.{m}", 1, _get_padding(kernel, 1))]
+        else:
+            body = [lrelu, _conv(channels, channels, kernel, f"resblocks.{n}.convs.{m}", d, _get_padding(kernel, d))]
+        blocks.append({"type": "residual", "layers": body})
+    return blocks
+
+
+def hifigan(version: str) -> dict:
+    """HiFi-GAN generator ``v1``, ``v2`` or ``v3``: 80-band mel at 22050/256 Hz in, 22.05 kHz out."""
+    rates, kernels, initial, kind, rb_kernels, rb_dilations = HIFIGAN[version]
+    layers = [_conv(MELS, initial, 7, "conv_pre", padding=3)]
+    channels = initial
+    for i, (u, k) in enumerate(zip(rates, kernels)):
+        out = initial // 2 ** (i + 1)
+        layers.append({"type": "leaky_relu", "negative_slope": LRELU_SLOPE})
+        layers.append({"type": "conv_transpose1d", "in_channels": channels, "out_channels": out,
+                       "kernel_size": k, "stride": u, "padding": (k - u) // 2, "key": f"ups.{i}"})
+        branches = [_resblock(kind, i * len(rb_kernels) + j, out, rk, rd)
+                    for j, (rk, rd) in enumerate(zip(rb_kernels, rb_dilations))]
+        layers.append({"type": "parallel", "reduce": "mean", "branches": branches})
+        channels = out
+    layers += [{"type": "leaky_relu"}, _conv(channels, 1, 7, "conv_post", padding=3), {"type": "tanh"}]
+    hop = 1
+    for u in rates:
+        hop *= u
+    return {
+        "name": f"hifigan-{version}",
+        "description": (f"HiFi-GAN {version.upper()} generator (Kong et al. 2020): 80-band log-mel at "
+                        f"{SAMPLE_RATE}/{hop} Hz in, {SAMPLE_RATE} Hz audio out; ResBlock{kind}; "
+                        f"official checkpoints (g_XXXXXXXX) load with -w"),
+        "weights_prefix": "generator.",
+        "channels": "joint",
+        "output_sample_rate": SAMPLE_RATE,
+        "layers": layers,
+    }
+
+
+def melgan(ngf: int = 32, n_residual_layers: int = 3, ratios=(8, 8, 2, 2)) -> dict:
+    """MelGAN generator as the authors' code builds it (80 mels, ngf 32, 3 residual layers)."""
+    mult = 2 ** len(ratios)
+    layers = [_conv(MELS, mult * ngf, 7, "model.1", padding=3, padding_mode="reflect")]
+    index = 2  # position in the authors' nn.Sequential: ReflectionPad1d(3), WNConv1d
+    for r in ratios:
+        dim = mult * ngf // 2
+        layers.append({"type": "leaky_relu", "negative_slope": 0.2})
+        layer = {"type": "conv_transpose1d", "in_channels": mult * ngf, "out_channels": dim,
+                 "kernel_size": 2 * r, "stride": r, "padding": r // 2 + r % 2}
+        if r % 2:
+            layer["output_padding"] = r % 2
+        layer["key"] = f"model.{index + 1}"
+        layers.append(layer)
+        for j in range(n_residual_layers):
+            n = index + 2 + j
+            d = 3 ** j
+            block = [{"type": "leaky_relu", "negative_slope": 0.2},
+                     _conv(dim, dim, 3, f"model.{n}.block.2", d, d, padding_mode="reflect"),
+                     {"type": "leaky_relu", "negative_slope": 0.2},
+                     _conv(dim, dim, 1, f"model.{n}.block.4")]
+            layers.append({"type": "parallel", "reduce": "sum",
+                           "branches": [[_conv(dim, dim, 1, f"model.{n}.shortcut")], block]})
+        index += 2 + n_residual_layers
+        mult //= 2
+    layers += [{"type": "leaky_relu", "negative_slope": 0.2},
+               _conv(ngf, 1, 7, f"model.{index + 2}", padding=3, padding_mode="reflect"), {"type": "tanh"}]
+    hop = 1
+    for r in ratios:
+        hop *= r
+    return {
+        "name": "melgan",
+        "description": (f"MelGAN generator (Kumar et al. 2019): 80-band log-mel at {SAMPLE_RATE}/{hop} Hz "
+                        f"in, {SAMPLE_RATE} Hz audio out; ratios {'·'.join(map(str, ratios))}, residual "
+                        f"stacks with 1x1 shortcuts and reflection padding; its generator state_dict "
+                        f"loads with -w"),
+        "channels": "joint",
+        "output_sample_rate": SAMPLE_RATE,
+        "layers": layers,
+    }
+
+
+def architectures() -> dict[str, dict]:
+    """Every built-in architecture config, by name."""
+    configs = {f"hifigan-{v}": hifigan(v) for v in HIFIGAN}
+    configs["melgan"] = melgan()
+    return configs
+
+
+def write_configs(folder) -> list:
+    """Write each architecture as ``<name>.yaml`` into ``folder`` (how ``configs/`` is made)."""
+    from pathlib import Path
+
+    import yaml
+
+    header = ("# Generated by convt_audio.architectures (python -m convt_audio.architectures configs/);\n"
+              "# edit that module, not this file. Ships without weights: pass the checkpoint with -w.\n")
+    class Dumper(yaml.SafeDumper):
+        def ignore_aliases(self, data) -> bool:  # configs hold no YAML anchors or aliases
+            return True
+
+    written = []
+    for name, data in architectures().items():
+        path = Path(folder) / f"{name}.yaml"
+        text = yaml.dump(data, Dumper=Dumper, sort_keys=False, width=200, default_flow_style=None)
+        path.write_text(header + text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    for written_path in write_configs(sys.argv[1] if len(sys.argv) > 1 else "configs"):
+        print(written_path)
