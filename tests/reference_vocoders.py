@@ -1,0 +1,135 @@
+"""Independent references: the published generators as plain PyTorch modules.
+
+Written from the papers' official code (HiFi-GAN: ``models.py`` of the authors' repository;
+MelGAN: ``mel2wav/modules.py``): the same module names, so that ``state_dict()`` has the
+official checkpoints' layout, the same weight normalisation, and the same forward arithmetic
+(HiFi-GAN sums its ResBlocks in order and divides by their count; its last leaky_relu uses
+PyTorch's default slope). Nothing here imports convt_audio.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import weight_norm
+
+HIFIGAN_HPARAMS = {  # config_v1/v2/v3.json of the authors' code
+    "v1": dict(upsample_rates=[8, 8, 2, 2], upsample_kernel_sizes=[16, 16, 4, 4], upsample_initial_channel=512,
+               resblock="1", resblock_kernel_sizes=[3, 7, 11], resblock_dilation_sizes=[[1, 3, 5]] * 3),
+    "v2": dict(upsample_rates=[8, 8, 2, 2], upsample_kernel_sizes=[16, 16, 4, 4], upsample_initial_channel=128,
+               resblock="1", resblock_kernel_sizes=[3, 7, 11], resblock_dilation_sizes=[[1, 3, 5]] * 3),
+    "v3": dict(upsample_rates=[8, 8, 4], upsample_kernel_sizes=[16, 16, 8], upsample_initial_channel=256,
+               resblock="2", resblock_kernel_sizes=[3, 5, 7], resblock_dilation_sizes=[[1, 2], [2, 6], [3, 12]]),
+}
+
+
+def same_padding(kernel: int, dilation: int = 1) -> int:
+    return (kernel * dilation - dilation) // 2
+
+
+def _wn_conv(c_in, c_out, kernel, dilation=1, padding=0):
+    return weight_norm(nn.Conv1d(c_in, c_out, kernel, 1, dilation=dilation, padding=padding))
+
+
+class HifiResBlock1(nn.Module):
+    """Per dilation: x += conv2(lrelu(conv1(lrelu(x)))), conv1 dilated, conv2 not."""
+
+    def __init__(self, channels: int, kernel: int, dilations):
+        super().__init__()
+        self.convs1 = nn.ModuleList(_wn_conv(channels, channels, kernel, d, same_padding(kernel, d))
+                                    for d in dilations)
+        self.convs2 = nn.ModuleList(_wn_conv(channels, channels, kernel, 1, same_padding(kernel, 1))
+                                    for _ in dilations)
+
+    def forward(self, x):
+        for first, second in zip(self.convs1, self.convs2):
+            y = second(F.leaky_relu(first(F.leaky_relu(x, 0.1)), 0.1))
+            x = y + x
+        return x
+
+
+class HifiResBlock2(nn.Module):
+    """Per dilation: x += conv(lrelu(x))."""
+
+    def __init__(self, channels: int, kernel: int, dilations):
+        super().__init__()
+        self.convs = nn.ModuleList(_wn_conv(channels, channels, kernel, d, same_padding(kernel, d))
+                                   for d in dilations)
+
+    def forward(self, x):
+        for conv in self.convs:
+            x = conv(F.leaky_relu(x, 0.1)) + x
+        return x
+
+
+class HifiGanGenerator(nn.Module):
+    def __init__(self, version: str = "v1"):
+        super().__init__()
+        h = HIFIGAN_HPARAMS[version]
+        initial = h["upsample_initial_channel"]
+        self.num_kernels = len(h["resblock_kernel_sizes"])
+        self.conv_pre = _wn_conv(80, initial, 7, 1, 3)
+        self.ups = nn.ModuleList(
+            weight_norm(nn.ConvTranspose1d(initial // 2 ** i, initial // 2 ** (i + 1), k, u, padding=(k - u) // 2))
+            for i, (u, k) in enumerate(zip(h["upsample_rates"], h["upsample_kernel_sizes"])))
+        block = HifiResBlock1 if h["resblock"] == "1" else HifiResBlock2
+        self.resblocks = nn.ModuleList()
+        for i in range(len(self.ups)):
+            channels = initial // 2 ** (i + 1)
+            for k, d in zip(h["resblock_kernel_sizes"], h["resblock_dilation_sizes"]):
+                self.resblocks.append(block(channels, k, d))
+        self.conv_post = _wn_conv(channels, 1, 7, 1, 3)
+
+    def forward(self, x):
+        x = self.conv_pre(x)
+        for i, up in enumerate(self.ups):
+            x = up(F.leaky_relu(x, 0.1))
+            total = None
+            for j in range(self.num_kernels):
+                y = self.resblocks[i * self.num_kernels + j](x)
+                total = y if total is None else total + y
+            x = total / self.num_kernels
+        return torch.tanh(self.conv_post(F.leaky_relu(x)))
+
+
+class MelGanResnetBlock(nn.Module):
+    def __init__(self, dim: int, dilation: int = 1):
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.LeakyReLU(0.2), nn.ReflectionPad1d(dilation),
+            weight_norm(nn.Conv1d(dim, dim, kernel_size=3, dilation=dilation)),
+            nn.LeakyReLU(0.2), weight_norm(nn.Conv1d(dim, dim, kernel_size=1)))
+        self.shortcut = weight_norm(nn.Conv1d(dim, dim, kernel_size=1))
+
+    def forward(self, x):
+        return self.shortcut(x) + self.block(x)
+
+
+class MelGanGenerator(nn.Module):
+    def __init__(self, input_size: int = 80, ngf: int = 32, n_residual_layers: int = 3, ratios=(8, 8, 2, 2)):
+        super().__init__()
+        mult = 2 ** len(ratios)
+        model = [nn.ReflectionPad1d(3), weight_norm(nn.Conv1d(input_size, mult * ngf, kernel_size=7))]
+        for r in ratios:
+            model += [nn.LeakyReLU(0.2),
+                      weight_norm(nn.ConvTranspose1d(mult * ngf, mult * ngf // 2, kernel_size=2 * r, stride=r,
+                                                     padding=r // 2 + r % 2, output_padding=r % 2))]
+            model += [MelGanResnetBlock(mult * ngf // 2, dilation=3 ** j) for j in range(n_residual_layers)]
+            mult //= 2
+        model += [nn.LeakyReLU(0.2), nn.ReflectionPad1d(3), weight_norm(nn.Conv1d(ngf, 1, kernel_size=7)), nn.Tanh()]
+        self.model = nn.Sequential(*model)
+
+    def forward(self, x):
+        return self.model(x)
+
+
+def randomise(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every weight_g/weight_v/bias random values (the default init leaves g = ‖v‖)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in module.named_parameters():
+            scale = 0.5 if name.endswith("weight_g") else 0.2
+            tensor.copy_((torch.rand(tensor.shape, generator=generator) - 0.5) * 2 * scale
+                         + (0.6 if name.endswith("weight_g") else 0.0))
+    return module.eval()

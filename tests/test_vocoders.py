@@ -1,0 +1,170 @@
+"""Published generators: the built-in configs against plain PyTorch modules of the official code.
+
+Each reference module gets random weights (weight_norm applied) and is saved in its official
+checkpoint layout; ``convt-audio run`` on a random mel must give the module's own forward.
+"""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+from cli.main import app
+from convt_audio.config import load_config
+from convt_audio.stream import run_chunked
+from convt_audio.weights import load_stack
+
+from reference_vocoders import HifiGanGenerator, MelGanGenerator, randomise
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _mel(frames: int, seed: int = 0) -> np.ndarray:
+    """A log-mel-like (80, frames) float32 array: smooth over time, values around −11…2."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(-5.0, 2.0, size=(80, frames)).astype(np.float32)
+    return np.cumsum(base * 0.2, axis=1, dtype=np.float32) / np.sqrt(np.arange(1, frames + 1, dtype=np.float32)) - 4
+
+
+def _module(name: str):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.nn.utils.weight_norm is deprecated, still what checkpoints use
+        if name.startswith("hifigan"):
+            return randomise(HifiGanGenerator(name.split("-")[1]), seed=1)
+        return randomise(MelGanGenerator(), seed=1)
+
+
+def _checkpoint(tmp_path, name, module):
+    if name.startswith("hifigan"):
+        path = tmp_path / "g_00000042"  # the authors' trainer names them so, with no extension
+        torch.save({"generator": module.state_dict()}, path)
+    else:
+        path = tmp_path / "best_netG.pt"
+        torch.save(module.state_dict(), path)
+    return path
+
+
+def _close(actual: np.ndarray, expected: np.ndarray) -> None:
+    assert actual.shape == expected.shape
+    bound = 1e-5 * max(1.0, float(np.abs(expected).max()))
+    assert float(np.abs(actual - expected).max()) <= bound
+    assert 0.01 < float(np.abs(expected).std()) and float(np.mean(np.abs(expected) > 0.999)) < 0.5  # not saturated
+
+
+@pytest.mark.parametrize("name,frames", [("hifigan-v1", 23), ("hifigan-v2", 61), ("hifigan-v3", 57), ("melgan", 64)])
+def test_run_equals_the_official_module(tmp_path, name, frames):
+    module = _module(name)
+    checkpoint = _checkpoint(tmp_path, name, module)
+    mel = _mel(frames)
+    np.save(tmp_path / "mel.npy", mel)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(mel)[None]).numpy()[0]
+    result = invoke("run", tmp_path / "mel.npy", "-c", name, "-w", checkpoint, "-o", tmp_path / "out.wav",
+                    "--subtype", "FLOAT", "--chunk", 7, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["output_rate"] == 22050 and report["input_rate"] == pytest.approx(22050 / 256)
+    assert report["frames_out"] == frames * 256
+    audio, rate = sf.read(str(tmp_path / "out.wav"), dtype="float32", always_2d=True)
+    assert rate == 22050
+    _close(audio.T, expected)
+
+
+@pytest.mark.parametrize("name", ["hifigan-v2", "hifigan-v3", "melgan"])
+def test_streaming_at_irregular_chunks_equals_the_official_module(tmp_path, name):
+    module = _module(name)
+    checkpoint = _checkpoint(tmp_path, name, module)
+    stack, unused = load_stack(load_config(name), checkpoint)
+    assert unused == []
+    mel = torch.from_numpy(_mel(45, seed=3))[None]
+    with torch.no_grad():
+        expected = module(mel).numpy()
+    for chunks in ([1], [3, 1, 8], [45]):
+        _close(run_chunked(stack, mel, chunks).numpy(), expected)
+
+
+def test_a_folder_of_mels_batches_and_needs_no_rate(tmp_path):
+    module = _module("hifigan-v3")
+    checkpoint = _checkpoint(tmp_path, "hifigan-v3", module)
+    (tmp_path / "mels" / "sub").mkdir(parents=True)
+    np.save(tmp_path / "mels" / "a.npy", _mel(20, 1))
+    np.save(tmp_path / "mels" / "sub" / "b.npy", _mel(33, 2)[None])  # (1, 80, frames) as mel functions return
+    result = invoke("run", tmp_path / "mels", "--recursive", "-c", "hifigan-v3", "-w", checkpoint, "-o", tmp_path / "wavs",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.relative_to(tmp_path / "wavs").as_posix() for p in (tmp_path / "wavs").rglob("*.wav")) == \
+        ["a.wav", "sub/b.wav"]
+    assert sf.info(str(tmp_path / "wavs" / "sub" / "b.wav")).frames == 33 * 256
+
+
+def test_fractional_input_rate_and_its_check(tmp_path):
+    module = _module("hifigan-v3")
+    checkpoint = _checkpoint(tmp_path, "hifigan-v3", module)
+    np.save(tmp_path / "m.npy", _mel(12))
+    for rate in ("86.1328125", "22050/256", "86.13"):
+        result = invoke("run", tmp_path / "m.npy", "-c", "hifigan-v3", "-w", checkpoint, "--input-rate", rate,
+                        "-o", tmp_path / "o.wav", "--overwrite")
+        assert result.exit_code == 0, result.output
+    result = invoke("run", tmp_path / "m.npy", "-c", "hifigan-v3", "-w", checkpoint, "--input-rate", 100,
+                    "-o", tmp_path / "p.wav")
+    assert result.exit_code == 1
+    assert "input rate 100 Hz × 256 = 25600 Hz, but" in result.stderr and "22050 Hz" in result.stderr
+    assert not (tmp_path / "p.wav").exists()
+    result = invoke("run", tmp_path / "m.npy", "-c", "hifigan-v3", "-w", checkpoint, "--input-rate", "fast")
+    assert result.exit_code == 2 and "--input-rate: 'fast' is not a rate in Hz" in result.stderr
+
+
+@pytest.mark.parametrize("case,code,message", [
+    ("no_weights", 2, "hifigan-v1: this built-in architecture ships without weights; pass the trained "
+                      "generator's checkpoint with -w CHECKPOINT"),
+    ("transposed", 1, "looks like (frames, channels)"),
+    ("wrong_model", 2, "missing tensor 'generator.conv_pre.weight'"),
+])
+def test_vocoder_bad_inputs(tmp_path, case, code, message):
+    mel = _mel(16)
+    args = ["run", tmp_path / "mel.npy", "-c", "hifigan-v1", "-o", tmp_path / "out.wav"]
+    if case == "transposed":
+        mel = mel.T.copy()
+        module = _module("hifigan-v2")
+        args[3] = "hifigan-v2"
+        args += ["-w", _checkpoint(tmp_path, "hifigan-v2", module)]
+    elif case == "wrong_model":
+        args += ["-w", _checkpoint(tmp_path, "melgan", _module("melgan"))]
+    np.save(tmp_path / "mel.npy", mel)
+    result = invoke(*args)
+    assert result.exit_code == code, result.output
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out.wav").exists()
+
+
+def test_info_shows_the_generator_tree_and_checks_a_checkpoint(tmp_path):
+    result = invoke("info", "hifigan-v2", "--json")
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)
+    assert facts["input_rate"] == 22050 / 256 and facts["output_rate"] == 22050 and facts["rate_factor"] == 256
+    assert facts["parameters"] == 925985  # the paper's V2: 0.92 M
+    types = [row["type"] for row in facts["layers"]]
+    assert types.count("parallel") == 4 and types.count("residual") == 4 * 3 * 3
+    nested = [row for row in facts["layers"] if row["depth"] == 2]
+    assert nested[0]["path"] == "layers[3].branches[0][0].layers[0]"
+    checkpoint = _checkpoint(tmp_path, "hifigan-v2", _module("hifigan-v2"))
+    result = invoke("info", "hifigan-v2", "-w", checkpoint, "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["weights_status"] == "ok"
+    assert invoke("info", "hifigan-v1", "-w", checkpoint).exit_code == 2  # V2's shapes are not V1's
+
+
+def test_shipped_architecture_configs_are_the_generated_ones(tmp_path):
+    from convt_audio.architectures import write_configs
+    from convt_audio.config import builtin_configs
+
+    shipped = builtin_configs()
+    for path in write_configs(tmp_path):
+        assert path.read_text() == shipped[path.stem].read_text(), f"regenerate configs/{path.name}"
