@@ -279,7 +279,7 @@ class StreamingConvTranspose1d(StreamingModule):
         y = state.partial[..., start:stop]
         if y.shape[-1] < stop - start:
             y = F.pad(y, (0, stop - start - y.shape[-1]))
-        state.partial = state.partial[..., stop:]
+        state.partial = state.partial[..., stop:].clone()  # a copy: the chunk-sized base can go
         state.partial_start += stop
         state.emitted = end
         return y + self.bias[:, None] if self.bias is not None else y
@@ -331,7 +331,7 @@ class StreamingConv1d(StreamingModule):
         if state.window is not None and state.window.shape[-1]:
             x = torch.cat([state.window, x], -1) if x.shape[-1] else state.window
         count = (x.shape[-1] - spec.receptive) // spec.stride + 1 if x.shape[-1] >= spec.receptive else 0
-        state.window = x[..., count * spec.stride :]
+        state.window = x[..., count * spec.stride :].clone()  # a copy: x, chunk-sized, can go
         state.skip = max(0, count * spec.stride - x.shape[-1])
         if not count:
             return self._empty(spec.out_channels)
@@ -418,7 +418,7 @@ class StreamingResidual(StreamingModule):
         elif x.shape[-1]:
             held = torch.cat([held, x], -1)
         n = y.shape[-1]
-        self.state.held = held[..., n:]
+        self.state.held = held[..., n:].clone()  # a copy, so the chunk it came from can go
         return held[..., :n] + y
 
     def _push(self, chunk: torch.Tensor) -> torch.Tensor:
@@ -453,7 +453,7 @@ class StreamingParallel(StreamingModule):
         n = min(y.shape[-1] for y in joined)
         total = None
         for b, y in enumerate(joined):
-            surplus[b] = y[..., n:]
+            surplus[b] = y[..., n:].clone()  # a copy, so the branch's output can go
             total = y[..., :n] if total is None else total + y[..., :n]
         return total / len(joined) if self.spec.reduce == "mean" else total
 

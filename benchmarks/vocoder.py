@@ -1,0 +1,135 @@
+"""HiFi-GAN V1 (random weights): `convt-audio run` on a mel vs a plain script running the module.
+
+Prints, in one run:
+1. whole processes on a mel for 60 s of 22.05 kHz audio: ``convt-audio run mel.npy -c hifigan-v1``
+   against a plain script that loads the same PyTorch module (tests/reference_vocoders.py, the
+   official code's layout) and checkpoint, runs it on the whole mel and writes the WAV; outputs
+   must be equal; GFLOP/s against a float32 matmul peak measured in the same run;
+2. peak RSS of ``convt-audio run`` on a 10-second and a 30-minute mel, and what the plain
+   script needs for 10 s and 60 s (it grows with the length; the 30-minute figure is extrapolated,
+   not run: ``--plain-long`` runs it).
+
+Usage: python benchmarks/vocoder.py [--quick] [--plain-long]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+from _common import convt_audio, machine, median_process, median_time, run_process, table  # noqa: E402
+from reference_vocoders import HifiGanGenerator, randomise  # noqa: E402
+
+from convt_audio.config import load_config  # noqa: E402
+from convt_audio.report import describe  # noqa: E402
+
+HOP, RATE = 256, 22050
+
+PLAIN = """
+import sys, warnings, numpy as np, soundfile as sf, torch
+sys.path.insert(0, sys.argv[4])
+from reference_vocoders import HifiGanGenerator
+warnings.simplefilter("ignore")
+g = HifiGanGenerator("v1")
+g.load_state_dict(torch.load(sys.argv[3], map_location="cpu", weights_only=True)["generator"])
+g.eval()
+mel = torch.from_numpy(np.load(sys.argv[1]))[None]
+with torch.inference_mode():
+    y = g(mel)[0]
+sf.write(sys.argv[2], y.numpy().T, 22050, subtype="FLOAT")
+"""
+
+
+def write_mel(path: Path, seconds: float) -> int:
+    """A smooth log-mel-like (80, frames) array; 30 minutes is only 62 MB."""
+    frames = int(np.ceil(seconds * RATE / HOP))
+    rng = np.random.default_rng(0)
+    t = np.arange(frames, dtype=np.float32)
+    bands = np.arange(80, dtype=np.float32)[:, None]
+    mel = (-6 + 3 * np.sin(t / 17 + bands / 9) * np.cos(bands / 23) + 0.5 * rng.standard_normal((80, frames)))
+    np.save(path, mel.astype(np.float32))
+    return frames
+
+
+def matmul_peak() -> float:
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    return 2 * 2048 ** 3 / median_time(lambda: a @ b, 5) / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="20 s instead of 60 s, 5-minute long mel")
+    parser.add_argument("--plain-long", action="store_true", help="also run the plain script on the long mel")
+    args = parser.parse_args()
+    seconds = 20 if args.quick else 60
+    long_seconds = 300 if args.quick else 1800
+    work = Path(tempfile.mkdtemp(prefix="convt-vocoder-"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        generator = randomise(HifiGanGenerator("v1"), seed=0)
+    checkpoint = work / "g_00000000"
+    torch.save({"generator": generator.state_dict()}, checkpoint)
+    print(f"machine: {machine()}")
+    peak = matmul_peak()
+    per_frame = describe(load_config("hifigan-v1").layers).flops_per_input_frame
+
+    # 1. whole processes
+    mel = work / f"mel{seconds}.npy"
+    frames = write_mel(mel, seconds)
+    flops = per_frame * frames
+    (work / "plain.py").write_text(PLAIN)
+    plain = [sys.executable, str(work / "plain.py"), str(mel), str(work / "p.wav"), str(checkpoint),
+             str(HERE.parent / "tests")]
+    ours = [convt_audio(), "run", str(mel), "-c", "hifigan-v1", "-w", str(checkpoint), "-o", str(work / "c.wav"),
+            "--subtype", "FLOAT", "--overwrite", "-q"]
+    plain_t, plain_rss = median_process(plain, 3)
+    ours_t, ours_rss = median_process(ours, 3)
+    a, _ = sf.read(str(work / "p.wav"), dtype="float32")
+    b, _ = sf.read(str(work / "c.wav"), dtype="float32")
+    delta = float(np.abs(a - b).max()) if a.shape == b.shape else float("inf")
+    audio_s = frames * HOP / RATE
+    print(f"\nHiFi-GAN V1, {frames} mel frames -> {audio_s:.1f} s at {RATE} Hz, {flops / 1e9:.0f} GFLOP; "
+          f"float32 matmul peak {peak:.0f} GFLOP/s (same run); whole processes, median of 3")
+    print(table([
+        ["plain script: the module on the whole mel", f"{plain_t:.2f}", "1.00", f"{plain_t / audio_s:.3f}",
+         f"{flops / plain_t / 1e9:.0f}", f"{flops / plain_t / 1e9 / peak:.2f}", plain_rss // 1024],
+        ["convt-audio run -c hifigan-v1", f"{ours_t:.2f}", f"{ours_t / plain_t:.2f}", f"{ours_t / audio_s:.3f}",
+         f"{flops / ours_t / 1e9:.0f}", f"{flops / ours_t / 1e9 / peak:.2f}", ours_rss // 1024],
+    ], ["process", "seconds", "× plain", "RTF", "GFLOP/s", "of peak", "peak RSS MB"]))
+    print(f"outputs equal: {delta <= 1e-5} (max |Δ| {delta:.2e}); GFLOP/s include start-up and I/O")
+
+    # 2. memory: short vs long
+    rss = {}
+    for length in (10, long_seconds):
+        path = work / f"mel-{length}.npy"
+        write_mel(path, length)
+        wall, rss[length] = run_process([convt_audio(), "run", str(path), "-c", "hifigan-v1", "-w", str(checkpoint),
+                                         "-o", str(work / "long.wav"), "--overwrite", "-q"])
+        print(f"convt-audio run, {length} s mel: {wall:.1f} s wall, RTF {wall / length:.3f}", flush=True)
+    _, plain10 = run_process([*plain[:2], str(work / "mel-10.npy"), *plain[3:]])
+    per_second = (plain_rss - plain10) / (seconds - 10)
+    rows = [["convt-audio run", rss[10] // 1024, rss[long_seconds] // 1024, (rss[long_seconds] - rss[10]) // 1024]]
+    if args.plain_long:
+        _, plain_long = run_process([*plain[:2], str(work / f"mel-{long_seconds}.npy"), *plain[3:]])
+        rows.append(["plain script", plain10 // 1024, plain_long // 1024, (plain_long - plain10) // 1024])
+    else:
+        estimate = plain10 + per_second * (long_seconds - 10)
+        rows.append(["plain script (long: extrapolated)", plain10 // 1024, f"~{estimate / 1024:.0f}",
+                     f"~{(estimate - plain10) / 1024:.0f}"])
+    print(f"\npeak RSS (MB), 10 s vs {long_seconds // 60} min mel; the plain script grows "
+          f"{per_second / 1024:.0f} MB per second of audio (10 s vs {seconds} s)")
+    print(table(rows, ["process", "10 s", f"{long_seconds // 60} min", "growth"]))
+
+
+if __name__ == "__main__":
+    main()
