@@ -196,7 +196,7 @@ def run(
         from convt_audio.config import parse_rate
         from convt_audio.engines import build_engine
         from convt_audio.errors import UsageError
-        from convt_audio.pipeline import RunOptions, plan_jobs
+        from convt_audio.pipeline import RunOptions, check_outputs, plan_jobs
 
         rate = parse_rate(input_rate) if input_rate is not None else None
         jobs_list = plan_jobs(inputs, output, recursive)
@@ -204,6 +204,7 @@ def run(
         if rate is None and cfg.feature_rate() is None and any(j.source.suffix.lower() == ".npy"
                                                                for j in jobs_list):
             raise UsageError(f".npy inputs need --input-rate HZ ({cfg.name} sets no output_sample_rate)")
+        jobs_list = check_outputs(jobs_list, cfg, rate)
         engine = build_engine(cfg, params, device, dtype.value, deterministic)
         if engine.name == "torch":
             import torch

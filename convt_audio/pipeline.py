@@ -75,7 +75,8 @@ def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive
 
     One input file with ``-o FILE`` writes that file; several inputs or a folder write into
     ``-o DIR``, keeping paths relative to each folder given (or to the current folder for
-    files under it); without ``-o`` outputs go beside the inputs.
+    files under it); without ``-o`` outputs go beside the inputs. :func:`check_outputs` then
+    names the default outputs and refuses clashes with inputs or between outputs.
     """
     inputs = [Path(p) for p in inputs]
     if not inputs:
@@ -104,23 +105,65 @@ def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive
                    or str(output).endswith(("/", os.sep)))  # before Path() drops the slash
     output = Path(output)
     if not into_folder:
-        dest = output
-        if pairs[0][0].exists() and dest.exists() and dest.resolve() == pairs[0][0].resolve():
-            raise UsageError(f"{dest}: is the input itself; choose another output")
-        return [Job(pairs[0][0], dest)]
+        return [Job(pairs[0][0], output)]
     if output.exists() and not output.is_dir():
         raise UsageError(f"-o {output}: is a file; several inputs need a folder")
-    jobs, seen = [], {}
-    for src, relative in pairs:
-        dest = output / _writable_name(relative)
-        key = dest.resolve()
-        if key in seen:
-            raise UsageError(f"{src} and {seen[key]} would both write {dest}")
-        if src.exists() and key == src.resolve():
-            raise UsageError(f"{dest}: is the input itself; choose another output folder")
-        seen[key] = src
-        jobs.append(Job(src, dest))
-    return jobs
+    return [Job(src, output / _writable_name(relative)) for src, relative in pairs]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """True when two paths name one file: the same resolved path, or (existing) the same inode
+    — symlinks and hard links included."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _planned_rate(job: Job, config: Config, input_rate) -> int | None:
+    """The output rate a job will have, read cheaply from the header; None if unreadable now
+    (the file then fails on its own when it runs)."""
+    import soundfile as sf
+
+    try:
+        if job.source.suffix.lower() == ".npy":
+            rate = input_rate if input_rate is not None else config.feature_rate()
+            return None if rate is None else config.output_rate(rate)
+        return config.output_rate(sf.info(str(job.source)).samplerate)
+    except Exception:  # noqa: BLE001 - any failure here is reported when the file runs
+        return None
+
+
+def check_outputs(jobs: list[Job], config: Config, input_rate=None) -> list[Job]:
+    """Name every output before any work, and refuse a plan that could lose a file.
+
+    Every planned output is compared with every input and every other output (resolved paths,
+    symlinks and hard links included): an output that is an input, or two inputs writing one
+    output, is a :class:`UsageError` naming both — with or without ``--overwrite``. Returns the
+    jobs with their default (``<stem>.<rate>hz.wav``) outputs filled in where the rate is known.
+    """
+    named = []
+    for job in jobs:
+        if job.dest is None:
+            rate = _planned_rate(job, config, input_rate)
+            job = Job(job.source, default_name(job.source, rate)) if rate is not None else job
+        named.append(job)
+    sources = [job.source for job in named]
+    owners: dict[Path, Path] = {}
+    for job in named:
+        if job.dest is None:
+            continue
+        for source in sources:
+            if source.exists() and _same_file(job.dest, source):
+                raise UsageError(f"{job.dest}: the output of {job.source} is the input {source}; "
+                                 f"choose another output (an input is never overwritten)")
+        key = job.dest.resolve()
+        if key in owners:
+            raise UsageError(f"{owners[key]} and {job.source} would both write {job.dest}")
+        owners[key] = job.source
+    return named
 
 
 # --------------------------------------------------------------------------------------------

@@ -475,3 +475,34 @@ def test_unused_tensors_are_a_warning_not_an_error(tmp_path):
     result = invoke("run", tmp_path / "a.wav", "-c", cfg, "-w", tmp_path / "w.pt", "-o", tmp_path / "o.wav")
     assert result.exit_code == 0
     assert "warning: " in result.stderr and "1 tensor(s) not used by the config: discriminator.0.weight" in result.stderr
+
+
+# ------------------------------------------------------------------------- inputs are sacred
+
+@pytest.mark.parametrize("case", ["into_folder", "default_name", "two_to_one", "hard_link", "symlink"])
+def test_an_output_that_is_an_input_or_another_output_is_refused_up_front(tmp_path, case, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    tone(tmp_path / "a.wav")
+    tone(tmp_path / "sub" / "a.wav", seconds=0.3)
+    if case == "into_folder":  # a.wav -> sub/a.wav, which is the second input
+        args, message = ["a.wav", "sub/a.wav", "-o", "sub/"], "sub/a.wav: the output of a.wav is the input sub/a.wav"
+    elif case == "default_name":
+        tone(tmp_path / "a.48000hz.wav", seconds=0.2)
+        args, message = ["a.wav", "a.48000hz.wav"], "a.48000hz.wav: the output of a.wav is the input a.48000hz.wav"
+    elif case == "two_to_one":
+        sf.write(str(tmp_path / "a.flac"), np.zeros(800), 16000)
+        args, message = ["a.wav", "a.flac"], "a.wav and a.flac would both write a.48000hz.wav"
+    elif case == "hard_link":
+        os.link(tmp_path / "a.wav", tmp_path / "out.wav")
+        args, message = ["a.wav", "-o", "out.wav"], "out.wav: the output of a.wav is the input a.wav"
+    else:
+        os.symlink(tmp_path / "sub" / "a.wav", tmp_path / "link.wav")
+        args, message = ["sub/a.wav", "-o", "link.wav"], "link.wav: the output of sub/a.wav is the input sub/a.wav"
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.wav") if p.is_file()}
+    for extra in ([], ["--overwrite"]):
+        result = invoke("run", *args, *extra)
+        assert result.exit_code == 2, result.output
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.wav") if p.is_file()} == before
+    assert not [p for p in tmp_path.rglob("*.part")]
