@@ -48,6 +48,14 @@ def median_process(args: list[str], repeats: int = 3, cwd: Path | None = None) -
     return statistics.median(r[0] for r in runs), max(r[1] for r in runs)
 
 
+def matmul_peak() -> float:
+    """float32 matmul GFLOP/s (2048², median of 5): the peak to compare convolutions with."""
+    import torch
+
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    return 2 * 2048 ** 3 / median_time(lambda: a @ b, 5) / 1e9
+
+
 def convt_audio() -> str:
     return str(BIN / "convt-audio")
 

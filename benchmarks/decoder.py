@@ -25,7 +25,7 @@ import yaml
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import convt_audio, machine, median_process, median_time, table  # noqa: E402
+from _common import convt_audio, machine, matmul_peak, median_process, median_time, table  # noqa: E402
 
 from convt_audio.config import load_config  # noqa: E402
 from convt_audio.report import describe  # noqa: E402
@@ -79,11 +79,6 @@ def write_input(path: Path, seconds: float, rate: int) -> None:
             n = min(block, int(seconds * rate) - start)
             t = (start + np.arange(n)) / rate
             handle.write((0.3 * np.sin(2 * np.pi * rate / 15 * t) + 0.05 * rng.standard_normal(n)).astype(np.float32))
-
-
-def matmul_peak() -> float:
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    return 2 * 2048 ** 3 / median_time(lambda: a @ b, 5) / 1e9
 
 
 def main() -> None:

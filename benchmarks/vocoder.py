@@ -27,7 +27,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from _common import convt_audio, machine, median_process, median_time, run_process, table  # noqa: E402
+from _common import convt_audio, machine, matmul_peak, median_process, run_process, table  # noqa: E402
 from reference_vocoders import HifiGanGenerator, randomise  # noqa: E402
 
 from convt_audio.config import load_config  # noqa: E402
@@ -59,11 +59,6 @@ def write_mel(path: Path, seconds: float) -> int:
     mel = (-6 + 3 * np.sin(t / 17 + bands / 9) * np.cos(bands / 23) + 0.5 * rng.standard_normal((80, frames)))
     np.save(path, mel.astype(np.float32))
     return frames
-
-
-def matmul_peak() -> float:
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    return 2 * 2048 ** 3 / median_time(lambda: a @ b, 5) / 1e9
 
 
 def main() -> None:

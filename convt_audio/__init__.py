@@ -24,9 +24,9 @@ _EXPORTS = {
     "ConvtAudioError": "errors", "DeviceError": "errors", "InputTooShortError": "errors",
     "UsageError": "errors", "WeightsError": "errors",
     "ActivationSpec": "specs", "Conv1dSpec": "specs", "ConvTranspose1dSpec": "specs",
-    "SnakeSpec": "specs",
+    "SnakeSpec": "specs", "ResidualSpec": "specs", "ParallelSpec": "specs",
     "Stack": "layers", "extend": "layers",
-    "StreamingStack": "stream", "run_chunked": "stream", "stream": "stream",
+    "StreamingStack": "stream", "StreamingModule": "stream", "run_chunked": "stream", "stream": "stream",
     "load_stack": "weights", "read_tensors": "weights",
 }
 __all__ = ["__version__", *_EXPORTS]

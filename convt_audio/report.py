@@ -23,7 +23,7 @@ from .specs import (
     parameter_count,
     rate_of,
     span_through,
-    walk,
+    stride_period,
 )
 
 
@@ -36,30 +36,21 @@ class StackFacts:
     parameters: int
 
 
-def _phases(specs: Sequence) -> int:
-    """Output frames after which the input spans repeat (shifted by a whole number of inputs)."""
-    period = 1
-    for leaf in leaves(specs):
-        if isinstance(leaf, _ConvSpec):
-            period = min(period * leaf.stride, 1 << 12)
-    return period
-
-
 def lookahead(specs: Sequence) -> Fraction:
     """Input frames past output frame t's time (``t / rate``) that t still reads (≥ 0).
 
     A zero-delay interpolator reads ahead by half its kernel; a causal stack by 0.
     """
     rate = rate_of(specs)
-    base = 16 * _phases(specs)
-    ahead = max(span_through(specs, t, t)[1] - Fraction(t) / rate for t in range(base, base + _phases(specs)))
+    base = 16 * stride_period(specs)
+    ahead = max(span_through(specs, t, t)[1] - Fraction(t) / rate for t in range(base, base + stride_period(specs)))
     return max(ahead, Fraction(0))
 
 
 def receptive_field(specs: Sequence) -> int:
     """Input frames one output frame depends on (the widest over the output phases)."""
-    base = 16 * _phases(specs)
-    return max(hi - lo + 1 for lo, hi in (span_through(specs, t, t) for t in range(base, base + _phases(specs))))
+    base = 16 * stride_period(specs)
+    return max(hi - lo + 1 for lo, hi in (span_through(specs, t, t) for t in range(base, base + stride_period(specs))))
 
 
 def describe(specs: Sequence, parameters: int | None = None) -> StackFacts:

@@ -28,10 +28,21 @@ ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "elu", "gelu", "silu")
 REDUCTIONS = ("sum", "mean")
 
 
-def _check_int(where: str, name: str, value, minimum: int) -> None:
+# Upper bounds, checked before anything is allocated: far above any published model (HiFi-GAN V1's
+# largest layer is 512·256·16 = 2.1 M weights), far below what would exhaust memory.
+MAX_CHANNELS = 1 << 16
+MAX_KERNEL = 1 << 16
+MAX_STRIDE = 1 << 16  # stride and dilation
+MAX_PADDING = 1 << 24
+MAX_LAYER_WEIGHTS = 1 << 28  # 1 GiB of float32
+
+
+def _check_int(where: str, name: str, value, minimum: int, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ConfigError(f"{where}.{name}: must be {what}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{where}.{name}: must be at most {maximum}, got {value!r}")
 
 
 def _floor_div(a: int, b: int) -> int:
@@ -83,9 +94,11 @@ class _ConvSpec(_Leaf):
 
     def validate(self) -> None:
         where = self.where
-        for name in ("in_channels", "out_channels", "kernel_size", "stride", "groups", "dilation"):
-            _check_int(where, name, getattr(self, name), 1)
-        _check_int(where, "padding", self.padding, 0)
+        limits = {"in_channels": MAX_CHANNELS, "out_channels": MAX_CHANNELS, "kernel_size": MAX_KERNEL,
+                  "stride": MAX_STRIDE, "groups": MAX_CHANNELS, "dilation": MAX_STRIDE}
+        for name, maximum in limits.items():
+            _check_int(where, name, getattr(self, name), 1, maximum)
+        _check_int(where, "padding", self.padding, 0, MAX_PADDING)
         if not isinstance(self.bias, bool):
             raise ConfigError(f"{where}.bias: must be true or false, got {self.bias!r}")
         for name in ("in_channels", "out_channels"):
@@ -93,10 +106,14 @@ class _ConvSpec(_Leaf):
                 raise ConfigError(
                     f"{where}.{name}: {getattr(self, name)} is not divisible by groups={self.groups}"
                 )
-        if self.padding_mode not in PADDING_MODES:
+        if not isinstance(self.padding_mode, str) or self.padding_mode not in PADDING_MODES:
             raise ConfigError(
                 f"{where}.padding_mode: {self.padding_mode!r} is not one of {sorted(PADDING_MODES)}"
             )
+        weights = math.prod(self.weight_shape)
+        if weights > MAX_LAYER_WEIGHTS:
+            raise ConfigError(f"{where}: a weight of shape {self.weight_shape} holds {weights:,} values; "
+                              f"a layer may hold at most {MAX_LAYER_WEIGHTS:,}")
 
     @property
     def receptive(self) -> int:
@@ -140,7 +157,7 @@ class ConvTranspose1dSpec(_ConvSpec):
 
     def validate(self) -> None:
         super().validate()
-        _check_int(self.where, "output_padding", self.output_padding, 0)
+        _check_int(self.where, "output_padding", self.output_padding, 0, MAX_STRIDE)
         if not (self.output_padding < self.stride or self.output_padding < self.dilation):
             raise ConfigError(
                 f"{self.where}.output_padding: must be smaller than stride or dilation, got "
@@ -289,9 +306,10 @@ class ActivationSpec(_Pointwise):
             raise ConfigError(f"{self.where}.type: {self.type!r} is not an activation")
         if self.parameter is not None and (
             isinstance(self.parameter, bool) or not isinstance(self.parameter, (int, float))
+            or not math.isfinite(self.parameter)
         ):
             name = "negative_slope" if self.type == "leaky_relu" else "alpha"
-            raise ConfigError(f"{self.where}.{name}: must be a number, got {self.parameter!r}")
+            raise ConfigError(f"{self.where}.{name}: must be a finite number, got {self.parameter!r}")
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
         return {}
@@ -321,7 +339,7 @@ class SnakeSpec(_Pointwise):
     path: str | None = field(default=None, compare=False)
 
     def validate(self) -> None:
-        _check_int(self.where, "channels", self.channels, 1)
+        _check_int(self.where, "channels", self.channels, 1, MAX_CHANNELS)
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"alpha": (1, self.channels, 1)}
@@ -597,14 +615,6 @@ def leading_convs(specs: Sequence) -> list:
     return []
 
 
-def walk(specs: Sequence, depth: int = 0) -> Iterator[tuple]:
-    """``(spec, depth)`` for every layer and block of a stack, depth first (a block before its layers)."""
-    for spec in specs:
-        yield spec, depth
-        for sequence in spec.sequences():
-            yield from walk(sequence, depth + 1)
-
-
 def nest(specs: Sequence, flat: Sequence):
     """Per-leaf parameters (depth-first) → one entry per spec: a dict, or a block's nested lists."""
     it = iter(flat)
@@ -714,8 +724,8 @@ def widest_activation(specs: Sequence, rate: Fraction = Fraction(1), channels: i
     return widest
 
 
-def _period(specs: Sequence) -> int:
-    """A number of input frames after which the stack's frame arithmetic repeats itself."""
+def stride_period(specs: Sequence) -> int:
+    """The product of the strides (capped): the frame arithmetic repeats with this period."""
     period = 1
     for leaf in leaves(specs):
         if isinstance(leaf, _ConvSpec):
@@ -726,7 +736,7 @@ def _period(specs: Sequence) -> int:
 def probe_lengths(*sequences: Sequence) -> range:
     """Input lengths that show whether sequences agree on their output length for every length."""
     start = max(min_input_frames(s) for s in sequences)
-    period = max(_period(s) for s in sequences)
+    period = max(stride_period(s) for s in sequences)
     return range(start, start + 2 * period + 16)
 
 
