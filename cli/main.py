@@ -8,9 +8,11 @@ Errors are one line on stderr; exit codes: 0 done, 1 some input failed, 2 usage/
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
@@ -60,26 +62,40 @@ class Clip(str, Enum):
     error = "error"
 
 
+class NonFinite(str, Enum):
+    error = "error"
+    zero = "zero"
+
+
+def one_line(text: str) -> str:
+    """Escape control characters (a newline in a file name, say) so that a message is one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 def _err(message: str) -> None:
-    typer.echo(f"convt-audio: error: {message}", err=True)
+    typer.echo(f"convt-audio: error: {one_line(message)}", err=True)
 
 
 def _warn(message: str, quiet: bool = False) -> None:
     if not quiet:
-        typer.echo(f"convt-audio: warning: {message}", err=True)
+        typer.echo(f"convt-audio: warning: {one_line(message)}", err=True)
 
 
-def _fail(exc: BaseException, debug: bool = False) -> "typer.Exit":
-    """Print one line for an error (a traceback with --debug) and give its exit code."""
+def _fail(exc: BaseException, debug: bool = False, usage: bool = False) -> "typer.Exit":
+    """Print one line for an error (a traceback with --debug) and give its exit code.
+
+    Before any file runs, every failure is a usage, config or weights error (exit 2); ``usage``
+    says so for commands whose only output is theirs (``init``, ``design``).
+    """
     from convt_audio.errors import ConvtAudioError
 
     if debug:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     if isinstance(exc, ConvtAudioError):
         _err(str(exc))
-        return typer.Exit(exc.exit_code)
-    _err(f"{type(exc).__name__}: {exc}".splitlines()[0])
-    return typer.Exit(EXIT_FAILED)
+        return typer.Exit(EXIT_USAGE if usage else exc.exit_code)
+    _err(f"{type(exc).__name__}: {exc}")
+    return typer.Exit(EXIT_USAGE)
 
 
 def _version_callback(value: bool) -> None:
@@ -103,6 +119,10 @@ def main(
                                  help="Print convt-audio, torch and CUDA versions and exit."),
 ) -> None:
     """Upsample and decode audio by exact streaming through transposed convolutions."""
+    import warnings
+
+    # NumPy and torch warnings never reach the terminal: what matters is told in our own lines
+    warnings.filterwarnings("ignore")
 
 
 def _load(config_name: Optional[str], weights: Optional[Path], quiet: bool):
@@ -131,7 +151,7 @@ def _parse_chunk(chunk: str) -> Optional[int]:
 
 
 class _Interrupts:
-    """While files are written, SIGINT/SIGTERM ask the batch to stop at the next block.
+    """While files are written, SIGINT/SIGTERM/SIGHUP/SIGQUIT ask the batch to stop at the next block.
 
     A flag instead of an exception: an exception can land anywhere, even between creating a
     temporary output and the code that removes it. A second signal stops at once.
@@ -148,7 +168,8 @@ class _Interrupts:
         self.cancel.set()
 
     def __enter__(self) -> "_Interrupts":
-        self.previous = {sig: signal.signal(sig, self) for sig in (signal.SIGINT, signal.SIGTERM)}
+        self.previous = {sig: signal.signal(sig, self)
+                         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
         return self
 
     def __exit__(self, *exc) -> None:
@@ -157,7 +178,7 @@ class _Interrupts:
 
     @property
     def exit_code(self) -> int:
-        return 143 if self.signum == signal.SIGTERM else EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED if self.signum in (None, signal.SIGINT) else 128 + self.signum
 
 
 @app.command()
@@ -178,7 +199,10 @@ def run(
         help="Rate of .npy inputs in Hz, fractional allowed (86.1328125 or 22050/256); "
              "default: the config's feature rate."),
     subtype: Optional[Subtype] = typer.Option(None, "--subtype", help="Output subtype (default: the input's)."),
-    clip: Clip = typer.Option(Clip.clamp, "--clip", help="Integer outputs: clamp and count, or refuse."),
+    clip: Clip = typer.Option(Clip.clamp, "--clip",
+                              help="Integer outputs: clamp and count, or refuse (also refuses NaN/Inf outputs)."),
+    non_finite: NonFinite = typer.Option(NonFinite.error, "--non-finite",
+                                         help="NaN/Inf input samples: fail that file (error) or replace them with 0."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose output exists."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Look for audio in subfolders too."),
@@ -189,6 +213,7 @@ def run(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
     """Stream audio files through a config's stack and write the results."""
+    started = time.time()
     if overwrite and skip_existing:
         raise typer.BadParameter("--overwrite and --skip-existing exclude each other", param_hint="--overwrite")
     chunk_frames = _parse_chunk(chunk)
@@ -196,7 +221,7 @@ def run(
         from convt_audio.config import parse_rate
         from convt_audio.engines import build_engine
         from convt_audio.errors import UsageError
-        from convt_audio.pipeline import RunOptions, check_outputs, plan_jobs
+        from convt_audio.pipeline import RunOptions, check_outputs, clean_stale_parts, plan_jobs
 
         rate = parse_rate(input_rate) if input_rate is not None else None
         jobs_list = plan_jobs(inputs, output, recursive)
@@ -205,16 +230,26 @@ def run(
                                                                for j in jobs_list):
             raise UsageError(f".npy inputs need --input-rate HZ ({cfg.name} sets no output_sample_rate)")
         jobs_list = check_outputs(jobs_list, cfg, rate)
+        if threads is not None and threads > 4 * (os.cpu_count() or 1):
+            raise UsageError(f"--threads: at most {4 * (os.cpu_count() or 1)} on this machine "
+                             f"(4 × its {os.cpu_count()} CPUs), got {threads}")
         engine = build_engine(cfg, params, device, dtype.value, deterministic)
         if engine.name == "torch":
             import torch
 
             torch.set_num_threads(max(1, (threads or torch.get_num_threads()) // jobs))
         if output is not None and len(jobs_list) > 1:
-            Path(output).mkdir(parents=True, exist_ok=True)
+            try:
+                Path(output).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UsageError(f"{output}: cannot create the output folder ({exc.strerror})") from None
         options = RunOptions(chunk=chunk_frames, channels=channels.value if channels else None,
                              input_rate=rate, subtype=subtype.value if subtype else None,
-                             clip=clip.value, overwrite=overwrite, skip_existing=skip_existing)
+                             clip=clip.value, overwrite=overwrite, skip_existing=skip_existing,
+                             non_finite=non_finite.value)
+        stale = clean_stale_parts(jobs_list, started)
+        if stale:
+            _warn(f"removed {len(stale)} temporary file(s) left by runs that died, e.g. {stale[0]}", quiet)
     except KeyboardInterrupt:
         _err("interrupted")
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -235,6 +270,12 @@ def _run_jobs(engine, cfg, jobs_list, options, jobs, fail_fast, as_json, quiet, 
     lock = threading.Lock()
 
     def emit(report: dict) -> None:
+        if report.get("non_finite_output_samples"):
+            _warn(f"{report['output']}: {report['non_finite_output_samples']} NaN/Inf output samples "
+                  f"(an overflow){' written as 0 or ±1' if report['subtype'] not in ('FLOAT', 'DOUBLE') else ''}")
+        if report.get("non_finite_input_samples_zeroed"):
+            _warn(f"{report['input']}: {report['non_finite_input_samples_zeroed']} NaN/Inf input samples "
+                  f"replaced with 0", quiet)
         if as_json:
             typer.echo(json.dumps(report))
         elif not quiet and report["status"] == "ok":
@@ -259,7 +300,7 @@ def _run_jobs(engine, cfg, jobs_list, options, jobs, fail_fast, as_json, quiet, 
             if debug:
                 traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
             message = str(exc) if isinstance(exc, ConvtAudioError) else f"{type(exc).__name__}: {exc}"
-            message = message.splitlines()[0] if message.strip() else type(exc).__name__
+            message = one_line(message.strip()) if message.strip() else type(exc).__name__
             output = getattr(exc, "output", None)
             if name not in message and not (output and message.startswith(output)):
                 message = f"{name}: {message}"  # every line says which input it is about
@@ -397,7 +438,7 @@ def init(
         tensors = stack.state_dict(cfg.tensor_names)
         write_tensors(output, tensors)
     except Exception as exc:
-        raise _fail(exc, debug) from None
+        raise _fail(exc, debug, usage=True) from None
     typer.echo(f"wrote {output}: {len(tensors)} tensors, {stack.parameter_count():,} parameters (seed {seed})",
                err=True)
 
@@ -419,7 +460,7 @@ def design_sinc_command(
         design = design_sinc(factor, passband, stopband, attenuation)
         config_path, weights_path = write_sinc(design, output, overwrite)
     except Exception as exc:
-        raise _fail(exc, debug) from None
+        raise _fail(exc, debug, usage=True) from None
     typer.echo(f"wrote {config_path} and {weights_path}: {design.kernel_size} taps, ×{factor}", err=True)
 
 

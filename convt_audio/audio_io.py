@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tempfile
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -55,6 +56,51 @@ def choose_subtype(fmt: str, requested: str | None, input_subtype: str | None, w
     return sf.default_subtype(fmt)
 
 
+_PART = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.]+)-(?P<pid>\d+)\.[A-Za-z0-9_]{8}\.part$")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+
+
+def part_prefix(dest: Path) -> str:
+    """Temporary outputs are ``.<name>.<host>-<pid>.<8 random>.part``: whose they are is in the name."""
+    return f".{dest.name}.{_host()}-{os.getpid()}."
+
+
+def remove_stale_parts(folder: str | Path, older_than: float) -> list[Path]:
+    """Remove our temporary outputs in ``folder`` left by runs that died (SIGKILL, power loss).
+
+    A file is ours and stale only when its name has our pattern, it names this host, the process
+    it names is gone, and it was last written before ``older_than`` (a time stamp). A live process
+    — a concurrent run, or a reused pid — keeps its file; other hosts' files (a shared folder)
+    are left to them.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    host = _host()
+    for entry in entries:
+        match = _PART.match(entry.name)
+        if not match or match.group("host") != host or not entry.is_file(follow_symlinks=False):
+            continue
+        pid = int(match.group("pid"))
+        try:
+            os.kill(pid, 0)
+            continue  # alive (ours to leave)
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue  # alive, another user's
+        with suppress(OSError):
+            if entry.stat(follow_symlinks=False).st_mtime < older_than:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
 @contextmanager
 def atomic_path(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success move it onto ``dest``, else delete it.
@@ -62,20 +108,25 @@ def atomic_path(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
     With ``overwrite=False`` the final step refuses to replace a file that appeared meanwhile.
     """
     dest = Path(dest)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=part_prefix(dest), suffix=".part", dir=dest.parent)
+    except OSError as exc:
+        raise AudioError(f"{dest}: cannot write in {dest.parent} ({exc.strerror})") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_UMASK)
-        if overwrite:
-            os.replace(tmp, dest)
-        else:
-            try:
+        try:
+            if overwrite:
+                os.replace(tmp, dest)
+            else:
                 os.link(tmp, dest)  # fails if dest exists: never clobbers
-            except FileExistsError:
-                raise AudioError(f"{dest}: appeared while writing; not replaced") from None
-            os.unlink(tmp)
+                os.unlink(tmp)
+        except FileExistsError:
+            raise AudioError(f"{dest}: appeared while writing; not replaced") from None
+        except OSError as exc:
+            raise AudioError(f"{dest}: cannot write ({exc.strerror})") from None
     finally:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -215,6 +266,7 @@ class AudioSink:
         self.clamps = subtype not in FLOAT_SUBTYPES
         self.steps = 2.0 ** (PCM_BITS[subtype] - 1) if subtype in PCM_BITS else None
         self.clipped = 0
+        self.non_finite = 0  # NaN/Inf output samples (an overflow): counted, refused under clip="error"
         self.frames = 0
         try:
             self._handle = sf.SoundFile(str(path), "w", rate, channels, subtype, format=fmt)
@@ -224,6 +276,15 @@ class AudioSink:
     def write(self, block: np.ndarray) -> None:
         if not block.shape[-1]:
             return
+        finite = np.isfinite(block)
+        if not finite.all():
+            bad = int(block.size - np.count_nonzero(finite))
+            if self.clip == "error":
+                raise ClippingError(f"{self.label}: output has {bad} non-finite samples (NaN/Inf: an "
+                                    f"overflow) in one block; refused")
+            self.non_finite += bad
+            if self.clamps:  # NaN → 0, ±Inf → the extremes; float outputs keep them as computed
+                block = np.nan_to_num(block, nan=0.0, posinf=1.0, neginf=-1.0)
         if self.clamps:
             over = int(np.count_nonzero(np.abs(block) > 1.0))
             if over:

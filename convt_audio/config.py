@@ -144,17 +144,57 @@ def load_config(name_or_path: str | Path | None = None) -> Config:
     """Read and validate a config file or built-in config."""
     path = resolve_config(name_or_path)
     try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {size:,} bytes; a config is at most {MAX_CONFIG_BYTES:,}")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader, bounded
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested deeper than {_ConfigLoader.max_depth} levels") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{path}: invalid YAML{line}: {problem}") from None
     return parse_config(data, source=str(path), base_dir=path.parent, default_name=path.stem)
+
+
+MAX_CONFIG_BYTES = 4 << 20  # HiFi-GAN V1, 150 layers in blocks, is 20 kB
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader, bounded: no aliases (a few hundred bytes of ``*a`` can expand to
+    gigabytes), at most ``max_nodes`` nodes and ``max_depth`` levels of nesting."""
+
+    max_nodes = 200_000
+    max_depth = 64
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._nodes = 0
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not "
+                              f"allowed in a config; write the value out")
+        self._nodes += 1
+        if self._nodes > self.max_nodes:
+            raise ConfigError(f"more than {self.max_nodes:,} YAML nodes; a config is small")
+        self._depth += 1
+        if self._depth > self.max_depth:
+            mark = self.peek_event().start_mark
+            raise ConfigError(f"line {mark.line + 1}: nested deeper than {self.max_depth} levels")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _scalar_int(value: Any) -> Any:

@@ -21,6 +21,8 @@ import numpy as np
 
 from .errors import UsageError
 
+MAX_TAPS = 1 << 22  # 32 MiB of float64 taps
+
 
 @dataclass(frozen=True)
 class SincDesign:
@@ -93,6 +95,9 @@ def design_sinc(
     transition = 2 * math.pi * (stopband - passband) / factor  # rad/sample at the output rate
     taps_needed = (attenuation - 7.95) / (2.285 * transition) + 1
     zeros = max(1, math.ceil((taps_needed - 1) / (2 * factor)))
+    if 2 * factor * zeros + 1 > MAX_TAPS:
+        raise UsageError(f"--factor {factor} at {attenuation:g} dB needs {2 * factor * zeros + 1:,} taps; "
+                         f"at most {MAX_TAPS:,} are designed (a smaller factor, or a cascade of stages)")
     half = factor * zeros
     n = np.arange(-half, half + 1, dtype=np.float64)
     cutoff = (passband + stopband) / 2  # fraction of the input rate

@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from .errors import InputTooShortError
+from .errors import InputTooShortError, UsageError
 from .specs import (  # noqa: F401  (re-exported: the engine's public names)
     ACTIVATIONS,
     CONV_TYPES,
@@ -37,6 +37,8 @@ from .specs import (  # noqa: F401  (re-exported: the engine's public names)
     spec_fields,
 )
 from .specs import forward as forward_specs
+
+MAX_INIT_PARAMETERS = 1 << 30  # 4 GiB of float32: far past any vocoder (HiFi-GAN V1: 13.9 M)
 
 _POINTWISE = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": F.gelu,
               "silu": F.silu}
@@ -197,6 +199,16 @@ class Stack(StackShape):
 
     @classmethod
     def initialised(cls, specs: Sequence[LayerSpec], seed: int | None = None) -> "Stack":
+        """PyTorch's default initialisation of every leaf, reproducible by ``seed`` (0 ≤ seed < 2⁶³).
+
+        Refuses, before allocating, a stack of more than ``MAX_INIT_PARAMETERS`` parameters.
+        """
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 63):
+            raise UsageError(f"seed: must be an integer in [0, 2**63), got {seed!r}")
+        total = sum(parameter_count(spec) for spec in specs)
+        if total > MAX_INIT_PARAMETERS:
+            raise UsageError(f"the stack holds {total:,} parameters ({total * 4 / 2 ** 30:.1f} GiB in float32); "
+                             f"at most {MAX_INIT_PARAMETERS:,} are initialised")
         generator = torch.Generator()
         generator.manual_seed(0 if seed is None else seed)
         return cls(tuple(specs), [init_params(s, generator) for s in leaves(specs)])

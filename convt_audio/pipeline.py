@@ -20,7 +20,15 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .audio_io import AudioSink, atomic_path, audio_extensions, choose_subtype, format_for, open_source
+from .audio_io import (
+    AudioSink,
+    atomic_path,
+    audio_extensions,
+    choose_subtype,
+    format_for,
+    open_source,
+    remove_stale_parts,
+)
 from .config import Config, channel_plan
 from .errors import AudioError, UsageError
 
@@ -36,6 +44,25 @@ class RunOptions:
     clip: str = "clamp"
     overwrite: bool = False
     skip_existing: bool = False
+    non_finite: str = "error"  # NaN/Inf input samples: "error" (the file fails) or "zero" (replaced)
+
+
+NON_FINITE_MODES = ("error", "zero")
+
+
+def check_finite(block: np.ndarray, start: int, path, mode: str = "error") -> int:
+    """Refuse (or, with ``mode="zero"``, zero in place) NaN/Inf samples of a ``[channels, n]``
+    block whose first frame is ``start``; return how many were replaced."""
+    finite = np.isfinite(block)
+    if finite.all():
+        return 0
+    if mode == "zero":
+        bad = int(block.size - np.count_nonzero(finite))
+        block[~finite] = 0.0
+        return bad
+    channel, frame = (int(i) for i in np.argwhere(~finite)[0])
+    raise AudioError(f"{path}: non-finite sample ({block[channel, frame]}) at frame {start + frame}, "
+                     f"channel {channel}; pass --non-finite zero to replace such samples with 0")
 
 
 @dataclass(frozen=True)
@@ -44,6 +71,7 @@ class Job:
 
     source: Path
     dest: Path | None
+    error: str | None = None  # a problem found while planning (an unreadable folder): the job fails with it
 
 
 # --------------------------------------------------------------------------------------------
@@ -62,12 +90,20 @@ def _writable_name(path: Path) -> Path:
         return path.with_suffix(".wav")
 
 
-def _listed(folder: Path, recursive: bool) -> list[Path]:
+def _listed(folder: Path, recursive: bool) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Audio files in a folder (and its subfolders), and the folders that could not be read."""
     extensions = audio_extensions()
-    pattern = folder.rglob("*") if recursive else folder.glob("*")
-    found = [p for p in pattern if p.is_file() and p.suffix.lower().lstrip(".") in extensions
-             and not p.name.startswith(".")]
-    return sorted(found)
+    found: list[Path] = []
+    unreadable: list[tuple[Path, str]] = []
+
+    def failed(exc: OSError) -> None:
+        unreadable.append((Path(exc.filename or folder), exc.strerror or str(exc)))
+
+    for top, dirs, files in os.walk(folder, onerror=failed):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
+        found.extend(Path(top) / name for name in files
+                     if not name.startswith(".") and Path(name).suffix.lower().lstrip(".") in extensions)
+    return sorted(found), unreadable
 
 
 def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive: bool = False) -> list[Job]:
@@ -82,13 +118,16 @@ def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive
     if not inputs:
         raise UsageError("no inputs given")
     pairs: list[tuple[Path, Path]] = []  # (source, relative name for -o DIR)
+    problems: list[Job] = []  # folders that could not be read: each fails as one job
     any_folder = False
     cwd = Path.cwd().resolve()
     for item in inputs:
         if item.is_dir():
             any_folder = True
-            listed = _listed(item, recursive)
-            if not listed:
+            listed, unreadable = _listed(item, recursive)
+            problems += [Job(path, None, f"{path}: cannot read this folder ({why}); its files were not run")
+                         for path, why in unreadable]
+            if not listed and not unreadable:
                 raise UsageError(f"{item}: no audio files found"
                                  f"{'' if recursive else ' (pass --recursive to look in subfolders)'}")
             pairs.extend((p, p.relative_to(item)) for p in listed)
@@ -100,7 +139,7 @@ def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive
             pairs.append((item, relative))
 
     if output is None:
-        return [Job(src, None) for src, _ in pairs]
+        return [Job(src, None) for src, _ in pairs] + problems
     into_folder = (len(pairs) > 1 or any_folder or Path(output).is_dir()
                    or str(output).endswith(("/", os.sep)))  # before Path() drops the slash
     output = Path(output)
@@ -108,7 +147,7 @@ def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive
         return [Job(pairs[0][0], output)]
     if output.exists() and not output.is_dir():
         raise UsageError(f"-o {output}: is a file; several inputs need a folder")
-    return [Job(src, output / _writable_name(relative)) for src, relative in pairs]
+    return [Job(src, output / _writable_name(relative)) for src, relative in pairs] + problems
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -146,14 +185,14 @@ def check_outputs(jobs: list[Job], config: Config, input_rate=None) -> list[Job]
     """
     named = []
     for job in jobs:
-        if job.dest is None:
+        if job.error is None and job.dest is None:
             rate = _planned_rate(job, config, input_rate)
             job = Job(job.source, default_name(job.source, rate)) if rate is not None else job
         named.append(job)
     sources = [job.source for job in named]
     owners: dict[Path, Path] = {}
     for job in named:
-        if job.dest is None:
+        if job.dest is None or job.error is not None:
             continue
         for source in sources:
             if source.exists() and _same_file(job.dest, source):
@@ -164,6 +203,13 @@ def check_outputs(jobs: list[Job], config: Config, input_rate=None) -> list[Job]
             raise UsageError(f"{owners[key]} and {job.source} would both write {job.dest}")
         owners[key] = job.source
     return named
+
+
+def clean_stale_parts(jobs: list[Job], started: float) -> list[Path]:
+    """Remove, in every output folder of a batch, temporary outputs that died with their run
+    (:func:`~convt_audio.audio_io.remove_stale_parts`)."""
+    folders = {(job.dest.parent if job.dest else job.source.parent) for job in jobs if job.error is None}
+    return [path for folder in sorted(folders) for path in remove_stale_parts(folder, started)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,6 +304,8 @@ def process_file(
     output unless the whole file was written.
     """
     started = time.perf_counter()
+    if job.error is not None:
+        raise AudioError(job.error)
     input_rate = options.input_rate if options.input_rate is not None else config.feature_rate()
     with open_source(job.source, input_rate, config.in_channels) as source:
         per_channel = channel_plan(config, source.channels, options.channels) == "per_channel"
@@ -310,18 +358,26 @@ def _write(engine, source, dest: Path, out_rate: int, per_channel: bool, options
         return block[:, None, :] if per_channel else block[None]
 
     tail_frames = engine.leading_circular_frames()
-    tail = shaped(source.tail(tail_frames, read_dtype)) if tail_frames else None
+    tail = None
+    if tail_frames:
+        tail_block = source.tail(tail_frames, read_dtype)
+        check_finite(tail_block, source.frames - tail_block.shape[-1], source.path, options.non_finite)
+        tail = shaped(tail_block)
     stream = engine.open_stream(source.channels if per_channel else 1, tail)
     stop = threading.Event()
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AudioError(f"{dest}: cannot create its folder {dest.parent} ({exc.strerror})") from None
     with atomic_path(dest, overwrite=options.overwrite) as tmp:
         sink = AudioSink(tmp, out_rate, out_channels, fmt, subtype, options.clip, label=str(dest))
         writer = _Writer(sink)
         try:
-            done = 0
+            done = replaced = 0
             for block in _prefetch(source.blocks(chunk, read_dtype), stop):
                 if cancel is not None and cancel.is_set():
                     raise Cancelled(str(source.path))
+                replaced += check_finite(block, done, source.path, options.non_finite)
                 writer.put(stream.push(shaped(block)).reshape(out_channels, -1))
                 done += block.shape[-1]
                 if progress:
@@ -338,7 +394,8 @@ def _write(engine, source, dest: Path, out_rate: int, per_channel: bool, options
         writer.finish()
         sink.close()
     return {"output_rate": out_rate, "channels_out": out_channels, "frames_out": sink.frames,
-            "clipped_samples": sink.clipped, "subtype": subtype, "device": engine.device,
+            "clipped_samples": sink.clipped, "non_finite_output_samples": sink.non_finite,
+            "non_finite_input_samples_zeroed": replaced, "subtype": subtype, "device": engine.device,
             "engine": engine.name}
 
 

@@ -172,6 +172,14 @@ def match_tensors(
                 )
             if not np.issubdtype(array.dtype, np.floating):
                 raise WeightsError(f"{source}: tensor {full!r} has dtype {array.dtype}, expected floating point")
+            finite = np.isfinite(array)
+            if not finite.all():
+                bad = int(array.size - np.count_nonzero(finite))
+                first = tuple(int(i) for i in np.argwhere(~finite)[0])
+                raise WeightsError(
+                    f"{source}: tensor {full!r} for {spec.where} holds {bad} non-finite value(s) "
+                    f"(first {array[first]} at index {first}); every weight must be a finite number"
+                )
             layer[local] = array
             used.update(sources.get(full, [full]))
         params.append(layer)

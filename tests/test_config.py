@@ -59,7 +59,7 @@ def test_full_config_parses(tmp_path):
     ([UP, {"type": "relu", "inplace": True}], "layers[1].inplace: unknown key for relu"),
     ([{**UP, "output_padding": 2}], "layers[0].output_padding: must be smaller than stride or dilation"),
     ([UP, {"type": "snake", "channels": 3}], "layers[1].channels: 3 does not match the 2 channels"),
-    ([UP, {"type": "leaky_relu", "negative_slope": "big"}], "layers[1].negative_slope: must be a number"),
+    ([UP, {"type": "leaky_relu", "negative_slope": "big"}], "layers[1].negative_slope: must be a finite number"),
     ([UP, {**UP, "in_channels": 2, "key": "0"}], "layers[1].key: tensor name '0.weight' is also used"),
     ([], "layers: must be a non-empty list"),
     ([{**UP, "padding": "same"}], "layers[0].padding: must be an integer >= 0, got 'same'"),
