@@ -183,7 +183,8 @@ class _Interrupts:
 
 @app.command()
 def run(
-    inputs: List[Path] = typer.Argument(..., help="Audio files (anything libsndfile reads, or .npy) or folders."),
+    inputs: List[Path] = typer.Argument(..., readable=False,  # an unreadable file fails alone (exit 1)
+                                        help="Audio files (anything libsndfile reads, or .npy) or folders."),
     output: Optional[str] = typer.Option(None, "-o", "--output",  # str: keeps a trailing "/"
                                           help="Output file (one input) or folder (several inputs or a folder)."),
     config: Optional[str] = typer.Option(None, "-c", "--config", help="Config file or built-in name (default sinc-x3)."),
@@ -302,8 +303,8 @@ def _run_jobs(engine, cfg, jobs_list, options, jobs, fail_fast, as_json, quiet, 
             message = str(exc) if isinstance(exc, ConvtAudioError) else f"{type(exc).__name__}: {exc}"
             message = one_line(message.strip()) if message.strip() else type(exc).__name__
             output = getattr(exc, "output", None)
-            if name not in message and not (output and message.startswith(output)):
-                message = f"{name}: {message}"  # every line says which input it is about
+            if one_line(name) not in message and not (output and message.startswith(one_line(output))):
+                message = f"{one_line(name)}: {message}"  # every line says which input it is about
             with lock:
                 failed += 1
                 _err(message)

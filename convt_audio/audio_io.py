@@ -21,6 +21,7 @@ import soundfile as sf
 from .errors import AudioError, ClippingError, UsageError
 
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
+INEXACT_SEEK_FORMATS = ("MP3", "OGG")  # compressed streams: a seek is near, not on, the frame
 PCM_BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32}
 _EXTENSION_ALIASES = {"aif": "AIFF", "aifc": "AIFF", "wave": "WAV", "oga": "OGG", "opus": "OGG"}
 _UMASK = os.umask(0)
@@ -159,7 +160,10 @@ class AudioSource:
         """Yield ``[channels, n]`` blocks of at most ``frames`` frames, from the start."""
         if self._array is not None:
             for start in range(0, self.frames, frames):
-                yield np.array(self._array[:, start : start + frames], dtype=dtype, order="C")
+                # map the file for each block: pages read stay out of our RSS once unmapped
+                array = _npy_2d(np.load(self.path, mmap_mode="r", allow_pickle=False))
+                yield np.array(array[:, start : start + frames], dtype=dtype, order="C")
+                del array
             return
         self._handle.seek(0)
         read = 0
@@ -176,10 +180,21 @@ class AudioSource:
             raise AudioError(f"{self.path}: truncated: expected {self.frames} frames, read {read}")
 
     def tail(self, frames: int, dtype: str = "float32") -> np.ndarray:
-        """The last ``min(frames, self.frames)`` frames as ``[channels, n]`` (seeks, no full read)."""
+        """The last ``min(frames, self.frames)`` frames as ``[channels, n]``.
+
+        Seeks where the format's seek is sample-exact; a compressed stream whose seek is not
+        (MP3, Ogg Vorbis/Opus: a seek lands near, not on, the frame) is decoded from the start
+        instead, keeping only the last frames, so the tail is exactly what the stream will give.
+        """
         count = min(frames, self.frames)
         if self._array is not None:
             return np.array(self._array[:, self.frames - count :], dtype=dtype, order="C")
+        if self._handle.format in INEXACT_SEEK_FORMATS:
+            kept = np.zeros((0, self.channels), dtype=dtype)
+            for block in self._handle.blocks(blocksize=1 << 16, dtype=dtype, always_2d=True):
+                kept = np.concatenate([kept, block])[-count:] if count else kept
+            self._handle.seek(0)
+            return np.ascontiguousarray(kept.T)
         self._handle.seek(self.frames - count)
         block = self._handle.read(count, dtype=dtype, always_2d=True)
         self._handle.seek(0)
@@ -194,6 +209,15 @@ class AudioSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _npy_2d(array: np.ndarray) -> np.ndarray:
+    """(frames,) → (1, frames); (1, channels, frames), a batch of one → (channels, frames)."""
+    if array.ndim == 1:
+        return array[None, :]
+    if array.ndim == 3 and array.shape[0] == 1:
+        return array[0]
+    return array
 
 
 def open_source(path: str | Path, input_rate=None, expected_channels: int | None = None) -> AudioSource:
@@ -215,10 +239,7 @@ def open_source(path: str | Path, input_rate=None, expected_channels: int | None
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise AudioError(f"{path}: not a readable .npy array: {str(exc).splitlines()[0]}") from None
-        if array.ndim == 1:
-            array = array[None, :]
-        elif array.ndim == 3 and array.shape[0] == 1:  # (1, channels, frames): a batch of one
-            array = array[0]
+        array = _npy_2d(array)
         if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
             raise AudioError(
                 f"{path}: .npy input must be a float array of shape (channels, frames), got "
@@ -236,6 +257,11 @@ def open_source(path: str | Path, input_rate=None, expected_channels: int | None
             )
         subtype = "DOUBLE" if array.dtype == np.float64 else "FLOAT"  # keep every bit of a float array
         return AudioSource(path, input_rate, array.shape[0], array.shape[1], subtype, _array=array)
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise AudioError(f"{path}: cannot read ({exc.strerror})") from None
     try:
         handle = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:

@@ -242,7 +242,8 @@ def _parse_layer(entry: Any, index: int, where: str, key_path: str, prefix: str,
             raise ConfigError(f"{where}.{name}: required for {kind}")
 
     if kind in CONV_TYPES:
-        values = {name: _scalar_int(value) for name, value in entry.items()}
+        values = {name: value if name in ("padding_mode", "bias") else _scalar_int(value)
+                  for name, value in entry.items()}
         if "padding" in values and isinstance(values["padding"], str):
             raise ConfigError(f"{where}.padding: must be an integer >= 0, got {values['padding']!r}")
         spec = cls(**values, key=key, index=index, path=where)

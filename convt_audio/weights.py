@@ -25,9 +25,7 @@ def _flatten(tree: Any, prefix: str, out: dict) -> None:
     import torch
 
     if isinstance(tree, torch.Tensor):
-        if tree.dtype == torch.bfloat16:  # NumPy has no bfloat16; float32 holds it exactly
-            tree = tree.float()
-        out[prefix.rstrip(".")] = tree.detach().cpu().numpy()
+        out[prefix.rstrip(".")] = tree  # converted to NumPy only when used
     elif isinstance(tree, Mapping):
         for key, value in tree.items():
             _flatten(value, f"{prefix}{key}.", out)
@@ -37,19 +35,107 @@ def _flatten(tree: Any, prefix: str, out: dict) -> None:
     # other leaves (epoch numbers, strings, hyper-parameters) carry no tensors
 
 
-def _read_checkpoint(path: Path) -> dict[str, np.ndarray]:
+def _torch_to_numpy(tensor) -> np.ndarray:
+    import torch
+
+    if tensor.dtype == torch.bfloat16:  # NumPy has no bfloat16; float32 holds it exactly
+        tensor = tensor.float()
+    return tensor.detach().cpu().numpy()
+
+
+def _read_checkpoint(path: Path) -> "TensorFile":
     import torch
 
     try:
-        tree = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:  # a zip checkpoint maps its storages: tensors the config does not use are never read
+            tree = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            tree = torch.load(str(path), map_location="cpu", weights_only=True)  # torch < 1.6 format
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError …
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             text = "it holds Python objects that weights_only=True refuses to unpickle"
         raise WeightsError(f"{path}: cannot load checkpoint: {text}") from None
-    flat: dict[str, np.ndarray] = {}
+    flat: dict = {}
     _flatten(tree, "", flat)
-    return flat
+    return TensorFile(path, {name: tuple(t.shape) for name, t in flat.items()},
+                      lambda name: _torch_to_numpy(flat[name]))
+
+
+class TensorFile(Mapping):
+    """The tensors of a weights file, read lazily: names and shapes up front, data on access.
+
+    A file may hold tensors the config does not use (optimizer state, a discriminator, a 2 GB
+    table): those are never read, and a tensor whose declared shape is wrong is refused before
+    its data is read.
+    """
+
+    def __init__(self, path: Path, shapes: dict[str, tuple[int, ...]], load):
+        self.path, self.shapes, self._load = path, shapes, load
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.shapes[name]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.shapes:
+            raise KeyError(name)
+        try:
+            return np.asarray(self._load(name))
+        except WeightsError:
+            raise
+        except Exception as exc:  # a truncated or corrupt member shows only when read
+            raise WeightsError(f"{self.path}: cannot read tensor {name!r}: {str(exc).splitlines()[0]}") from None
+
+    def __iter__(self):
+        return iter(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+
+def _npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Shapes of an .npz's arrays from their headers, without reading their data."""
+    shapes = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            if not member.endswith(".npy"):
+                continue
+            with archive.open(member) as handle:
+                version = np.lib.format.read_magic(handle)
+                if version == (1, 0):
+                    shape, _, _ = np.lib.format.read_array_header_1_0(handle)
+                else:
+                    shape, _, _ = np.lib.format.read_array_header_2_0(handle)
+            shapes[member[: -len(".npy")]] = tuple(shape)
+    return shapes
+
+
+def open_tensors(path: str | Path) -> TensorFile:
+    """A weights file's tensors by flattened name, read lazily (:class:`TensorFile`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found")
+    suffix = path.suffix.lower()
+    if suffix not in WEIGHT_SUFFIXES:
+        suffix = _sniff(path)
+    if suffix in (".pt", ".pth", ".ckpt"):
+        return _read_checkpoint(path)
+    try:
+        if suffix == ".safetensors":
+            from safetensors import safe_open
+
+            handle = safe_open(str(path), framework="numpy")
+            shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+            return TensorFile(path, shapes, handle.get_tensor)
+        shapes = _npz_shapes(path)
+        archive = np.load(str(path), allow_pickle=False)
+        return TensorFile(path, shapes, lambda name: np.array(archive[name]))
+    except (OSError, ValueError, RuntimeError, zipfile.BadZipFile, EOFError) as exc:
+        raise WeightsError(f"{path}: cannot read weights: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # safetensors raises its own SafetensorError
+        raise WeightsError(f"{path}: cannot read weights: {exc}") from None
 
 
 def _sniff(path: Path) -> str:
@@ -81,26 +167,9 @@ def _sniff(path: Path) -> str:
 
 
 def read_tensors(path: str | Path) -> dict[str, np.ndarray]:
-    """Every tensor in a weights file, by its flattened name, as NumPy arrays."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: weights file not found")
-    suffix = path.suffix.lower()
-    if suffix not in WEIGHT_SUFFIXES:
-        suffix = _sniff(path)
-    if suffix in (".pt", ".pth", ".ckpt"):
-        return _read_checkpoint(path)
-    try:
-        if suffix == ".safetensors":
-            from safetensors.numpy import load_file
-
-            return dict(load_file(str(path)))
-        with np.load(str(path), allow_pickle=False) as archive:
-            return {name: np.array(archive[name]) for name in archive.files}
-    except (OSError, ValueError, RuntimeError, zipfile.BadZipFile, EOFError) as exc:
-        raise WeightsError(f"{path}: cannot read weights: {str(exc).splitlines()[0]}") from None
-    except Exception as exc:  # safetensors raises its own SafetensorError
-        raise WeightsError(f"{path}: cannot read weights: {exc}") from None
+    """Every tensor in a weights file, by its flattened name, as NumPy arrays (all read)."""
+    tensors = open_tensors(path)
+    return {name: tensors[name] for name in tensors}
 
 
 def _norm_except(v: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -117,6 +186,27 @@ def _norm_except(v: np.ndarray, g: np.ndarray) -> np.ndarray:
     return np.sqrt((v ** 2).sum())
 
 
+WEIGHT_NORM_PAIRS = (("weight_g", "weight_v"),
+                     ("parametrizations.weight.original0", "parametrizations.weight.original1"))
+
+
+def _fold(g: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``weight = g · v / ‖v‖`` in float64, back in v's dtype."""
+    g64, v64 = np.asarray(g, dtype=np.float64), np.asarray(v, dtype=np.float64)
+    return (v64 * (g64 / _norm_except(v64, g64))).astype(np.asarray(v).dtype)
+
+
+def _weight_norm_sources(tensors: Mapping, name: str) -> list[str] | None:
+    """``[g, v]`` names that fold into ``name`` (``<stem>weight``), if the file has them."""
+    if not name.endswith("weight"):
+        return None
+    stem = name[: -len("weight")]
+    for g_suffix, v_suffix in WEIGHT_NORM_PAIRS:
+        if stem + g_suffix in tensors and stem + v_suffix in tensors:
+            return [stem + g_suffix, stem + v_suffix]
+    return None
+
+
 def fold_weight_norm(tensors: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
     """Fold ``weight_g``/``weight_v`` and ``parametrizations.weight.original0/1`` into ``weight``.
 
@@ -125,21 +215,18 @@ def fold_weight_norm(tensors: Mapping[str, np.ndarray]) -> tuple[dict[str, np.nd
     out = dict(tensors)
     sources: dict[str, list[str]] = {}
     for name in tensors:
-        for g_suffix, v_suffix in (
-            ("weight_g", "weight_v"),
-            ("parametrizations.weight.original0", "parametrizations.weight.original1"),
-        ):
-            if not name.endswith(g_suffix):
-                continue
-            stem = name[: -len(g_suffix)]
-            v_name = stem + v_suffix
-            if v_name not in tensors:
-                continue
-            g = np.asarray(tensors[name], dtype=np.float64)
-            v = np.asarray(tensors[v_name], dtype=np.float64)
-            out[stem + "weight"] = (v * (g / _norm_except(v, g))).astype(tensors[v_name].dtype)
-            sources[stem + "weight"] = [name, v_name]
+        for g_suffix, _ in WEIGHT_NORM_PAIRS:
+            if name.endswith(g_suffix):
+                folded = name[: -len(g_suffix)] + "weight"
+                pair = _weight_norm_sources(tensors, folded)
+                if pair:
+                    out[folded] = _fold(tensors[pair[0]], tensors[pair[1]])
+                    sources[folded] = pair
     return out, sources
+
+
+def _shape_of(tensors: Mapping, name: str) -> tuple[int, ...]:
+    return tuple(tensors.shape(name)) if hasattr(tensors, "shape") else tuple(np.shape(tensors[name]))
 
 
 def match_tensors(
@@ -147,29 +234,32 @@ def match_tensors(
 ) -> tuple[list[dict[str, np.ndarray]], list[str]]:
     """Match tensors to the config's leaf layers by name and shape.
 
-    Returns one ``{"weight", "bias", "alpha"}`` dict of arrays per leaf layer (depth first
-    through blocks), and the names of the tensors the config does not use.
+    ``tensors`` may be lazy (:class:`TensorFile`): each shape is checked before its data is
+    read, and tensors the config does not use are never read. Returns one ``{"weight", "bias",
+    "alpha"}`` dict of arrays per leaf layer (depth first through blocks), and the names of the
+    tensors the config does not use.
     """
-    folded, sources = fold_weight_norm(tensors)
     used: set[str] = set()
     params = []
     for spec, names in zip(config.leaves, config.tensor_names):
         layer: dict[str, np.ndarray] = {}
         for local, expected in spec.tensor_shapes().items():
             full = names[local]
-            if full not in folded:
+            pair = None if full in tensors else _weight_norm_sources(tensors, full)
+            if full not in tensors and pair is None:
                 close = difflib.get_close_matches(full, list(tensors), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise WeightsError(
                     f"{source}: missing tensor {full!r} for {spec.where} ({spec.type}), "
                     f"expected shape {tuple(expected)}{hint}"
                 )
-            array = np.asarray(folded[full])
-            if tuple(array.shape) != tuple(expected):
+            shape = _shape_of(tensors, pair[1] if pair else full)
+            if shape != tuple(expected):
                 raise WeightsError(
-                    f"{source}: tensor {full!r} for {spec.where} ({spec.type}) has shape "
-                    f"{tuple(array.shape)}, expected {tuple(expected)}"
+                    f"{source}: tensor {(pair[1] if pair else full)!r} for {spec.where} ({spec.type}) "
+                    f"has shape {shape}, expected {tuple(expected)}"
                 )
+            array = _fold(tensors[pair[0]], tensors[pair[1]]) if pair else np.asarray(tensors[full])
             if not np.issubdtype(array.dtype, np.floating):
                 raise WeightsError(f"{source}: tensor {full!r} has dtype {array.dtype}, expected floating point")
             finite = np.isfinite(array)
@@ -181,7 +271,7 @@ def match_tensors(
                     f"(first {array[first]} at index {first}); every weight must be a finite number"
                 )
             layer[local] = array
-            used.update(sources.get(full, [full]))
+            used.update(pair or [full])
         params.append(layer)
     return params, sorted(name for name in tensors if name not in used)
 
@@ -204,7 +294,7 @@ def load_params(config: Config, weights: str | Path | None = None) -> tuple[list
                 f"{config.source}: no weights: pass -w WEIGHTS or set 'weights:' in the config"
             )
         return [{} for _ in config.leaves], []
-    return match_tensors(config, read_tensors(path), str(path))
+    return match_tensors(config, open_tensors(path), str(path))
 
 
 def load_stack(config: Config, weights: str | Path | None = None, dtype: Any = "float32"):

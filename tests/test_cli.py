@@ -314,7 +314,8 @@ def test_input_is_never_touched(tmp_path):
     assert src.read_bytes() == before
 
 
-@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129),
+                                         (signal.SIGQUIT, 131)])
 def test_interrupt_leaves_no_partial_output(tmp_path, signum, code):
     """Ctrl-C (or SIGTERM) during the second file: first output complete, no partial or temp file."""
     tone(tmp_path / "a.wav", seconds=0.2)
