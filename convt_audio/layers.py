@@ -29,7 +29,6 @@ from .specs import (  # noqa: F401  (re-exported: the engine's public names)
     StackShape,
     _ConvSpec,
     chain,
-    chain_channels,
     index_paths,
     leaves,
     nest,

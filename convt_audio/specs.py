@@ -45,10 +45,6 @@ def _check_int(where: str, name: str, value, minimum: int, maximum: int | None =
         raise ConfigError(f"{where}.{name}: must be at most {maximum}, got {value!r}")
 
 
-def _floor_div(a: int, b: int) -> int:
-    return a // b
-
-
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -65,6 +61,9 @@ class _Leaf:
         return self.path or f"layers[{self.index}]"
 
     def sequences(self) -> tuple:
+        return ()
+
+    def sequence_labels(self) -> tuple:
         return ()
 
     def leaves(self) -> Iterator["_Leaf"]:
@@ -197,7 +196,7 @@ class ConvTranspose1dSpec(_ConvSpec):
     def input_span(self, first: int, last: int) -> tuple[int, int]:
         """Input frames that outputs ``first…last`` read: ``i·s + k·d − p = t``."""
         p, s = self.padding, self.stride
-        return _ceil_div(first + p - (self.receptive - 1), s), _floor_div(last + p, s)
+        return _ceil_div(first + p - (self.receptive - 1), s), (last + p) // s
 
     def flops_per_frame(self) -> Fraction:
         """Multiply-adds ×2 per input frame."""
@@ -414,6 +413,10 @@ class ResidualSpec(_Block):
     def sequences(self) -> tuple:
         return (self.layers,)
 
+    def sequence_labels(self) -> tuple:
+        """How tensor names continue into each sequence: ``<i>.<j>``."""
+        return ("",)
+
     def validate(self) -> None:
         if not self.layers:
             raise ConfigError(f"{self.where}.layers: must be a non-empty list of layers")
@@ -485,6 +488,10 @@ class ParallelSpec(_Block):
 
     def sequences(self) -> tuple:
         return self.branches
+
+    def sequence_labels(self) -> tuple:
+        """How tensor names continue into each branch: ``<i>.<b>.<j>``."""
+        return tuple(f"{b}." for b in range(len(self.branches)))
 
     def validate(self) -> None:
         if not self.branches:
@@ -590,13 +597,10 @@ def index_paths(specs: Sequence, prefix: str = "") -> list[str]:
     out = []
     for i, spec in enumerate(specs):
         here = f"{prefix}{i}"
-        if isinstance(spec, ResidualSpec):
-            out.extend(index_paths(spec.layers, here + "."))
-        elif isinstance(spec, ParallelSpec):
-            for b, branch in enumerate(spec.branches):
-                out.extend(index_paths(branch, f"{here}.{b}."))
-        else:
+        if not spec.sequences():
             out.append(here)
+        for label, sequence in zip(spec.sequence_labels(), spec.sequences()):
+            out.extend(index_paths(sequence, f"{here}.{label}"))
     return out
 
 
@@ -646,9 +650,6 @@ def chain(specs: Sequence, channels: int | None = None) -> int | None:
     for spec in specs:
         channels = spec.check_channels(channels)
     return channels
-
-
-chain_channels = chain
 
 
 def input_channels(specs: Sequence, required: bool = True) -> int | None:
@@ -760,11 +761,6 @@ class StackShape:
     """Shape facts of a sequence of specs (``self.specs``): channels, frames, rates."""
 
     specs: tuple
-
-    @property
-    def convs(self) -> list:
-        """Every convolution of the stack, inside blocks too, depth first."""
-        return [s for s in leaves(self.specs) if isinstance(s, _ConvSpec)]
 
     @property
     def in_channels(self) -> int:
