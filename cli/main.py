@@ -446,7 +446,8 @@ def init(
 
 @design_app.command("sinc")
 def design_sinc_command(
-    factor: int = typer.Option(..., "--factor", "-L", help="Upsampling factor L (integer >= 2)."),
+    factor: str = typer.Option(..., "--factor", "-L",
+                               help="Output rate / input rate: an integer L >= 2 or a ratio L/M such as 160/147."),
     passband: float = typer.Option(0.45, "--passband", help="Passband edge, fraction of the input rate."),
     stopband: float = typer.Option(0.55, "--stopband", help="Stopband edge, fraction of the input rate."),
     attenuation: float = typer.Option(140.0, "--attenuation", help="Stopband attenuation in dB."),
@@ -454,7 +455,7 @@ def design_sinc_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ) -> None:
-    """Write an L× zero-delay Kaiser-windowed sinc interpolator."""
+    """Write an L/M zero-delay Kaiser-windowed sinc resampler (a config and its weights)."""
     try:
         from convt_audio.design import design_sinc, write_sinc
 
@@ -462,7 +463,7 @@ def design_sinc_command(
         config_path, weights_path = write_sinc(design, output, overwrite)
     except Exception as exc:
         raise _fail(exc, debug, usage=True) from None
-    typer.echo(f"wrote {config_path} and {weights_path}: {design.kernel_size} taps, ×{factor}", err=True)
+    typer.echo(f"wrote {config_path} and {weights_path}: {design.kernel_size} taps, ×{design.ratio}", err=True)
 
 
 @app.command()

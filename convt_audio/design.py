@@ -1,4 +1,4 @@
-"""Interpolation filters as transposed convolutions: an L× zero-delay windowed-sinc design.
+"""Resampling filters as transposed convolutions: an L/M zero-delay windowed-sinc design.
 
 A ConvTranspose1d with stride L and a low-pass kernel is a polyphase interpolator. With an odd
 kernel ``K = 2·L·Z + 1`` centred on tap ``c = L·Z``, ``padding = L·Z`` and
@@ -8,6 +8,10 @@ lies at input time ``t / L`` (zero delay)::
     L_out = (N − 1)·L − 2·L·Z + (2·L·Z + 1 − 1) + (L − 1) + 1 = L·N
     y[t] = Σ_i x[i]·h[t + L·Z − i·L],  h peaks at c = L·Z  ->  x[i] lands on t = i·L
 
+A rational factor L/M adds a ``conv1d`` with kernel 1 and stride M that keeps every M-th of
+those frames: ⌈L·N/M⌉ output frames, output t at input time ``t·M/L``. When M > L the band edges
+shrink by L/M, so that the filter also removes what the lower output rate cannot hold.
+
 Frequencies are fractions of the input sample rate (0.5 = the input's Nyquist frequency).
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +31,18 @@ MAX_TAPS = 1 << 22  # 32 MiB of float64 taps
 
 @dataclass(frozen=True)
 class SincDesign:
-    """An L× interpolator: ``taps`` (float64, length ``kernel_size``) and its geometry."""
+    """An L/M resampler: ``taps`` (float64, length ``kernel_size``) and its geometry."""
 
-    factor: int
+    factor: int  # L
     taps: np.ndarray
     passband: float
     stopband: float
     attenuation: float
+    down: int = 1  # M
+
+    @property
+    def ratio(self) -> Fraction:
+        return Fraction(self.factor, self.down)
 
     @property
     def kernel_size(self) -> int:
@@ -55,6 +65,20 @@ class SincDesign:
             "bias": False,
         }
 
+    def layers(self) -> list[dict]:
+        """The config's layers: the transposed convolution, then the decimation when M > 1."""
+        if self.down == 1:
+            return [self.layer()]
+        return [self.layer(), {"type": "conv1d", "in_channels": 1, "out_channels": 1, "kernel_size": 1,
+                               "stride": self.down, "bias": False}]
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The weights, named as the config's layers are."""
+        tensors = {"0.weight": self.taps.reshape(1, 1, -1)}
+        if self.down > 1:
+            tensors["1.weight"] = np.ones((1, 1, 1))
+        return tensors
+
 
 def kaiser_beta(attenuation: float) -> float:
     """Kaiser's β for a stopband attenuation in dB."""
@@ -65,14 +89,27 @@ def kaiser_beta(attenuation: float) -> float:
     return 0.0
 
 
+def parse_factor(factor) -> Fraction:
+    """``3``, ``"3"``, ``"160/147"`` or a Fraction → the ratio in lowest terms (not 1)."""
+    if isinstance(factor, bool):
+        raise UsageError(f"--factor: must be an integer >= 2 or a ratio L/M, got {factor!r}")
+    try:
+        ratio = Fraction(factor) if not isinstance(factor, float) else Fraction(str(factor))
+    except (ValueError, ZeroDivisionError, TypeError):
+        raise UsageError(f"--factor: must be an integer >= 2 or a ratio L/M (e.g. 160/147), got {factor!r}") from None
+    if ratio <= 0 or ratio == 1 or (ratio.denominator == 1 and ratio < 2):
+        raise UsageError(f"--factor: must be an integer >= 2 or a ratio L/M other than 1, got {factor!r}")
+    return ratio
+
+
 def design_sinc(
-    factor: int, passband: float = 0.45, stopband: float = 0.55, attenuation: float = 140.0
+    factor, passband: float = 0.45, stopband: float = 0.55, attenuation: float = 140.0
 ) -> SincDesign:
-    """Design a Kaiser-windowed sinc for L× interpolation with zero delay.
+    """Design a Kaiser-windowed sinc resampler L/M with zero delay.
 
     Parameters
     ----------
-    factor : L, the upsampling factor (≥ 2).
+    factor : L (an integer ≥ 2) or a ratio L/M (``"160/147"``, a Fraction): output rate / input rate.
     passband, stopband : band edges as fractions of the input rate, ``0 < passband < 0.5 ≤
         stopband < 1 − passband`` would alias; ``stopband`` must exceed ``passband``.
     attenuation : stopband attenuation in dB (sets the window's β and the length).
@@ -82,8 +119,8 @@ def design_sinc(
     SincDesign with taps of gain L at DC, each of the L phases summing to 1, and phase 0 an
     exact unit impulse when the cutoff is the input's Nyquist frequency (original samples kept).
     """
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
-        raise UsageError(f"--factor: must be an integer >= 2, got {factor!r}")
+    ratio = parse_factor(factor)
+    factor, down = ratio.numerator, ratio.denominator
     if not 0 < passband < stopband:
         raise UsageError(f"--passband: must be in (0, stopband), got {passband!r}")
     if not stopband < 1 - passband + 1e-12 or stopband > 1:
@@ -92,35 +129,42 @@ def design_sinc(
         )
     if not 20 <= attenuation <= 200:
         raise UsageError(f"--attenuation: must be between 20 and 200 dB, got {attenuation!r}")
-    transition = 2 * math.pi * (stopband - passband) / factor  # rad/sample at the output rate
+    scale = min(1.0, factor / down)  # downsampling: the band edges follow the output rate
+    transition = 2 * math.pi * scale * (stopband - passband) / factor  # rad/sample, upsampled rate
     taps_needed = (attenuation - 7.95) / (2.285 * transition) + 1
     zeros = max(1, math.ceil((taps_needed - 1) / (2 * factor)))
     if 2 * factor * zeros + 1 > MAX_TAPS:
-        raise UsageError(f"--factor {factor} at {attenuation:g} dB needs {2 * factor * zeros + 1:,} taps; "
+        raise UsageError(f"--factor {ratio} at {attenuation:g} dB needs {2 * factor * zeros + 1:,} taps; "
                          f"at most {MAX_TAPS:,} are designed (a smaller factor, or a cascade of stages)")
     half = factor * zeros
     n = np.arange(-half, half + 1, dtype=np.float64)
-    cutoff = (passband + stopband) / 2  # fraction of the input rate
+    cutoff = scale * (passband + stopband) / 2  # fraction of the input rate
     ideal = 2 * cutoff * np.sinc(2 * cutoff * n / factor)
     taps = ideal * np.kaiser(2 * half + 1, kaiser_beta(attenuation))
     # each phase (the taps that one input frame lays on output frames ≡ r mod L) sums to 1
     for phase in range(factor):
         taps[phase::factor] /= taps[phase::factor].sum()
-    return SincDesign(factor, taps, passband, stopband, attenuation)
+    return SincDesign(factor, taps, passband, stopband, attenuation, down)
 
 
 def sinc_config(design: SincDesign, name: str, weights_file: str) -> dict:
     """A config mapping (ready for YAML) that runs ``design``."""
+    if design.down == 1:
+        what = f"{design.factor}x zero-delay Kaiser-windowed sinc interpolator"
+    else:
+        what = f"{design.factor}/{design.down} zero-delay Kaiser-windowed sinc resampler"
+    edges = "input" if design.factor >= design.down else "output"
+    scale = min(1.0, design.factor / design.down)
     return {
         "name": name,
         "description": (
-            f"{design.factor}x zero-delay Kaiser-windowed sinc interpolator: passband "
-            f"{design.passband:g}, stopband {design.stopband:g} of the input rate, "
+            f"{what}: passband {design.passband:g}, stopband {design.stopband:g} of the {edges} rate"
+            f"{'' if scale == 1 else f' ({design.passband * scale:.4g}, {design.stopband * scale:.4g} of the input rate)'}, "
             f"{design.attenuation:g} dB, {design.kernel_size} taps"
         ),
         "weights": weights_file,
         "channels": "auto",
-        "layers": [design.layer()],
+        "layers": design.layers(),
     }
 
 
@@ -142,7 +186,7 @@ def write_sinc(design: SincDesign, stem: str | Path, overwrite: bool = False) ->
     if not config_path.parent.is_dir():
         raise UsageError(f"{config_path.parent}: folder does not exist")
     data = sinc_config(design, stem.name, weights_path.name)
-    write_tensors(weights_path, {"0.weight": torch.from_numpy(design.taps).reshape(1, 1, -1)})
+    write_tensors(weights_path, {name: torch.from_numpy(t) for name, t in design.tensors().items()})
     with atomic_path(config_path) as tmp:
         Path(tmp).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return config_path, weights_path

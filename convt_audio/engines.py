@@ -4,8 +4,9 @@ Two engines share one interface (``open_stream(batch, tail)`` → ``push``/``flu
 ``[batch, channels, frames]`` arrays, plus the shape facts of :class:`StackShape`):
 
 - :class:`TorchEngine` streams any stack with torch on the CPU or a CUDA device;
-- :class:`~convt_audio.interpolator.FftInterpolator` streams a one-channel interpolator (the
-  built-in ``sinc-xL`` configs) with NumPy, without importing torch, on the CPU.
+- :class:`~convt_audio.polyphase.PolyphaseResampler` streams a one-channel L/M resampler (the
+  built-in ``sinc-xL`` configs and ``design sinc`` outputs) with NumPy, without importing torch,
+  on the CPU, computing only the output samples it keeps.
 
 :func:`build_engine` picks one; torch is imported only when it is needed.
 """
@@ -19,11 +20,11 @@ import numpy as np
 
 from .config import Config
 from .errors import DeviceError
-from .interpolator import FftInterpolator, eligible
+from .polyphase import PolyphaseResampler, eligible
 from .specs import StackShape, widest_activation
 
 DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
-KERNELS = ("auto", "transposed", "polyphase", "fft")
+KERNELS = ("auto", "transposed", "polyphase", "numpy")
 
 
 def cuda_may_exist() -> bool:
@@ -59,7 +60,7 @@ def build_engine(config: Config, params: list, device: str = "auto", dtype: str 
                  deterministic: bool = False, kernel: str = "auto"):
     """The engine for a config and its arrays (from :func:`~convt_audio.weights.load_params`).
 
-    The NumPy interpolator serves eligible configs on the CPU (``kernel`` ``auto`` or ``fft``,
+    The NumPy resampler serves eligible configs on the CPU (``kernel`` ``auto`` or ``numpy``,
     float32/float64); everything else runs on torch.
     """
     check_device_name(device)
@@ -69,11 +70,11 @@ def build_engine(config: Config, params: list, device: str = "auto", dtype: str 
         raise DeviceError(f"kernel: {kernel!r} is not one of {list(KERNELS)}")
     on_cpu = device == "cpu" or (device == "auto" and not cuda_may_exist())
     numpy_ok = eligible(config.layers) and dtype in ("float32", "float64")
-    if kernel == "fft" and not (numpy_ok and on_cpu):
-        raise DeviceError("kernel fft: needs a one-channel conv_transpose1d config in float32/64 on cpu")
-    if numpy_ok and on_cpu and kernel in ("auto", "fft"):
-        layer = params[0]
-        return FftInterpolator(config.layers[0], layer["weight"], layer.get("bias"), dtype)
+    if kernel == "numpy" and not (numpy_ok and on_cpu):
+        raise DeviceError("kernel numpy: needs a one-channel conv_transpose1d (then a kernel-1 conv1d) "
+                          "config in float32/64 on cpu")
+    if numpy_ok and on_cpu and kernel in ("auto", "numpy"):
+        return PolyphaseResampler(config.layers, params, dtype)
     return TorchEngine.build(config, params, device, dtype, deterministic, kernel)
 
 

@@ -7,7 +7,7 @@ import torch
 from convt_audio.config import load_config, parse_config
 from convt_audio.engines import TorchEngine, TorchStream, build_engine
 from convt_audio.errors import DeviceError, InputTooShortError
-from convt_audio.interpolator import FftInterpolator
+from convt_audio.polyphase import PolyphaseResampler
 from convt_audio.weights import load_params
 
 from helpers import stream_chunks
@@ -53,13 +53,13 @@ def whole(config, params, x, dtype=torch.float64):
 def test_engine_choice():
     sinc = load_config("sinc-x3")
     params, _ = load_params(sinc)
-    assert isinstance(build_engine(sinc, params, "cpu"), FftInterpolator)
+    assert isinstance(build_engine(sinc, params, "cpu"), PolyphaseResampler)
     assert isinstance(build_engine(sinc, params, "cpu", "float16"), TorchEngine)
     assert isinstance(build_engine(sinc, params, "cpu", kernel="transposed"), TorchEngine)
     config, dparams = decoder_params()
     assert isinstance(build_engine(config, dparams, "cpu"), TorchEngine)
-    with pytest.raises(DeviceError, match="kernel fft: needs a one-channel conv_transpose1d"):
-        build_engine(config, dparams, "cpu", kernel="fft")
+    with pytest.raises(DeviceError, match="kernel numpy: needs a one-channel conv_transpose1d"):
+        build_engine(config, dparams, "cpu", kernel="numpy")
     with pytest.raises(DeviceError, match="--dtype: 'float8' is not one of"):
         build_engine(sinc, params, "cpu", "float8")
     with pytest.raises(DeviceError, match="--device: 'gpu' is not one of auto, cpu, cuda, cuda:N"):
@@ -125,7 +125,7 @@ def test_preferred_chunks():
     assert build_engine(config, params, "cpu").preferred_chunk() == 4096
     sinc = load_config("sinc-x3")
     engine = build_engine(sinc, load_params(sinc)[0], "cpu")
-    assert engine.preferred_chunk() % (engine.fft_size - engine.delays) == 0
+    assert engine.preferred_chunk() % engine.A == 0  # whole groups of the polyphase pattern
 
 
 @cuda

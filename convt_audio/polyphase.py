@@ -1,0 +1,195 @@
+"""A rational L/M resampler stack computed as a matrix product, with NumPy and without torch.
+
+The stack is a one-channel ``conv_transpose1d`` (stride L: the interpolation filter ``h``),
+optionally followed by a one-channel ``conv1d`` with kernel 1 and stride M (keep every M-th
+sample). Run literally, the transposed convolution makes L samples per input and the
+decimation drops all but one in M; here only the kept samples are computed::
+
+    z[u] = b0 + Σ_i x[i]·h[u + p − i·L]      (u < U = (N−1)L − 2p + d(K−1) + op + 1)
+    y[t] = w1·z[t·M] + b1                    (t < ⌈U / M⌉)
+
+Output t reads inputs ``i ∈ [⌈(tM + p − D + 1)/L⌉, ⌊(tM + p)/L⌋]`` (D = d(K−1) + 1, the dilated
+kernel). The pattern repeats every ``P`` outputs, over which the inputs advance by
+``A = P·M/L``: so P consecutive outputs are one row of W inputs times a fixed ``[W, P]`` matrix
+of taps, and a block of groups is one BLAS product ``[groups, W] @ [W, P]`` (float64)::
+
+    inputs   i:  gA+lo ..................... gA+hi      (W = hi − lo + 1 of them)
+    outputs  t:  gP, gP+1, …, gP+P−1                   (y = window @ taps)
+
+The P outputs go in slices of ~32, each with the narrower window its own outputs read, so an
+output costs about ``taps/L + 32·M/L`` multiply-adds whatever L and M are (44.1k → 48k: 121
+for 92 taps per phase): the cost follows the output, never L× more. Streaming is exact: a group is computed once its last input
+has arrived, frames past the end are zeros, and exactly ``⌈U/M⌉`` frames come out.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+
+from .specs import Conv1dSpec, ConvTranspose1dSpec, StackShape
+
+GROUP_OUTPUTS = 64  # P is the smallest multiple of the pattern's period reaching this
+SUB_OUTPUTS = 32  # a group's outputs go in slices of this many, each with its own narrower window
+BLOCK_GROUPS = 2048  # groups per BLAS product: [2048, W] float64 stays within a few MB
+
+
+def eligible(specs) -> bool:
+    """A one-channel, zeros-padded transposed convolution, alone or then a kernel-1 decimation."""
+    if not specs or len(specs) > 2:
+        return False
+    up = specs[0]
+    if not (isinstance(up, ConvTranspose1dSpec) and up.in_channels == up.out_channels == 1
+            and up.groups == 1 and up.padding_mode == "zeros"):
+        return False
+    if len(specs) == 1:
+        return True
+    down = specs[1]
+    return (isinstance(down, Conv1dSpec) and down.in_channels == down.out_channels == 1
+            and down.kernel_size == 1 and down.padding == 0)
+
+
+class PolyphaseResampler(StackShape):
+    """The NumPy engine for :func:`eligible` stacks: ``open_stream`` → ``push``/``flush``.
+
+    Parameters
+    ----------
+    specs : the one or two layer specs.
+    params : their arrays: ``[{"weight": (1, 1, K), "bias"?}, {"weight": (1, 1, 1), "bias"?}]``.
+    dtype : ``"float32"`` or ``"float64"``, the dtype of the returned frames.
+    """
+
+    name = "numpy-polyphase"
+    device = "cpu"
+
+    def __init__(self, specs, params, dtype: str = "float32"):
+        assert eligible(specs)
+        self.specs = tuple(specs)
+        self.dtype = np.dtype(dtype)
+        up = specs[0]
+        self.up = up
+        self.L = up.stride
+        self.M = specs[1].stride if len(specs) == 2 else 1
+        self.p = up.padding
+        kernel = np.asarray(params[0]["weight"], dtype=np.float64).reshape(-1)
+        self.D = up.receptive
+        taps = np.zeros(self.D)
+        taps[:: up.dilation] = kernel
+        scale, offset = 1.0, 0.0
+        if "bias" in params[0]:
+            offset = float(np.asarray(params[0]["bias"]).reshape(-1)[0])
+        if len(specs) == 2:
+            scale = float(np.asarray(params[1]["weight"]).reshape(-1)[0])
+            offset = scale * offset + (float(np.asarray(params[1]["bias"]).reshape(-1)[0])
+                                       if "bias" in params[1] else 0.0)
+        self.offset = offset
+        L, M = self.L, self.M
+        period = L // math.gcd(L, M)
+        self.P = period * max(1, -(-GROUP_OUTPUTS // period))
+        self.A = self.P * M // L
+        self.lo = -(-(self.p - self.D + 1) // L)  # first input of output 0 (may be negative)
+        hi = ((self.P - 1) * M + self.p) // L  # last input of output P − 1
+        self.W = hi - self.lo + 1
+        self.slices = []  # (first output, last output + 1, first input offset, width, taps [width, outputs])
+        for j0 in range(0, self.P, SUB_OUTPUTS):
+            j1 = min(self.P, j0 + SUB_OUTPUTS)
+            lo = -(-(j0 * M + self.p - self.D + 1) // L)
+            width = ((j1 - 1) * M + self.p) // L - lo + 1
+            matrix = np.zeros((width, j1 - j0))
+            for j in range(j0, j1):
+                for w in range(width):
+                    k = j * M + self.p - (lo + w) * L
+                    if 0 <= k < self.D:
+                        matrix[w, j - j0] = taps[k]
+            self.slices.append((j0, j1, lo, width, matrix * scale))
+
+    @property
+    def rate(self) -> Fraction:
+        return Fraction(self.L, self.M)
+
+    def upsampled_frames(self, frames: int) -> int:
+        return self.up.output_frames(frames)
+
+    def preferred_chunk(self) -> int:
+        """Input frames per block: a few BLAS products' worth."""
+        return max(4 * BLOCK_GROUPS * self.A, self.min_input_frames())
+
+    def leading_circular_frames(self) -> int:
+        return 0
+
+    def open_stream(self, batch: int, tail: np.ndarray | None = None) -> "PolyphaseStream":
+        return PolyphaseStream(self, batch)
+
+
+class PolyphaseStream:
+    """One file's stream: the inputs a group still needs, and groups computed but not emitted."""
+
+    def __init__(self, engine: PolyphaseResampler, batch: int):
+        self.engine = engine
+        self.batch = batch
+        self.start = min(engine.lo, 0)  # absolute input index of buffer[:, 0]; zeros before 0
+        self.buffer = np.zeros((batch, -self.start))
+        self.received = 0  # input frames pushed
+        self.groups = 0  # groups computed
+        self.emitted = 0  # output frames returned
+        self.ready = np.zeros((batch, 0))  # computed outputs [emitted, groups·P)
+
+    def _compute(self, available: int) -> None:
+        """Compute every group whose inputs lie below absolute index ``available``."""
+        engine = self.engine
+        last = (available - 1 - engine.lo - engine.W + 1) // engine.A  # last computable group
+        if last < self.groups:
+            return
+        outputs = []
+        while self.groups <= last:
+            count = min(BLOCK_GROUPS, last - self.groups + 1)
+            out = np.empty((self.batch, count, engine.P))
+            for j0, j1, lo, width, matrix in engine.slices:
+                first = self.groups * engine.A + lo - self.start
+                span = (count - 1) * engine.A + width
+                windows = np.lib.stride_tricks.sliding_window_view(
+                    self.buffer[:, first : first + span], width, axis=-1)[:, :: engine.A]
+                rows = np.ascontiguousarray(windows).reshape(self.batch * count, width)
+                out[:, :, j0:j1] = (rows @ matrix).reshape(self.batch, count, j1 - j0)
+            outputs.append(out.reshape(self.batch, count * engine.P))
+            self.groups += count
+        self.ready = np.concatenate([self.ready, *outputs], axis=-1)
+        # inputs before the next group's window go (those present: A can exceed the window W)
+        keep = min(self.groups * engine.A + engine.lo - self.start, self.buffer.shape[-1])
+        self.buffer = self.buffer[:, keep:].copy()
+        self.start += keep
+
+    def _emit(self, end: int) -> np.ndarray:
+        count = max(0, end - self.emitted)
+        y = self.ready[:, :count]
+        self.ready = self.ready[:, count:]
+        self.emitted += count
+        if self.engine.offset:
+            y = y + self.engine.offset
+        return y.astype(self.engine.dtype)[:, None, :]
+
+    def _final_outputs(self, frames: int) -> int:
+        upsampled = self.engine.upsampled_frames(frames)
+        return (upsampled - 1) // self.engine.M + 1 if upsampled >= 1 else 0
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        """Take ``[B, 1, n]`` input frames; return the ``[B, 1, m]`` output frames now final."""
+        if chunk.shape[-1]:
+            self.buffer = np.concatenate([self.buffer, chunk[:, 0, :]], axis=-1)
+            self.received += chunk.shape[-1]
+            self._compute(self.received)
+        return self._emit(min(self.groups * self.engine.P, self._final_outputs(self.received)))
+
+    def flush(self) -> np.ndarray:
+        """End the stream: inputs past the end are zeros; return the remaining output frames."""
+        engine = self.engine
+        engine.check_frames(self.received)
+        total = self._final_outputs(self.received)
+        groups = -(-total // engine.P)
+        need = (groups - 1) * engine.A + engine.lo + engine.W  # absolute end of the last window
+        pad = max(0, need - (self.start + self.buffer.shape[-1]))
+        self.buffer = np.concatenate([self.buffer, np.zeros((self.batch, pad))], axis=-1)
+        self._compute(need)
+        return self._emit(total)
