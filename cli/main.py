@@ -206,7 +206,11 @@ def run(
                                          help="NaN/Inf input samples: fail that file (error) or replace them with 0."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose output exists."),
-    recursive: bool = typer.Option(False, "--recursive", "-r", help="Look for audio in subfolders too."),
+    target_rate: Optional[str] = typer.Option(
+        None, "--rate", "-r",
+        help="Output sample rate in Hz (as sox's -r). Without -c, the resampler for each input's rate is "
+             "chosen (a built-in sinc-xL, or an L/M design, cached); with -c, a check."),
+    recursive: bool = typer.Option(False, "--recursive", "-R", help="Look for audio in subfolders too."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Files processed in parallel."),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed input."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
@@ -222,23 +226,38 @@ def run(
         from convt_audio.config import parse_rate
         from convt_audio.engines import build_engine
         from convt_audio.errors import UsageError
-        from convt_audio.pipeline import RunOptions, check_outputs, clean_stale_parts, plan_jobs
+        from convt_audio.pipeline import RunOptions, Runner, check_outputs, clean_stale_parts, plan_jobs
 
         rate = parse_rate(input_rate) if input_rate is not None else None
-        jobs_list = plan_jobs(inputs, output, recursive)
-        cfg, params = _load(config, weights, quiet)
-        if rate is None and cfg.feature_rate() is None and any(j.source.suffix.lower() == ".npy"
-                                                               for j in jobs_list):
-            raise UsageError(f".npy inputs need --input-rate HZ ({cfg.name} sets no output_sample_rate)")
-        jobs_list = check_outputs(jobs_list, cfg, rate)
+        target = None
+        if target_rate is not None:
+            target = parse_rate(target_rate, "--rate")
+            if target.denominator != 1:
+                raise UsageError(f"--rate: an output rate is a whole number of Hz, got {target_rate!r}")
+            target = int(target)
         if threads is not None and threads > 4 * (os.cpu_count() or 1):
             raise UsageError(f"--threads: at most {4 * (os.cpu_count() or 1)} on this machine "
                              f"(4 × its {os.cpu_count()} CPUs), got {threads}")
-        engine = build_engine(cfg, params, device, dtype.value, deterministic)
-        if engine.name == "torch":
-            import torch
+        jobs_list = plan_jobs(inputs, output, recursive)
+        if target is not None and config is None:
+            if weights is not None:
+                raise UsageError("-w needs -c: with --rate alone the resampler is chosen for each input rate")
+            cfg = None
+            runner = Runner(target_rate=target, build=lambda c, p: build_engine(c, p, device, dtype.value,
+                                                                               deterministic))
+        else:
+            cfg, params = _load(config, weights, quiet)
+            engine = build_engine(cfg, params, device, dtype.value, deterministic)
+            runner = Runner(cfg, engine, target)
+            if engine.name == "torch":
+                import torch
 
-            torch.set_num_threads(max(1, (threads or torch.get_num_threads()) // jobs))
+                torch.set_num_threads(max(1, (threads or torch.get_num_threads()) // jobs))
+        if rate is None and (cfg is None or cfg.feature_rate() is None) and any(
+                j.source.suffix.lower() == ".npy" for j in jobs_list):
+            what = f"{cfg.name} sets no output_sample_rate" if cfg else "they carry no rate"
+            raise UsageError(f".npy inputs need --input-rate HZ ({what})")
+        jobs_list = check_outputs(jobs_list, runner, rate)
         if output is not None and len(jobs_list) > 1:
             try:
                 Path(output).mkdir(parents=True, exist_ok=True)
@@ -256,11 +275,11 @@ def run(
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as exc:
         raise _fail(exc, debug) from None
-    code = _run_jobs(engine, cfg, jobs_list, options, jobs, fail_fast, as_json, quiet, debug)
+    code = _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug)
     raise typer.Exit(code)
 
 
-def _run_jobs(engine, cfg, jobs_list, options, jobs, fail_fast, as_json, quiet, debug) -> int:
+def _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug) -> int:
     from convt_audio.errors import ConvtAudioError
     from convt_audio.pipeline import Cancelled, process_file
 
@@ -293,7 +312,7 @@ def _run_jobs(engine, cfg, jobs_list, options, jobs, fail_fast, as_json, quiet, 
             return
         name = str(job.source)
         try:
-            report = process_file(engine, cfg, job, options, cancel,
+            report = process_file(runner, job, options, cancel,
                                   bars.add_file(name, 0))
         except Cancelled:
             return

@@ -190,3 +190,65 @@ def write_sinc(design: SincDesign, stem: str | Path, overwrite: bool = False) ->
     with atomic_path(config_path) as tmp:
         Path(tmp).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return config_path, weights_path
+
+
+# --------------------------------------------------------------------------------------------
+# the resampler for a pair of rates (``run --rate``)
+
+
+def cache_dir() -> Path:
+    """Where designed resamplers are kept: ``$CONVT_AUDIO_CACHE``, else the platform's user cache
+    folder (``$XDG_CACHE_HOME`` or ``~/.cache`` on Linux, ``~/Library/Caches`` on macOS,
+    ``%LOCALAPPDATA%`` on Windows) + ``convt-audio``."""
+    import os
+    import sys
+
+    if os.environ.get("CONVT_AUDIO_CACHE"):
+        return Path(os.environ["CONVT_AUDIO_CACHE"])
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "convt-audio"
+    if os.name == "nt":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "convt-audio" / "Cache"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "convt-audio"
+
+
+def resampler_for(input_rate, output_rate, cache: Path | None = None):
+    """The config and weights that turn ``input_rate`` into ``output_rate`` (Hz).
+
+    Equal rates: a one-tap identity (the audio is copied unchanged). An integer ratio with a
+    built-in ``sinc-xL``: that config. Any other L/M: a ``design_sinc`` resampler, read from the
+    cache folder or designed and saved there (atomically, so concurrent runs are safe); a cache
+    that cannot be written or read only costs the design time. Returns ``(config, params)``.
+    """
+    from .config import builtin_configs, load_config, parse_config
+    from .errors import ConvtAudioError
+    from .weights import load_params
+
+    ratio = Fraction(output_rate) / Fraction(input_rate)
+    if ratio == 1:
+        config = parse_config({"name": "copy", "description": "the input, unchanged", "layers": [
+            {"type": "conv_transpose1d", "in_channels": 1, "out_channels": 1, "kernel_size": 1, "bias": False}]},
+            source="<copy>")
+        return config, [{"weight": np.ones((1, 1, 1))}]
+    name = f"sinc-x{ratio}" if ratio.denominator == 1 else f"sinc-{ratio.numerator}-{ratio.denominator}"
+    if name in builtin_configs():
+        config = load_config(name)
+        return config, load_params(config)[0]
+    folder = cache_dir() if cache is None else Path(cache)
+    stem = folder / name
+    try:
+        config = load_config(stem.with_suffix(".yaml"))
+        return config, load_params(config)[0]
+    except (ConvtAudioError, OSError):
+        pass  # not designed yet, or unreadable: design it
+    design = design_sinc(ratio)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_sinc(design, stem, overwrite=True)
+        config = load_config(stem.with_suffix(".yaml"))
+        return config, load_params(config)[0]
+    except (ConvtAudioError, OSError):
+        data = sinc_config(design, name, f"{name}.safetensors")
+        del data["weights"]
+        config = parse_config(data, source=f"<{name}, designed in memory>")
+        return config, [{"weight": t} for t in design.tensors().values()]

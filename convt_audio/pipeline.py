@@ -161,21 +161,63 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _planned_rate(job: Job, config: Config, input_rate) -> int | None:
+class Runner:
+    """What runs each file: one config and its engine, or — with ``target_rate`` and no config —
+    the resampler for each input rate (:func:`~convt_audio.design.resampler_for`), built once per
+    ratio with ``build(config, params)`` (:func:`~convt_audio.engines.build_engine`).
+
+    With both a config and ``target_rate``, the rate is a check: a file the config does not turn
+    into ``target_rate`` fails.
+    """
+
+    def __init__(self, config: Config | None = None, engine=None, target_rate: int | None = None,
+                 build: Callable | None = None):
+        if config is None and (target_rate is None or build is None):
+            raise ValueError("a Runner needs a config and engine, or a target rate and a builder")
+        self.config, self.engine, self.target_rate, self.build = config, engine, target_rate, build
+        self._by_ratio: dict[Fraction, tuple] = {}
+        self._lock = threading.Lock()
+
+    def output_rate(self, input_rate) -> int:
+        if self.config is None:
+            return self.target_rate
+        rate = self.config.output_rate(input_rate)
+        if self.target_rate is not None and rate != self.target_rate:
+            raise AudioError(f"{self.config.name} turns {float(input_rate):g} Hz into {rate} Hz, not the "
+                             f"{self.target_rate} Hz asked for (leave out the config to resample to any rate)")
+        return rate
+
+    def pick(self, input_rate) -> tuple:
+        """``(config, engine)`` for a file at ``input_rate``."""
+        if self.config is not None:
+            self.output_rate(input_rate)
+            return self.config, self.engine
+        from .design import resampler_for
+
+        ratio = Fraction(self.target_rate) / Fraction(input_rate)
+        with self._lock:  # --jobs threads share one engine per ratio
+            if ratio not in self._by_ratio:
+                config, params = resampler_for(input_rate, self.target_rate)
+                self._by_ratio[ratio] = (config, self.build(config, params))
+            return self._by_ratio[ratio]
+
+
+def _planned_rate(job: Job, runner: Runner, input_rate) -> int | None:
     """The output rate a job will have, read cheaply from the header; None if unreadable now
     (the file then fails on its own when it runs)."""
     import soundfile as sf
 
     try:
         if job.source.suffix.lower() == ".npy":
-            rate = input_rate if input_rate is not None else config.feature_rate()
-            return None if rate is None else config.output_rate(rate)
-        return config.output_rate(sf.info(str(job.source)).samplerate)
+            if input_rate is None and runner.config is not None:
+                input_rate = runner.config.feature_rate()
+            return None if input_rate is None else runner.output_rate(input_rate)
+        return runner.output_rate(sf.info(str(job.source)).samplerate)
     except Exception:  # noqa: BLE001 - any failure here is reported when the file runs
         return None
 
 
-def check_outputs(jobs: list[Job], config: Config, input_rate=None) -> list[Job]:
+def check_outputs(jobs: list[Job], runner: Runner, input_rate=None) -> list[Job]:
     """Name every output before any work, and refuse a plan that could lose a file.
 
     Every planned output is compared with every input and every other output (resolved paths,
@@ -186,7 +228,7 @@ def check_outputs(jobs: list[Job], config: Config, input_rate=None) -> list[Job]
     named = []
     for job in jobs:
         if job.error is None and job.dest is None:
-            rate = _planned_rate(job, config, input_rate)
+            rate = _planned_rate(job, runner, input_rate)
             job = Job(job.source, default_name(job.source, rate)) if rate is not None else job
         named.append(job)
     sources = [job.source for job in named]
@@ -289,14 +331,13 @@ class _Writer:
 
 
 def process_file(
-    engine,
-    config: Config,
+    runner: Runner,
     job: Job,
     options: RunOptions,
     cancel: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """Stream one file through an engine (:func:`~convt_audio.engines.build_engine`); return a report.
+    """Stream one file through the engine its :class:`Runner` picks; return a report.
 
     The report has input, output, rates, channels, frames, seconds of audio, clipped samples,
     wall seconds, real-time factor and device. Raises :class:`AudioError` (or a subclass) for a
@@ -306,8 +347,15 @@ def process_file(
     started = time.perf_counter()
     if job.error is not None:
         raise AudioError(job.error)
-    input_rate = options.input_rate if options.input_rate is not None else config.feature_rate()
-    with open_source(job.source, input_rate, config.in_channels) as source:
+    hint = runner.config
+    input_rate = options.input_rate
+    if input_rate is None and hint is not None:
+        input_rate = hint.feature_rate()
+    with open_source(job.source, input_rate, hint.in_channels if hint is not None else 1) as source:
+        try:
+            config, engine = runner.pick(source.rate)
+        except AudioError as exc:
+            raise type(exc)(f"{job.source}: {exc}") from None
         per_channel = channel_plan(config, source.channels, options.channels) == "per_channel"
         out_rate = config.output_rate(source.rate)
         dest = job.dest or default_name(job.source, out_rate)
