@@ -170,7 +170,6 @@ def sinc_config(design: SincDesign, name: str, weights_file: str) -> dict:
 
 def write_sinc(design: SincDesign, stem: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
     """Write ``<stem>.yaml`` and ``<stem>.safetensors`` (taps kept in float64) atomically."""
-    import torch
     import yaml
 
     from .audio_io import atomic_path
@@ -186,7 +185,7 @@ def write_sinc(design: SincDesign, stem: str | Path, overwrite: bool = False) ->
     if not config_path.parent.is_dir():
         raise UsageError(f"{config_path.parent}: folder does not exist")
     data = sinc_config(design, stem.name, weights_path.name)
-    write_tensors(weights_path, {name: torch.from_numpy(t) for name, t in design.tensors().items()})
+    write_tensors(weights_path, design.tensors())
     with atomic_path(config_path) as tmp:
         Path(tmp).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return config_path, weights_path
