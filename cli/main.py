@@ -204,8 +204,13 @@ def run(
                               help="Integer outputs: clamp and count, or refuse (also refuses NaN/Inf outputs)."),
     non_finite: NonFinite = typer.Option(NonFinite.error, "--non-finite",
                                          help="NaN/Inf input samples: fail that file (error) or replace them with 0."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
-    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip inputs whose output exists."),
+    overwrite: bool = typer.Option(False, "--overwrite", "-y", help="Replace existing outputs."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", "--no-clobber", "-n",
+                                       help="Skip inputs whose output exists."),
+    kind: Optional[str] = typer.Option(
+        None, "--type", "-t",
+        help="Container of every output the tool names, and of -o - (wav, flac or raw there): "
+             "wav, flac, ogg, opus, mp3, aiff, caf, w64, rf64, au."),
     target_rate: Optional[str] = typer.Option(
         None, "--rate", "-r",
         help="Output sample rate in Hz (as sox's -r). Without -c, the resampler for each input's rate is "
@@ -223,6 +228,7 @@ def run(
         raise typer.BadParameter("--overwrite and --skip-existing exclude each other", param_hint="--overwrite")
     chunk_frames = _parse_chunk(chunk)
     try:
+        from convt_audio.audio_io import STDIO, STREAM_TYPES, output_types
         from convt_audio.config import parse_rate
         from convt_audio.engines import build_engine
         from convt_audio.errors import UsageError
@@ -238,7 +244,15 @@ def run(
         if threads is not None and threads > 4 * (os.cpu_count() or 1):
             raise UsageError(f"--threads: at most {4 * (os.cpu_count() or 1)} on this machine "
                              f"(4 × its {os.cpu_count()} CPUs), got {threads}")
-        jobs_list = plan_jobs(inputs, output, recursive)
+        if kind is not None:
+            kind = kind.lower().lstrip(".")
+            allowed = STREAM_TYPES if output == STDIO else output_types()
+            if kind not in allowed:
+                raise UsageError(f"--type: {kind!r} is not one of {list(allowed)}"
+                                 f"{' (for -o -)' if output == STDIO else ''}")
+        if as_json and output == STDIO:
+            raise UsageError("--json and -o - both want standard output; choose one")
+        jobs_list = plan_jobs(inputs, output, recursive, kind)
         if target is not None and config is None:
             if weights is not None:
                 raise UsageError("-w needs -c: with --rate alone the resampler is chosen for each input rate")
@@ -253,11 +267,7 @@ def run(
                 import torch
 
                 torch.set_num_threads(max(1, (threads or torch.get_num_threads()) // jobs))
-        if rate is None and (cfg is None or cfg.feature_rate() is None) and any(
-                j.source.suffix.lower() == ".npy" for j in jobs_list):
-            what = f"{cfg.name} sets no output_sample_rate" if cfg else "they carry no rate"
-            raise UsageError(f".npy inputs need --input-rate HZ ({what})")
-        jobs_list = check_outputs(jobs_list, runner, rate)
+        jobs_list = check_outputs(jobs_list, runner, rate, kind)
         if output is not None and len(jobs_list) > 1:
             try:
                 Path(output).mkdir(parents=True, exist_ok=True)
@@ -266,7 +276,7 @@ def run(
         options = RunOptions(chunk=chunk_frames, channels=channels.value if channels else None,
                              input_rate=rate, subtype=subtype.value if subtype else None,
                              clip=clip.value, overwrite=overwrite, skip_existing=skip_existing,
-                             non_finite=non_finite.value)
+                             non_finite=non_finite.value, kind=kind)
         stale = clean_stale_parts(jobs_list, started)
         if stale:
             _warn(f"removed {len(stale)} temporary file(s) left by runs that died, e.g. {stale[0]}", quiet)

@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 import re
 import socket
+import struct
+import sys
 import tempfile
+import threading
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +26,13 @@ from .errors import AudioError, ClippingError, UsageError
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 INEXACT_SEEK_FORMATS = ("MP3", "OGG")  # compressed streams: a seek is near, not on, the frame
 PCM_BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32}
-_EXTENSION_ALIASES = {"aif": "AIFF", "aifc": "AIFF", "wave": "WAV", "oga": "OGG", "opus": "OGG"}
+_EXTENSION_ALIASES = {"aif": "AIFF", "aifc": "AIFF", "wave": "WAV", "oga": "OGG", "opus": "OGG", "mp3": "MP3"}
+STDIO = "-"  # as an input: standard input; as an output: standard output
+STREAM_TYPES = ("wav", "flac", "raw")  # what -o - can write (no seeking back to fix a header)
+# sample rates a container can hold, where it cannot hold any
+_RATES = {"opus": (8000, 12000, 16000, 24000, 48000),
+          "mp3": (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)}
+_CARRIED_SUBTYPES = ("PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -34,6 +43,12 @@ def audio_extensions() -> set[str]:
     return names - {"raw"}
 
 
+def output_types() -> list[str]:
+    """The extensions (``--type`` values) this libsndfile can write."""
+    names = {name.lower() for name in sf.available_formats()} - {"raw"}
+    return sorted(names | {"opus", "aif", "oga"} | ({"mp3"} if "MP3" in sf.available_formats() else set()))
+
+
 def format_for(path: str | Path) -> str:
     """The libsndfile major format for an output path, from its extension."""
     ext = Path(path).suffix.lower().lstrip(".")
@@ -41,18 +56,30 @@ def format_for(path: str | Path) -> str:
     if fmt not in sf.available_formats() or fmt == "RAW":
         raise UsageError(
             f"{path}: cannot write {('.' + ext) if ext else 'a file without extension'}; use one of "
-            f".wav, .flac, .ogg, .aiff, .caf, .w64, .rf64, .au"
+            f".wav, .flac, .ogg, .opus, .mp3, .aiff, .caf, .w64, .rf64, .au (or --type)"
         )
     return fmt
 
 
+def check_rate(path: str | Path, rate: int) -> None:
+    """Refuse, before any work, a sample rate the output's container cannot hold."""
+    ext = Path(path).suffix.lower().lstrip(".")
+    allowed = _RATES.get(ext)
+    if allowed and rate not in allowed:
+        raise UsageError(f"{path}: .{ext} holds {', '.join(map(str, allowed))} Hz, not {rate} Hz; "
+                         f"choose another --rate or --type")
+
+
 def choose_subtype(fmt: str, requested: str | None, input_subtype: str | None, where: str) -> str:
-    """The output subtype: the requested one, else the input's where the format has it."""
+    """The output subtype: the requested one, else the input's PCM/float one where the format has
+    it, else the format's default (Opus for .opus; PCM_16 for WAV from an MP3 or Vorbis input)."""
     if requested:
         if not sf.check_format(fmt, requested):
             raise UsageError(f"--subtype: {fmt} files cannot hold {requested} ({where})")
         return requested
-    if input_subtype and sf.check_format(fmt, input_subtype):
+    if Path(where).suffix.lower() == ".opus":
+        return "OPUS"
+    if input_subtype in _CARRIED_SUBTYPES and sf.check_format(fmt, input_subtype):
         return input_subtype
     return sf.default_subtype(fmt)
 
@@ -151,21 +178,24 @@ class AudioSource:
     path: Path
     rate: int
     channels: int
-    frames: int
+    frames: int | None  # None: a stream from a pipe, whose length shows only at its end
     subtype: str | None
     _handle: sf.SoundFile | None = None
     _array: np.ndarray | None = None
+    _mapped: bool = False  # _array maps self.path: map it afresh for each block
 
     def blocks(self, frames: int, dtype: str = "float32") -> Iterator[np.ndarray]:
         """Yield ``[channels, n]`` blocks of at most ``frames`` frames, from the start."""
         if self._array is not None:
             for start in range(0, self.frames, frames):
                 # map the file for each block: pages read stay out of our RSS once unmapped
-                array = _npy_2d(np.load(self.path, mmap_mode="r", allow_pickle=False))
+                array = _npy_2d(np.load(self.path, mmap_mode="r", allow_pickle=False)) if self._mapped \
+                    else self._array
                 yield np.array(array[:, start : start + frames], dtype=dtype, order="C")
                 del array
             return
-        self._handle.seek(0)
+        if self._handle.seekable():
+            self._handle.seek(0)
         read = 0
         while True:
             try:
@@ -176,7 +206,7 @@ class AudioSource:
                 break
             read += block.shape[0]
             yield np.ascontiguousarray(block.T)
-        if read < self.frames:
+        if self.frames is not None and read < self.frames:
             raise AudioError(f"{self.path}: truncated: expected {self.frames} frames, read {read}")
 
     def tail(self, frames: int, dtype: str = "float32") -> np.ndarray:
@@ -186,6 +216,9 @@ class AudioSource:
         (MP3, Ogg Vorbis/Opus: a seek lands near, not on, the frame) is decoded from the start
         instead, keeping only the last frames, so the tail is exactly what the stream will give.
         """
+        if self.frames is None:
+            raise AudioError(f"{self.path}: a circular first layer needs the signal's end first, which "
+                             f"a stream read from a pipe cannot give; pass a file")
         count = min(frames, self.frames)
         if self._array is not None:
             return np.array(self._array[:, self.frames - count :], dtype=dtype, order="C")
@@ -220,6 +253,79 @@ def _npy_2d(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def _feature_source(path, array: np.ndarray, input_rate, expected_channels) -> AudioSource:
+    """A ``(channels, frames)`` float array as a source (an ``.npy`` file or one on stdin)."""
+    if input_rate is None:
+        raise AudioError(f"{path}: .npy inputs need --input-rate HZ (or a config with output_sample_rate)")
+    array = _npy_2d(array)
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
+        raise AudioError(
+            f"{path}: .npy input must be a float array of shape (channels, frames), got "
+            f"{array.dtype} {tuple(array.shape)}"
+        )
+    if array.shape[0] != expected_channels and array.shape[1] == expected_channels:
+        raise AudioError(
+            f"{path}: shape {tuple(array.shape)} looks like (frames, channels); the stack "
+            f"takes {expected_channels} channels: save the array transposed, as (channels, frames)"
+        )
+    if array.shape[0] > array.shape[1] and array.shape[0] != expected_channels:
+        raise AudioError(
+            f"{path}: shape {tuple(array.shape)} has more channels than frames; "
+            f"expected (channels, frames)"
+        )
+    subtype = "DOUBLE" if array.dtype == np.float64 else "FLOAT"  # keep every bit of a float array
+    return AudioSource(Path(path), input_rate, array.shape[0], array.shape[1], subtype, _array=array,
+                       _mapped=path != "<stdin>")
+
+
+def _open_stdin(input_rate, expected_channels: int | None) -> AudioSource:
+    """Standard input: an ``.npy`` array (read whole), or a WAV/FLAC/… stream read as it comes.
+
+    The first bytes tell which; for audio they are handed on, with the rest, through a pipe to
+    libsndfile, which reads a pipe without seeking. The length of such a stream is unknown until
+    it ends (``frames`` is None).
+    """
+    head = b""
+    while len(head) < 6:
+        more = os.read(0, 6 - len(head))
+        if not more:
+            break
+        head += more
+    if not head:
+        raise AudioError("<stdin>: nothing to read (pipe audio in, or name a file)")
+    if head.startswith(b"\x93NUMPY"):
+        import io
+
+        data = head + sys.stdin.buffer.read()
+        try:
+            array = np.load(io.BytesIO(data), allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise AudioError(f"<stdin>: not a readable .npy array: {str(exc).splitlines()[0]}") from None
+        return _feature_source("<stdin>", array, input_rate, expected_channels)
+    read_end, write_end = os.pipe()
+
+    def relay() -> None:
+        try:
+            os.write(write_end, head)
+            while True:
+                block = os.read(0, 1 << 16)
+                if not block:
+                    break
+                os.write(write_end, block)
+        except OSError:
+            pass  # the reader stopped early
+        finally:
+            os.close(write_end)
+
+    threading.Thread(target=relay, daemon=True).start()
+    try:
+        handle = sf.SoundFile(read_end, closefd=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        detail = str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
+        raise AudioError(f"<stdin>: not a readable audio stream ({detail})") from None
+    return AudioSource(Path(STDIO), handle.samplerate, handle.channels, None, handle.subtype, handle)
+
+
 def open_source(path: str | Path, input_rate=None, expected_channels: int | None = None) -> AudioSource:
     """Open an audio file (anything libsndfile reads) or a ``.npy`` ``(channels, frames)`` array.
 
@@ -227,36 +333,19 @@ def open_source(path: str | Path, input_rate=None, expected_channels: int | None
     ``.npy`` inputs; ``expected_channels`` (the stack's) lets a short feature array have more
     channels than frames, and ``(1, channels, frames)`` arrays drop their batch axis.
     """
+    if str(path) == STDIO:
+        return _open_stdin(input_rate, expected_channels)
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
         raise AudioError(f"{path}: is a folder (pass --recursive or name the files)")
     if path.suffix.lower() == ".npy":
-        if input_rate is None:
-            raise UsageError(f"{path}: .npy inputs need --input-rate HZ (or a config with output_sample_rate)")
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise AudioError(f"{path}: not a readable .npy array: {str(exc).splitlines()[0]}") from None
-        array = _npy_2d(array)
-        if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
-            raise AudioError(
-                f"{path}: .npy input must be a float array of shape (channels, frames), got "
-                f"{array.dtype} {tuple(array.shape)}"
-            )
-        if array.shape[0] != expected_channels and array.shape[1] == expected_channels:
-            raise AudioError(
-                f"{path}: shape {tuple(array.shape)} looks like (frames, channels); the stack "
-                f"takes {expected_channels} channels: save the array transposed, as (channels, frames)"
-            )
-        if array.shape[0] > array.shape[1] and array.shape[0] != expected_channels:
-            raise AudioError(
-                f"{path}: shape {tuple(array.shape)} has more channels than frames; "
-                f"expected (channels, frames)"
-            )
-        subtype = "DOUBLE" if array.dtype == np.float64 else "FLOAT"  # keep every bit of a float array
-        return AudioSource(path, input_rate, array.shape[0], array.shape[1], subtype, _array=array)
+        return _feature_source(path, array, input_rate, expected_channels)
     try:
         with open(path, "rb"):
             pass
@@ -287,21 +376,28 @@ class AudioSink:
 
     def __init__(self, path: Path, rate: int, channels: int, fmt: str, subtype: str,
                  clip: str = "clamp", label: str | None = None):
-        self.clip = clip
-        self.label = label or str(path)
-        self.clamps = subtype not in FLOAT_SUBTYPES
-        self.steps = 2.0 ** (PCM_BITS[subtype] - 1) if subtype in PCM_BITS else None
-        self.clipped = 0
-        self.non_finite = 0  # NaN/Inf output samples (an overflow): counted, refused under clip="error"
-        self.frames = 0
+        self._counters(subtype, clip, label or str(path))
         try:
             self._handle = sf.SoundFile(str(path), "w", rate, channels, subtype, format=fmt)
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             raise AudioError(f"{self.label}: cannot write {fmt}/{subtype}: {exc}") from None
 
+    def _counters(self, subtype: str, clip: str, label: str) -> None:
+        self.clip, self.label = clip, label
+        self.clamps = subtype not in FLOAT_SUBTYPES
+        self.steps = 2.0 ** (PCM_BITS[subtype] - 1) if subtype in PCM_BITS else None
+        self.clipped = 0
+        self.non_finite = 0  # NaN/Inf output samples (an overflow): counted, refused under clip="error"
+        self.frames = 0
+
     def write(self, block: np.ndarray) -> None:
         if not block.shape[-1]:
             return
+        self._write(self._prepare(block))
+        self.frames += block.shape[-1]
+
+    def _prepare(self, block: np.ndarray) -> np.ndarray:
+        """Count clipped and non-finite samples, clamp, and round PCM to its steps."""
         finite = np.isfinite(block)
         if not finite.all():
             bad = int(block.size - np.count_nonzero(finite))
@@ -329,15 +425,82 @@ class AudioSink:
             np.clip(scaled, -self.steps, self.steps - 1, out=scaled)
             scaled *= 1.0 / self.steps
             block = scaled
+        return block
+
+    def _write(self, block: np.ndarray) -> None:
         try:
             self._handle.write(block.T)
         except (sf.LibsndfileError, RuntimeError, OSError, AssertionError) as exc:
             raise AudioError(f"{self.label}: write failed ({str(exc).strip() or 'short write'}); "
                              f"is the disk full?") from None
-        self.frames += block.shape[-1]
 
     def close(self) -> None:
         try:
             self._handle.close()
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             raise AudioError(f"{self.label}: write failed ({exc}); is the disk full?") from None
+
+
+class StdoutSink(AudioSink):
+    """Writes a stream to standard output, which cannot seek back to fix a header.
+
+    ``wav``: a RIFF header with the exact sizes when ``frames`` (the output's length) is known,
+    else sizes of 0xFFFFFFFF (unknown, as sox and ffmpeg read pipes), then interleaved
+    little-endian samples; ``raw``: the samples
+    alone (interleaved, little-endian, signed PCM or IEEE float per the subtype); ``flac``: a
+    FLAC stream (libsndfile). Clipping, rounding and counting are the file sink's.
+    """
+
+    _DTYPES = {"PCM_16": "<i2", "PCM_32": "<i4", "FLOAT": "<f4", "DOUBLE": "<f8"}
+
+    def __init__(self, kind: str, rate: int, channels: int, subtype: str, clip: str = "clamp",
+                 frames: int | None = None):
+        self.kind, self.subtype, self.channels = kind, subtype, channels
+        if kind != "flac" and subtype not in (*self._DTYPES, "PCM_24"):
+            raise UsageError(f"-o -: a {kind} stream holds PCM_16, PCM_24, PCM_32, FLOAT or DOUBLE, not {subtype}")
+        sys.stdout.flush()
+        if kind == "flac":
+            super().__init__(Path(STDIO), rate, channels, "FLAC", subtype, clip, label="<stdout>")
+            return
+        self._counters(subtype, clip, "<stdout>")
+        self._out = sys.stdout.buffer
+        if kind == "wav":
+            bits = {"PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "DOUBLE": 64}[subtype]
+            tag = 3 if subtype in FLOAT_SUBTYPES else 1
+            align = channels * bits // 8
+            data = frames * align if frames is not None and frames * align < 0xFFFFFFFF - 36 else 0xFFFFFFFF
+            riff = data + 36 if data != 0xFFFFFFFF else 0xFFFFFFFF
+            header = (b"RIFF" + struct.pack("<I", riff) + b"WAVEfmt "
+                      + struct.pack("<IHHIIHH", 16, tag, channels, rate, rate * align, align, bits)
+                      + b"data" + struct.pack("<I", data))
+            self._send(header)
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self._out.write(data)
+        except BrokenPipeError:
+            raise AudioError("<stdout>: the reading end of the pipe closed") from None
+        except OSError as exc:
+            raise AudioError(f"<stdout>: write failed ({exc.strerror})") from None
+
+    def _write(self, block: np.ndarray) -> None:
+        if self.kind == "flac":
+            return super()._write(block)
+        frames = block.T  # interleaved
+        if self.steps is not None:
+            ints = np.rint(frames * self.steps).astype("<i4")
+            if self.subtype == "PCM_24":
+                data = ints.astype("<i4").view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
+            else:
+                data = ints.astype(self._DTYPES[self.subtype]).tobytes()
+        else:
+            data = np.ascontiguousarray(frames, dtype=self._DTYPES[self.subtype]).tobytes()
+        self._send(data)
+
+    def close(self) -> None:
+        if self.kind == "flac":
+            return super().close()
+        try:
+            self._out.flush()
+        except BrokenPipeError:
+            raise AudioError("<stdout>: the reading end of the pipe closed") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import threading
 import time
 from contextlib import suppress
@@ -21,7 +22,11 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from .audio_io import (
+    STDIO,
+    STREAM_TYPES,
     AudioSink,
+    StdoutSink,
+    check_rate,
     atomic_path,
     audio_extensions,
     choose_subtype,
@@ -45,6 +50,7 @@ class RunOptions:
     overwrite: bool = False
     skip_existing: bool = False
     non_finite: str = "error"  # NaN/Inf input samples: "error" (the file fails) or "zero" (replaced)
+    kind: str | None = None  # --type: the container of outputs the tool names, and of -o -
 
 
 NON_FINITE_MODES = ("error", "zero")
@@ -78,11 +84,17 @@ class Job:
 # planning a batch
 
 
-def default_name(source: Path, rate: int) -> Path:
-    return source.with_name(f"{source.stem}.{rate}hz.wav")
+_OWN_OUTPUT = re.compile(r"\.\d+hz$")  # the stem of a <stem>.<rate>hz.<ext> output of ours
 
 
-def _writable_name(path: Path) -> Path:
+def default_name(source: Path, rate: int, kind: str | None = None) -> Path:
+    """``<stem>.<rate>hz.<kind or wav>`` beside the input."""
+    return source.with_name(f"{source.stem}.{rate}hz.{kind or 'wav'}")
+
+
+def _writable_name(path: Path, kind: str | None = None) -> Path:
+    if kind:
+        return path.with_suffix(f".{kind}")
     try:
         format_for(path)
         return path
@@ -90,8 +102,13 @@ def _writable_name(path: Path) -> Path:
         return path.with_suffix(".wav")
 
 
-def _listed(folder: Path, recursive: bool) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Audio files in a folder (and its subfolders), and the folders that could not be read."""
+def _listed(folder: Path, recursive: bool, skip: Path | None = None) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Audio files in a folder (and its subfolders), and the folders that could not be read.
+
+    Hidden files and folders, the output folder ``skip`` and files named as this tool names its
+    outputs (``<stem>.<rate>hz.<ext>``) are not inputs: a second run over the same folder does
+    not process the first run's results.
+    """
     extensions = audio_extensions()
     found: list[Path] = []
     unreadable: list[tuple[Path, str]] = []
@@ -100,31 +117,48 @@ def _listed(folder: Path, recursive: bool) -> tuple[list[Path], list[tuple[Path,
         unreadable.append((Path(exc.filename or folder), exc.strerror or str(exc)))
 
     for top, dirs, files in os.walk(folder, onerror=failed):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and not (skip is not None and (Path(top) / d).resolve() == skip)) if recursive else []
         found.extend(Path(top) / name for name in files
-                     if not name.startswith(".") and Path(name).suffix.lower().lstrip(".") in extensions)
+                     if not name.startswith(".") and Path(name).suffix.lower().lstrip(".") in extensions
+                     and not _OWN_OUTPUT.search(Path(name).stem))
     return sorted(found), unreadable
 
 
-def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive: bool = False) -> list[Job]:
+def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive: bool = False,
+              kind: str | None = None) -> list[Job]:
     """Expand folders and name every output (SPEC §4).
 
     One input file with ``-o FILE`` writes that file; several inputs or a folder write into
     ``-o DIR``, keeping paths relative to each folder given (or to the current folder for
-    files under it); without ``-o`` outputs go beside the inputs. :func:`check_outputs` then
-    names the default outputs and refuses clashes with inputs or between outputs.
+    files under it); without ``-o`` outputs go beside the inputs. ``-`` is standard input (as an
+    input) or standard output (as ``-o``), one stream each. ``kind`` (``--type``) is the
+    container of every output the tool names. :func:`check_outputs` then names the default
+    outputs and refuses clashes with inputs or between outputs.
     """
     inputs = [Path(p) for p in inputs]
     if not inputs:
         raise UsageError("no inputs given")
+    stdin = [p for p in inputs if str(p) == STDIO]
+    if stdin and len(inputs) > 1:
+        raise UsageError("- (standard input) must be the only input")
+    if stdin and output is None:
+        raise UsageError("- (standard input) needs -o FILE, or -o - for standard output")
+    if output is not None and str(output) == STDIO:
+        if len(inputs) > 1 or inputs[0].is_dir():
+            raise UsageError("-o - (standard output) takes one input")
+        return [Job(inputs[0], Path(STDIO))]
+    if stdin:
+        return [Job(inputs[0], Path(output))]
     pairs: list[tuple[Path, Path]] = []  # (source, relative name for -o DIR)
     problems: list[Job] = []  # folders that could not be read: each fails as one job
     any_folder = False
     cwd = Path.cwd().resolve()
+    skip = Path(output).resolve() if output is not None else None
     for item in inputs:
         if item.is_dir():
             any_folder = True
-            listed, unreadable = _listed(item, recursive)
+            listed, unreadable = _listed(item, recursive, skip)
             problems += [Job(path, None, f"{path}: cannot read this folder ({why}); its files were not run")
                          for path, why in unreadable]
             if not listed and not unreadable:
@@ -140,14 +174,21 @@ def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive
 
     if output is None:
         return [Job(src, None) for src, _ in pairs] + problems
-    into_folder = (len(pairs) > 1 or any_folder or Path(output).is_dir()
-                   or str(output).endswith(("/", os.sep)))  # before Path() drops the slash
+    text = str(output)
     output = Path(output)
+    several = len(pairs) > 1 or any_folder
+    into_folder = several or output.is_dir() or text.endswith(("/", os.sep))  # before Path() drops the slash
     if not into_folder:
+        if kind and output.suffix.lower().lstrip(".") != kind:
+            raise UsageError(f"-o {output}: --type {kind} contradicts the file's extension")
         return [Job(pairs[0][0], output)]
     if output.exists() and not output.is_dir():
         raise UsageError(f"-o {output}: is a file; several inputs need a folder")
-    return [Job(src, output / _writable_name(relative)) for src, relative in pairs] + problems
+    if several and not output.exists() and not text.endswith(("/", os.sep)) \
+            and output.suffix.lower().lstrip(".") in audio_extensions():
+        raise UsageError(f"-o {output}: names one file, but there are {len(pairs)} inputs; give a folder "
+                         f"(end it with / to create it)")
+    return [Job(src, output / _writable_name(relative, kind)) for src, relative in pairs] + problems
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -217,7 +258,7 @@ def _planned_rate(job: Job, runner: Runner, input_rate) -> int | None:
         return None
 
 
-def check_outputs(jobs: list[Job], runner: Runner, input_rate=None) -> list[Job]:
+def check_outputs(jobs: list[Job], runner: Runner, input_rate=None, kind: str | None = None) -> list[Job]:
     """Name every output before any work, and refuse a plan that could lose a file.
 
     Every planned output is compared with every input and every other output (resolved paths,
@@ -229,12 +270,12 @@ def check_outputs(jobs: list[Job], runner: Runner, input_rate=None) -> list[Job]
     for job in jobs:
         if job.error is None and job.dest is None:
             rate = _planned_rate(job, runner, input_rate)
-            job = Job(job.source, default_name(job.source, rate)) if rate is not None else job
+            job = Job(job.source, default_name(job.source, rate, kind)) if rate is not None else job
         named.append(job)
     sources = [job.source for job in named]
     owners: dict[Path, Path] = {}
     for job in named:
-        if job.dest is None or job.error is not None:
+        if job.dest is None or job.error is not None or STDIO in (str(job.dest), str(job.source)):
             continue
         for source in sources:
             if source.exists() and _same_file(job.dest, source):
@@ -358,10 +399,12 @@ def process_file(
             raise type(exc)(f"{job.source}: {exc}") from None
         per_channel = channel_plan(config, source.channels, options.channels) == "per_channel"
         out_rate = config.output_rate(source.rate)
-        dest = job.dest or default_name(job.source, out_rate)
+        dest = job.dest or default_name(job.source, out_rate, options.kind)
         report = {"input": str(job.source), "output": str(dest)}
         try:
-            if dest.exists():
+            if str(dest) != STDIO:
+                check_rate(dest, out_rate)
+            if str(dest) != STDIO and dest.exists():
                 if dest.resolve() == job.source.resolve():
                     raise AudioError(f"{dest}: is the input itself; not overwritten")
                 if options.skip_existing:
@@ -369,7 +412,8 @@ def process_file(
                 if not options.overwrite:
                     raise AudioError(f"{dest}: already exists (pass --overwrite or --skip-existing)")
             try:
-                engine.check_frames(source.frames)
+                if source.frames is not None:  # a pipe's length shows at its end: checked then
+                    engine.check_frames(source.frames)
             except AudioError as exc:
                 raise type(exc)(f"{job.source}: {exc}") from None
             written = _write(engine, source, dest, out_rate, per_channel, options, cancel, progress)
@@ -377,7 +421,7 @@ def process_file(
             exc.output = str(dest)
             raise
     wall = time.perf_counter() - started
-    seconds = float(source.frames / Fraction(source.rate))
+    seconds = float(written["frames_in"] / Fraction(source.rate))
     return {
         **report,
         "status": "ok",
@@ -385,7 +429,6 @@ def process_file(
         "output_rate": out_rate,
         "channels_in": source.channels,
         **written,
-        "frames_in": source.frames,
         "seconds": seconds,
         "wall_seconds": wall,
         "realtime_factor": wall / seconds if seconds else None,
@@ -395,9 +438,17 @@ def process_file(
 
 def _write(engine, source, dest: Path, out_rate: int, per_channel: bool, options: RunOptions,
            cancel, progress) -> dict:
-    """Stream ``source`` through ``engine`` into a temporary file renamed onto ``dest``."""
-    fmt = format_for(dest)
-    subtype = choose_subtype(fmt, options.subtype, source.subtype, str(dest))
+    """Stream ``source`` through ``engine`` into a temporary file renamed onto ``dest`` (or to
+    standard output when ``dest`` is ``-``)."""
+    to_stdout = str(dest) == STDIO
+    if to_stdout:
+        kind = options.kind or "wav"
+        if kind not in STREAM_TYPES:
+            raise UsageError(f"-o -: --type {kind} cannot be streamed; use one of {list(STREAM_TYPES)}")
+        fmt, where = ("FLAC" if kind == "flac" else "WAV"), f"<stdout>.{kind}"
+    else:
+        fmt, where = format_for(dest), str(dest)
+    subtype = choose_subtype(fmt, options.subtype, source.subtype, where)
     out_channels = engine.out_channels * (source.channels if per_channel else 1)
     read_dtype = "float64" if engine.dtype == np.float64 else "float32"
     chunk = options.chunk or engine.preferred_chunk()
@@ -411,40 +462,55 @@ def _write(engine, source, dest: Path, out_rate: int, per_channel: bool, options
         tail_block = source.tail(tail_frames, read_dtype)
         check_finite(tail_block, source.frames - tail_block.shape[-1], source.path, options.non_finite)
         tail = shaped(tail_block)
+    args = (engine, source, chunk, read_dtype, shaped, tail, out_channels, per_channel, options, cancel, progress)
+    if to_stdout:
+        frames = None if source.frames is None else engine.output_frames(source.frames)
+        counts = _stream_into(StdoutSink(kind, out_rate, out_channels, subtype, options.clip, frames), *args)
+    else:
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AudioError(f"{dest}: cannot create its folder {dest.parent} ({exc.strerror})") from None
+        with atomic_path(dest, overwrite=options.overwrite) as tmp:
+            sink = AudioSink(tmp, out_rate, out_channels, fmt, subtype, options.clip, label=str(dest))
+            counts = _stream_into(sink, *args)
+    return {"output_rate": out_rate, "channels_out": out_channels, **counts, "subtype": subtype,
+            "device": engine.device, "engine": engine.name}
+
+
+def _stream_into(sink, engine, source, chunk: int, read_dtype: str, shaped, tail, out_channels: int,
+                 per_channel: bool, options: RunOptions, cancel, progress) -> dict:
+    """Read ``source`` in blocks, push them through a stream of ``engine``, write into ``sink``."""
     stream = engine.open_stream(source.channels if per_channel else 1, tail)
     stop = threading.Event()
+    writer = _Writer(sink)
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AudioError(f"{dest}: cannot create its folder {dest.parent} ({exc.strerror})") from None
-    with atomic_path(dest, overwrite=options.overwrite) as tmp:
-        sink = AudioSink(tmp, out_rate, out_channels, fmt, subtype, options.clip, label=str(dest))
-        writer = _Writer(sink)
+        done = replaced = 0
+        for block in _prefetch(source.blocks(chunk, read_dtype), stop):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(str(source.path))
+            replaced += check_finite(block, done, source.path, options.non_finite)
+            writer.put(stream.push(shaped(block)).reshape(out_channels, -1))
+            done += block.shape[-1]
+            if progress:
+                progress(done, source.frames)
+        if not done:
+            raise AudioError(f"{source.path}: no audio frames")
         try:
-            done = replaced = 0
-            for block in _prefetch(source.blocks(chunk, read_dtype), stop):
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled(str(source.path))
-                replaced += check_finite(block, done, source.path, options.non_finite)
-                writer.put(stream.push(shaped(block)).reshape(out_channels, -1))
-                done += block.shape[-1]
-                if progress:
-                    progress(done, source.frames)
-            if not done:
-                raise AudioError(f"{source.path}: no audio frames")
-            writer.put(stream.flush().reshape(out_channels, -1))
-        except BaseException:
-            stop.set()
-            _abandon(writer)
-            with suppress(AudioError):
-                sink.close()
-            raise
-        writer.finish()
-        sink.close()
-    return {"output_rate": out_rate, "channels_out": out_channels, "frames_out": sink.frames,
-            "clipped_samples": sink.clipped, "non_finite_output_samples": sink.non_finite,
-            "non_finite_input_samples_zeroed": replaced, "subtype": subtype, "device": engine.device,
-            "engine": engine.name}
+            tail_out = stream.flush()
+        except AudioError as exc:  # too short: known only now for a pipe
+            raise type(exc)(f"{source.path}: {exc}") from None
+        writer.put(tail_out.reshape(out_channels, -1))
+    except BaseException:
+        stop.set()
+        _abandon(writer)
+        with suppress(AudioError):
+            sink.close()
+        raise
+    writer.finish()
+    sink.close()
+    return {"frames_in": done, "frames_out": sink.frames, "clipped_samples": sink.clipped,
+            "non_finite_output_samples": sink.non_finite, "non_finite_input_samples_zeroed": replaced}
 
 
 def _abandon(writer: _Writer) -> None:
