@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import struct
 import sys
@@ -183,6 +184,7 @@ class AudioSource:
     _handle: sf.SoundFile | None = None
     _array: np.ndarray | None = None
     _mapped: bool = False  # _array maps self.path: map it afresh for each block
+    _spool: object = None  # the temporary copy of a standard input that had to be seekable
 
     def blocks(self, frames: int, dtype: str = "float32") -> Iterator[np.ndarray]:
         """Yield ``[channels, n]`` blocks of at most ``frames`` frames, from the start."""
@@ -236,6 +238,8 @@ class AudioSource:
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
+        if self._spool is not None:
+            self._spool.close()
 
     def __enter__(self) -> "AudioSource":
         return self
@@ -279,11 +283,12 @@ def _feature_source(path, array: np.ndarray, input_rate, expected_channels) -> A
 
 
 def _open_stdin(input_rate, expected_channels: int | None) -> AudioSource:
-    """Standard input: an ``.npy`` array (read whole), or a WAV/FLAC/… stream read as it comes.
+    """Standard input: an ``.npy`` array (read whole), or an audio stream.
 
-    The first bytes tell which; for audio they are handed on, with the rest, through a pipe to
-    libsndfile, which reads a pipe without seeking. The length of such a stream is unknown until
-    it ends (``frames`` is None).
+    The first bytes tell which. WAV, AIFF and AU are read as they come: those bytes and the rest
+    go through a pipe to libsndfile, which reads such a pipe without seeking, and the length is
+    unknown until the stream ends (``frames`` is None). Other formats (FLAC, Ogg, MP3), whose
+    decoders must seek, are first copied to an anonymous temporary file (on disk, not in memory).
     """
     head = b""
     while len(head) < 6:
@@ -302,6 +307,19 @@ def _open_stdin(input_rate, expected_channels: int | None) -> AudioSource:
         except (OSError, ValueError) as exc:
             raise AudioError(f"<stdin>: not a readable .npy array: {str(exc).splitlines()[0]}") from None
         return _feature_source("<stdin>", array, input_rate, expected_channels)
+    if head[:4] not in (b"RIFF", b"RIFX", b"RF64", b"FORM", b".snd"):
+        spool = tempfile.TemporaryFile(prefix="convt-audio-stdin-")
+        spool.write(head)
+        shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+        spool.seek(0)
+        try:
+            handle = sf.SoundFile(spool)
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            spool.close()
+            detail = str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
+            raise AudioError(f"<stdin>: not a readable audio stream ({detail})") from None
+        return AudioSource(Path(STDIO), handle.samplerate, handle.channels, handle.frames, handle.subtype,
+                           handle, _spool=spool)
     read_end, write_end = os.pipe()
 
     def relay() -> None:
@@ -441,6 +459,38 @@ class AudioSink:
             raise AudioError(f"{self.label}: write failed ({exc}); is the disk full?") from None
 
 
+class _AppendOnly:
+    """A file for libsndfile that forwards what it appends to a stream and drops rewrites.
+
+    An encoder seeks back at the end to fill in lengths (FLAC's STREAMINFO); on a pipe those
+    bytes are gone, and the stream's header keeps saying "length unknown", which is valid.
+    """
+
+    def __init__(self, out):
+        self.out, self.position, self.size = out, 0, 0
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        if self.position >= self.size:
+            self.out.write(data)
+            self.size += len(data)
+        elif self.position + len(data) > self.size:  # a rewrite that runs past the end: send the rest
+            self.out.write(data[self.size - self.position :])
+            self.size = self.position + len(data)
+        self.position += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.position = offset if whence == 0 else (self.position + offset if whence == 1 else self.size + offset)
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+
 class StdoutSink(AudioSink):
     """Writes a stream to standard output, which cannot seek back to fix a header.
 
@@ -460,7 +510,12 @@ class StdoutSink(AudioSink):
             raise UsageError(f"-o -: a {kind} stream holds PCM_16, PCM_24, PCM_32, FLOAT or DOUBLE, not {subtype}")
         sys.stdout.flush()
         if kind == "flac":
-            super().__init__(Path(STDIO), rate, channels, "FLAC", subtype, clip, label="<stdout>")
+            self._counters(subtype, clip, "<stdout>")
+            try:
+                self._handle = sf.SoundFile(_AppendOnly(sys.stdout.buffer), "w", rate, channels, subtype,
+                                            format="FLAC")
+            except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+                raise AudioError(f"<stdout>: cannot write FLAC/{subtype}: {exc}") from None
             return
         self._counters(subtype, clip, "<stdout>")
         self._out = sys.stdout.buffer
@@ -490,7 +545,7 @@ class StdoutSink(AudioSink):
         if self.steps is not None:
             ints = np.rint(frames * self.steps).astype("<i4")
             if self.subtype == "PCM_24":
-                data = ints.astype("<i4").view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
+                data = np.ascontiguousarray(ints).view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
             else:
                 data = ints.astype(self._DTYPES[self.subtype]).tobytes()
         else:

@@ -1,0 +1,198 @@
+"""Shell and batch habits: pipes through real sox, containers, safe re-runs, one-line errors."""
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from cli.main import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+SOX = shutil.which("sox")
+needs_sox = pytest.mark.skipif(SOX is None, reason="sox is not installed (.ci/run installs it with apt)")
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def cli(*args, stdin=None, cwd=None, env=None):
+    """The real console entry point in a subprocess, bytes in and out."""
+    return subprocess.run([sys.executable, "-c", "from cli.main import app; app()", *map(str, args)],
+                          input=stdin, capture_output=True, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
+def tone(path, seconds=0.5, rate=16000, subtype=None, channels=1, **kw):
+    t = np.arange(int(seconds * rate)) / rate
+    data = np.stack([0.4 * np.sin(2 * np.pi * (330 + 110 * c) * t) for c in range(channels)], 1)
+    sf.write(str(path), data, rate, subtype=subtype or ("PCM_16" if kw.get("format", "WAV") in ("WAV", "AIFF", "FLAC") else None), **kw)
+    return data
+
+
+# ------------------------------------------------------------------ pipes
+
+@needs_sox
+def test_sox_pipeline_end_to_end(tmp_path):
+    """sox in.wav -t wav - | convt-audio run - -r 48000 -o - | sox - out.flac"""
+    tone(tmp_path / "in.wav", seconds=1.0, rate=16000)
+    command = (f"{SOX} in.wav -t wav - | {sys.executable} -c 'from cli.main import app; app()' run - -r 48000 "
+               f"-o - | {SOX} -t wav - out.flac")
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "CONVT_AUDIO_CACHE": str(tmp_path / "c")})
+    assert done.returncode == 0, done.stderr
+    out, rate = sf.read(str(tmp_path / "out.flac"))
+    assert rate == 48000 and out.shape[0] == 48000
+    direct = invoke("run", tmp_path / "in.wav", "-r", 48000, "-o", tmp_path / "direct.wav")
+    assert direct.exit_code == 0
+    np.testing.assert_array_equal(out, sf.read(str(tmp_path / "direct.wav"))[0])
+
+
+def test_stdout_is_only_audio_and_the_header_is_exact(tmp_path):
+    tone(tmp_path / "a.wav", seconds=0.25)
+    done = cli("run", "a.wav", "-o", "-", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    audio, rate = sf.read(io.BytesIO(done.stdout))
+    assert rate == 48000 and audio.shape[0] == 12000
+    assert b"->" in done.stderr and done.stdout[:4] == b"RIFF"
+    assert int.from_bytes(done.stdout[40:44], "little") == 12000 * 2  # data size known: the input is a file
+
+
+@pytest.mark.parametrize("kind,subtype,nbytes", [
+    ("raw", "PCM_24", 3), ("raw", "FLOAT", 4),
+    pytest.param("flac", None, None, marks=needs_sox),
+])
+def test_stdout_types(tmp_path, kind, subtype, nbytes):
+    data = tone(tmp_path / "a.wav", seconds=0.1, channels=2)
+    args = ["run", "a.wav", "-o", "-", "-t", kind, "-c", "sinc-x2"] + (["--subtype", subtype] if subtype else [])
+    done = cli(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    if kind == "flac":  # a FLAC stream that does not know its length (a pipe's): sox decodes it
+        decoded = subprocess.run([SOX, "-t", "flac", "-", "-t", "wav", "-"], input=done.stdout, capture_output=True)
+        assert decoded.returncode == 0, decoded.stderr
+        audio, rate = sf.read(io.BytesIO(decoded.stdout))
+        assert rate == 32000 and audio.shape == (3200, 2)
+    else:  # interleaved little-endian frames, nothing else
+        assert len(done.stdout) == 3200 * 2 * nbytes
+        raw = sf.read(io.BytesIO(done.stdout), format="RAW", subtype=subtype, samplerate=32000, channels=2)[0]
+        np.testing.assert_allclose(raw[::2], data, atol=2e-4)  # originals pass unchanged
+
+
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "AIFF"])
+def test_stdin_audio(tmp_path, fmt):
+    tone(tmp_path / f"a.{fmt.lower()}", seconds=0.2, format=fmt)
+    done = cli("run", "-", "-o", "out.wav", stdin=(tmp_path / f"a.{fmt.lower()}").read_bytes(), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sf.info(str(tmp_path / "out.wav")).frames == 3200 * 3
+    assert invoke("run", tmp_path / f"a.{fmt.lower()}", "-o", tmp_path / "ref.wav").exit_code == 0
+    np.testing.assert_array_equal(sf.read(str(tmp_path / "out.wav"))[0], sf.read(str(tmp_path / "ref.wav"))[0])
+
+
+def test_stdin_npy(tmp_path):
+    array = np.random.default_rng(0).standard_normal((1, 500)).astype(np.float32) * 0.1
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    done = cli("run", "-", "--input-rate", 8000, "-o", "-", stdin=buffer.getvalue(), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    audio, rate = sf.read(io.BytesIO(done.stdout), dtype="float32")
+    assert rate == 24000 and audio.shape[0] == 1500
+    np.testing.assert_allclose(audio[::3], array[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("args,stdin,message", [
+    (["run", "-", "a.wav"], b"", "- (standard input) must be the only input"),
+    (["run", "-"], b"x", "- (standard input) needs -o FILE, or -o - for standard output"),
+    (["run", "-", "-o", "o.wav"], b"", "<stdin>: nothing to read"),
+    (["run", "-", "-o", "o.wav"], b"garbage that is no audio", "<stdin>: not a readable audio stream"),
+    (["run", "a.wav", "-o", "-", "--json"], b"", "--json and -o - both want standard output"),
+    (["run", "a.wav", "-o", "-", "-t", "ogg"], b"", "--type: 'ogg' is not one of ['wav', 'flac', 'raw'] (for -o -)"),
+    (["run", "a.wav", "a.wav", "-o", "-"], b"", "-o - (standard output) takes one input"),
+])
+def test_pipe_misuse_is_one_line(tmp_path, args, stdin, message):
+    tone(tmp_path / "a.wav", seconds=0.1)
+    done = cli(*args, stdin=stdin, cwd=tmp_path)
+    assert done.returncode in (1, 2), done.stderr
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert done.stdout == b"" and not (tmp_path / "o.wav").exists()
+
+
+# ------------------------------------------------------------------ containers
+
+def test_type_picks_the_container_and_mp3_inputs_default_to_pcm16(tmp_path):
+    (tmp_path / "in").mkdir()
+    tone(tmp_path / "in" / "a.mp3", seconds=0.3, rate=24000, format="MP3", subtype="MPEG_LAYER_III")
+    tone(tmp_path / "in" / "b.wav", seconds=0.3, rate=24000)
+    result = invoke("run", tmp_path / "in", "-r", 48000, "-o", tmp_path / "out", "-t", "FLAC")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.flac", "b.flac"]
+    result = invoke("run", tmp_path / "in" / "a.mp3", "-r", 48000)  # beside it, as WAV
+    assert result.exit_code == 0, result.output
+    assert sf.info(str(tmp_path / "in" / "a.48000hz.wav")).subtype == "PCM_16"
+
+
+def test_opus_is_opus_and_its_rates_are_checked_first(tmp_path):
+    tone(tmp_path / "a.wav", seconds=0.5, rate=16000)
+    result = invoke("run", tmp_path / "a.wav", "-o", tmp_path / "a.opus")  # 48 kHz: an Opus rate
+    assert result.exit_code == 0, result.output
+    assert sf.info(str(tmp_path / "a.opus")).subtype == "OPUS"
+    result = invoke("run", tmp_path / "a.wav", "-c", "sinc-x2", "-o", tmp_path / "b.opus")
+    assert result.exit_code == 1
+    assert "b.opus: .opus holds 8000, 12000, 16000, 24000, 48000 Hz, not 32000 Hz" in result.stderr
+    assert not (tmp_path / "b.opus").exists() and not list(tmp_path.glob(".*part"))
+
+
+# ------------------------------------------------------------------ safe batches
+
+def test_one_output_file_for_several_inputs_is_an_error(tmp_path):
+    tone(tmp_path / "a.wav")
+    tone(tmp_path / "b.wav")
+    result = invoke("run", tmp_path / "a.wav", tmp_path / "b.wav", "-o", tmp_path / "t.wav")
+    assert result.exit_code == 2
+    assert "t.wav: names one file, but there are 2 inputs; give a folder" in result.stderr
+    assert not (tmp_path / "t.wav").exists()
+
+
+def test_reruns_never_process_their_own_outputs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    tone(tmp_path / "d" / "x.wav")
+    tone(tmp_path / "d" / "sub" / "y.wav")
+    for _ in range(3):
+        assert invoke("run", "d", "-R", "--skip-existing").exit_code == 0
+    names = sorted(p.relative_to(tmp_path / "d").as_posix() for p in (tmp_path / "d").rglob("*.wav"))
+    assert names == ["sub/y.48000hz.wav", "sub/y.wav", "x.48000hz.wav", "x.wav"]
+    for _ in range(2):
+        assert invoke("run", ".", "-o", "up/", "-R", "-n").exit_code == 0
+    assert not (tmp_path / "up" / "up").exists()
+    assert sorted(p.relative_to(tmp_path / "up").as_posix() for p in (tmp_path / "up").rglob("*.wav")) == \
+        ["d/sub/y.wav", "d/x.wav"]
+
+
+def test_a_bad_file_fails_alone_and_the_rest_is_written(tmp_path):
+    tone(tmp_path / "a.wav")
+    np.save(tmp_path / "b.npy", np.zeros((1, 100), np.float32))
+    (tmp_path / "c.wav").write_bytes(b"junk")
+    tone(tmp_path / "d.wav")
+    result = invoke("run", tmp_path, "-o", tmp_path / "up")
+    assert result.exit_code == 1
+    assert "b.npy: .npy inputs need --input-rate HZ" in result.stderr and "c.wav: not a readable" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "up").iterdir()) == ["a.wav", "d.wav"]
+
+
+def test_y_overwrites_and_n_skips(tmp_path):
+    tone(tmp_path / "a.wav")
+    assert invoke("run", tmp_path / "a.wav", "-o", tmp_path / "o.wav").exit_code == 0
+    assert invoke("run", tmp_path / "a.wav", "-o", tmp_path / "o.wav").exit_code == 1
+    assert invoke("run", tmp_path / "a.wav", "-o", tmp_path / "o.wav", "-y").exit_code == 0
+    result = invoke("run", tmp_path / "a.wav", "-o", tmp_path / "o.wav", "-n", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["status"] == "skipped"
