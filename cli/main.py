@@ -20,8 +20,35 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperGroup
+
+# click's exception classes as the installed Typer raises them (it may vendor click)
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+Abort = typer.Abort
+
+class _OneLineErrors(TyperGroup):
+    """Option-parsing errors as our own one line (``convt-audio: error: …``, exit 2), no panels."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        except ClickException as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command: its help
+                exc.show()
+                sys.exit(EXIT_USAGE)
+            _err(exc.format_message())
+            sys.exit(exc.exit_code)
+        except Abort:
+            _err("interrupted")
+            sys.exit(EXIT_INTERRUPTED)
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
+
 
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="convt-audio",
     help="Upsample and decode audio by exact streaming through transposed convolutions.",
     add_completion=False,
@@ -29,7 +56,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-design_app = typer.Typer(help="Design filters and write them as a config + weights pair.",
+design_app = typer.Typer(cls=_OneLineErrors, help="Design filters and write them as a config + weights pair.",
                          no_args_is_help=True)
 app.add_typer(design_app, name="design")
 
@@ -115,7 +142,7 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+    version: bool = typer.Option(False, "--version", metavar="", callback=_version_callback, is_eager=True,
                                  help="Print convt-audio, torch and CUDA versions and exit."),
 ) -> None:
     """Upsample and decode audio by exact streaming through transposed convolutions."""
@@ -191,21 +218,23 @@ def run(
     weights: Optional[Path] = typer.Option(None, "-w", "--weights", help="Weights file (default: the config's)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     chunk: str = typer.Option("auto", "--chunk", help="Input frames per block, or auto."),
-    dtype: DType = typer.Option(DType.float32, "--dtype", help="Compute dtype."),
+    dtype: DType = typer.Option(DType.float32, "--dtype", case_sensitive=False, help="Compute dtype."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
-    deterministic: bool = typer.Option(False, "--deterministic", help="Use PyTorch's deterministic algorithms."),
-    channels: Optional[Channels] = typer.Option(None, "--channels", help="Override the config's channel mapping."),
+    deterministic: bool = typer.Option(False, "--deterministic", metavar="", help="Use PyTorch's deterministic algorithms."),
+    channels: Optional[Channels] = typer.Option(None, "--channels", case_sensitive=False,
+                                                help="Override the config's channel mapping."),
     input_rate: Optional[str] = typer.Option(
         None, "--input-rate",
         help="Rate of .npy inputs in Hz, fractional allowed (86.1328125 or 22050/256); "
              "default: the config's feature rate."),
-    subtype: Optional[Subtype] = typer.Option(None, "--subtype", help="Output subtype (default: the input's)."),
-    clip: Clip = typer.Option(Clip.clamp, "--clip",
+    subtype: Optional[Subtype] = typer.Option(None, "--subtype", case_sensitive=False,
+                                              help="Output subtype (default: the input's)."),
+    clip: Clip = typer.Option(Clip.clamp, "--clip", case_sensitive=False,
                               help="Integer outputs: clamp and count, or refuse (also refuses NaN/Inf outputs)."),
-    non_finite: NonFinite = typer.Option(NonFinite.error, "--non-finite",
+    non_finite: NonFinite = typer.Option(NonFinite.error, "--non-finite", case_sensitive=False,
                                          help="NaN/Inf input samples: fail that file (error) or replace them with 0."),
-    overwrite: bool = typer.Option(False, "--overwrite", "-y", help="Replace existing outputs."),
-    skip_existing: bool = typer.Option(False, "--skip-existing", "--no-clobber", "-n",
+    overwrite: bool = typer.Option(False, "--overwrite", "-y", metavar="", help="Replace existing outputs."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", "--no-clobber", "-n", metavar="",
                                        help="Skip inputs whose output exists."),
     kind: Optional[str] = typer.Option(
         None, "--type", "-t",
@@ -215,12 +244,12 @@ def run(
         None, "--rate", "-r",
         help="Output sample rate in Hz (as sox's -r). Without -c, the resampler for each input's rate is "
              "chosen (a built-in sinc-xL, or an L/M design, cached); with -c, a check."),
-    recursive: bool = typer.Option(False, "--recursive", "-R", help="Look for audio in subfolders too."),
+    recursive: bool = typer.Option(False, "--recursive", "-R", metavar="", help="Look for audio in subfolders too."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Files processed in parallel."),
-    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first failed input."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per file on stdout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", metavar="", help="Stop at the first failed input."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="One JSON object per file on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="Print nothing but errors."),
+    debug: bool = typer.Option(False, "--debug", metavar="", help="Show tracebacks."),
 ) -> None:
     """Stream audio files through a config's stack and write the results."""
     started = time.time()
@@ -390,8 +419,8 @@ def info(
     input_rate: Optional[str] = typer.Option(
         None, "--input-rate",
         help="Input rate in Hz for the rates and FLOP/s figures (default: the config's feature rate, else 16000)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the facts as one JSON object."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print the facts as one JSON object."),
+    debug: bool = typer.Option(False, "--debug", metavar="", help="Show tracebacks."),
 ) -> None:
     """Show a config's layers and blocks, rates, look-ahead, receptive field, cost and weights status."""
     try:
@@ -451,8 +480,8 @@ def init(
     config: str = typer.Argument(..., help="Config file or built-in name."),
     output: Path = typer.Option(..., "-o", "--output", help="Weights file to write (.safetensors, .pt or .npz)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same weights)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace an existing file."),
+    debug: bool = typer.Option(False, "--debug", metavar="", help="Show tracebacks."),
 ) -> None:
     """Write weights initialised as PyTorch initialises these layers."""
     try:
@@ -481,8 +510,8 @@ def design_sinc_command(
     stopband: float = typer.Option(0.55, "--stopband", help="Stopband edge, fraction of the input rate."),
     attenuation: float = typer.Option(140.0, "--attenuation", help="Stopband attenuation in dB."),
     output: Path = typer.Option(..., "-o", "--output", help="NAME: writes NAME.yaml and NAME.safetensors."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace existing files."),
+    debug: bool = typer.Option(False, "--debug", metavar="", help="Show tracebacks."),
 ) -> None:
     """Write an L/M zero-delay Kaiser-windowed sinc resampler (a config and its weights)."""
     try:

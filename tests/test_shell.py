@@ -196,3 +196,32 @@ def test_y_overwrites_and_n_skips(tmp_path):
     assert invoke("run", tmp_path / "a.wav", "-o", tmp_path / "o.wav", "-y").exit_code == 0
     result = invoke("run", tmp_path / "a.wav", "-o", tmp_path / "o.wav", "-n", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["status"] == "skipped"
+
+
+# ------------------------------------------------------------------ one-line errors, flags
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "a.wav", "--dtype", "float8"], "Invalid value for '--dtype'"),
+    (["run", "a.wav", "--chunk", "0"], "--chunk: must be a positive number of frames or 'auto', got '0'"),
+    (["run", "a.wav", "--overwrite", "--skip-existing"], "--overwrite and --skip-existing exclude each other"),
+    (["run", "a.wav", "--bogus"], "No such option: --bogus"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+    (["run", "a.wav", "--threads", "x"], "Invalid value for '--threads'"),
+])
+def test_option_errors_are_our_one_line_with_exit_2(tmp_path, args, message):
+    tone(tmp_path / "a.wav", seconds=0.1)
+    done = cli(*args, cwd=tmp_path)
+    lines = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith("convt-audio: error: ") and message in lines[0]
+    assert "╭" not in done.stderr.decode()
+
+
+def test_enums_ignore_case_and_flags_show_as_flags(tmp_path):
+    tone(tmp_path / "a.wav", seconds=0.1)
+    result = invoke("run", tmp_path / "a.wav", "-o", tmp_path / "o.wav", "--subtype", "pcm_24", "--dtype", "FLOAT64",
+                    "--clip", "CLAMP")
+    assert result.exit_code == 0, result.output
+    assert sf.info(str(tmp_path / "o.wav")).subtype == "PCM_24"
+    help_text = invoke("run", "--help").stdout
+    assert "<bool>" not in help_text and "--no-clobber" in help_text
