@@ -227,4 +227,3 @@ def test_enums_ignore_case_and_flags_show_as_flags(tmp_path):
     for flag in ("--overwrite", "--json", "--recursive", "--quiet", "--fail-fast"):
         line = next(line for line in help_text.splitlines() if flag in line)
         assert "<bool>" not in line, line
-    assert "--no-clobber" in help_text
