@@ -14,13 +14,14 @@ import sys
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from typer.core import TyperGroup
+
+from convt_audio.errors import one_line
 
 # click's exception classes as the installed Typer raises them (it may vendor click)
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -87,16 +88,12 @@ class Subtype(str, Enum):
 class Clip(str, Enum):
     clamp = "clamp"
     error = "error"
+    rescale = "rescale"
 
 
 class NonFinite(str, Enum):
     error = "error"
     zero = "zero"
-
-
-def one_line(text: str) -> str:
-    """Escape control characters (a newline in a file name, say) so that a message is one line."""
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 def _err(message: str) -> None:
@@ -230,7 +227,8 @@ def run(
     subtype: Optional[Subtype] = typer.Option(None, "--subtype", case_sensitive=False,
                                               help="Output subtype (default: the input's)."),
     clip: Clip = typer.Option(Clip.clamp, "--clip", case_sensitive=False,
-                              help="Integer outputs: clamp and count, or refuse (also refuses NaN/Inf outputs)."),
+                              help="Integer outputs: clamp and count, refuse (error; also NaN/Inf outputs), or scale the "
+                                   "whole file so its peak fits (rescale: two passes)."),
     non_finite: NonFinite = typer.Option(NonFinite.error, "--non-finite", case_sensitive=False,
                                          help="NaN/Inf input samples: fail that file (error) or replace them with 0."),
     overwrite: bool = typer.Option(False, "--overwrite", "-y", metavar="", help="Replace existing outputs."),
@@ -319,87 +317,57 @@ def run(
 
 
 def _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug) -> int:
-    from convt_audio.errors import ConvtAudioError
-    from convt_audio.pipeline import Cancelled, process_file
+    from convt_audio.pipeline import BatchEvents, run_batch
 
     from .rich_utils import progress_bars
 
     cancel = threading.Event()
-    failed = skipped = done = 0
-    lock = threading.Lock()
 
-    def emit(report: dict) -> None:
-        if report.get("non_finite_output_samples"):
-            _warn(f"{report['output']}: {report['non_finite_output_samples']} NaN/Inf output samples "
-                  f"(an overflow){' written as 0 or ±1' if report['subtype'] not in ('FLOAT', 'DOUBLE') else ''}")
-        if report.get("non_finite_input_samples_zeroed"):
-            _warn(f"{report['input']}: {report['non_finite_input_samples_zeroed']} NaN/Inf input samples "
-                  f"replaced with 0", quiet)
-        if as_json:
-            typer.echo(json.dumps(report))
-        elif not quiet and report["status"] == "ok":
-            clipped = f", {report['clipped_samples']} samples clipped" if report["clipped_samples"] else ""
-            typer.echo(f"{report['input']} -> {report['output']} ({report['seconds']:.2f} s at "
-                       f"{report['output_rate']} Hz, {report['speed_x_realtime']:.1f}x real time"
-                       f"{clipped})", err=True)
-        elif not quiet and report["status"] == "skipped":
-            typer.echo(f"{report['input']}: skipped, {report['output']} exists", err=True)
+    class Events(BatchEvents):
+        def __init__(self, bars):
+            self.bars = bars
 
-    def one(job, bars) -> None:
-        nonlocal failed, skipped, done
-        if cancel.is_set():
-            return
-        name = str(job.source)
-        try:
-            report = process_file(runner, job, options, cancel,
-                                  bars.add_file(name, 0))
-        except Cancelled:
-            return
-        except Exception as exc:
+        def started(self, job):
+            return self.bars.add_file(str(job.source), _audio_rate(job))
+
+        def ended(self, job):
+            self.bars.file_done(str(job.source))
+
+        def failed(self, job, message, output, exc):
             if debug:
                 traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-            message = str(exc) if isinstance(exc, ConvtAudioError) else f"{type(exc).__name__}: {exc}"
-            message = one_line(message.strip()) if message.strip() else type(exc).__name__
-            output = getattr(exc, "output", None)
-            if one_line(name) not in message and not (output and message.startswith(one_line(output))):
-                message = f"{one_line(name)}: {message}"  # every line says which input it is about
-            with lock:
-                failed += 1
-                _err(message)
-                if as_json:
-                    output = output or (str(job.dest) if job.dest else None)
-                    typer.echo(json.dumps({"input": name, "output": output, "status": "error",
-                                           "error": message}))
-            if fail_fast:
-                cancel.set()
-            return
-        finally:
-            bars.file_done(name)
-        with lock:
-            if report["status"] == "skipped":
-                skipped += 1
-            else:
-                done += 1
-            emit(report)
+            self.bars.line(f"convt-audio: error: {message}")
+            if as_json:
+                typer.echo(json.dumps({"input": str(job.source), "output": output, "status": "error",
+                                       "error": message}))
+
+        def finished(self, job, report):
+            bars = self.bars
+            if report.get("clipped_samples"):  # even under -q: a loud file was changed
+                share = report["clipped_samples"] / max(1, report["frames_out"] * report["channels_out"])
+                bars.line(f"convt-audio: warning: {one_line(report['output'])}: {report['clipped_samples']} "
+                          f"samples clipped ({100 * share:.3g} %); --clip rescale scales the file to fit, "
+                          f"--subtype FLOAT keeps every value")
+            if report.get("non_finite_output_samples"):
+                written = " written as 0 or ±1" if report["subtype"] not in ("FLOAT", "DOUBLE") else ""
+                bars.line(f"convt-audio: warning: {one_line(report['output'])}: "
+                          f"{report['non_finite_output_samples']} NaN/Inf output samples (an overflow){written}")
+            if report.get("non_finite_input_samples_zeroed") and not quiet:
+                bars.line(f"convt-audio: warning: {one_line(report['input'])}: "
+                          f"{report['non_finite_input_samples_zeroed']} NaN/Inf input samples replaced with 0")
+            if as_json:
+                typer.echo(json.dumps(report))
+            elif not quiet and report["status"] == "ok":
+                gain = f", scaled by {report['gain_db']:+.2f} dB" if report.get("gain_db") else ""
+                bars.line(f"{one_line(report['input'])} -> {one_line(report['output'])} ({report['seconds']:.2f} s "
+                          f"at {report['output_rate']} Hz, {report['speed_x_realtime']:.1f}x real time{gain})")
+            elif not quiet and report["status"] == "skipped":
+                bars.line(f"{one_line(report['input'])}: skipped, {one_line(report['output'])} exists")
 
     interrupts = _Interrupts(cancel)
     try:
-        with interrupts, progress_bars(not quiet, len(jobs_list)) as bars:
-            if jobs == 1:
-                for job in jobs_list:
-                    one(job, bars)
-                    if cancel.is_set():
-                        break
-            else:
-                pool = ThreadPoolExecutor(max_workers=jobs)
-                try:
-                    for future in [pool.submit(one, job, bars) for job in jobs_list]:
-                        future.result()
-                except BaseException:
-                    cancel.set()
-                    raise
-                finally:
-                    pool.shutdown(wait=True)
+        with interrupts, progress_bars(not quiet and not as_json, len(jobs_list)) as bars:
+            result = run_batch(runner, jobs_list, options, jobs, fail_fast, cancel, Events(bars))
     except KeyboardInterrupt:  # a second signal: stopped at once
         cancel.set()
         _err("interrupted")
@@ -408,8 +376,21 @@ def _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug
         _err("interrupted; no partial outputs were left")
         return interrupts.exit_code
     if not quiet and not as_json and len(jobs_list) > 1:
-        typer.echo(f"{len(jobs_list)} inputs: {done} written, {skipped} skipped, {failed} failed", err=True)
-    return EXIT_FAILED if failed else EXIT_OK
+        typer.echo(f"{len(jobs_list)} inputs: {result.written} written, {result.skipped} skipped, "
+                   f"{result.failed} failed", err=True)
+    return EXIT_FAILED if result.failed else EXIT_OK
+
+
+def _audio_rate(job) -> float | None:
+    """The input's rate from its header, for the progress bar's × real time (None if unknown)."""
+    import soundfile as sf
+
+    if str(job.source) == "-":  # a header read would consume standard input
+        return None
+    try:
+        return float(sf.info(str(job.source)).samplerate)
+    except Exception:  # noqa: BLE001 - a bar without a speed
+        return None
 
 
 @app.command()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -18,31 +20,49 @@ stdout_console = Console(highlight=False, width=None if sys.stdout.isatty() else
 class NoProgress:
     """Stands in for progress bars when stderr is not a terminal or --quiet is set."""
 
-    def add_file(self, name: str, frames: int):
-        return lambda done, total: None
+    def add_file(self, name: str, rate: float | None = None):
+        return None
 
     def file_done(self, name: str) -> None:
         pass
 
+    def line(self, text: str) -> None:
+        """A result or warning line on stderr."""
+        print(text, file=sys.stderr, flush=True)
+
 
 class FileProgress(NoProgress):
-    """One bar per file plus an overall bar for a batch, on stderr."""
+    """One bar per running file plus an overall bar for a batch, on stderr; result lines are
+    printed above the bars (never onto them), and the bars vanish at the end."""
 
     def __init__(self, progress: Progress, files: int):
         self.progress = progress
-        self.overall = progress.add_task("all files", total=files) if files > 1 else None
+        self.overall = progress.add_task("all files", total=files, speed="") if files > 1 else None
         self.tasks: dict[str, int] = {}
+        self.lock = threading.Lock()
 
-    def add_file(self, name: str, frames: int):
-        task = self.progress.add_task(name, total=max(frames, 1))
-        self.tasks[name] = task
-        return lambda done, total: self.progress.update(task, completed=done, total=max(total, 1))
+    def add_file(self, name: str, rate: float | None = None):
+        started = time.perf_counter()
+        with self.lock:
+            task = self.progress.add_task(name, total=None, speed="")
+            self.tasks[name] = task
+
+        def update(done: int, total: int | None) -> None:
+            elapsed = time.perf_counter() - started
+            speed = f"{done / rate / elapsed:.1f}× real time" if rate and elapsed > 0 else ""
+            self.progress.update(task, completed=done, total=total, speed=speed)
+
+        return update
 
     def file_done(self, name: str) -> None:
-        if name in self.tasks:
-            self.progress.remove_task(self.tasks.pop(name))
-        if self.overall is not None:
-            self.progress.advance(self.overall)
+        with self.lock:
+            if name in self.tasks:
+                self.progress.remove_task(self.tasks.pop(name))
+            if self.overall is not None:
+                self.progress.advance(self.overall)
+
+    def line(self, text: str) -> None:
+        self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 @contextmanager
@@ -51,7 +71,8 @@ def progress_bars(enabled: bool, files: int) -> Iterator[NoProgress]:
         yield NoProgress()
         return
     columns = (TextColumn("{task.description}", style="bold"), BarColumn(),
-               TextColumn("{task.percentage:>3.0f}%"), TimeRemainingColumn())
+               TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[speed]}"),
+               TimeRemainingColumn())
     with Progress(*columns, console=stderr_console, transient=True) as progress:
         yield FileProgress(progress, files)
 

@@ -393,15 +393,16 @@ class AudioSink:
     """
 
     def __init__(self, path: Path, rate: int, channels: int, fmt: str, subtype: str,
-                 clip: str = "clamp", label: str | None = None):
+                 clip: str = "clamp", label: str | None = None, gain: float = 1.0):
         self._counters(subtype, clip, label or str(path))
+        self.gain = gain
         try:
             self._handle = sf.SoundFile(str(path), "w", rate, channels, subtype, format=fmt)
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             raise AudioError(f"{self.label}: cannot write {fmt}/{subtype}: {exc}") from None
 
     def _counters(self, subtype: str, clip: str, label: str) -> None:
-        self.clip, self.label = clip, label
+        self.clip, self.label, self.gain = clip, label, 1.0
         self.clamps = subtype not in FLOAT_SUBTYPES
         self.steps = 2.0 ** (PCM_BITS[subtype] - 1) if subtype in PCM_BITS else None
         self.clipped = 0
@@ -415,7 +416,9 @@ class AudioSink:
         self.frames += block.shape[-1]
 
     def _prepare(self, block: np.ndarray) -> np.ndarray:
-        """Count clipped and non-finite samples, clamp, and round PCM to its steps."""
+        """Apply the gain, count clipped and non-finite samples, clamp, and round PCM to its steps."""
+        if self.gain != 1.0:
+            block = block * self.gain
         finite = np.isfinite(block)
         if not finite.all():
             bad = int(block.size - np.count_nonzero(finite))
@@ -504,13 +507,14 @@ class StdoutSink(AudioSink):
     _DTYPES = {"PCM_16": "<i2", "PCM_32": "<i4", "FLOAT": "<f4", "DOUBLE": "<f8"}
 
     def __init__(self, kind: str, rate: int, channels: int, subtype: str, clip: str = "clamp",
-                 frames: int | None = None):
+                 frames: int | None = None, gain: float = 1.0):
         self.kind, self.subtype, self.channels = kind, subtype, channels
         if kind != "flac" and subtype not in (*self._DTYPES, "PCM_24"):
             raise UsageError(f"-o -: a {kind} stream holds PCM_16, PCM_24, PCM_32, FLOAT or DOUBLE, not {subtype}")
         sys.stdout.flush()
         if kind == "flac":
             self._counters(subtype, clip, "<stdout>")
+            self.gain = gain
             try:
                 self._handle = sf.SoundFile(_AppendOnly(sys.stdout.buffer), "w", rate, channels, subtype,
                                             format="FLAC")
@@ -518,6 +522,7 @@ class StdoutSink(AudioSink):
                 raise AudioError(f"<stdout>: cannot write FLAC/{subtype}: {exc}") from None
             return
         self._counters(subtype, clip, "<stdout>")
+        self.gain = gain
         self._out = sys.stdout.buffer
         if kind == "wav":
             bits = {"PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "DOUBLE": 64}[subtype]

@@ -40,3 +40,8 @@ class ClippingError(AudioError):
 
 class UsageError(ConvtAudioError, ValueError):
     """Options that contradict each other or name nothing usable."""
+
+
+def one_line(text: str) -> str:
+    """Escape control characters (a newline in a file name, say) so that a message is one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)

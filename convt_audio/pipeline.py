@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from .audio_io import (
+    PCM_BITS,
     STDIO,
     STREAM_TYPES,
     AudioSink,
@@ -296,6 +297,101 @@ def clean_stale_parts(jobs: list[Job], started: float) -> list[Path]:
 
 
 # --------------------------------------------------------------------------------------------
+# a batch
+
+
+@dataclass
+class BatchResult:
+    written: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+
+class BatchEvents:
+    """What a batch tells its caller (the command line prints, a script may collect); no-ops here."""
+
+    def started(self, job: Job) -> Callable[[int, int | None], None] | None:
+        """A file begins; return a progress callback ``(frames done, frames total or None)``."""
+        return None
+
+    def finished(self, job: Job, report: dict) -> None:
+        """A file was written or skipped (``report["status"]``)."""
+
+    def failed(self, job: Job, message: str, output: str | None, exc: BaseException) -> None:
+        """A file failed: one line that names it, and its output where known."""
+
+    def ended(self, job: Job) -> None:
+        """A file is done, whichever way."""
+
+
+def failure_line(job: Job, exc: BaseException) -> tuple[str, str | None]:
+    """One line for a failed file, naming it (control characters escaped), and its output."""
+    from .errors import ConvtAudioError, one_line
+
+    message = str(exc) if isinstance(exc, ConvtAudioError) else f"{type(exc).__name__}: {exc}"
+    message = one_line(message.strip()) if message.strip() else type(exc).__name__
+    output = getattr(exc, "output", None) or (str(job.dest) if job.dest else None)
+    name = one_line(str(job.source))
+    if name not in message and not (output and message.startswith(one_line(output))):
+        message = f"{name}: {message}"
+    return message, output
+
+
+def run_batch(runner: Runner, jobs: list[Job], options: RunOptions, workers: int = 1, fail_fast: bool = False,
+              cancel: threading.Event | None = None, events: BatchEvents | None = None) -> BatchResult:
+    """Run every job, ``workers`` files at a time; a failed file never stops the others unless
+    ``fail_fast``. ``cancel`` (set by a signal handler, say) stops at the next block; files that
+    did not finish leave nothing behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cancel = cancel or threading.Event()
+    events = events or BatchEvents()
+    result = BatchResult()
+    lock = threading.Lock()
+
+    def one(job: Job) -> None:
+        if cancel.is_set():
+            return
+        try:
+            report = process_file(runner, job, options, cancel, events.started(job))
+        except Cancelled:
+            return
+        except Exception as exc:  # noqa: BLE001 - every failure is this file's, told in one line
+            message, output = failure_line(job, exc)
+            with lock:
+                result.failed += 1
+                events.failed(job, message, output, exc)
+            if fail_fast:
+                cancel.set()
+            return
+        finally:
+            events.ended(job)
+        with lock:
+            if report["status"] == "skipped":
+                result.skipped += 1
+            else:
+                result.written += 1
+            events.finished(job, report)
+
+    if workers == 1:
+        for job in jobs:
+            one(job)
+            if cancel.is_set():
+                break
+        return result
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        for future in [pool.submit(one, job) for job in jobs]:
+            future.result()
+    except BaseException:
+        cancel.set()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
 # one file
 
 
@@ -463,19 +559,61 @@ def _write(engine, source, dest: Path, out_rate: int, per_channel: bool, options
         check_finite(tail_block, source.frames - tail_block.shape[-1], source.path, options.non_finite)
         tail = shaped(tail_block)
     args = (engine, source, chunk, read_dtype, shaped, tail, out_channels, per_channel, options, cancel, progress)
+    gain, clip = 1.0, options.clip
+    if clip == "rescale":
+        clip = "clamp"
+        if subtype not in ("FLOAT", "DOUBLE"):  # integer outputs: a first pass measures the peak
+            gain = _rescale_gain(subtype, _peak(*args))
     if to_stdout:
         frames = None if source.frames is None else engine.output_frames(source.frames)
-        counts = _stream_into(StdoutSink(kind, out_rate, out_channels, subtype, options.clip, frames), *args)
+        counts = _stream_into(StdoutSink(kind, out_rate, out_channels, subtype, clip, frames, gain), *args)
     else:
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise AudioError(f"{dest}: cannot create its folder {dest.parent} ({exc.strerror})") from None
         with atomic_path(dest, overwrite=options.overwrite) as tmp:
-            sink = AudioSink(tmp, out_rate, out_channels, fmt, subtype, options.clip, label=str(dest))
+            sink = AudioSink(tmp, out_rate, out_channels, fmt, subtype, clip, label=str(dest), gain=gain)
             counts = _stream_into(sink, *args)
-    return {"output_rate": out_rate, "channels_out": out_channels, **counts, "subtype": subtype,
-            "device": engine.device, "engine": engine.name}
+    report = {"output_rate": out_rate, "channels_out": out_channels, **counts, "subtype": subtype,
+              "device": engine.device, "engine": engine.name}
+    if options.clip == "rescale":
+        report["gain_db"] = 20 * float(np.log10(gain))
+    return report
+
+
+class _PeakSink:
+    """A sink that only measures: the largest finite |sample| (the first pass of rescale)."""
+
+    def __init__(self) -> None:
+        self.peak, self.frames, self.clipped, self.non_finite = 0.0, 0, 0, 0
+
+    def write(self, block: np.ndarray) -> None:
+        if block.size:
+            finite = np.abs(block[np.isfinite(block)])
+            if finite.size:
+                self.peak = max(self.peak, float(finite.max()))
+            self.frames += block.shape[-1]
+
+    def close(self) -> None:
+        pass
+
+
+def _peak(engine, source, *args) -> float:
+    """Run the whole file once without writing; return the output's peak."""
+    if source.frames is None:
+        raise AudioError(f"{source.path}: --clip rescale reads the input twice, which a pipe cannot give; "
+                         f"pass a file")
+    sink = _PeakSink()
+    _stream_into(sink, engine, source, *args)
+    return sink.peak
+
+
+def _rescale_gain(subtype: str, peak: float) -> float:
+    """The gain that brings ``peak`` to the largest positive step of the PCM ``subtype`` (≤ 1)."""
+    steps = 2.0 ** (PCM_BITS.get(subtype, 16) - 1)
+    limit = (steps - 1) / steps
+    return min(1.0, limit / peak) if peak > 0 else 1.0
 
 
 def _stream_into(sink, engine, source, chunk: int, read_dtype: str, shaped, tail, out_channels: int,

@@ -227,3 +227,55 @@ def test_enums_ignore_case_and_flags_show_as_flags(tmp_path):
     for flag in ("--overwrite", "--json", "--recursive", "--quiet", "--fail-fast"):
         line = next(line for line in help_text.splitlines() if flag in line)
         assert "<bool>" not in line, line
+
+
+# ------------------------------------------------------------------ reports
+
+def test_clipping_is_reported_even_quietly_and_rescale_fits_the_peak(tmp_path):
+    t = np.arange(16000) / 16000
+    sf.write(str(tmp_path / "loud.wav"), np.sign(np.sin(2 * np.pi * 200 * t)) * 0.999, 16000, subtype="PCM_16")
+    result = invoke("run", tmp_path / "loud.wav", "-o", tmp_path / "a.wav", "-q")
+    assert result.exit_code == 0
+    assert "loud.wav" not in result.stderr.split("warning")[0]  # nothing but the warning
+    assert "samples clipped (" in result.stderr and "--clip rescale" in result.stderr
+    result = invoke("run", tmp_path / "loud.wav", "-o", tmp_path / "b.wav", "--clip", "rescale", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["clipped_samples"] == 0 and report["gain_db"] < -0.5
+    scaled = sf.read(str(tmp_path / "b.wav"), dtype="int16")[0]
+    assert np.abs(scaled).max() == 32767  # the peak lands on the largest step
+    reference = invoke("run", tmp_path / "loud.wav", "-o", tmp_path / "f.wav", "--subtype", "FLOAT")
+    assert reference.exit_code == 0
+    full = sf.read(str(tmp_path / "f.wav"))[0]
+    np.testing.assert_allclose(scaled / 32768, full * 10 ** (report["gain_db"] / 20), atol=1 / 32768)
+
+
+def test_progress_in_a_terminal_keeps_result_lines_whole(tmp_path):
+    import pty
+    import re
+
+    for name in ("a", "b", "c"):
+        tone(tmp_path / f"{name}.wav", seconds=1.0)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stderr and stdout are the terminal
+        os.chdir(tmp_path)
+        os.environ["PYTHONPATH"] = str(ROOT)
+        os.execv(sys.executable, [sys.executable, "-c", "from cli.main import app; app()", "run", "a.wav", "b.wav",
+                                  "c.wav", "-o", "out", "--chunk", "512", "-j", "2"])
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace")).replace("\r", "\n")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for name in ("a", "b", "c"):  # each result is a line of its own, not fused with a bar
+        assert any(re.fullmatch(rf"{name}\.wav -> out/{name}\.wav \(1\.00 s at 48000 Hz, [0-9.]+x real time\)", line)
+                   for line in lines), lines
+    assert "3 inputs: 3 written, 0 skipped, 0 failed" in lines
