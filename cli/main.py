@@ -437,7 +437,9 @@ def info(
                                                      if facts["input_rate_from_config"] and input_rate is None else "")
         lines = [
             f"rate:            ×{facts['rate_factor']:g} ({rate_text} -> {facts['output_rate']:g} Hz)",
-            f"channels:        {facts['in_channels']} in, {facts['out_channels']} out ({cfg.channels})",
+            f"channels:        {facts['in_channels']} in, {facts['out_channels']} out; {cfg.channels}: "
+            f"{facts['channels_explained']}",
+            f"engine:          {facts['engine']} on {facts['device']}: {facts['engine_explained']}",
             f"look-ahead:      {facts['lookahead_input_frames']:g} input frames "
             f"({facts['lookahead_output_frames']:g} output frames, {facts['lookahead_seconds'] * 1000:.2f} ms)",
             f"receptive field: {facts['receptive_field_input_frames']} input frames "
@@ -445,7 +447,7 @@ def info(
             f"parameters:      {facts['parameters']:,}",
             f"cost:            {facts['flops_per_input_frame']:,} FLOP per input frame, "
             f"{facts['flops_per_second_of_audio'] / 1e9:.3f} GFLOP per second of audio",
-            f"weights:         {facts['weights'] or '(none)'}: {status}",
+            f"weights:         {(facts['weights'] or '(none)') + ': ' + status if weights_ok else status}",
         ]
         if facts["buffers_whole_input"]:
             lines.append(f"memory:          {', '.join(facts['buffers_whole_input'])} hold their whole "

@@ -80,17 +80,18 @@ def progress_bars(enabled: bool, files: int) -> Iterator[NoProgress]:
 def layer_table(rows: list[dict], title: str) -> Table:
     """The layer tree: blocks indented, their layers below them."""
     columns = ["path", "type", "channels", "rate", "ahead", "kernel", "stride", "padding",
-               "output_padding", "groups", "dilation", "padding_mode", "params", "flops", "buffers"]
+               "output_padding", "groups", "dilation", "padding_mode", "params", "flops", "computed_as", "buffers"]
     headers = {"channels": "ch", "kernel": "K", "stride": "s", "padding": "p", "output_padding": "op",
                "groups": "g", "dilation": "d", "padding_mode": "mode", "ahead": "look-ahead",
-               "flops": "FLOP/frame"}
+               "flops": "FLOP/frame", "computed_as": "as"}
     table = Table(title=title, title_justify="left",
                   caption="K kernel, s stride, p padding, op output_padding, g groups, d dilation; "
                           "rate: output/input rate; look-ahead and FLOP per input frame of the layer",
                   caption_justify="left")
     for column in columns:
         table.add_column(headers.get(column, column),
-                         justify="left" if column in ("path", "type", "padding_mode", "buffers") else "right")
+                         justify="left" if column in ("path", "type", "padding_mode", "buffers", "computed_as")
+                         else "right")
     for row in rows:
         cells = dict(row)
         cells["path"] = "  " * row["depth"] + row["path"].rsplit(".", 1)[-1] if row["depth"] else row["path"]

@@ -116,6 +116,31 @@ def layer_rows(specs: Sequence) -> list[dict]:
     return rows
 
 
+CHANNEL_MODES = {
+    "joint": "the file's channels are the first layer's in_channels; the output has the last layer's out_channels",
+    "per_channel": "each of the file's channels runs through the stack on its own (in_channels 1)",
+    "auto": "joint when the file has as many channels as the first layer takes, else each channel on its own "
+            "when that is 1",
+}
+
+
+def engine_plan(config, device: str = "auto") -> dict:
+    """Which engine :func:`~convt_audio.engines.build_engine` will pick, and how each layer runs
+    (without importing torch)."""
+    from .engines import cuda_may_exist
+    from .polyphase import eligible
+
+    if eligible(config.layers) and (device == "cpu" or (device == "auto" and not cuda_may_exist())):
+        return {"engine": "numpy-polyphase", "device": "cpu",
+                "how": "NumPy float64 matrix products computing only the output samples kept; torch is not loaded"}
+    target = "cuda if available, else cpu" if device == "auto" else device
+    kernels = {leaf.where: leaf.auto_kernel() for leaf in leaves(config.layers)
+               if isinstance(leaf, _ConvSpec) and leaf.type == "conv_transpose1d"}
+    return {"engine": "torch", "device": target, "kernels": kernels,
+            "how": "torch, exact streaming per layer (transposed convolutions as conv_transpose1d, or as a "
+                   "Conv1d of out·stride outputs interleaved: polyphase)"}
+
+
 def summary(config, input_rate, weights_path, weights_status: str) -> dict:
     """Every fact ``info`` shows, JSON-ready, for a config and an input rate (Hz, maybe fractional)."""
     specs = config.layers
@@ -123,6 +148,10 @@ def summary(config, input_rate, weights_path, weights_status: str) -> dict:
     rate = Fraction(input_rate)
     out_rate = rate * facts.rate_factor
     rows = layer_rows(specs)
+    plan = engine_plan(config)
+    for row in rows:
+        if row["path"] in plan.get("kernels", {}):
+            row["computed_as"] = plan["kernels"][row["path"]]
     whole = [path for path, what in buffering(specs).items() if what == "whole input"]
     return {
         "config": config.source, "name": config.name, "description": config.description,
@@ -139,6 +168,8 @@ def summary(config, input_rate, weights_path, weights_status: str) -> dict:
         "flops_per_input_frame": facts.flops_per_input_frame,
         "flops_per_second_of_audio": _number(facts.flops_per_input_frame * rate),
         "channels": config.channels,
+        "channels_explained": CHANNEL_MODES[config.channels],
+        "engine": plan["engine"], "device": plan["device"], "engine_explained": plan["how"],
         "weights": str(weights_path) if weights_path else None,
         "weights_status": weights_status,
         "buffers_whole_input": whole,

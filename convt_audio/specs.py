@@ -202,6 +202,12 @@ class ConvTranspose1dSpec(_ConvSpec):
         """Multiply-adds ×2 per input frame."""
         return Fraction(2 * self.in_channels * (self.out_channels // self.groups) * self.kernel_size)
 
+    def auto_kernel(self) -> str:
+        """How torch computes this layer's chunks under ``auto``: as a Conv1d with out·stride
+        outputs then interleaved (``polyphase``) where that measured faster on CPU (≥ 8 input
+        channels per group, stride > 1), else ``conv_transpose1d`` (``transposed``)."""
+        return "polyphase" if self.stride > 1 and self.in_channels // self.groups >= 8 else "transposed"
+
     def fan_in(self) -> int:
         # PyTorch's kaiming_uniform_(a=√5) reads fan_in from weight.size(1)·K = (out/groups)·K
         return self.out_channels // self.groups * self.kernel_size
@@ -212,9 +218,9 @@ class ConvTranspose1dSpec(_ConvSpec):
         return conv_transpose1d(x, params["weight"], params.get("bias"), self)
 
     def streamer(self, params, tail=None, kernel: str = "auto"):
-        from .stream import StreamingConvTranspose1d, choose_kernel
+        from .stream import StreamingConvTranspose1d
 
-        chosen = choose_kernel(self) if kernel == "auto" else kernel
+        chosen = self.auto_kernel() if kernel == "auto" else kernel
         return StreamingConvTranspose1d(self, params["weight"], params.get("bias"), tail, chosen)
 
 

@@ -546,13 +546,6 @@ class StreamingStack(StreamingSequential):
         return out
 
 
-def choose_kernel(spec: ConvTranspose1dSpec) -> str:
-    """Polyphase where it measured faster on CPU (multi-channel layers with stride > 1)."""
-    if spec.stride > 1 and spec.in_channels // spec.groups >= 8:
-        return "polyphase"
-    return "transposed"
-
-
 def stream(
     stack: Stack,
     chunks: Iterable[torch.Tensor],

@@ -279,3 +279,16 @@ def test_progress_in_a_terminal_keeps_result_lines_whole(tmp_path):
         assert any(re.fullmatch(rf"{name}\.wav -> out/{name}\.wav \(1\.00 s at 48000 Hz, [0-9.]+x real time\)", line)
                    for line in lines), lines
     assert "3 inputs: 3 written, 0 skipped, 0 failed" in lines
+
+
+def test_info_says_what_runs_and_how_in_numbers(tmp_path):
+    facts = json.loads(invoke("info", "--json").stdout)
+    assert facts["engine"] == "numpy-polyphase" and facts["device"] == "cpu"
+    assert facts["rate_factor"] == 3 and facts["lookahead_input_frames"] == 46 and "#" not in facts["layers"][0]
+    assert isinstance(facts["layers"][0]["channels_in"], int) and "joint when" in facts["channels_explained"]
+    text = invoke("info", "hifigan-v2").stdout
+    assert "engine:          torch" in text and "look-ahead:" in text and "latency" not in text
+    facts = json.loads(invoke("info", "hifigan-v2", "--json").stdout)
+    assert {row.get("computed_as") for row in facts["layers"] if row["type"] == "conv_transpose1d"} == {"polyphase"}
+    result = invoke("info", "sinc-x2", "-w", tmp_path / "nope.safetensors")
+    assert result.exit_code == 2 and result.stdout.count("nope.safetensors") == 1
