@@ -498,13 +498,50 @@ def design_sinc_command(
 ) -> None:
     """Write an L/M zero-delay Kaiser-windowed sinc resampler (a config and its weights)."""
     try:
-        from convt_audio.design import design_sinc, write_sinc
+        from convt_audio.design import design_sinc, measure_response, write_sinc
 
         design = design_sinc(factor, passband, stopband, attenuation)
         config_path, weights_path = write_sinc(design, output, overwrite)
+        measured = measure_response(design.taps, design.factor, design.down, passband, stopband)
     except Exception as exc:
         raise _fail(exc, debug, usage=True) from None
-    typer.echo(f"wrote {config_path} and {weights_path}: {design.kernel_size} taps, ×{design.ratio}", err=True)
+    typer.echo(f"wrote {config_path} and {weights_path}: {design.kernel_size} taps, ×{design.ratio}; measured: "
+               f"passband ripple {measured.ripple_db:.2g} dB, stopband {measured.attenuation_db:.1f} dB down", err=True)
+
+
+@app.command()
+def plot(
+    targets: List[str] = typer.Argument(..., help="A config (its frequency response), or two audio files "
+                                                  "(their spectrograms side by side)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Image to write (.png, .pdf, .svg, .jpg)."),
+    weights: Optional[Path] = typer.Option(None, "-w", "--weights", help="Weights for a config (default: its own)."),
+    input_rate: Optional[str] = typer.Option(None, "--input-rate", help="Input rate for the axis (default 16000)."),
+    overwrite: bool = typer.Option(False, "--overwrite", "-y", metavar="", help="Replace an existing image."),
+    debug: bool = typer.Option(False, "--debug", metavar="", help="Show tracebacks."),
+) -> None:
+    """Draw a resampler's measured response, or two files' spectrograms on one frequency axis."""
+    try:
+        from convt_audio.config import load_config, parse_rate
+        from convt_audio.errors import UsageError
+        from convt_audio.plots import plot_response, plot_spectrograms
+        from convt_audio.weights import load_params
+
+        if output.exists() and not overwrite:
+            raise UsageError(f"{output}: already exists (pass --overwrite to replace it)")
+        if len(targets) == 2:
+            plot_spectrograms(Path(targets[0]), Path(targets[1]), output)
+            typer.echo(f"wrote {output}: spectrograms of {targets[0]} and {targets[1]}", err=True)
+            return
+        if len(targets) != 1:
+            raise UsageError(f"plot takes a config, or two audio files; got {len(targets)} arguments")
+        cfg = load_config(targets[0])
+        params, _ = load_params(cfg, weights)
+        rate = parse_rate(input_rate) if input_rate is not None else 16000
+        measured = plot_response(cfg, params, output, rate)
+    except Exception as exc:
+        raise _fail(exc, debug, usage=True) from None
+    typer.echo(f"wrote {output}: passband ripple {measured['ripple_db']:.2g} dB, stopband "
+               f"{measured['attenuation_db']:.1f} dB down (measured)", err=True)
 
 
 @app.command()

@@ -147,6 +147,40 @@ def design_sinc(
     return SincDesign(factor, taps, passband, stopband, attenuation, down)
 
 
+@dataclass(frozen=True)
+class Response:
+    """A resampler's measured frequency response (the prototype filter at the rate L·fin).
+
+    ``freqs`` in fractions of the input rate (0 … L/2), ``gain_db`` relative to the DC gain L;
+    ``ripple_db``: the largest |gain| in the passband; ``attenuation_db``: the least attenuation
+    from the stopband edge up to L/2 (where images and aliases would land).
+    """
+
+    freqs: np.ndarray
+    gain_db: np.ndarray
+    passband: float
+    stopband: float
+    ripple_db: float
+    attenuation_db: float
+
+
+def measure_response(taps: np.ndarray, up: int, down: int = 1, passband: float = 0.45,
+                     stopband: float = 0.55) -> Response:
+    """Measure ``taps`` (an L/M prototype) on a fine grid; band edges as fractions of the lower of
+    the two rates, as :func:`design_sinc` places them."""
+    taps = np.asarray(taps, dtype=np.float64).reshape(-1)
+    size = 1 << max(16, (16 * taps.shape[0] - 1).bit_length())
+    spectrum = np.abs(np.fft.rfft(taps, size)) / max(abs(taps.sum()), 1e-300)
+    freqs = np.arange(spectrum.shape[0]) / size * up  # fractions of the input rate
+    with np.errstate(divide="ignore"):
+        gain_db = 20 * np.log10(np.maximum(spectrum, 1e-300))
+    scale = min(1.0, up / down)
+    pass_edge, stop_edge = passband * scale, stopband * scale
+    ripple = float(np.abs(gain_db[freqs <= pass_edge]).max())
+    attenuation = float(-gain_db[freqs >= stop_edge].max()) if (freqs >= stop_edge).any() else float("inf")
+    return Response(freqs, gain_db, pass_edge, stop_edge, ripple, attenuation)
+
+
 def sinc_config(design: SincDesign, name: str, weights_file: str) -> dict:
     """A config mapping (ready for YAML) that runs ``design``."""
     if design.down == 1:

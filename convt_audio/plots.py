@@ -1,0 +1,102 @@
+"""Pictures people would rather look at than read: a resampler's response, two spectrograms.
+
+matplotlib is an optional extra (``pip install 'convt-audio[plot]'``); without it these raise a
+:class:`~convt_audio.errors.UsageError` that says so. Nothing here is needed to run audio.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AudioError, UsageError
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files, never a window
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("plot needs matplotlib: pip install 'convt-audio[plot]'") from None
+    return plt
+
+
+def _save(figure, output: Path) -> None:
+    from .audio_io import atomic_path
+
+    output = Path(output)
+    suffix = output.suffix.lower().lstrip(".")
+    if suffix not in ("png", "pdf", "svg", "jpg", "jpeg"):
+        raise UsageError(f"{output}: a plot is written as .png, .pdf, .svg or .jpg")
+    with atomic_path(output) as tmp:
+        figure.savefig(str(tmp), dpi=120, format=suffix)
+
+
+def plot_response(config, params, output: Path, input_rate: float) -> dict:
+    """Draw a one-channel resampler stack's magnitude response, measured, with its ripple and
+    stopband attenuation annotated; return the measured figures."""
+    from .design import measure_response
+    from .polyphase import eligible
+
+    if not eligible(config.layers):
+        raise UsageError(f"{config.name}: plot draws the response of a one-channel resampler stack (a "
+                         f"conv_transpose1d, optionally then a kernel-1 conv1d with a stride), not this stack")
+    up = config.layers[0].stride
+    down = config.layers[1].stride if len(config.layers) == 2 else 1
+    taps = np.zeros(config.layers[0].receptive)
+    taps[:: config.layers[0].dilation] = np.asarray(params[0]["weight"], dtype=np.float64).reshape(-1)
+    response = measure_response(taps, up, down)
+    plt = _pyplot()
+    rate = float(input_rate)
+    out_rate = rate * up / down
+    figure, axis = plt.subplots(figsize=(9, 4.5))
+    axis.plot(response.freqs * rate / 1000, response.gain_db, linewidth=0.8)
+    axis.set_xlim(0, min(up * rate / 2, 2 * max(rate, out_rate)) / 1000)  # the band, the edges, the stopband
+    axis.set_ylim(max(-200.0, float(response.gain_db.min()) - 5), 5)
+    axis.axvspan(0, response.passband * rate / 1000, color="tab:green", alpha=0.08, label="passband")
+    axis.axvline(rate / 2000, color="gray", linestyle=":", linewidth=0.8, label=f"input Nyquist {rate / 2000:g} kHz")
+    axis.axvline(out_rate / 2000, color="gray", linestyle="--", linewidth=0.8,
+                 label=f"output Nyquist {out_rate / 2000:g} kHz")
+    axis.axhline(-response.attenuation_db, color="tab:red", linewidth=0.8,
+                 label=f"stopband: {response.attenuation_db:.1f} dB down (measured)")
+    axis.set_xlabel("frequency (kHz)")
+    axis.set_ylabel("gain (dB)")
+    axis.set_title(f"{config.name}: ×{Fraction(up, down)} at {rate:g} Hz in; passband ripple "
+                   f"{response.ripple_db:.2g} dB (measured)")
+    axis.legend(loc="lower left", fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    _save(figure, output)
+    plt.close(figure)
+    return {"ripple_db": response.ripple_db, "attenuation_db": response.attenuation_db}
+
+
+def plot_spectrograms(first: Path, second: Path, output: Path, seconds: float = 30.0) -> None:
+    """Draw two files' spectrograms side by side on one frequency axis (the first channel, up to
+    ``seconds`` of each)."""
+    import soundfile as sf
+
+    plt = _pyplot()
+    signals = []
+    for path in (first, second):
+        try:
+            with sf.SoundFile(str(path)) as handle:
+                data = handle.read(int(seconds * handle.samplerate), dtype="float32", always_2d=True)[:, 0]
+                signals.append((Path(path).name, data, handle.samplerate))
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            raise AudioError(f"{path}: not a readable audio file ({exc})") from None
+    top = max(rate for _, _, rate in signals) / 2000
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for axis, (name, data, rate) in zip(axes, signals):
+        axis.specgram(data + 1e-12, NFFT=1024, noverlap=768, Fs=rate / 1000, cmap="magma", vmin=-160)
+        axis.set_title(f"{name} ({rate} Hz)")
+        axis.set_xlabel("time (ms)")
+        axis.set_ylim(0, top)
+    axes[0].set_ylabel("frequency (kHz)")
+    figure.tight_layout()
+    _save(figure, output)
+    plt.close(figure)
