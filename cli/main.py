@@ -149,16 +149,9 @@ def main(
     warnings.filterwarnings("ignore")
 
 
-def _load(config_name: Optional[str], weights: Optional[Path], quiet: bool):
-    from convt_audio.config import load_config
-    from convt_audio.weights import load_params
-
-    config = load_config(config_name)
-    params, unused = load_params(config, weights)
-    if unused:
-        shown = ", ".join(unused[:8]) + (f", … ({len(unused) - 8} more)" if len(unused) > 8 else "")
-        _warn(f"{weights or config.weights}: {len(unused)} tensor(s) not used by the config: {shown}", quiet)
-    return config, params
+def _torch_threads() -> int:
+    """torch's default thread count, without importing torch when it is not needed."""
+    return os.cpu_count() or 1
 
 
 def _parse_chunk(chunk: str) -> Optional[int]:
@@ -243,7 +236,11 @@ def run(
         help="Output sample rate in Hz (as sox's -r). Without -c, the resampler for each input's rate is "
              "chosen (a built-in sinc-xL, or an L/M design, cached); with -c, a check."),
     recursive: bool = typer.Option(False, "--recursive", "-R", metavar="", help="Look for audio in subfolders too."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Files processed in parallel."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Files processed in parallel (with --ray: workers)."),
+    ray: Optional[str] = typer.Option(
+        None, "--ray",
+        help="Run the batch on a Ray cluster: auto (a running cluster), ray://HOST:PORT, or local (start one "
+             "here). Needs the [ray] extra and a filesystem every node sees."),
     fail_fast: bool = typer.Option(False, "--fail-fast", metavar="", help="Stop at the first failed input."),
     as_json: bool = typer.Option(False, "--json", metavar="", help="One JSON object per file on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="Print nothing but errors."),
@@ -259,7 +256,7 @@ def run(
         from convt_audio.config import parse_rate
         from convt_audio.engines import build_engine
         from convt_audio.errors import UsageError
-        from convt_audio.pipeline import RunOptions, Runner, check_outputs, clean_stale_parts, plan_jobs
+        from convt_audio.pipeline import RunnerRecipe, RunOptions, check_outputs, clean_stale_parts, plan_jobs
 
         rate = parse_rate(input_rate) if input_rate is not None else None
         target = None
@@ -280,20 +277,14 @@ def run(
         if as_json and output == STDIO:
             raise UsageError("--json and -o - both want standard output; choose one")
         jobs_list = plan_jobs(inputs, output, recursive, kind)
-        if target is not None and config is None:
-            if weights is not None:
-                raise UsageError("-w needs -c: with --rate alone the resampler is chosen for each input rate")
-            cfg = None
-            runner = Runner(target_rate=target, build=lambda c, p: build_engine(c, p, device, dtype.value,
-                                                                               deterministic))
-        else:
-            cfg, params = _load(config, weights, quiet)
-            engine = build_engine(cfg, params, device, dtype.value, deterministic)
-            runner = Runner(cfg, engine, target)
-            if engine.name == "torch":
-                import torch
-
-                torch.set_num_threads(max(1, (threads or torch.get_num_threads()) // jobs))
+        recipe = RunnerRecipe(config if (config is not None or target is None) else None,
+                              None if weights is None else str(weights), target, device, dtype.value,
+                              deterministic, max(1, (threads or _torch_threads()) // jobs) if ray is None else threads)
+        runner, unused = recipe.build()
+        if unused:
+            shown = ", ".join(unused[:8]) + (f", … ({len(unused) - 8} more)" if len(unused) > 8 else "")
+            _warn(f"{weights or runner.config.weights}: {len(unused)} tensor(s) not used by the config: {shown}",
+                  quiet)
         jobs_list = check_outputs(jobs_list, runner, rate, kind)
         if output is not None and len(jobs_list) > 1:
             try:
@@ -304,6 +295,10 @@ def run(
                              input_rate=rate, subtype=subtype.value if subtype else None,
                              clip=clip.value, overwrite=overwrite, skip_existing=skip_existing,
                              non_finite=non_finite.value, kind=kind)
+        if ray is not None:
+            from convt_audio.cluster import connect
+
+            connect(ray, jobs)
         stale = clean_stale_parts(jobs_list, started)
         if stale:
             _warn(f"removed {len(stale)} temporary file(s) left by runs that died, e.g. {stale[0]}", quiet)
@@ -312,11 +307,12 @@ def run(
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as exc:
         raise _fail(exc, debug) from None
-    code = _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug)
+    code = _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug,
+                     None if ray is None else (ray, recipe))
     raise typer.Exit(code)
 
 
-def _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug) -> int:
+def _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug, cluster=None) -> int:
     from convt_audio.pipeline import BatchEvents, run_batch
 
     from .rich_utils import progress_bars
@@ -367,7 +363,13 @@ def _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug
     interrupts = _Interrupts(cancel)
     try:
         with interrupts, progress_bars(not quiet and not as_json, len(jobs_list)) as bars:
-            result = run_batch(runner, jobs_list, options, jobs, fail_fast, cancel, Events(bars))
+            if cluster is None:
+                result = run_batch(runner, jobs_list, options, jobs, fail_fast, cancel, Events(bars))
+            else:
+                from convt_audio.cluster import run_batch_ray
+
+                address, recipe = cluster
+                result = run_batch_ray(address, recipe, jobs_list, options, jobs, fail_fast, cancel, Events(bars))
     except KeyboardInterrupt:  # a second signal: stopped at once
         cancel.set()
         _err("interrupted")

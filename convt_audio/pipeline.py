@@ -244,6 +244,42 @@ class Runner:
             return self._by_ratio[ratio]
 
 
+@dataclass(frozen=True)
+class RunnerRecipe:
+    """How to build a :class:`Runner` — small and picklable, so that each cluster worker loads
+    the config and weights itself, once (:mod:`convt_audio.cluster`)."""
+
+    config: str | None = None  # a path or built-in name; None with target_rate: chosen per input rate
+    weights: str | None = None
+    target_rate: int | None = None
+    device: str = "auto"
+    dtype: str = "float32"
+    deterministic: bool = False
+    threads: int | None = None
+
+    def build(self) -> tuple[Runner, list[str]]:
+        """The runner, and the names of weight tensors the config does not use."""
+        from .config import load_config
+        from .engines import build_engine
+        from .weights import load_params
+
+        def make(config, params):
+            return build_engine(config, params, self.device, self.dtype, self.deterministic)
+
+        if self.config is None and self.target_rate is not None:
+            if self.weights is not None:
+                raise UsageError("-w needs -c: with --rate alone the resampler is chosen for each input rate")
+            return Runner(target_rate=self.target_rate, build=make), []
+        config = load_config(self.config)
+        params, unused = load_params(config, self.weights)
+        engine = make(config, params)
+        if engine.name == "torch" and self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        return Runner(config, engine, self.target_rate), unused
+
+
 def _planned_rate(job: Job, runner: Runner, input_rate) -> int | None:
     """The output rate a job will have, read cheaply from the header; None if unreadable now
     (the file then fails on its own when it runs)."""
