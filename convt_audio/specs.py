@@ -45,6 +45,13 @@ def _check_int(where: str, name: str, value, minimum: int, maximum: int | None =
         raise ConfigError(f"{where}.{name}: must be at most {maximum}, got {value!r}")
 
 
+def _expect_channels(where: str, name: str, value: int, produced: int | None) -> None:
+    """A layer's channel field must equal what the layer before it produces (when known)."""
+    if produced is not None and value != produced:
+        raise ConfigError(f"{where}.{name}: {value} does not match the {produced} channels the previous "
+                          f"layer produces")
+
+
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -132,11 +139,7 @@ class _ConvSpec(_Leaf):
         return self.out_channels
 
     def check_channels(self, channels: int | None) -> int:
-        if channels is not None and self.in_channels != channels:
-            raise ConfigError(
-                f"{self.where}.in_channels: {self.in_channels} does not match the "
-                f"{channels} channels the previous layer produces"
-            )
+        _expect_channels(self.where, "in_channels", self.in_channels, channels)
         return self.out_channels
 
     def first_starved(self, frames: int):
@@ -356,11 +359,7 @@ class SnakeSpec(_Pointwise):
         return self.channels
 
     def check_channels(self, channels: int | None) -> int:
-        if channels is not None and self.channels != channels:
-            raise ConfigError(
-                f"{self.where}.channels: {self.channels} does not match the "
-                f"{channels} channels the previous layer produces"
-            )
+        _expect_channels(self.where, "channels", self.channels, channels)
         return self.channels
 
     def flops_per_frame(self) -> Fraction:
