@@ -7,6 +7,7 @@ Errors are one line on stderr; exit codes: 0 done, 1 some input failed, 2 usage/
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -149,6 +150,49 @@ def main(
     warnings.filterwarnings("ignore")
 
 
+_NATIVE_NOTES = (b"Warning: ", b"Note: ")  # libmpg123 talks on stderr about damaged MP3s
+
+
+def _quiet_native_notes() -> None:
+    """Keep the MP3 decoder's own stderr notes off the terminal (our error line says what
+    matters), passing every other byte that C code writes to stderr through unchanged.
+
+    File descriptor 2 becomes a pipe read by a thread that drops lines starting with libmpg123's
+    ``Warning: ``/``Note: ``; Python's own stderr keeps writing to the terminal directly.
+    """
+    if os.name != "posix" or getattr(_quiet_native_notes, "done", False):
+        return
+    _quiet_native_notes.done = True
+    try:
+        if sys.stderr.fileno() != 2:
+            return
+        terminal = os.dup(2)
+        read_end, write_end = os.pipe()
+        sys.stderr.flush()
+        sys.stderr = open(terminal, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
+                          errors="backslashreplace", closefd=False)
+        os.dup2(write_end, 2)
+        os.close(write_end)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return  # a stderr without a file descriptor (a test runner's): nothing native to filter
+
+    def relay() -> None:
+        pending = b""
+        while True:
+            data = os.read(read_end, 65536)
+            if not data:
+                break
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            kept = b"".join(line + b"\n" for line in lines if not line.startswith(_NATIVE_NOTES))
+            if kept:
+                os.write(terminal, kept)
+        if pending and not pending.startswith(_NATIVE_NOTES):
+            os.write(terminal, pending)
+
+    threading.Thread(target=relay, daemon=True, name="native-stderr").start()
+
+
 def _torch_threads() -> int:
     """torch's default thread count, without importing torch when it is not needed."""
     return os.cpu_count() or 1
@@ -248,6 +292,7 @@ def run(
 ) -> None:
     """Stream audio files through a config's stack and write the results."""
     started = time.time()
+    _quiet_native_notes()
     if overwrite and skip_existing:
         raise typer.BadParameter("--overwrite and --skip-existing exclude each other", param_hint="--overwrite")
     chunk_frames = _parse_chunk(chunk)

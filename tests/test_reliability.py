@@ -355,3 +355,17 @@ def test_write_errors_name_the_output_and_exit_codes_fit(as_nobody):
     assert done.returncode == 2 and "Permission denied" in done.stderr and ".part" not in done.stderr
     assert list((folder / "ro").iterdir()) == []
 
+
+
+def test_a_damaged_mp3_says_one_line_without_decoder_chatter(tmp_path):
+    data = np.random.default_rng(0).standard_normal(48000 * 3) * 0.1
+    sf.write(str(tmp_path / "m.mp3"), data, 48000, format="MP3")
+    whole = (tmp_path / "m.mp3").read_bytes()
+    half = len(whole) // 2
+    (tmp_path / "cut.mp3").write_bytes(whole[:half] + b"\0" * 100 + whole[half + 500 : half + 900])
+    done = subprocess.run([sys.executable, "-c", "from cli.main import app; app()", "run", "cut.mp3", "-o", "o.wav"],
+                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("convt-audio: error: cut.mp3: truncated"), lines
+    assert not (tmp_path / "o.wav").exists()
