@@ -299,7 +299,6 @@ def run(
     try:
         from convt_audio.audio_io import STDIO, STREAM_TYPES, output_types
         from convt_audio.config import parse_rate
-        from convt_audio.engines import build_engine
         from convt_audio.errors import UsageError
         from convt_audio.pipeline import RunnerRecipe, RunOptions, check_outputs, clean_stale_parts, plan_jobs
 
