@@ -28,10 +28,24 @@ from convt_audio.errors import one_line
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 Abort = typer.Abort
 
+def _ray_default(args: list[str]) -> list[str]:
+    """``--ray`` without an address starts a local cluster: supply ``local`` where the next word is
+    no address (``auto``, ``local``, ``host:port``, ``ray://…``)."""
+    out = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--ray":
+            following = args[i + 1] if i + 1 < len(args) else None
+            if following is None or not (following in ("auto", "local") or ":" in following):
+                out.append("local")
+    return out
+
+
 class _OneLineErrors(TyperGroup):
     """Option-parsing errors as our own one line (``convt-audio: error: …``, exit 2), no panels."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        args = _ray_default(list(sys.argv[1:] if args is None else args))
         try:
             code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                                 standalone_mode=False, **extra)
@@ -283,8 +297,8 @@ def run(
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Files processed in parallel (with --ray: workers)."),
     ray: Optional[str] = typer.Option(
         None, "--ray",
-        help="Run the batch on a Ray cluster: auto (a running cluster), ray://HOST:PORT, or local (start one "
-             "here). Needs the [ray] extra and a filesystem every node sees."),
+        help="Run the batch on a Ray cluster: auto (a running cluster), HOST:PORT or ray://HOST:PORT, or "
+             "local (start one here; also --ray alone). Needs the [ray] extra and a filesystem every node sees."),
     fail_fast: bool = typer.Option(False, "--fail-fast", metavar="", help="Stop at the first failed input."),
     as_json: bool = typer.Option(False, "--json", metavar="", help="One JSON object per file on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="Print nothing but errors."),

@@ -160,3 +160,13 @@ def test_unreachable_cluster_is_a_usage_error(tmp_path, monkeypatch):
     assert done.returncode == 2, done.stderr
     assert "--ray ray://127.0.0.1:1: cannot reach a Ray cluster" in done.stderr
     assert not (tmp_path / "o.wav").exists()
+
+
+def test_ray_without_an_address_starts_a_local_cluster():
+    from cli.main import _ray_default
+
+    assert _ray_default(["run", "in", "--ray"]) == ["run", "in", "--ray", "local"]
+    assert _ray_default(["run", "--ray", "in", "-o", "x"]) == ["run", "--ray", "local", "in", "-o", "x"]
+    assert _ray_default(["run", "in", "--ray", "-j", "2"]) == ["run", "in", "--ray", "local", "-j", "2"]
+    for address in ("auto", "local", "10.0.0.1:6379", "ray://head:10001"):
+        assert _ray_default(["run", "in", "--ray", address]) == ["run", "in", "--ray", address]
