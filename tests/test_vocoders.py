@@ -168,3 +168,18 @@ def test_shipped_architecture_configs_are_the_generated_ones(tmp_path):
     shipped = builtin_configs()
     for path in write_configs(tmp_path):
         assert path.read_text() == shipped[path.stem].read_text(), f"regenerate configs/{path.name}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_vocoder_equals_the_module(tmp_path):
+    module = _module("hifigan-v2")
+    checkpoint = _checkpoint(tmp_path, "hifigan-v2", module)
+    mel = _mel(200)
+    np.save(tmp_path / "mel.npy", mel)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(mel)[None]).numpy()[0]
+    result = invoke("run", tmp_path / "mel.npy", "-c", "hifigan-v2", "-w", checkpoint, "--device", "cuda",
+                    "-o", tmp_path / "g.wav", "--subtype", "FLOAT", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["device"].startswith("cuda")
+    _close(sf.read(str(tmp_path / "g.wav"), dtype="float32", always_2d=True)[0].T, expected)
