@@ -530,12 +530,16 @@ class StdoutSink(AudioSink):
             align = channels * bits // 8
             data = frames * align if frames is not None and frames * align < 0xFFFFFFFF - 36 else 0xFFFFFFFF
             riff = data + 36 if data != 0xFFFFFFFF else 0xFFFFFFFF
-            header = (b"RIFF" + struct.pack("<I", riff) + b"WAVEfmt "
-                      + struct.pack("<IHHIIHH", 16, tag, channels, rate, rate * align, align, bits)
-                      + b"data" + struct.pack("<I", data))
-            self._send(header)
+            # sent with the first samples: a reader that sniffs the format (sox -) may look at
+            # the header before the rest arrives and give up if it comes alone
+            self._pending = (b"RIFF" + struct.pack("<I", riff) + b"WAVEfmt "
+                             + struct.pack("<IHHIIHH", 16, tag, channels, rate, rate * align, align, bits)
+                             + b"data" + struct.pack("<I", data))
+
+    _pending = b""  # the WAV header, until the first samples go with it
 
     def _send(self, data: bytes) -> None:
+        data, self._pending = self._pending + data, b""
         try:
             self._out.write(data)
         except BrokenPipeError:
@@ -560,6 +564,8 @@ class StdoutSink(AudioSink):
     def close(self) -> None:
         if self.kind == "flac":
             return super().close()
+        if self._pending:
+            self._send(b"")
         try:
             self._out.flush()
         except BrokenPipeError:

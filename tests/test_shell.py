@@ -43,10 +43,10 @@ def tone(path, seconds=0.5, rate=16000, subtype=None, channels=1, **kw):
 
 @needs_sox
 def test_sox_pipeline_end_to_end(tmp_path):
-    """sox in.wav -t wav - | convt-audio run - -r 48000 -o - | sox - out.flac"""
+    """sox in.wav -t wav - | convt-audio run - -r 48000 -o - | sox - out.flac (sox sniffs the type)"""
     tone(tmp_path / "in.wav", seconds=1.0, rate=16000)
     command = (f"{SOX} in.wav -t wav - | {sys.executable} -c 'from cli.main import app; app()' run - -r 48000 "
-               f"-o - | {SOX} -t wav - out.flac")
+               f"-o - | {SOX} - out.flac")
     done = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT), "CONVT_AUDIO_CACHE": str(tmp_path / "c")})
     assert done.returncode == 0, done.stderr
