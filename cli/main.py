@@ -354,8 +354,9 @@ def run(
                              clip=clip.value, overwrite=overwrite, skip_existing=skip_existing,
                              non_finite=non_finite.value, kind=kind)
         if ray is not None:
-            from convt_audio.cluster import connect
+            from convt_audio.cluster import check_writable, connect
 
+            check_writable(jobs_list)
             connect(ray, jobs)
         stale = clean_stale_parts(jobs_list, started)
         if stale:

@@ -56,6 +56,23 @@ def connect(address: str, workers: int):
     return ray
 
 
+def check_writable(jobs: list[Job]) -> None:
+    """Before a cluster batch: every output folder that exists must take a file from here (the
+    driver), so that a read-only mount is one usage error, not one failure per file."""
+    import tempfile
+
+    folders = {job.dest.parent for job in jobs if job.dest is not None and str(job.dest) != "-"}
+    for folder in sorted(folders):
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent  # the nearest existing folder: where the rest will be created
+        try:
+            with tempfile.NamedTemporaryFile(dir=probe, prefix=".convt-audio-probe-"):
+                pass
+        except OSError as exc:
+            raise UsageError(f"{folder}: the output folder cannot be written from here ({exc.strerror})") from None
+
+
 class Worker:
     """One cluster worker: its runner, built once, and files through it."""
 

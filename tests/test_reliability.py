@@ -369,3 +369,15 @@ def test_a_damaged_mp3_says_one_line_without_decoder_chatter(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("convt-audio: error: cut.mp3: truncated"), lines
     assert not (tmp_path / "o.wav").exists()
+
+
+def test_ray_checks_the_output_folder_from_the_driver_first(as_nobody):
+    pytest.importorskip("ray", reason="the [ray] extra (.ci/run installs it)")
+    folder, run = as_nobody
+    tone(folder / "a.wav")
+    tone(folder / "b.wav")
+    (folder / "ro").mkdir()
+    (folder / "ro").chmod(0o555)
+    done = run("run", "a.wav", "b.wav", "-o", "ro/", "--ray", "local")
+    assert done.returncode == 2, done.stderr
+    assert "ro: the output folder cannot be written from here (Permission denied)" in done.stderr
