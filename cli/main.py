@@ -78,6 +78,13 @@ app.add_typer(design_app, name="design")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+# how this command line spells the library's parameters in messages (convt_audio.errors.option)
+FLAGS = {"factor": "--factor", "passband": "--passband", "stopband": "--stopband", "attenuation": "--attenuation",
+         "subtype": "--subtype", "input_rate": "--input-rate", "target_rate": "--rate", "recursive": "--recursive",
+         "clip": "--clip", "non_finite": "--non-finite", "overwrite": "--overwrite",
+         "skip_existing": "--skip-existing", "kind": "--type", "device": "--device", "dtype": "--dtype",
+         "ray": "--ray", "output": "-o", "weights": "-w", "config": "-c", "seed": "--seed", "threads": "--threads"}
+
 
 class Channels(str, Enum):
     auto = "auto"
@@ -131,7 +138,7 @@ def _fail(exc: BaseException, debug: bool = False, usage: bool = False) -> "type
     if debug:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     if isinstance(exc, ConvtAudioError):
-        _err(str(exc))
+        _err(exc.render(FLAGS))
         return typer.Exit(EXIT_USAGE if usage else exc.exit_code)
     _err(f"{type(exc).__name__}: {exc}")
     return typer.Exit(EXIT_USAGE)
@@ -319,7 +326,7 @@ def run(
         rate = parse_rate(input_rate) if input_rate is not None else None
         target = None
         if target_rate is not None:
-            target = parse_rate(target_rate, "--rate")
+            target = parse_rate(target_rate, "target_rate")
             if target.denominator != 1:
                 raise UsageError(f"--rate: an output rate is a whole number of Hz, got {target_rate!r}")
             target = int(target)
@@ -423,12 +430,13 @@ def _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug
     try:
         with interrupts, progress_bars(not quiet and not as_json, len(jobs_list)) as bars:
             if cluster is None:
-                result = run_batch(runner, jobs_list, options, jobs, fail_fast, cancel, Events(bars))
+                result = run_batch(runner, jobs_list, options, jobs, fail_fast, cancel, Events(bars), FLAGS)
             else:
                 from convt_audio.cluster import run_batch_ray
 
                 address, recipe = cluster
-                result = run_batch_ray(address, recipe, jobs_list, options, jobs, fail_fast, cancel, Events(bars))
+                result = run_batch_ray(address, recipe, jobs_list, options, jobs, fail_fast, cancel, Events(bars),
+                                       spelling=FLAGS)
     except KeyboardInterrupt:  # a second signal: stopped at once
         cancel.set()
         _err("interrupted")
@@ -485,7 +493,7 @@ def info(
             status = f"ok, {len(unused)} tensor(s) unused"
         weights_ok = True
     except Exception as exc:
-        status = str(exc).splitlines()[0]
+        status = (exc.render(FLAGS) if hasattr(exc, "render") else str(exc)).splitlines()[0]
         weights_ok = False
     facts = summary(cfg, rate, weights_path, status)
     if as_json:

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 import soundfile as sf
 
-from .errors import AudioError, ClippingError, UsageError
+from .errors import AudioError, ClippingError, UsageError, option
 
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 INEXACT_SEEK_FORMATS = ("MP3", "OGG")  # compressed streams: a seek is near, not on, the frame
@@ -57,7 +57,7 @@ def format_for(path: str | Path) -> str:
     if fmt not in sf.available_formats() or fmt == "RAW":
         raise UsageError(
             f"{path}: cannot write {('.' + ext) if ext else 'a file without extension'}; use one of "
-            f".wav, .flac, .ogg, .opus, .mp3, .aiff, .caf, .w64, .rf64, .au (or --type)"
+            f".wav, .flac, .ogg, .opus, .mp3, .aiff, .caf, .w64, .rf64, .au (or {option('kind')})"
         )
     return fmt
 
@@ -68,7 +68,7 @@ def check_rate(path: str | Path, rate: int) -> None:
     allowed = _RATES.get(ext)
     if allowed and rate not in allowed:
         raise UsageError(f"{path}: .{ext} holds {', '.join(map(str, allowed))} Hz, not {rate} Hz; "
-                         f"choose another --rate or --type")
+                         f"choose another {option('target_rate')} or {option('kind')}")
 
 
 def choose_subtype(fmt: str, requested: str | None, input_subtype: str | None, where: str) -> str:
@@ -76,7 +76,7 @@ def choose_subtype(fmt: str, requested: str | None, input_subtype: str | None, w
     it, else the format's default (Opus for .opus; PCM_16 for WAV from an MP3 or Vorbis input)."""
     if requested:
         if not sf.check_format(fmt, requested):
-            raise UsageError(f"--subtype: {fmt} files cannot hold {requested} ({where})")
+            raise UsageError(f"{option('subtype')}: {fmt} files cannot hold {requested} ({where})")
         return requested
     if Path(where).suffix.lower() == ".opus":
         return "OPUS"
@@ -260,7 +260,7 @@ def _npy_2d(array: np.ndarray) -> np.ndarray:
 def _feature_source(path, array: np.ndarray, input_rate, expected_channels) -> AudioSource:
     """A ``(channels, frames)`` float array as a source (an ``.npy`` file or one on stdin)."""
     if input_rate is None:
-        raise AudioError(f"{path}: .npy inputs need --input-rate HZ (or a config with output_sample_rate)")
+        raise AudioError(f"{path}: .npy inputs need {option('input_rate', 'HZ')} (or a config with output_sample_rate)")
     array = _npy_2d(array)
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
         raise AudioError(
@@ -357,7 +357,7 @@ def open_source(path: str | Path, input_rate=None, expected_channels: int | None
     if not path.exists():
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
-        raise AudioError(f"{path}: is a folder (pass --recursive or name the files)")
+        raise AudioError(f"{path}: is a folder (pass {option('recursive')} or name the files)")
     if path.suffix.lower() == ".npy":
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -434,7 +434,7 @@ class AudioSink:
                 if self.clip == "error":
                     raise ClippingError(
                         f"{self.label}: output would clip ({over} samples outside [-1, 1] in one "
-                        f"block); rerun with --clip clamp or --subtype FLOAT"
+                        f"block); rerun with {option('clip', 'clamp')} or {option('subtype', 'FLOAT')}"
                     )
                 self.clipped += over
                 if self.steps is None:  # PCM is clamped by its rounding below
@@ -510,7 +510,7 @@ class StdoutSink(AudioSink):
                  frames: int | None = None, gain: float = 1.0):
         self.kind, self.subtype, self.channels = kind, subtype, channels
         if kind != "flac" and subtype not in (*self._DTYPES, "PCM_24"):
-            raise UsageError(f"-o -: a {kind} stream holds PCM_16, PCM_24, PCM_32, FLOAT or DOUBLE, not {subtype}")
+            raise UsageError(f"{option('output', '-')}: a {kind} stream holds PCM_16, PCM_24, PCM_32, FLOAT or DOUBLE, not {subtype}")
         sys.stdout.flush()
         if kind == "flac":
             self._counters(subtype, clip, "<stdout>")

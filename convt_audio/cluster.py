@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import UsageError, option
 from .pipeline import BatchEvents, BatchResult, Job, RunnerRecipe, RunOptions
 
 RETRIES = 3  # a file is retried on a restarted worker this many times
@@ -32,7 +32,7 @@ def _ray():
     try:
         import ray
     except ImportError:
-        raise UsageError("--ray needs Ray: pip install 'convt-audio[ray]'") from None
+        raise UsageError(f"{option('ray')} needs Ray: pip install 'convt-audio[ray]'") from None
     return ray
 
 
@@ -52,7 +52,7 @@ def connect(address: str, workers: int):
         else:
             ray.init(address=address, **kwargs)
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError …
-        raise UsageError(f"--ray {address}: cannot reach a Ray cluster ({str(exc).splitlines()[0]})") from None
+        raise UsageError(f"{option('ray', address)}: cannot reach a Ray cluster ({str(exc).splitlines()[0]})") from None
     return ray
 
 
@@ -85,7 +85,7 @@ class Worker:
 
         return socket.gethostname(), os.getpid()
 
-    def process(self, key: int, source: str, dest: str | None, error: str | None) -> tuple:
+    def process(self, key: int, source: str, dest: str | None, error: str | None, spelling=None) -> tuple:
         """``(key, "ok", report, None)`` or ``(key, "error", message, output)`` for one file."""
         from .audio_io import remove_stale_parts
         from .pipeline import failure_line, process_file
@@ -96,13 +96,14 @@ class Worker:
         try:
             return key, "ok", process_file(self.runner, job, self.options), None
         except Exception as exc:  # noqa: BLE001 - reported per file, as a local run does
-            message, output = failure_line(job, exc)
+            message, output = failure_line(job, exc, spelling)
             return key, "error", message, output
 
 
 def run_batch_ray(address: str, recipe: RunnerRecipe, jobs: list[Job], options: RunOptions, workers: int = 1,
                   fail_fast: bool = False, cancel: threading.Event | None = None,
-                  events: BatchEvents | None = None, num_gpus: float | None = None) -> BatchResult:
+                  events: BatchEvents | None = None, num_gpus: float | None = None,
+                  spelling=None) -> BatchResult:
     """Run ``jobs`` on ``workers`` Ray actors; report through ``events`` as files finish.
 
     Paths must name the same files on every node (a shared mount): the workers get them
@@ -123,14 +124,14 @@ def run_batch_ray(address: str, recipe: RunnerRecipe, jobs: list[Job], options: 
         hosts = ray.get([actor.pid.remote() for actor in actors])  # the workers are up, the engine built
     except ray.exceptions.RayError as exc:
         _stop(ray, actors)
-        raise UsageError(f"--ray: a worker could not start ({_first_line(exc)})") from None
+        raise UsageError(f"{option('ray')}: a worker could not start ({_first_line(exc)})") from None
     pool = ray.util.ActorPool(actors)
     names = {}
     for key, job in enumerate(jobs):
         source = _absolute_path(job.source)
         dest = None if job.dest is None else _absolute_path(job.dest)
         names[key] = (job, source)
-        pool.submit(lambda actor, args: actor.process.remote(*args), (key, source, dest, job.error))
+        pool.submit(lambda actor, args: actor.process.remote(*args), (key, source, dest, job.error, spelling))
     try:
         while pool.has_next() and not cancel.is_set():
             try:

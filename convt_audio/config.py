@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from .errors import AudioError, ConfigError
+from .errors import AudioError, ConfigError, option
 from .specs import (
     ACTIVATIONS,
     BLOCK_TYPES,
@@ -101,14 +101,14 @@ class Config:
         return int(rate)
 
 
-def parse_rate(text, what: str = "--input-rate") -> Fraction:
+def parse_rate(text, what: str = "input_rate") -> Fraction:
     """A sample or frame rate in Hz: ``24000``, ``86.1328125`` or ``22050/256``, exactly."""
     try:
         rate = Fraction(str(text).strip())
     except (ValueError, ZeroDivisionError):
-        raise ConfigError(f"{what}: {text!r} is not a rate in Hz (e.g. 24000, 86.1328125 or 22050/256)") from None
+        raise ConfigError(f"{option(what)}: {text!r} is not a rate in Hz (e.g. 24000, 86.1328125 or 22050/256)") from None
     if rate <= 0:
-        raise ConfigError(f"{what}: must be positive, got {text!r}")
+        raise ConfigError(f"{option(what)}: must be positive, got {text!r}")
     return rate
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import UsageError, option
 
 MAX_TAPS = 1 << 22  # 32 MiB of float64 taps
 
@@ -92,13 +92,13 @@ def kaiser_beta(attenuation: float) -> float:
 def parse_factor(factor) -> Fraction:
     """``3``, ``"3"``, ``"160/147"`` or a Fraction → the ratio in lowest terms (not 1)."""
     if isinstance(factor, bool):
-        raise UsageError(f"--factor: must be an integer >= 2 or a ratio L/M, got {factor!r}")
+        raise UsageError(f"{option('factor')}: must be an integer >= 2 or a ratio L/M, got {factor!r}")
     try:
         ratio = Fraction(factor) if not isinstance(factor, float) else Fraction(str(factor))
     except (ValueError, ZeroDivisionError, TypeError):
-        raise UsageError(f"--factor: must be an integer >= 2 or a ratio L/M (e.g. 160/147), got {factor!r}") from None
+        raise UsageError(f"{option('factor')}: must be an integer >= 2 or a ratio L/M (e.g. 160/147), got {factor!r}") from None
     if ratio <= 0 or ratio == 1 or (ratio.denominator == 1 and ratio < 2):
-        raise UsageError(f"--factor: must be an integer >= 2 or a ratio L/M other than 1, got {factor!r}")
+        raise UsageError(f"{option('factor')}: must be an integer >= 2 or a ratio L/M other than 1, got {factor!r}")
     return ratio
 
 
@@ -122,19 +122,19 @@ def design_sinc(
     ratio = parse_factor(factor)
     factor, down = ratio.numerator, ratio.denominator
     if not 0 < passband < stopband:
-        raise UsageError(f"--passband: must be in (0, stopband), got {passband!r}")
+        raise UsageError(f"{option('passband')}: must be in (0, stopband), got {passband!r}")
     if not stopband < 1 - passband + 1e-12 or stopband > 1:
         raise UsageError(
-            f"--stopband: must be in (passband, 1 − passband] so images miss the passband, got {stopband!r}"
+            f"{option('stopband')}: must be in (passband, 1 − passband] so images miss the passband, got {stopband!r}"
         )
     if not 20 <= attenuation <= 200:
-        raise UsageError(f"--attenuation: must be between 20 and 200 dB, got {attenuation!r}")
+        raise UsageError(f"{option('attenuation')}: must be between 20 and 200 dB, got {attenuation!r}")
     scale = min(1.0, factor / down)  # downsampling: the band edges follow the output rate
     transition = 2 * math.pi * scale * (stopband - passband) / factor  # rad/sample, upsampled rate
     taps_needed = (attenuation - 7.95) / (2.285 * transition) + 1
     zeros = max(1, math.ceil((taps_needed - 1) / (2 * factor)))
     if 2 * factor * zeros + 1 > MAX_TAPS:
-        raise UsageError(f"--factor {ratio} at {attenuation:g} dB needs {2 * factor * zeros + 1:,} taps; "
+        raise UsageError(f"{option('factor', ratio)} at {attenuation:g} dB needs {2 * factor * zeros + 1:,} taps; "
                          f"at most {MAX_TAPS:,} are designed (a smaller factor, or a cascade of stages)")
     half = factor * zeros
     n = np.arange(-half, half + 1, dtype=np.float64)
@@ -215,7 +215,7 @@ def write_sinc(design: SincDesign, stem: str | Path, overwrite: bool = False) ->
     config_path, weights_path = stem.with_name(stem.name + ".yaml"), stem.with_name(stem.name + ".safetensors")
     for path in (config_path, weights_path):
         if path.exists() and not overwrite:
-            raise UsageError(f"{path}: already exists (pass --overwrite to replace it)")
+            raise UsageError(f"{path}: already exists (pass {option('overwrite')} to replace it)")
     if not config_path.parent.is_dir():
         raise UsageError(f"{config_path.parent}: folder does not exist")
     data = sinc_config(design, stem.name, weights_path.name)

@@ -19,7 +19,7 @@ from collections import deque
 import numpy as np
 
 from .config import Config
-from .errors import DeviceError
+from .errors import DeviceError, option
 from .polyphase import PolyphaseResampler, eligible
 from .specs import StackShape, widest_activation
 
@@ -36,7 +36,7 @@ def check_device_name(name: str) -> None:
     """Refuse a device name that is not ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (no torch)."""
     base, _, index = name.partition(":")
     if base not in ("auto", "cpu", "cuda") or (index and (base != "cuda" or not index.isdigit())):
-        raise DeviceError(f"--device: {name!r} is not one of auto, cpu, cuda, cuda:N")
+        raise DeviceError(f"{option('device')}: {name!r} is not one of auto, cpu, cuda, cuda:N")
 
 
 def resolve_device(name: str):
@@ -49,10 +49,10 @@ def resolve_device(name: str):
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"--device {name}: CUDA is not available on this machine "
+            raise DeviceError(f"{option('device', name)}: CUDA is not available on this machine "
                               f"(torch {torch.__version__}, CUDA build: {torch.version.cuda})")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+            raise DeviceError(f"{option('device', name)}: only {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
@@ -65,7 +65,7 @@ def build_engine(config: Config, params: list, device: str = "auto", dtype: str 
     """
     check_device_name(device)
     if dtype not in DTYPE_NAMES:
-        raise DeviceError(f"--dtype: {dtype!r} is not one of {sorted(DTYPE_NAMES)}")
+        raise DeviceError(f"{option('dtype')}: {dtype!r} is not one of {sorted(DTYPE_NAMES)}")
     if kernel not in KERNELS:
         raise DeviceError(f"kernel: {kernel!r} is not one of {list(KERNELS)}")
     on_cpu = device == "cpu" or (device == "auto" and not cuda_may_exist())

@@ -6,10 +6,44 @@ User mistakes raise these; ``assert`` is kept for our own invariants.
 from __future__ import annotations
 
 
+import re
+from typing import Mapping
+
+_OPTION = re.compile(r"\{opt:([a-z_]+)(?: ([^}]*))?\}")
+
+
+def option(name: str, value=None) -> str:
+    """A parameter (and value) named in an error message, spelt by whoever shows the message:
+    the library says ``factor`` or ``clip='rescale'``, the command line ``--factor`` or
+    ``--clip rescale`` (:meth:`ConvtAudioError.render`)."""
+    return "{opt:%s%s}" % (name, "" if value is None else f" {value}")
+
+
+def render(text: str, spelling: Mapping[str, str] | None = None) -> str:
+    """Spell the :func:`option` marks in ``text``: as parameters, or with ``spelling``'s flags."""
+    def spell(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2)
+        if spelling is not None and name in spelling:
+            return spelling[name] if value is None else f"{spelling[name]} {value}"
+        return name if value is None else f"{name}={value!r}"
+
+    return _OPTION.sub(spell, text)
+
+
 class ConvtAudioError(Exception):
-    """Base class: a problem with what the user gave us, told in one line."""
+    """Base class: a problem with what the user gave us, told in one line.
+
+    Messages name parameters with :func:`option`; ``str()`` spells them as the library's
+    parameters, :meth:`render` as a front end's flags.
+    """
 
     exit_code = 2
+
+    def render(self, spelling: Mapping[str, str] | None = None) -> str:
+        return render(super().__str__(), spelling)
+
+    def __str__(self) -> str:
+        return self.render()
 
 
 class ConfigError(ConvtAudioError, ValueError):

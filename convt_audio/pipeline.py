@@ -36,7 +36,7 @@ from .audio_io import (
     remove_stale_parts,
 )
 from .config import Config, channel_plan
-from .errors import AudioError, UsageError
+from .errors import AudioError, UsageError, option
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def check_finite(block: np.ndarray, start: int, path, mode: str = "error") -> in
         return bad
     channel, frame = (int(i) for i in np.argwhere(~finite)[0])
     raise AudioError(f"{path}: non-finite sample ({block[channel, frame]}) at frame {start + frame}, "
-                     f"channel {channel}; pass --non-finite zero to replace such samples with 0")
+                     f"channel {channel}; pass {option('non_finite', 'zero')} to replace such samples with 0")
 
 
 @dataclass(frozen=True)
@@ -144,10 +144,11 @@ def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive
     if stdin and len(inputs) > 1:
         raise UsageError("- (standard input) must be the only input")
     if stdin and output is None:
-        raise UsageError("- (standard input) needs -o FILE, or -o - for standard output")
+        raise UsageError(f"- (standard input) needs {option('output', 'FILE')}, or {option('output', '-')} for "
+                         f"standard output")
     if output is not None and str(output) == STDIO:
         if len(inputs) > 1 or inputs[0].is_dir():
-            raise UsageError("-o - (standard output) takes one input")
+            raise UsageError(f"{option('output', '-')} (standard output) takes one input")
         return [Job(inputs[0], Path(STDIO))]
     if stdin:
         return [Job(inputs[0], Path(output))]
@@ -164,7 +165,7 @@ def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive
                          for path, why in unreadable]
             if not listed and not unreadable:
                 raise UsageError(f"{item}: no audio files found"
-                                 f"{'' if recursive else ' (pass --recursive to look in subfolders)'}")
+                                 f"{'' if recursive else ' (pass ' + option('recursive') + ' to look in subfolders)'}")
             pairs.extend((p, p.relative_to(item)) for p in listed)
         else:
             try:
@@ -181,13 +182,13 @@ def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive
     into_folder = several or output.is_dir() or text.endswith(("/", os.sep))  # before Path() drops the slash
     if not into_folder:
         if kind and output.suffix.lower().lstrip(".") != kind:
-            raise UsageError(f"-o {output}: --type {kind} contradicts the file's extension")
+            raise UsageError(f"{option('output', output)}: {option('kind', kind)} contradicts the file's extension")
         return [Job(pairs[0][0], output)]
     if output.exists() and not output.is_dir():
-        raise UsageError(f"-o {output}: is a file; several inputs need a folder")
+        raise UsageError(f"{option('output', output)}: is a file; several inputs need a folder")
     if several and not output.exists() and not text.endswith(("/", os.sep)) \
             and output.suffix.lower().lstrip(".") in audio_extensions():
-        raise UsageError(f"-o {output}: names one file, but there are {len(pairs)} inputs; give a folder "
+        raise UsageError(f"{option('output', output)}: names one file, but there are {len(pairs)} inputs; give a folder "
                          f"(end it with / to create it)")
     return [Job(src, output / _writable_name(relative, kind)) for src, relative in pairs] + problems
 
@@ -268,7 +269,8 @@ class RunnerRecipe:
 
         if self.config is None and self.target_rate is not None:
             if self.weights is not None:
-                raise UsageError("-w needs -c: with --rate alone the resampler is chosen for each input rate")
+                raise UsageError(f"{option('weights')} needs {option('config')}: with {option('target_rate')} alone the "
+                                 f"resampler is chosen for each input rate")
             return Runner(target_rate=self.target_rate, build=make), []
         config = load_config(self.config)
         params, unused = load_params(config, self.weights)
@@ -360,11 +362,12 @@ class BatchEvents:
         """A file is done, whichever way."""
 
 
-def failure_line(job: Job, exc: BaseException) -> tuple[str, str | None]:
-    """One line for a failed file, naming it (control characters escaped), and its output."""
+def failure_line(job: Job, exc: BaseException, spelling=None) -> tuple[str, str | None]:
+    """One line for a failed file, naming it (control characters escaped), and its output;
+    parameters spelt per ``spelling`` (:func:`~convt_audio.errors.render`)."""
     from .errors import ConvtAudioError, one_line
 
-    message = str(exc) if isinstance(exc, ConvtAudioError) else f"{type(exc).__name__}: {exc}"
+    message = exc.render(spelling) if isinstance(exc, ConvtAudioError) else f"{type(exc).__name__}: {exc}"
     message = one_line(message.strip()) if message.strip() else type(exc).__name__
     output = getattr(exc, "output", None) or (str(job.dest) if job.dest else None)
     name = one_line(str(job.source))
@@ -374,7 +377,8 @@ def failure_line(job: Job, exc: BaseException) -> tuple[str, str | None]:
 
 
 def run_batch(runner: Runner, jobs: list[Job], options: RunOptions, workers: int = 1, fail_fast: bool = False,
-              cancel: threading.Event | None = None, events: BatchEvents | None = None) -> BatchResult:
+              cancel: threading.Event | None = None, events: BatchEvents | None = None,
+              spelling=None) -> BatchResult:
     """Run every job, ``workers`` files at a time; a failed file never stops the others unless
     ``fail_fast``. ``cancel`` (set by a signal handler, say) stops at the next block; files that
     did not finish leave nothing behind."""
@@ -393,7 +397,7 @@ def run_batch(runner: Runner, jobs: list[Job], options: RunOptions, workers: int
         except Cancelled:
             return
         except Exception as exc:  # noqa: BLE001 - every failure is this file's, told in one line
-            message, output = failure_line(job, exc)
+            message, output = failure_line(job, exc, spelling)
             with lock:
                 result.failed += 1
                 events.failed(job, message, output, exc)
@@ -528,7 +532,7 @@ def process_file(
         try:
             config, engine = runner.pick(source.rate)
         except AudioError as exc:
-            raise type(exc)(f"{job.source}: {exc}") from None
+            raise type(exc)(f"{job.source}: {exc.args[0]}") from None
         per_channel = channel_plan(config, source.channels, options.channels) == "per_channel"
         out_rate = config.output_rate(source.rate)
         dest = job.dest or default_name(job.source, out_rate, options.kind)
@@ -542,12 +546,12 @@ def process_file(
                 if options.skip_existing:
                     return {**report, "status": "skipped", "reason": "output exists"}
                 if not options.overwrite:
-                    raise AudioError(f"{dest}: already exists (pass --overwrite or --skip-existing)")
+                    raise AudioError(f"{dest}: already exists (pass {option('overwrite')} or {option('skip_existing')})")
             try:
                 if source.frames is not None:  # a pipe's length shows at its end: checked then
                     engine.check_frames(source.frames)
             except AudioError as exc:
-                raise type(exc)(f"{job.source}: {exc}") from None
+                raise type(exc)(f"{job.source}: {exc.args[0]}") from None
             written = _write(engine, source, dest, out_rate, per_channel, options, cancel, progress)
         except AudioError as exc:
             exc.output = str(dest)
@@ -576,7 +580,8 @@ def _write(engine, source, dest: Path, out_rate: int, per_channel: bool, options
     if to_stdout:
         kind = options.kind or "wav"
         if kind not in STREAM_TYPES:
-            raise UsageError(f"-o -: --type {kind} cannot be streamed; use one of {list(STREAM_TYPES)}")
+            raise UsageError(f"{option('output', '-')}: {option('kind', kind)} cannot be streamed; use one of "
+                             f"{list(STREAM_TYPES)}")
         fmt, where = ("FLAC" if kind == "flac" else "WAV"), f"<stdout>.{kind}"
     else:
         fmt, where = format_for(dest), str(dest)
@@ -638,7 +643,7 @@ class _PeakSink:
 def _peak(engine, source, *args) -> float:
     """Run the whole file once without writing; return the output's peak."""
     if source.frames is None:
-        raise AudioError(f"{source.path}: --clip rescale reads the input twice, which a pipe cannot give; "
+        raise AudioError(f"{source.path}: {option('clip', 'rescale')} reads the input twice, which a pipe cannot give; "
                          f"pass a file")
     sink = _PeakSink()
     _stream_into(sink, engine, source, *args)
@@ -673,7 +678,7 @@ def _stream_into(sink, engine, source, chunk: int, read_dtype: str, shaped, tail
         try:
             tail_out = stream.flush()
         except AudioError as exc:  # too short: known only now for a pipe
-            raise type(exc)(f"{source.path}: {exc}") from None
+            raise type(exc)(f"{source.path}: {exc.args[0]}") from None
         writer.put(tail_out.reshape(out_channels, -1))
     except BaseException:
         stop.set()

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .config import Config
-from .errors import ConfigError, UsageError, WeightsError
+from .errors import ConfigError, UsageError, WeightsError, option
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".npz")
 
@@ -288,10 +288,10 @@ def load_params(config: Config, weights: str | Path | None = None) -> tuple[list
             if config.is_builtin:
                 raise ConfigError(
                     f"{config.name}: this built-in architecture ships without weights; pass the "
-                    f"trained generator's checkpoint with -w CHECKPOINT"
+                    f"trained generator's checkpoint with {option('weights', 'CHECKPOINT')}"
                 )
             raise ConfigError(
-                f"{config.source}: no weights: pass -w WEIGHTS or set 'weights:' in the config"
+                f"{config.source}: no weights: pass {option('weights', 'WEIGHTS')} or set 'weights:' in the config"
             )
         return [{} for _ in config.leaves], []
     return match_tensors(config, open_tensors(path), str(path))

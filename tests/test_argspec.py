@@ -34,3 +34,19 @@ def test_design_command_defaults_are_the_designers():
 def test_run_command_defaults_are_the_engines():
     e, r = defaults(build_engine), defaults(run)
     assert (e["device"], e["dtype"], e["deterministic"]) == (r["device"], r["dtype"], r["deterministic"])
+
+
+def test_library_errors_name_parameters_and_the_cli_names_its_flags():
+    """The library says what its callers pass (factor=…); the command line says --factor."""
+    import pytest
+    from typer.testing import CliRunner
+
+    from cli.main import FLAGS, app
+    from convt_audio.errors import UsageError
+
+    with pytest.raises(UsageError) as info:
+        design_sinc(1)
+    assert str(info.value).startswith("factor: must be") and "--" not in str(info.value)
+    assert info.value.render(FLAGS).startswith("--factor: must be")
+    result = CliRunner().invoke(app, ["design", "sinc", "--factor", "1", "-o", "x"])
+    assert result.exit_code == 2 and "convt-audio: error: --factor: must be" in result.stderr

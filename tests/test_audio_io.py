@@ -35,7 +35,7 @@ def test_formats_and_subtypes():
         format_for("x.mp4")
     assert choose_subtype("FLAC", None, "FLOAT", "x") == "PCM_16"  # FLAC cannot hold floats
     assert choose_subtype("WAV", None, "PCM_24", "x") == "PCM_24"
-    with pytest.raises(UsageError, match="--subtype: OGG files cannot hold PCM_16"):
+    with pytest.raises(UsageError, match="subtype: OGG files cannot hold PCM_16"):
         choose_subtype("OGG", "PCM_16", None, "x")
 
 

@@ -95,10 +95,10 @@ def test_streaming_float32_matches_whole_signal():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(factor=1), "--factor: must be an integer >= 2 or a ratio L/M other than 1, got 1"),
-    (dict(factor=3, passband=0.6, stopband=0.55), "--passband: must be in (0, stopband)"),
-    (dict(factor=3, passband=0.45, stopband=0.7), "--stopband: must be in (passband, 1 − passband]"),
-    (dict(factor=3, attenuation=500), "--attenuation: must be between 20 and 200 dB, got 500"),
+    (dict(factor=1), "factor: must be an integer >= 2 or a ratio L/M other than 1, got 1"),
+    (dict(factor=3, passband=0.6, stopband=0.55), "passband: must be in (0, stopband)"),
+    (dict(factor=3, passband=0.45, stopband=0.7), "stopband: must be in (passband, 1 − passband]"),
+    (dict(factor=3, attenuation=500), "attenuation: must be between 20 and 200 dB, got 500"),
 ])
 def test_design_errors(kwargs, message):
     with pytest.raises(UsageError) as info:

@@ -60,18 +60,18 @@ def test_engine_choice():
     assert isinstance(build_engine(config, dparams, "cpu"), TorchEngine)
     with pytest.raises(DeviceError, match="kernel numpy: needs a one-channel conv_transpose1d"):
         build_engine(config, dparams, "cpu", kernel="numpy")
-    with pytest.raises(DeviceError, match="--dtype: 'float8' is not one of"):
+    with pytest.raises(DeviceError, match="dtype: 'float8' is not one of"):
         build_engine(sinc, params, "cpu", "float8")
-    with pytest.raises(DeviceError, match="--device: 'gpu' is not one of auto, cpu, cuda, cuda:N"):
+    with pytest.raises(DeviceError, match="device: 'gpu' is not one of auto, cpu, cuda, cuda:N"):
         build_engine(sinc, params, "gpu")
-    with pytest.raises(DeviceError, match="--device: 'cuda:x'"):
+    with pytest.raises(DeviceError, match="device: 'cuda:x'"):
         build_engine(sinc, params, "cuda:x")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
 def test_cuda_without_cuda_is_an_error_not_a_fallback():
     sinc = load_config("sinc-x3")
-    with pytest.raises(DeviceError, match="--device cuda: CUDA is not available"):
+    with pytest.raises(DeviceError, match="device='cuda': CUDA is not available"):
         build_engine(sinc, load_params(sinc)[0], "cuda")
 
 

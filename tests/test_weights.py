@@ -143,7 +143,7 @@ def test_missing_weights_file_and_no_weights_at_all(tmp_path):
     config = parse_config({"layers": LAYERS})
     with pytest.raises(WeightsError, match="weights file not found"):
         load_stack(config, tmp_path / "nope.pt")
-    with pytest.raises(ConfigError, match="no weights: pass -w WEIGHTS"):
+    with pytest.raises(ConfigError, match="no weights: pass weights='WEIGHTS'"):
         load_stack(config)
     only_activations = parse_config({"layers": [{"type": "snake", "channels": 1}]})
     with pytest.raises(ConfigError, match="no weights"):
