@@ -6,10 +6,12 @@ Outputs are written to a temporary file beside the destination and renamed only 
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
 import socket
+import stat
 import struct
 import sys
 import tempfile
@@ -97,8 +99,9 @@ def part_prefix(dest: Path) -> str:
     return f".{dest.name}.{_host()}-{os.getpid()}."
 
 
-def remove_stale_parts(folder: str | Path, older_than: float) -> list[Path]:
-    """Remove our temporary outputs in ``folder`` left by runs that died (SIGKILL, power loss).
+def remove_stale_parts(folder: str | Path, older_than: float, name: str | None = None) -> list[Path]:
+    """Remove our temporary outputs in ``folder`` left by runs that died (SIGKILL, power loss);
+    with ``name``, only those of that one output (no scan of the whole folder).
 
     A file is ours and stale only when its name has our pattern, it names this host, the process
     it names is gone, and it was last written before ``older_than`` (a time stamp). A live process
@@ -107,13 +110,15 @@ def remove_stale_parts(folder: str | Path, older_than: float) -> list[Path]:
     """
     removed = []
     try:
-        entries = list(os.scandir(folder))
+        # a glob for one output's parts (its name escaped), else every entry of the folder
+        paths = list(Path(folder).glob(f".{glob.escape(name)}.*.part")) if name is not None \
+            else [Path(entry.path) for entry in os.scandir(folder)]
     except OSError:
         return removed
     host = _host()
-    for entry in entries:
-        match = _PART.match(entry.name)
-        if not match or match.group("host") != host or not entry.is_file(follow_symlinks=False):
+    for path in paths:
+        match = _PART.match(path.name)
+        if not match or match.group("host") != host:
             continue
         pid = int(match.group("pid"))
         try:
@@ -124,9 +129,10 @@ def remove_stale_parts(folder: str | Path, older_than: float) -> list[Path]:
         except OSError:
             continue  # alive, another user's
         with suppress(OSError):
-            if entry.stat(follow_symlinks=False).st_mtime < older_than:
-                os.unlink(entry.path)
-                removed.append(Path(entry.path))
+            info = path.lstat()
+            if stat.S_ISREG(info.st_mode) and info.st_mtime < older_than:
+                path.unlink()
+                removed.append(path)
     return removed
 
 
@@ -394,15 +400,14 @@ class AudioSink:
 
     def __init__(self, path: Path, rate: int, channels: int, fmt: str, subtype: str,
                  clip: str = "clamp", label: str | None = None, gain: float = 1.0):
-        self._counters(subtype, clip, label or str(path))
-        self.gain = gain
+        self._counters(subtype, clip, label or str(path), gain)
         try:
             self._handle = sf.SoundFile(str(path), "w", rate, channels, subtype, format=fmt)
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             raise AudioError(f"{self.label}: cannot write {fmt}/{subtype}: {exc}") from None
 
-    def _counters(self, subtype: str, clip: str, label: str) -> None:
-        self.clip, self.label, self.gain = clip, label, 1.0
+    def _counters(self, subtype: str, clip: str, label: str, gain: float = 1.0) -> None:
+        self.clip, self.label, self.gain = clip, label, gain
         self.clamps = subtype not in FLOAT_SUBTYPES
         self.steps = 2.0 ** (PCM_BITS[subtype] - 1) if subtype in PCM_BITS else None
         self.clipped = 0
@@ -513,16 +518,14 @@ class StdoutSink(AudioSink):
             raise UsageError(f"{option('output', '-')}: a {kind} stream holds PCM_16, PCM_24, PCM_32, FLOAT or DOUBLE, not {subtype}")
         sys.stdout.flush()
         if kind == "flac":
-            self._counters(subtype, clip, "<stdout>")
-            self.gain = gain
+            self._counters(subtype, clip, "<stdout>", gain)
             try:
                 self._handle = sf.SoundFile(_AppendOnly(sys.stdout.buffer), "w", rate, channels, subtype,
                                             format="FLAC")
             except (sf.LibsndfileError, RuntimeError, OSError) as exc:
                 raise AudioError(f"<stdout>: cannot write FLAC/{subtype}: {exc}") from None
             return
-        self._counters(subtype, clip, "<stdout>")
-        self.gain = gain
+        self._counters(subtype, clip, "<stdout>", gain)
         self._out = sys.stdout.buffer
         if kind == "wav":
             bits = {"PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "DOUBLE": 64}[subtype]

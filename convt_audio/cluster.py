@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from .audio_io import STDIO
 from .errors import UsageError, option
 from .pipeline import BatchEvents, BatchResult, Job, RunnerRecipe, RunOptions
 
@@ -61,7 +62,7 @@ def check_writable(jobs: list[Job]) -> None:
     driver), so that a read-only mount is one usage error, not one failure per file."""
     import tempfile
 
-    folders = {job.dest.parent for job in jobs if job.dest is not None and str(job.dest) != "-"}
+    folders = {job.dest.parent for job in jobs if job.dest is not None and str(job.dest) != STDIO}
     for folder in sorted(folders):
         probe = folder
         while not probe.exists() and probe != probe.parent:
@@ -91,8 +92,9 @@ class Worker:
         from .pipeline import failure_line, process_file
 
         job = Job(Path(source), None if dest is None else Path(dest), error)
-        if job.dest is not None and str(job.dest) != "-":
-            remove_stale_parts(job.dest.parent, time.time())  # a worker that died on this file left one
+        if job.dest is not None and str(job.dest) != STDIO:
+            # a worker that died on this very file left its part: only that output's are looked at
+            remove_stale_parts(job.dest.parent, time.time(), job.dest.name)
         try:
             return key, "ok", process_file(self.runner, job, self.options), None
         except Exception as exc:  # noqa: BLE001 - reported per file, as a local run does
@@ -164,7 +166,7 @@ def run_batch_ray(address: str, recipe: RunnerRecipe, jobs: list[Job], options: 
             _wait_gone(hosts)
             from .pipeline import clean_stale_parts
 
-            clean_stale_parts([job for job in jobs if job.dest is not None and str(job.dest) != "-"], time.time())
+            clean_stale_parts([job for job in jobs if job.dest is not None and str(job.dest) != STDIO], time.time())
     return result
 
 
@@ -197,7 +199,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _absolute_path(path: Path) -> str:
-    return str(path) if str(path) == "-" else str(Path(path).absolute())
+    return str(path) if str(path) == STDIO else str(Path(path).absolute())
 
 
 def _as_given(output: str, job: Job) -> str:

@@ -54,9 +54,6 @@ class RunOptions:
     kind: str | None = None  # --type: the container of outputs the tool names, and of -o -
 
 
-NON_FINITE_MODES = ("error", "zero")
-
-
 def check_finite(block: np.ndarray, start: int, path, mode: str = "error") -> int:
     """Refuse (or, with ``mode="zero"``, zero in place) NaN/Inf samples of a ``[channels, n]``
     block whose first frame is ``start``; return how many were replaced."""

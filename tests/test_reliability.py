@@ -234,6 +234,14 @@ def test_stale_temporaries_of_dead_runs_are_removed_and_live_ones_kept(tmp_path)
     assert result.exit_code == 0, result.output
     assert "removed 1 temporary file(s) left by runs that died" in result.stderr
     assert not stale.exists() and live.exists() and other_host.exists() and mine.exists()
+    # scoped to one output (a cluster retry): only that output's stale parts go
+    from convt_audio.audio_io import remove_stale_parts
+
+    for name in ("x.wav", "y[1].wav"):
+        (tmp_path / "out" / f".{name}.{host}-{dead_pid}.abcd_123.part").write_bytes(b"x")
+    removed = remove_stale_parts(tmp_path / "out", time.time() + 1, "y[1].wav")
+    assert [p.name for p in removed] == [f".y[1].wav.{host}-{dead_pid}.abcd_123.part"]
+    assert (tmp_path / "out" / f".x.wav.{host}-{dead_pid}.abcd_123.part").exists()
 
 
 # ------------------------------------------------------------------ 14: compressed inputs
