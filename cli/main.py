@@ -214,11 +214,6 @@ def _quiet_native_notes() -> None:
     threading.Thread(target=relay, daemon=True, name="native-stderr").start()
 
 
-def _torch_threads() -> int:
-    """torch's default thread count, without importing torch when it is not needed."""
-    return os.cpu_count() or 1
-
-
 def _parse_chunk(chunk: str) -> Optional[int]:
     if chunk == "auto":
         return None
@@ -342,9 +337,11 @@ def run(
         if as_json and output == STDIO:
             raise UsageError("--json and -o - both want standard output; choose one")
         jobs_list = plan_jobs(inputs, output, recursive, kind)
+        # torch's threads are shared by the --jobs files run here (a cluster worker has its own)
+        per_file_threads = max(1, (threads or os.cpu_count() or 1) // jobs) if ray is None else threads
         recipe = RunnerRecipe(config if (config is not None or target is None) else None,
                               None if weights is None else str(weights), target, device, dtype.value,
-                              deterministic, max(1, (threads or _torch_threads()) // jobs) if ray is None else threads)
+                              deterministic, per_file_threads)
         runner, unused = recipe.build()
         if unused:
             shown = ", ".join(unused[:8]) + (f", … ({len(unused) - 8} more)" if len(unused) > 8 else "")

@@ -25,7 +25,6 @@ has arrived, frames past the end are zeros, and exactly ``⌈U/M⌉`` frames com
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 
 import numpy as np
 
@@ -69,7 +68,6 @@ class PolyphaseResampler(StackShape):
         self.specs = tuple(specs)
         self.dtype = np.dtype(dtype)
         up = specs[0]
-        self.up = up
         self.L = up.stride
         self.M = specs[1].stride if len(specs) == 2 else 1
         self.p = up.padding
@@ -104,13 +102,6 @@ class PolyphaseResampler(StackShape):
                     if 0 <= k < self.D:
                         matrix[w, j - j0] = taps[k]
             self.slices.append((j0, j1, lo, width, matrix * scale))
-
-    @property
-    def rate(self) -> Fraction:
-        return Fraction(self.L, self.M)
-
-    def upsampled_frames(self, frames: int) -> int:
-        return self.up.output_frames(frames)
 
     def preferred_chunk(self) -> int:
         """Input frames per block: a few BLAS products' worth."""
@@ -170,23 +161,19 @@ class PolyphaseStream:
             y = y + self.engine.offset
         return y.astype(self.engine.dtype)[:, None, :]
 
-    def _final_outputs(self, frames: int) -> int:
-        upsampled = self.engine.upsampled_frames(frames)
-        return (upsampled - 1) // self.engine.M + 1 if upsampled >= 1 else 0
-
     def push(self, chunk: np.ndarray) -> np.ndarray:
         """Take ``[B, 1, n]`` input frames; return the ``[B, 1, m]`` output frames now final."""
         if chunk.shape[-1]:
             self.buffer = np.concatenate([self.buffer, chunk[:, 0, :]], axis=-1)
             self.received += chunk.shape[-1]
             self._compute(self.received)
-        return self._emit(min(self.groups * self.engine.P, self._final_outputs(self.received)))
+        return self._emit(min(self.groups * self.engine.P, self.engine.output_frames(self.received)))
 
     def flush(self) -> np.ndarray:
         """End the stream: inputs past the end are zeros; return the remaining output frames."""
         engine = self.engine
         engine.check_frames(self.received)
-        total = self._final_outputs(self.received)
+        total = self.engine.output_frames(self.received)
         groups = -(-total // engine.P)
         need = (groups - 1) * engine.A + engine.lo + engine.W  # absolute end of the last window
         pad = max(0, need - (self.start + self.buffer.shape[-1]))
