@@ -387,7 +387,7 @@ def _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug
             self.bars = bars
 
         def started(self, job):
-            return self.bars.add_file(str(job.source), _audio_rate(job))
+            return self.bars.add_file(str(job.source))
 
         def ended(self, job):
             self.bars.file_done(str(job.source))
@@ -445,18 +445,6 @@ def _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug
         typer.echo(f"{len(jobs_list)} inputs: {result.written} written, {result.skipped} skipped, "
                    f"{result.failed} failed", err=True)
     return EXIT_FAILED if result.failed else EXIT_OK
-
-
-def _audio_rate(job) -> float | None:
-    """The input's rate from its header, for the progress bar's × real time (None if unknown)."""
-    import soundfile as sf
-
-    if str(job.source) == "-":  # a header read would consume standard input
-        return None
-    try:
-        return float(sf.info(str(job.source)).samplerate)
-    except Exception:  # noqa: BLE001 - a bar without a speed
-        return None
 
 
 @app.command()

@@ -20,7 +20,7 @@ stdout_console = Console(highlight=False, width=None if sys.stdout.isatty() else
 class NoProgress:
     """Stands in for progress bars when stderr is not a terminal or --quiet is set."""
 
-    def add_file(self, name: str, rate: float | None = None):
+    def add_file(self, name: str):
         return None
 
     def file_done(self, name: str) -> None:
@@ -41,13 +41,13 @@ class FileProgress(NoProgress):
         self.tasks: dict[str, int] = {}
         self.lock = threading.Lock()
 
-    def add_file(self, name: str, rate: float | None = None):
+    def add_file(self, name: str):
         started = time.perf_counter()
         with self.lock:
             task = self.progress.add_task(name, total=None, speed="")
             self.tasks[name] = task
 
-        def update(done: int, total: int | None) -> None:
+        def update(done: int, total: int | None, rate: float | None = None) -> None:
             elapsed = time.perf_counter() - started
             speed = f"{done / rate / elapsed:.1f}× real time" if rate and elapsed > 0 else ""
             self.progress.update(task, completed=done, total=total, speed=speed)

@@ -345,8 +345,8 @@ class BatchResult:
 class BatchEvents:
     """What a batch tells its caller (the command line prints, a script may collect); no-ops here."""
 
-    def started(self, job: Job) -> Callable[[int, int | None], None] | None:
-        """A file begins; return a progress callback ``(frames done, frames total or None)``."""
+    def started(self, job: Job) -> Callable[[int, int | None, float], None] | None:
+        """A file begins; return a progress callback ``(frames done, frames total or None, input rate)``."""
         return None
 
     def finished(self, job: Job, report: dict) -> None:
@@ -509,7 +509,7 @@ def process_file(
     job: Job,
     options: RunOptions,
     cancel: threading.Event | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int | None, float], None] | None = None,
 ) -> dict:
     """Stream one file through the engine its :class:`Runner` picks; return a report.
 
@@ -669,7 +669,7 @@ def _stream_into(sink, engine, source, chunk: int, read_dtype: str, shaped, tail
             writer.put(stream.push(shaped(block)).reshape(out_channels, -1))
             done += block.shape[-1]
             if progress:
-                progress(done, source.frames)
+                progress(done, source.frames, float(source.rate))
         if not done:
             raise AudioError(f"{source.path}: no audio frames")
         try:

@@ -437,8 +437,8 @@ def test_progress_bars_on_a_terminal():
     screen = io.StringIO()
     with Progress(console=Console(file=screen, force_terminal=True, width=80)) as progress:
         bars = FileProgress(progress, files=2)
-        update = bars.add_file("a.wav", 100)
-        update(50, 100)
+        update = bars.add_file("a.wav")
+        update(50, 100, 16000.0)
         assert progress.tasks[-1].completed == 50
         bars.file_done("a.wav")
         assert progress.tasks[0].completed == 1  # the overall bar advanced
