@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import traceback
+from contextlib import suppress
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -41,10 +42,65 @@ def _ray_default(args: list[str]) -> list[str]:
     return out
 
 
+CLOSED_STREAMS: set = set()  # standard streams (0, 1, 2) that were closed when we started
+
+
+def _guard_standard_streams() -> None:
+    """Open /dev/null on standard streams that were closed (``>&-``), and note which.
+
+    Without this, the first file we open would take descriptor 1 or 2 and our messages would be
+    written into it; and Python's ``sys.stdout`` would be None. Commands that need a closed
+    stream (``-o -``, ``--json``, ``info``) refuse to run with one line.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            CLOSED_STREAMS.add(fd)
+            opened = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+    if sys.stdin is None:
+        sys.stdin = open(0, closefd=False)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)
+
+
+def _stdout_gone() -> None:
+    """Standard output broke (a closed pipe, a full disk): later writes, and Python's own flush
+    at exit, go to /dev/null instead of printing a traceback."""
+    with suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+
+
+def _need_stdout(what: str) -> None:
+    """Refuse, before any work, a command whose output is standard output when it is closed."""
+    if 1 in CLOSED_STREAMS:
+        _err(f"standard output is closed; {what} writes there")
+        raise typer.Exit(EXIT_USAGE)
+
+
+def _echo(text: str) -> bool:
+    """Print a line on standard output; False (and nothing more printed there) if it broke."""
+    try:
+        typer.echo(text)
+        sys.stdout.flush()
+        return True
+    except (BrokenPipeError, OSError, ValueError):
+        _stdout_gone()
+        return False
+
+
 class _OneLineErrors(TyperGroup):
     """Option-parsing errors as our own one line (``convt-audio: error: …``, exit 2), no panels."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        _guard_standard_streams()
         args = _ray_default(list(sys.argv[1:] if args is None else args))
         try:
             code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
@@ -119,12 +175,14 @@ class NonFinite(str, Enum):
 
 
 def _err(message: str) -> None:
-    typer.echo(f"convt-audio: error: {one_line(message)}", err=True)
+    with suppress(OSError, ValueError):  # a closed or broken stderr: the exit code still tells
+        typer.echo(f"convt-audio: error: {one_line(message)}", err=True)
 
 
 def _warn(message: str, quiet: bool = False) -> None:
     if not quiet:
-        typer.echo(f"convt-audio: warning: {one_line(message)}", err=True)
+        with suppress(OSError, ValueError):
+            typer.echo(f"convt-audio: warning: {one_line(message)}", err=True)
 
 
 def _fail(exc: BaseException, debug: bool = False, usage: bool = False) -> "typer.Exit":
@@ -312,6 +370,11 @@ def run(
     if overwrite and skip_existing:
         raise typer.BadParameter("--overwrite and --skip-existing exclude each other", param_hint="--overwrite")
     chunk_frames = _parse_chunk(chunk)
+    if as_json or output == "-":
+        _need_stdout("--json" if as_json else "-o -")
+    if 0 in CLOSED_STREAMS and any(str(p) == "-" for p in inputs):
+        _err("standard input is closed; - reads from it")
+        raise typer.Exit(EXIT_USAGE)
     try:
         from convt_audio.audio_io import STDIO, STREAM_TYPES, output_types
         from convt_audio.config import parse_rate
@@ -372,6 +435,13 @@ def run(
         raise _fail(exc, debug) from None
     code = _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug,
                      None if ray is None else (ray, recipe))
+    if output == "-" or as_json:
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            code = code or EXIT_FAILED
+        if code:  # whatever is left in Python's buffer would only raise again at exit
+            _stdout_gone()
     raise typer.Exit(code)
 
 
@@ -381,6 +451,17 @@ def _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug
     from .rich_utils import progress_bars
 
     cancel = threading.Event()
+    emitted = {"records": 0, "broken": False}
+
+    def emit(record: dict) -> None:
+        """One --json record; a standard output that closed stops the batch (the rest would be lost)."""
+        if emitted["broken"]:
+            return
+        if _echo(json.dumps(record)):
+            emitted["records"] += 1
+        else:
+            emitted["broken"] = True
+            cancel.set()
 
     class Events(BatchEvents):
         def __init__(self, bars):
@@ -397,8 +478,7 @@ def _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug
                 traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
             self.bars.line(f"convt-audio: error: {message}")
             if as_json:
-                typer.echo(json.dumps({"input": str(job.source), "output": output, "status": "error",
-                                       "error": message}))
+                emit({"input": str(job.source), "output": output, "status": "error", "error": message})
 
         def finished(self, job, report):
             bars = self.bars
@@ -415,7 +495,7 @@ def _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug
                 bars.line(f"convt-audio: warning: {one_line(report['input'])}: "
                           f"{report['non_finite_input_samples_zeroed']} NaN/Inf input samples replaced with 0")
             if as_json:
-                typer.echo(json.dumps(report))
+                emit(report)
             elif not quiet and report["status"] == "ok":
                 gain = f", scaled by {report['gain_db']:+.2f} dB" if report.get("gain_db") else ""
                 bars.line(f"{one_line(report['input'])} -> {one_line(report['output'])} ({report['seconds']:.2f} s "
@@ -438,12 +518,17 @@ def _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug
         cancel.set()
         _err("interrupted")
         return interrupts.exit_code
+    if emitted["broken"]:
+        _err(f"standard output closed after {emitted['records']} --json record(s); stopped, "
+             f"{len(jobs_list) - result.written - result.skipped - result.failed} input(s) not run")
+        return EXIT_FAILED
     if interrupts.signum is not None:
         _err("interrupted; no partial outputs were left")
         return interrupts.exit_code
     if not quiet and not as_json and len(jobs_list) > 1:
-        typer.echo(f"{len(jobs_list)} inputs: {result.written} written, {result.skipped} skipped, "
-                   f"{result.failed} failed", err=True)
+        with suppress(OSError, ValueError):
+            typer.echo(f"{len(jobs_list)} inputs: {result.written} written, {result.skipped} skipped, "
+                       f"{result.failed} failed", err=True)
     return EXIT_FAILED if result.failed else EXIT_OK
 
 
@@ -458,6 +543,7 @@ def info(
     debug: bool = typer.Option(False, "--debug", metavar="", help="Show tracebacks."),
 ) -> None:
     """Show a config's layers and blocks, rates, look-ahead, receptive field, cost and weights status."""
+    _need_stdout("info")
     try:
         from convt_audio.config import load_config, parse_rate
         from convt_audio.report import summary
@@ -481,32 +567,38 @@ def info(
         status = (exc.render(FLAGS) if hasattr(exc, "render") else str(exc)).splitlines()[0]
         weights_ok = False
     facts = summary(cfg, rate, weights_path, status)
-    if as_json:
-        typer.echo(json.dumps(facts))
-    else:
-        from .rich_utils import layer_table, print_table
+    try:
+        if as_json:
+            typer.echo(json.dumps(facts))
+        else:
+            from .rich_utils import layer_table, print_table
 
-        print_table(layer_table(facts["layers"], f"{cfg.name}: {cfg.description}".rstrip(": ")))
-        rate_text = f"{facts['input_rate']:g} Hz" + (" (the config's feature rate)"
-                                                     if facts["input_rate_from_config"] and input_rate is None else "")
-        lines = [
-            f"rate:            ×{facts['rate_factor']:g} ({rate_text} -> {facts['output_rate']:g} Hz)",
-            f"channels:        {facts['in_channels']} in, {facts['out_channels']} out; {cfg.channels}: "
-            f"{facts['channels_explained']}",
-            f"engine:          {facts['engine']} on {facts['device']}: {facts['engine_explained']}",
-            f"look-ahead:      {facts['lookahead_input_frames']:g} input frames "
-            f"({facts['lookahead_output_frames']:g} output frames, {facts['lookahead_seconds'] * 1000:.2f} ms)",
-            f"receptive field: {facts['receptive_field_input_frames']} input frames "
-            f"({facts['receptive_field_output_frames']:g} output frames)",
-            f"parameters:      {facts['parameters']:,}",
-            f"cost:            {facts['flops_per_input_frame']:,} FLOP per input frame, "
-            f"{facts['flops_per_second_of_audio'] / 1e9:.3f} GFLOP per second of audio",
-            f"weights:         {(facts['weights'] or '(none)') + ': ' + status if weights_ok else status}",
-        ]
-        if facts["buffers_whole_input"]:
-            lines.append(f"memory:          {', '.join(facts['buffers_whole_input'])} hold their whole "
-                         f"input (circular padding past the leading convolutions)")
-        typer.echo("\n".join(lines))
+            print_table(layer_table(facts["layers"], one_line(f"{cfg.name}: {cfg.description}".rstrip(": "))))
+            rate_text = f"{facts['input_rate']:g} Hz" + (" (the config's feature rate)"
+                                                         if facts["input_rate_from_config"] and input_rate is None else "")
+            lines = [
+                f"rate:            ×{facts['rate_factor']:g} ({rate_text} -> {facts['output_rate']:g} Hz)",
+                f"channels:        {facts['in_channels']} in, {facts['out_channels']} out; {cfg.channels}: "
+                f"{facts['channels_explained']}",
+                f"engine:          {facts['engine']} on {facts['device']}: {facts['engine_explained']}",
+                f"look-ahead:      {facts['lookahead_input_frames']:g} input frames "
+                f"({facts['lookahead_output_frames']:g} output frames, {facts['lookahead_seconds'] * 1000:.2f} ms)",
+                f"receptive field: {facts['receptive_field_input_frames']} input frames "
+                f"({facts['receptive_field_output_frames']:g} output frames)",
+                f"parameters:      {facts['parameters']:,}",
+                f"cost:            {facts['flops_per_input_frame']:,} FLOP per input frame, "
+                f"{facts['flops_per_second_of_audio'] / 1e9:.3f} GFLOP per second of audio",
+                f"weights:         {(facts['weights'] or '(none)') + ': ' + status if weights_ok else status}",
+            ]
+            if facts["buffers_whole_input"]:
+                lines.append(f"memory:          {', '.join(facts['buffers_whole_input'])} hold their whole "
+                             f"input (circular padding past the leading convolutions)")
+            typer.echo("\n".join(one_line(line) for line in lines))
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError, ValueError) as exc:
+        _stdout_gone()
+        _err(f"standard output: write failed ({getattr(exc, 'strerror', None) or exc})")
+        raise typer.Exit(EXIT_FAILED) from None
     if not weights_ok:
         _err(status)
         raise typer.Exit(EXIT_USAGE)
@@ -601,6 +693,7 @@ def plot(
 @app.command()
 def configs() -> None:
     """List the built-in configs: what goes in, what comes out, and whether weights ship."""
+    _need_stdout("configs")
     from convt_audio.config import DEFAULT_CONFIG, builtin_configs, load_config
 
     for name in builtin_configs():

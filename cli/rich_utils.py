@@ -27,8 +27,11 @@ class NoProgress:
         pass
 
     def line(self, text: str) -> None:
-        """A result or warning line on stderr."""
-        print(text, file=sys.stderr, flush=True)
+        """A result or warning line on stderr (a closed or broken stderr loses only the line)."""
+        try:
+            print(text, file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
 
 
 class FileProgress(NoProgress):

@@ -94,25 +94,54 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
 
 
+PART_MARK = "user.convt-audio"  # an extended attribute only our temporary outputs carry
+_PART_MARK_VALUE = b"part"
+
+
+def _part_stem(dest: Path) -> str:
+    """The output's name as its temporary files carry it: cut (at a character boundary) so that
+    ``.<name>.<host>-<pid>.<8 random>.part`` fits the file system's limit on a name."""
+    try:
+        limit = os.pathconf(dest.parent if str(dest.parent) else ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    room = limit - len(os.fsencode(f"..{_host()}-{'9' * 10}.12345678.part"))  # any pid fits
+    name = os.fsencode(dest.name)
+    if len(name) <= room:
+        return dest.name
+    return os.fsdecode(name[: max(1, room)].decode("utf-8", "ignore").encode()) or "x"
+
+
 def part_prefix(dest: Path) -> str:
     """Temporary outputs are ``.<name>.<host>-<pid>.<8 random>.part``: whose they are is in the name."""
-    return f".{dest.name}.{_host()}-{os.getpid()}."
+    return f".{_part_stem(dest)}.{_host()}-{os.getpid()}."
 
 
-def remove_stale_parts(folder: str | Path, older_than: float, name: str | None = None) -> list[Path]:
+def _marked(path: Path) -> bool:
+    """True when ``path`` carries the mark that :func:`atomic_path` puts on its temporary files."""
+    try:
+        return os.getxattr(path, PART_MARK, follow_symlinks=False) == _PART_MARK_VALUE
+    except (OSError, AttributeError):
+        return False
+
+
+def remove_stale_parts(folder: str | Path, older_than: float, name: str | None = None,
+                       keep: set | frozenset = frozenset()) -> list[Path]:
     """Remove our temporary outputs in ``folder`` left by runs that died (SIGKILL, power loss);
     with ``name``, only those of that one output (no scan of the whole folder).
 
-    A file is ours and stale only when its name has our pattern, it names this host, the process
-    it names is gone, and it was last written before ``older_than`` (a time stamp). A live process
-    — a concurrent run, or a reused pid — keeps its file; other hosts' files (a shared folder)
-    are left to them.
+    A file is ours and stale only when its name has our pattern, it names this host, it carries
+    our extended attribute (a copy made by ``cp`` does not: a file someone salvaged is never
+    taken), the process it names is gone, and it was last written before ``older_than`` (a
+    time stamp). A live process — a concurrent run, or a reused pid — keeps its file; other
+    hosts' files (a shared folder) are left to them; so is every path in ``keep`` (resolved
+    paths: the run's inputs). On a file system without extended attributes nothing is removed.
     """
     removed = []
     try:
         # a glob for one output's parts (its name escaped), else every entry of the folder
-        paths = list(Path(folder).glob(f".{glob.escape(name)}.*.part")) if name is not None \
-            else [Path(entry.path) for entry in os.scandir(folder)]
+        paths = list(Path(folder).glob(f".{glob.escape(_part_stem(Path(folder) / name))}.*.part")) \
+            if name is not None else [Path(entry.path) for entry in os.scandir(folder)]
     except OSError:
         return removed
     host = _host()
@@ -130,7 +159,8 @@ def remove_stale_parts(folder: str | Path, older_than: float, name: str | None =
             continue  # alive, another user's
         with suppress(OSError):
             info = path.lstat()
-            if stat.S_ISREG(info.st_mode) and info.st_mtime < older_than:
+            if (stat.S_ISREG(info.st_mode) and info.st_mtime < older_than and _marked(path)
+                    and path.resolve() not in keep):
                 path.unlink()
                 removed.append(path)
     return removed
@@ -149,6 +179,8 @@ def atomic_path(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
         raise AudioError(f"{dest}: cannot write in {dest.parent} ({exc.strerror})") from None
     os.close(fd)
     tmp = Path(tmp_name)
+    with suppress(OSError, AttributeError):  # no extended attributes here: stale parts are then kept
+        os.setxattr(tmp, PART_MARK, _PART_MARK_VALUE)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_UMASK)
@@ -476,15 +508,22 @@ class _AppendOnly:
 
     def __init__(self, out):
         self.out, self.position, self.size = out, 0, 0
+        self.error: OSError | None = None  # the stream's first failure: told by the sink, not by cffi
 
     def write(self, data) -> int:
+        if self.error is not None:
+            return 0
         data = bytes(data)
-        if self.position >= self.size:
-            self.out.write(data)
-            self.size += len(data)
-        elif self.position + len(data) > self.size:  # a rewrite that runs past the end: send the rest
-            self.out.write(data[self.size - self.position :])
-            self.size = self.position + len(data)
+        try:
+            if self.position >= self.size:
+                self.out.write(data)
+                self.size += len(data)
+            elif self.position + len(data) > self.size:  # a rewrite that runs past the end: send the rest
+                self.out.write(data[self.size - self.position :])
+                self.size = self.position + len(data)
+        except OSError as exc:  # raised here, it would be printed by cffi as a traceback
+            self.error = exc
+            return 0
         self.position += len(data)
         return len(data)
 
@@ -519,10 +558,11 @@ class StdoutSink(AudioSink):
         sys.stdout.flush()
         if kind == "flac":
             self._counters(subtype, clip, "<stdout>", gain)
+            self._stream = _AppendOnly(sys.stdout.buffer)
             try:
-                self._handle = sf.SoundFile(_AppendOnly(sys.stdout.buffer), "w", rate, channels, subtype,
-                                            format="FLAC")
+                self._handle = sf.SoundFile(self._stream, "w", rate, channels, subtype, format="FLAC")
             except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+                self._raise_stream_error()
                 raise AudioError(f"<stdout>: cannot write FLAC/{subtype}: {exc}") from None
             return
         self._counters(subtype, clip, "<stdout>", gain)
@@ -540,19 +580,34 @@ class StdoutSink(AudioSink):
                              + b"data" + struct.pack("<I", data))
 
     _pending = b""  # the WAV header, until the first samples go with it
+    _stream = None  # the FLAC encoder's append-only view of standard output
+
+    @staticmethod
+    def _failed(exc: OSError) -> AudioError:
+        if isinstance(exc, BrokenPipeError):
+            return AudioError("<stdout>: the reading end of the pipe closed")
+        return AudioError(f"<stdout>: write failed ({exc.strerror or exc})")
+
+    def _raise_stream_error(self) -> None:
+        if self._stream is not None and self._stream.error is not None:
+            raise self._failed(self._stream.error) from None
 
     def _send(self, data: bytes) -> None:
         data, self._pending = self._pending + data, b""
         try:
             self._out.write(data)
-        except BrokenPipeError:
-            raise AudioError("<stdout>: the reading end of the pipe closed") from None
         except OSError as exc:
-            raise AudioError(f"<stdout>: write failed ({exc.strerror})") from None
+            raise self._failed(exc) from None
 
     def _write(self, block: np.ndarray) -> None:
         if self.kind == "flac":
-            return super()._write(block)
+            try:
+                super()._write(block)
+            except AudioError:
+                self._raise_stream_error()
+                raise
+            self._raise_stream_error()
+            return
         frames = block.T  # interleaved
         if self.steps is not None:
             ints = np.rint(frames * self.steps).astype("<i4")
@@ -566,10 +621,20 @@ class StdoutSink(AudioSink):
 
     def close(self) -> None:
         if self.kind == "flac":
-            return super().close()
+            try:
+                super().close()
+            except AudioError:
+                self._raise_stream_error()
+                raise
+            self._raise_stream_error()
+            try:
+                sys.stdout.buffer.flush()
+            except OSError as exc:
+                raise self._failed(exc) from None
+            return
         if self._pending:
             self._send(b"")
         try:
             self._out.flush()
-        except BrokenPipeError:
-            raise AudioError("<stdout>: the reading end of the pipe closed") from None
+        except OSError as exc:
+            raise self._failed(exc) from None

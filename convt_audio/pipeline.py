@@ -128,8 +128,8 @@ def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive
     """Expand folders and name every output (SPEC §4).
 
     One input file with ``-o FILE`` writes that file; several inputs or a folder write into
-    ``-o DIR``, keeping paths relative to each folder given (or to the current folder for
-    files under it); without ``-o`` outputs go beside the inputs. ``-`` is standard input (as an
+    ``-o DIR``: a file named on the command line as ``DIR/<name>``, a folder's files keeping
+    their path inside that folder; without ``-o`` outputs go beside the inputs. ``-`` is standard input (as an
     input) or standard output (as ``-o``), one stream each. ``kind`` (``--type``) is the
     container of every output the tool names. :func:`check_outputs` then names the default
     outputs and refuses clashes with inputs or between outputs.
@@ -152,7 +152,6 @@ def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive
     pairs: list[tuple[Path, Path]] = []  # (source, relative name for -o DIR)
     problems: list[Job] = []  # folders that could not be read: each fails as one job
     any_folder = False
-    cwd = Path.cwd().resolve()
     skip = Path(output).resolve() if output is not None else None
     for item in inputs:
         if item.is_dir():
@@ -164,12 +163,8 @@ def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive
                 raise UsageError(f"{item}: no audio files found"
                                  f"{'' if recursive else ' (pass ' + option('recursive') + ' to look in subfolders)'}")
             pairs.extend((p, p.relative_to(item)) for p in listed)
-        else:
-            try:
-                relative = item.resolve().relative_to(cwd)
-            except ValueError:
-                relative = Path(item.name)
-            pairs.append((item, relative))
+        else:  # a file named on the command line goes to DIR/<name>, as cp and sox put it
+            pairs.append((item, Path(item.name)))
 
     if output is None:
         return [Job(src, None) for src, _ in pairs] + problems
@@ -190,15 +185,37 @@ def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive
     return [Job(src, output / _writable_name(relative, kind)) for src, relative in pairs] + problems
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """True when two paths name one file: the same resolved path, or (existing) the same inode
-    — symlinks and hard links included."""
-    if a.resolve() == b.resolve():
-        return True
+def _identity(path: Path | str) -> tuple[int, int] | None:
+    """``(device, inode)`` of an existing file, else None; for ``-`` as a source, the regular file
+    behind standard input (``< a.wav``)."""
     try:
-        return os.path.samefile(a, b)
+        info = os.fstat(0) if str(path) == STDIO else os.stat(path)
     except OSError:
-        return False
+        return None
+    import stat
+
+    return (info.st_dev, info.st_ino) if str(path) != STDIO or stat.S_ISREG(info.st_mode) else None
+
+
+def _stdout_identity() -> tuple[int, int] | None:
+    """The regular file behind standard output (``> a.wav``), else None."""
+    import stat
+
+    try:
+        info = os.fstat(1)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else None
+
+
+def _same_file(dest: Path, source: Path) -> bool:
+    """True when an output and an input name one file, whichever way: the same resolved path
+    (whether it exists yet or not), the same inode (symlinks, hard links), or the file behind
+    standard input or output."""
+    if STDIO not in (str(dest), str(source)) and dest.resolve() == source.resolve():
+        return True
+    dest_id = _stdout_identity() if str(dest) == STDIO else _identity(dest)
+    return dest_id is not None and dest_id == _identity(source)
 
 
 class Runner:
@@ -311,12 +328,16 @@ def check_outputs(jobs: list[Job], runner: Runner, input_rate=None, kind: str | 
     sources = [job.source for job in named]
     owners: dict[Path, Path] = {}
     for job in named:
-        if job.dest is None or job.error is not None or STDIO in (str(job.dest), str(job.source)):
+        if job.dest is None or job.error is not None:
             continue
         for source in sources:
-            if source.exists() and _same_file(job.dest, source):
-                raise UsageError(f"{job.dest}: the output of {job.source} is the input {source}; "
+            if _same_file(job.dest, source):
+                dest = "standard output" if str(job.dest) == STDIO else job.dest
+                what = "the file standard input reads" if str(source) == STDIO else f"the input {source}"
+                raise UsageError(f"{dest}: the output of {job.source} is {what}; "
                                  f"choose another output (an input is never overwritten)")
+        if str(job.dest) == STDIO:
+            continue
         key = job.dest.resolve()
         if key in owners:
             raise UsageError(f"{owners[key]} and {job.source} would both write {job.dest}")
@@ -327,8 +348,10 @@ def check_outputs(jobs: list[Job], runner: Runner, input_rate=None, kind: str | 
 def clean_stale_parts(jobs: list[Job], started: float) -> list[Path]:
     """Remove, in every output folder of a batch, temporary outputs that died with their run
     (:func:`~convt_audio.audio_io.remove_stale_parts`)."""
-    folders = {(job.dest.parent if job.dest else job.source.parent) for job in jobs if job.error is None}
-    return [path for folder in sorted(folders) for path in remove_stale_parts(folder, started)]
+    folders = {(job.dest.parent if job.dest else job.source.parent) for job in jobs
+               if job.error is None and str(job.dest) != STDIO}
+    inputs = frozenset(job.source.resolve() for job in jobs if str(job.source) != STDIO)
+    return [path for folder in sorted(folders) for path in remove_stale_parts(folder, started, keep=inputs)]
 
 
 # --------------------------------------------------------------------------------------------
