@@ -179,6 +179,12 @@ def _err(message: str) -> None:
         typer.echo(f"convt-audio: error: {one_line(message)}", err=True)
 
 
+def _note(message: str) -> None:
+    """What a command did, on stderr, as one line (names escaped)."""
+    with suppress(OSError, ValueError):
+        typer.echo(one_line(message), err=True)
+
+
 def _warn(message: str, quiet: bool = False) -> None:
     if not quiet:
         with suppress(OSError, ValueError):
@@ -378,7 +384,7 @@ def run(
     try:
         from convt_audio.audio_io import STDIO, STREAM_TYPES, output_types
         from convt_audio.config import parse_rate
-        from convt_audio.errors import UsageError
+        from convt_audio.errors import ConvtAudioError, UsageError
         from convt_audio.pipeline import RunnerRecipe, RunOptions, check_outputs, clean_stale_parts, plan_jobs
 
         rate = parse_rate(input_rate) if input_rate is not None else None
@@ -410,6 +416,11 @@ def run(
             shown = ", ".join(unused[:8]) + (f", … ({len(unused) - 8} more)" if len(unused) > 8 else "")
             _warn(f"{weights or runner.config.weights}: {len(unused)} tensor(s) not used by the config: {shown}",
                   quiet)
+        if rate is not None and runner.config is not None:
+            try:
+                runner.config.output_rate(rate)
+            except ConvtAudioError as exc:
+                raise UsageError(f"--input-rate {input_rate}: {exc.render(FLAGS)}") from None
         jobs_list = check_outputs(jobs_list, runner, rate, kind)
         if output is not None and len(jobs_list) > 1:
             try:
@@ -627,8 +638,7 @@ def init(
         write_tensors(output, tensors)
     except Exception as exc:
         raise _fail(exc, debug, usage=True) from None
-    typer.echo(f"wrote {output}: {len(tensors)} tensors, {stack.parameter_count():,} parameters (seed {seed})",
-               err=True)
+    _note(f"wrote {output}: {len(tensors)} tensors, {stack.parameter_count():,} parameters (seed {seed})")
 
 
 @design_app.command("sinc")
@@ -651,8 +661,8 @@ def design_sinc_command(
         measured = measure_response(design.taps, design.factor, design.down, passband, stopband)
     except Exception as exc:
         raise _fail(exc, debug, usage=True) from None
-    typer.echo(f"wrote {config_path} and {weights_path}: {design.kernel_size} taps, ×{design.ratio}; measured: "
-               f"passband ripple {measured.ripple_db:.2g} dB, stopband {measured.attenuation_db:.1f} dB down", err=True)
+    _note(f"wrote {config_path} and {weights_path}: {design.kernel_size} taps, ×{design.ratio}; measured: "
+          f"passband ripple {measured.ripple_db:.2g} dB, stopband {measured.attenuation_db:.1f} dB down")
 
 
 @app.command()
@@ -676,7 +686,7 @@ def plot(
             raise UsageError(f"{output}: already exists (pass --overwrite to replace it)")
         if len(targets) == 2:
             plot_spectrograms(Path(targets[0]), Path(targets[1]), output)
-            typer.echo(f"wrote {output}: spectrograms of {targets[0]} and {targets[1]}", err=True)
+            _note(f"wrote {output}: spectrograms of {targets[0]} and {targets[1]}")
             return
         if len(targets) != 1:
             raise UsageError(f"plot takes a config, or two audio files; got {len(targets)} arguments")
@@ -686,8 +696,8 @@ def plot(
         measured = plot_response(cfg, params, output, rate)
     except Exception as exc:
         raise _fail(exc, debug, usage=True) from None
-    typer.echo(f"wrote {output}: passband ripple {measured['ripple_db']:.2g} dB, stopband "
-               f"{measured['attenuation_db']:.1f} dB down (measured)", err=True)
+    _note(f"wrote {output}: passband ripple {measured['ripple_db']:.2g} dB, stopband "
+          f"{measured['attenuation_db']:.1f} dB down (measured)")
 
 
 @app.command()
@@ -706,7 +716,8 @@ def configs() -> None:
         else:
             shape = f"in: audio at any rate; out: ×{cfg.rate_factor()} the rate"
         weights = "weights included" if cfg.weights else "no weights: pass -w CHECKPOINT"
-        typer.echo(f"{name}{default}: {cfg.description}\n    {shape}; {weights}")
+        if not _echo(one_line(f"{name}{default}: {cfg.description}") + f"\n    {shape}; {weights}"):
+            raise typer.Exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":  # pragma: no cover

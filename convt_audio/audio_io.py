@@ -210,6 +210,19 @@ def _check_not_truncated(handle: sf.SoundFile, path: Path) -> None:
             )
 
 
+# data sizes that stream writers put in a header when the length is unknown: 0, all ones (and
+# libsndfile's all ones − 8), sox's 0x7ffff000 (WAV) and 0x7f000000 + 8 (AIFF's SSND)
+_UNKNOWN_SIZES = {0, 0xFFFFFFFF, 0xFFFFFFFF - 8, 0x7FFFF000, 0x7F000008}
+
+
+def _promised_frames(handle: sf.SoundFile) -> int | None:
+    """The frames a stream's header promises, or None where it says the length is unknown."""
+    match = re.search(r"^\s*(?:data|SSND|Data Size)\s*:\s*(-?\d+)", handle.extra_info, re.M)
+    if not match or int(match.group(1)) < 0 or int(match.group(1)) in _UNKNOWN_SIZES:
+        return None
+    return handle.frames
+
+
 @dataclass
 class AudioSource:
     """An input file read in blocks: ``frames``, ``rate``, ``channels``, ``subtype``."""
@@ -221,15 +234,17 @@ class AudioSource:
     subtype: str | None
     _handle: sf.SoundFile | None = None
     _array: np.ndarray | None = None
-    _mapped: bool = False  # _array maps self.path: map it afresh for each block
     _spool: object = None  # the temporary copy of a standard input that had to be seekable
+    promised: int | None = None  # a stream's length as its header promised it (None: unknown)
+    _map_path: Path | None = None  # the .npy file _array maps, mapped afresh for each block (pages
+    # read stay out of our RSS once unmapped); for standard input, its spooled copy
 
     def blocks(self, frames: int, dtype: str = "float32") -> Iterator[np.ndarray]:
         """Yield ``[channels, n]`` blocks of at most ``frames`` frames, from the start."""
         if self._array is not None:
             for start in range(0, self.frames, frames):
                 # map the file for each block: pages read stay out of our RSS once unmapped
-                array = _npy_2d(np.load(self.path, mmap_mode="r", allow_pickle=False)) if self._mapped \
+                array = _npy_2d(np.load(self._map_path, mmap_mode="r", allow_pickle=False)) if self._map_path is not None \
                     else self._array
                 yield np.array(array[:, start : start + frames], dtype=dtype, order="C")
                 del array
@@ -248,6 +263,9 @@ class AudioSource:
             yield np.ascontiguousarray(block.T)
         if self.frames is not None and read < self.frames:
             raise AudioError(f"{self.path}: truncated: expected {self.frames} frames, read {read}")
+        if self.frames is None and self.promised is not None and read < self.promised:
+            raise AudioError(f"{self.path}: truncated: the stream's header promises {self.promised} frames, "
+                             f"it ended after {read}")
 
     def tail(self, frames: int, dtype: str = "float32") -> np.ndarray:
         """The last ``min(frames, self.frames)`` frames as ``[channels, n]``.
@@ -295,8 +313,10 @@ def _npy_2d(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _feature_source(path, array: np.ndarray, input_rate, expected_channels) -> AudioSource:
-    """A ``(channels, frames)`` float array as a source (an ``.npy`` file or one on stdin)."""
+def _feature_source(path, array: np.ndarray, input_rate, expected_channels, label: str | None = None) -> AudioSource:
+    """A ``(channels, frames)`` float array as a source: an ``.npy`` file, mapped block by block
+    (``label`` names it in messages: ``<stdin>`` for standard input's spooled copy)."""
+    mapped_path, path = path, label or path
     if input_rate is None:
         raise AudioError(f"{path}: .npy inputs need {option('input_rate', 'HZ')} (or a config with output_sample_rate)")
     array = _npy_2d(array)
@@ -315,9 +335,12 @@ def _feature_source(path, array: np.ndarray, input_rate, expected_channels) -> A
             f"{path}: shape {tuple(array.shape)} has more channels than frames; "
             f"expected (channels, frames)"
         )
+    if 0 in array.shape:
+        raise AudioError(f"{path}: .npy input of shape {tuple(array.shape)} has no "
+                         f"{'channels' if array.shape[0] == 0 else 'frames'}")
     subtype = "DOUBLE" if array.dtype == np.float64 else "FLOAT"  # keep every bit of a float array
     return AudioSource(Path(path), input_rate, array.shape[0], array.shape[1], subtype, _array=array,
-                       _mapped=path != "<stdin>")
+                       _map_path=Path(mapped_path))
 
 
 def _open_stdin(input_rate, expected_channels: int | None) -> AudioSource:
@@ -337,14 +360,25 @@ def _open_stdin(input_rate, expected_channels: int | None) -> AudioSource:
     if not head:
         raise AudioError("<stdin>: nothing to read (pipe audio in, or name a file)")
     if head.startswith(b"\x93NUMPY"):
-        import io
-
-        data = head + sys.stdin.buffer.read()
+        # spooled to a temporary file on disk and mapped block by block, as a named .npy is:
+        # memory stays bounded whatever the array's size
+        spool = tempfile.NamedTemporaryFile(prefix="convt-audio-stdin-", suffix=".npy")
         try:
-            array = np.load(io.BytesIO(data), allow_pickle=False)
+            spool.write(head)
+            shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+            spool.flush()
+            array = np.load(spool.name, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise AudioError(f"<stdin>: not a readable .npy array: {str(exc).splitlines()[0]}") from None
-        return _feature_source("<stdin>", array, input_rate, expected_channels)
+            spool.close()
+            detail = (getattr(exc, "strerror", None) or str(exc)).splitlines()[0]
+            raise AudioError(f"<stdin>: not a readable .npy array: {detail}") from None
+        try:
+            source = _feature_source(spool.name, array, input_rate, expected_channels, label="<stdin>")
+        except AudioError:
+            spool.close()
+            raise
+        source._spool = spool
+        return source
     if head[:4] not in (b"RIFF", b"RIFX", b"RF64", b"FORM", b".snd"):
         spool = tempfile.TemporaryFile(prefix="convt-audio-stdin-")
         spool.write(head)
@@ -379,7 +413,8 @@ def _open_stdin(input_rate, expected_channels: int | None) -> AudioSource:
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         detail = str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
         raise AudioError(f"<stdin>: not a readable audio stream ({detail})") from None
-    return AudioSource(Path(STDIO), handle.samplerate, handle.channels, None, handle.subtype, handle)
+    return AudioSource(Path(STDIO), handle.samplerate, handle.channels, None, handle.subtype, handle,
+                       promised=_promised_frames(handle))
 
 
 def open_source(path: str | Path, input_rate=None, expected_channels: int | None = None) -> AudioSource:

@@ -98,17 +98,29 @@ class Config:
                 f"output sample rate {input_rate} × {self.rate_factor()} = {float(rate):g} Hz is not "
                 f"an integer; set output_sample_rate in {self.source}"
             )
+        if rate > MAX_RATE:
+            raise AudioError(f"output sample rate {input_rate} × {self.rate_factor()} = {rate} Hz is more than "
+                             f"an audio file can hold (at most {MAX_RATE} Hz)")
         return int(rate)
 
 
+MAX_RATE = (1 << 31) - 1  # Hz: the largest sample rate an audio file (libsndfile's int) can hold
+
+
 def parse_rate(text, what: str = "input_rate") -> Fraction:
-    """A sample or frame rate in Hz: ``24000``, ``86.1328125`` or ``22050/256``, exactly."""
+    """A sample or frame rate in Hz: ``24000``, ``86.1328125``, ``22050/256`` exactly, or in kHz
+    as sox writes it: ``48k``, ``44.1k``."""
+    body = str(text).strip()
+    scale = 1000 if body[-1:] in ("k", "K") else 1
     try:
-        rate = Fraction(str(text).strip())
-    except (ValueError, ZeroDivisionError):
-        raise ConfigError(f"{option(what)}: {text!r} is not a rate in Hz (e.g. 24000, 86.1328125 or 22050/256)") from None
+        rate = Fraction(body[:-1] if scale != 1 else body) * scale
+    except (ValueError, ZeroDivisionError, OverflowError):
+        raise ConfigError(f"{option(what)}: {text!r} is not a rate in Hz (e.g. 24000, 48k, 86.1328125 or "
+                          f"22050/256)") from None
     if rate <= 0:
         raise ConfigError(f"{option(what)}: must be positive, got {text!r}")
+    if rate > MAX_RATE:
+        raise ConfigError(f"{option(what)}: at most {MAX_RATE} Hz (what an audio file can hold), got {text!r}")
     return rate
 
 
@@ -332,8 +344,8 @@ def _parse_config(data: Any, source: str, base_dir: Path | None, default_name: s
     if channels not in CHANNEL_MODES:
         raise ConfigError(f"channels: {channels!r} is not one of {sorted(CHANNEL_MODES)}")
     rate = data.get("output_sample_rate")
-    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int) or rate < 1):
-        raise ConfigError(f"output_sample_rate: must be a positive integer or null, got {rate!r}")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int) or not 1 <= rate <= MAX_RATE):
+        raise ConfigError(f"output_sample_rate: must be an integer from 1 to {MAX_RATE} Hz or null, got {rate!r}")
     weights = data.get("weights")
     if weights is not None:
         if not isinstance(weights, str) or not weights:

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UsageError, option
+from .specs import MAX_KERNEL, MAX_STRIDE
 
-MAX_TAPS = 1 << 22  # 32 MiB of float64 taps
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,28 @@ def parse_factor(factor) -> Fraction:
     return ratio
 
 
+def _zero_crossings(factor: int, down: int, passband: float, stopband: float, attenuation: float) -> int:
+    """Zero crossings of the sinc on each side: the length Kaiser's formula asks for."""
+    scale = min(1.0, factor / down)  # downsampling: the band edges follow the output rate
+    transition = 2 * math.pi * scale * (stopband - passband) / factor  # rad/sample, upsampled rate
+    taps_needed = (attenuation - 7.95) / (2.285 * transition) + 1
+    return max(1, math.ceil((taps_needed - 1) / (2 * factor)))
+
+
+def check_size(ratio: Fraction, kernel_size: int, attenuation: float) -> None:
+    """Refuse, before designing, a resampler that ``run`` could not load: its kernel, or its
+    stride L or decimation M, over the layer bounds."""
+    problems = []
+    if kernel_size > MAX_KERNEL:
+        problems.append(f"a {kernel_size:,}-tap kernel at {attenuation:g} dB (at most {MAX_KERNEL:,})")
+    if ratio.numerator > MAX_STRIDE or ratio.denominator > MAX_STRIDE:
+        problems.append(f"a stride of {max(ratio.numerator, ratio.denominator):,} (at most {MAX_STRIDE:,})")
+    if problems:
+        raise UsageError(f"{option('factor', ratio)}: needs {' and '.join(problems)}; a one-stage resampler "
+                         f"this long cannot run (lower {option('attenuation')}, widen the band edges, or "
+                         f"resample in steps of smaller ratios)")
+
+
 def design_sinc(
     factor, passband: float = 0.45, stopband: float = 0.55, attenuation: float = 140.0
 ) -> SincDesign:
@@ -121,6 +143,9 @@ def design_sinc(
     """
     ratio = parse_factor(factor)
     factor, down = ratio.numerator, ratio.denominator
+    for name, value in (("passband", passband), ("stopband", stopband), ("attenuation", attenuation)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UsageError(f"{option(name)}: must be a finite number, got {value!r}")
     if not 0 < passband < stopband:
         raise UsageError(f"{option('passband')}: must be in (0, stopband), got {passband!r}")
     if not stopband < 1 - passband + 1e-12 or stopband > 1:
@@ -129,16 +154,11 @@ def design_sinc(
         )
     if not 20 <= attenuation <= 200:
         raise UsageError(f"{option('attenuation')}: must be between 20 and 200 dB, got {attenuation!r}")
-    scale = min(1.0, factor / down)  # downsampling: the band edges follow the output rate
-    transition = 2 * math.pi * scale * (stopband - passband) / factor  # rad/sample, upsampled rate
-    taps_needed = (attenuation - 7.95) / (2.285 * transition) + 1
-    zeros = max(1, math.ceil((taps_needed - 1) / (2 * factor)))
-    if 2 * factor * zeros + 1 > MAX_TAPS:
-        raise UsageError(f"{option('factor', ratio)} at {attenuation:g} dB needs {2 * factor * zeros + 1:,} taps; "
-                         f"at most {MAX_TAPS:,} are designed (a smaller factor, or a cascade of stages)")
+    zeros = _zero_crossings(factor, down, passband, stopband, attenuation)
+    check_size(ratio, 2 * factor * zeros + 1, attenuation)
     half = factor * zeros
     n = np.arange(-half, half + 1, dtype=np.float64)
-    cutoff = scale * (passband + stopband) / 2  # fraction of the input rate
+    cutoff = min(1.0, factor / down) * (passband + stopband) / 2  # fraction of the input rate
     ideal = 2 * cutoff * np.sinc(2 * cutoff * n / factor)
     taps = ideal * np.kaiser(2 * half + 1, kaiser_beta(attenuation))
     # each phase (the taps that one input frame lays on output frames ≡ r mod L) sums to 1
@@ -245,16 +265,64 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "convt-audio"
 
 
+CACHE_FORMAT = "1"  # bumped whenever the design changes: older cached taps are then redesigned
+
+
+def _design_key(design_or_ratio, passband: float, stopband: float, attenuation: float) -> str:
+    ratio = design_or_ratio if isinstance(design_or_ratio, Fraction) else design_or_ratio.ratio
+    return f"sinc {ratio} {passband!r} {stopband!r} {attenuation!r} v{CACHE_FORMAT}"
+
+
+def _checksum(taps: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(taps, dtype="<f8").tobytes()).hexdigest()
+
+
+def _read_cached(path: Path, key: str) -> np.ndarray | None:
+    """The taps cached at ``path`` if they are what ``key`` asks for and intact, else None."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as handle:
+            meta = handle.metadata() or {}
+            if meta.get("design") != key or set(handle.keys()) != {"taps"}:
+                return None
+            taps = handle.get_tensor("taps")
+    except Exception:  # noqa: BLE001 - missing, unreadable, garbage: a cache miss
+        return None
+    if taps.dtype != np.float64 or taps.ndim != 1 or meta.get("sha256") != _checksum(taps):
+        return None
+    return taps
+
+
+def _write_cached(path: Path, key: str, taps: np.ndarray) -> None:
+    """Keep ``taps`` at ``path``; a cache that cannot be written (read-only, full) is skipped."""
+    from .audio_io import atomic_path
+
+    try:
+        from safetensors.numpy import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            save_file({"taps": taps}, str(tmp), metadata={"design": key, "sha256": _checksum(taps)})
+    except Exception:  # noqa: BLE001 - SafetensorError on a full disk, OSError, AudioError: not our job to fail
+        pass
+
+
 def resampler_for(input_rate, output_rate, cache: Path | None = None):
     """The config and weights that turn ``input_rate`` into ``output_rate`` (Hz).
 
     Equal rates: a one-tap identity (the audio is copied unchanged). An integer ratio with a
-    built-in ``sinc-xL``: that config. Any other L/M: a ``design_sinc`` resampler, read from the
-    cache folder or designed and saved there (atomically, so concurrent runs are safe); a cache
-    that cannot be written or read only costs the design time. Returns ``(config, params)``.
+    built-in ``sinc-xL``: that config. Any other L/M: a ``design_sinc`` resampler whose taps
+    are kept in the cache folder. A cache is never an authority: cached taps are used only when
+    their recorded design (ratio, band edges, attenuation, format) is the one asked for and their
+    SHA-256 matches, else they are designed again; the config is always built here, from the
+    design. A cache that cannot be read or written only costs the design time. A ratio that no
+    one-stage resampler can run is a :class:`UsageError` naming the output rate, found before
+    designing anything. Returns ``(config, params)``.
     """
     from .config import builtin_configs, load_config, parse_config
-    from .errors import ConvtAudioError
     from .weights import load_params
 
     ratio = Fraction(output_rate) / Fraction(input_rate)
@@ -267,21 +335,23 @@ def resampler_for(input_rate, output_rate, cache: Path | None = None):
     if name in builtin_configs():
         config = load_config(name)
         return config, load_params(config)[0]
+    passband, stopband, attenuation = 0.45, 0.55, 140.0
+    try:
+        check_size(ratio, 2 * ratio.numerator * _zero_crossings(ratio.numerator, ratio.denominator, passband,
+                                                                  stopband, attenuation) + 1, attenuation)
+    except UsageError as exc:
+        detail = str(exc.args[0]).split(": ", 1)[1]
+        raise UsageError(f"{option('target_rate', output_rate)}: {float(input_rate):g} Hz -> {output_rate} Hz is a "
+                         f"{ratio} resampler, which {detail}") from None
     folder = cache_dir() if cache is None else Path(cache)
-    stem = folder / name
-    try:
-        config = load_config(stem.with_suffix(".yaml"))
-        return config, load_params(config)[0]
-    except (ConvtAudioError, OSError):
-        pass  # not designed yet, or unreadable: design it
-    design = design_sinc(ratio)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_sinc(design, stem, overwrite=True)
-        config = load_config(stem.with_suffix(".yaml"))
-        return config, load_params(config)[0]
-    except (ConvtAudioError, OSError):
-        data = sinc_config(design, name, f"{name}.safetensors")
-        del data["weights"]
-        config = parse_config(data, source=f"<{name}, designed in memory>")
-        return config, [{"weight": t} for t in design.tensors().values()]
+    key = _design_key(ratio, passband, stopband, attenuation)
+    path = folder / f"{name}.safetensors"
+    taps = _read_cached(path, key)
+    if taps is None:
+        taps = design_sinc(ratio, passband, stopband, attenuation).taps
+        _write_cached(path, key, taps)
+    design = SincDesign(ratio.numerator, taps, passband, stopband, attenuation, ratio.denominator)
+    data = sinc_config(design, name, f"{name}.safetensors")
+    del data["weights"]
+    config = parse_config(data, source=f"<{name}, {path}>")
+    return config, [{"weight": t} for t in design.tensors().values()]

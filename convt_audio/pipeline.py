@@ -298,16 +298,25 @@ class RunnerRecipe:
 
 def _planned_rate(job: Job, runner: Runner, input_rate) -> int | None:
     """The output rate a job will have, read cheaply from the header; None if unreadable now
-    (the file then fails on its own when it runs)."""
+    (the file then fails on its own when it runs). With ``--rate`` alone, the resampler for the
+    file's rate is built here, so that a ratio no resampler can give is refused before any work."""
     import soundfile as sf
 
     try:
         if job.source.suffix.lower() == ".npy":
             if input_rate is None and runner.config is not None:
                 input_rate = runner.config.feature_rate()
-            return None if input_rate is None else runner.output_rate(input_rate)
-        return runner.output_rate(sf.info(str(job.source)).samplerate)
+        else:
+            input_rate = sf.info(str(job.source)).samplerate
     except Exception:  # noqa: BLE001 - any failure here is reported when the file runs
+        return None
+    if input_rate is None:
+        return None
+    if runner.config is None:
+        runner.pick(input_rate)  # a --rate no resampler can give is a usage error before any work
+    try:
+        return runner.output_rate(input_rate)
+    except Exception:  # noqa: BLE001 - reported when the file runs
         return None
 
 
@@ -321,9 +330,10 @@ def check_outputs(jobs: list[Job], runner: Runner, input_rate=None, kind: str | 
     """
     named = []
     for job in jobs:
-        if job.error is None and job.dest is None:
+        if job.error is None and str(job.source) != STDIO and (job.dest is None or runner.config is None):
             rate = _planned_rate(job, runner, input_rate)
-            job = Job(job.source, default_name(job.source, rate, kind)) if rate is not None else job
+            if job.dest is None and rate is not None:
+                job = Job(job.source, default_name(job.source, rate, kind))
         named.append(job)
     sources = [job.source for job in named]
     owners: dict[Path, Path] = {}

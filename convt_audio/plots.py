@@ -75,9 +75,35 @@ def plot_response(config, params, output: Path, input_rate: float) -> dict:
     return {"ripple_db": response.ripple_db, "attenuation_db": response.attenuation_db}
 
 
+SPECTROGRAM_WINDOW_S = 0.02  # analysis window in seconds, the same in both panels
+SPECTROGRAM_FLOOR_DB = -160.0
+
+
+def spectrogram_dbfs(data: np.ndarray, rate: float, window_s: float = SPECTROGRAM_WINDOW_S):
+    """Short-time magnitude spectrum in dB re full scale (a full-scale sine reads 0 dB).
+
+    Hann windows of ``window_s`` seconds (so every file is analysed with the same resolution in
+    Hz, whatever its rate) hopping by a quarter window. Returns ``(times_s, freqs_hz, db
+    [freqs, frames])``, floored at :data:`SPECTROGRAM_FLOOR_DB` (silence included).
+    """
+    size = max(16, int(round(window_s * rate)))
+    hop = max(1, size // 4)
+    window = np.hanning(size)
+    padded = np.concatenate([np.zeros(size // 2), np.asarray(data, dtype=np.float64), np.zeros(size)])
+    count = max(1, (padded.shape[0] - size) // hop + 1)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, size)[::hop][:count]
+    magnitude = np.abs(np.fft.rfft(frames * window, axis=-1)) * (2.0 / window.sum())
+    with np.errstate(divide="ignore"):
+        db = np.maximum(20 * np.log10(np.maximum(magnitude, 1e-300)), SPECTROGRAM_FLOOR_DB)
+    times = np.arange(count) * hop / rate
+    freqs = np.fft.rfftfreq(size, 1.0 / rate)
+    return times, freqs, db.T
+
+
 def plot_spectrograms(first: Path, second: Path, output: Path, seconds: float = 30.0) -> None:
     """Draw two files' spectrograms side by side on one frequency axis (the first channel, up to
-    ``seconds`` of each)."""
+    ``seconds`` of each): time in seconds, frequency in kHz up to the higher Nyquist, dB re full
+    scale on one colour bar, the same analysis window (in seconds) in both."""
     import soundfile as sf
 
     plt = _pyplot()
@@ -85,18 +111,24 @@ def plot_spectrograms(first: Path, second: Path, output: Path, seconds: float = 
     for path in (first, second):
         try:
             with sf.SoundFile(str(path)) as handle:
-                data = handle.read(int(seconds * handle.samplerate), dtype="float32", always_2d=True)[:, 0]
+                data = handle.read(int(seconds * handle.samplerate), dtype="float64", always_2d=True)[:, 0]
                 signals.append((Path(path).name, data, handle.samplerate))
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             raise AudioError(f"{path}: not a readable audio file ({exc})") from None
+        if not data.shape[0]:
+            raise AudioError(f"{path}: no audio frames to draw")
     top = max(rate for _, _, rate in signals) / 2000
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    figure, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+    image = None
     for axis, (name, data, rate) in zip(axes, signals):
-        axis.specgram(data + 1e-12, NFFT=1024, noverlap=768, Fs=rate / 1000, cmap="magma", vmin=-160)
+        times, freqs, db = spectrogram_dbfs(data, rate)
+        image = axis.pcolormesh(times, freqs / 1000, db, shading="auto", cmap="magma",
+                                vmin=SPECTROGRAM_FLOOR_DB, vmax=0.0, rasterized=True)
         axis.set_title(f"{name} ({rate} Hz)")
-        axis.set_xlabel("time (ms)")
+        axis.set_xlabel("time (s)")
         axis.set_ylim(0, top)
     axes[0].set_ylabel("frequency (kHz)")
-    figure.tight_layout()
+    figure.colorbar(image, ax=list(axes), label=f"dB re full scale ({SPECTROGRAM_WINDOW_S * 1000:g} ms Hann windows)",
+                    pad=0.015)
     _save(figure, output)
     plt.close(figure)

@@ -191,9 +191,10 @@ WEIGHT_NORM_PAIRS = (("weight_g", "weight_v"),
 
 
 def _fold(g: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """``weight = g · v / ‖v‖`` in float64, back in v's dtype."""
+    """``weight = g · v / ‖v‖``, computed and returned in float64: a float64 run keeps every
+    bit of it, a float32 one rounds it once when the engine takes it."""
     g64, v64 = np.asarray(g, dtype=np.float64), np.asarray(v, dtype=np.float64)
-    return (v64 * (g64 / _norm_except(v64, g64))).astype(np.asarray(v).dtype)
+    return v64 * (g64 / _norm_except(v64, g64))
 
 
 def _weight_norm_sources(tensors: Mapping, name: str) -> list[str] | None:
@@ -259,21 +260,37 @@ def match_tensors(
                     f"{source}: tensor {(pair[1] if pair else full)!r} for {spec.where} ({spec.type}) "
                     f"has shape {shape}, expected {tuple(expected)}"
                 )
-            array = _fold(tensors[pair[0]], tensors[pair[1]]) if pair else np.asarray(tensors[full])
-            if not np.issubdtype(array.dtype, np.floating):
-                raise WeightsError(f"{source}: tensor {full!r} has dtype {array.dtype}, expected floating point")
-            finite = np.isfinite(array)
-            if not finite.all():
-                bad = int(array.size - np.count_nonzero(finite))
-                first = tuple(int(i) for i in np.argwhere(~finite)[0])
-                raise WeightsError(
-                    f"{source}: tensor {full!r} for {spec.where} holds {bad} non-finite value(s) "
-                    f"(first {array[first]} at index {first}); every weight must be a finite number"
-                )
+            for name in pair or [full]:  # each tensor as the file holds it
+                _check_values(source, name, np.asarray(tensors[name]), spec.where)
+            if pair:
+                g, v = (np.asarray(tensors[name], dtype=np.float64) for name in pair)
+                if not (_norm_except(v, g) > 0).all():
+                    raise WeightsError(
+                        f"{source}: tensor {pair[1]!r} for {spec.where} has a zero norm where weight "
+                        f"norm divides by it (weight = g·v/‖v‖); a trained checkpoint never has one"
+                    )
+                array = _fold(g, v)
+                _check_values(source, f"{full} (folded from {pair[0]}, {pair[1]})", array, spec.where)
+            else:
+                array = np.asarray(tensors[full])
             layer[local] = array
             used.update(pair or [full])
         params.append(layer)
     return params, sorted(name for name in tensors if name not in used)
+
+
+def _check_values(source: str, name: str, array: np.ndarray, where: str) -> None:
+    """A weights error unless ``array`` holds floating-point numbers, all finite."""
+    if not np.issubdtype(array.dtype, np.floating):
+        raise WeightsError(f"{source}: tensor {name!r} has dtype {array.dtype}, expected floating point")
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = int(array.size - np.count_nonzero(finite))
+        first = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise WeightsError(
+            f"{source}: tensor {name!r} for {where} holds {bad} non-finite value(s) "
+            f"(first {array[first]} at index {first}); every weight must be a finite number"
+        )
 
 
 def needs_weights(config: Config) -> bool:

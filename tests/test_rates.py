@@ -104,7 +104,7 @@ def test_run_with_rate_uses_the_cache_and_works_without_one(tmp_path, cache, mon
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["output_rate"] == 48000 and report["frames_out"] == 48000 and report["engine"] == "numpy-polyphase"
-    assert sorted(p.name for p in cache.iterdir()) == ["sinc-160-147.safetensors", "sinc-160-147.yaml"]
+    assert sorted(p.name for p in cache.iterdir()) == ["sinc-160-147.safetensors"]  # the taps only
     first = sf.read(str(tmp_path / "b.wav"))[0]
     # a cache that cannot be written (a file stands where the folder would be): designed in memory
     (tmp_path / "blocked").write_text("x")
@@ -137,10 +137,18 @@ def test_rate_is_a_check_with_a_config_and_a_batch_mixes_input_rates(tmp_path):
     assert result.exit_code == 0, result.output
     reports = [json.loads(line) for line in result.stdout.splitlines()]
     assert {r["input_rate"]: r["frames_out"] for r in reports} == {44100: 4800, 16000: 4800}
-    for bad, message in (("44.1k", "--rate: '44.1k' is not a rate in Hz"),
+    for bad, message in (("44.1q", "--rate: '44.1q' is not a rate in Hz"), ("1e400", "--rate: at most 2147483647 Hz"),
                          ("44100.5", "--rate: an output rate is a whole number of Hz")):
         result = invoke("run", tmp_path / "a.wav", "-r", bad)
         assert result.exit_code == 2 and message in result.stderr
+
+
+def test_rates_in_khz_as_sox_writes_them(tmp_path, cache):
+    sf.write(str(tmp_path / "a.wav"), np.zeros(16000), 16000)
+    for text, rate in (("48k", 48000), ("44.1k", 44100), ("22.05K", 22050)):
+        result = invoke("run", tmp_path / "a.wav", "-r", text, "-o", tmp_path / f"{text}.wav", "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["output_rate"] == rate == sf.info(str(tmp_path / f"{text}.wav")).samplerate
 
 
 def test_short_r_is_the_rate_and_capital_r_recursive(tmp_path):

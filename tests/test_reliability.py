@@ -172,7 +172,7 @@ def test_init_and_design_refuse_absurd_sizes_and_seeds(tmp_path):
     start = time.perf_counter()
     result = invoke("design", "sinc", "--factor", 1_000_000, "-o", tmp_path / "huge")
     assert result.exit_code == 2 and time.perf_counter() - start < 5
-    one_error_line(result, "--factor 1000000 at 140 dB needs")
+    one_error_line(result, "--factor 1000000: needs a 92,000,001-tap kernel at 140 dB (at most 65,536)")
     assert not list(tmp_path.glob("huge*"))
 
 
@@ -226,19 +226,23 @@ def test_stale_temporaries_of_dead_runs_are_removed_and_live_ones_kept(tmp_path)
     live = tmp_path / "out" / f".b.wav.{host}-{os.getpid()}.abcd_123.part"
     other_host = tmp_path / "out" / f".c.wav.elsewhere-{dead_pid}.abcd_123.part"
     mine = tmp_path / "out" / "notes.part"
-    for path in (stale, live, other_host, mine):
+    unmarked = tmp_path / "out" / f".d.wav.{host}-{dead_pid}.abcd_123.part"  # a copy: no mark of ours
+    for path in (stale, live, other_host, mine, unmarked):
         path.write_bytes(b"x")
+        if path is not unmarked:
+            os.setxattr(path, "user.convt-audio", b"part")
         os.utime(path, (time.time() - 60, time.time() - 60))
     tone(tmp_path / "a.wav")
     result = invoke("run", tmp_path / "a.wav", "-o", tmp_path / "out" / "a.wav")
     assert result.exit_code == 0, result.output
     assert "removed 1 temporary file(s) left by runs that died" in result.stderr
-    assert not stale.exists() and live.exists() and other_host.exists() and mine.exists()
+    assert not stale.exists() and live.exists() and other_host.exists() and mine.exists() and unmarked.exists()
     # scoped to one output (a cluster retry): only that output's stale parts go
     from convt_audio.audio_io import remove_stale_parts
 
     for name in ("x.wav", "y[1].wav"):
         (tmp_path / "out" / f".{name}.{host}-{dead_pid}.abcd_123.part").write_bytes(b"x")
+        os.setxattr(tmp_path / "out" / f".{name}.{host}-{dead_pid}.abcd_123.part", "user.convt-audio", b"part")
     removed = remove_stale_parts(tmp_path / "out", time.time() + 1, "y[1].wav")
     assert [p.name for p in removed] == [f".y[1].wav.{host}-{dead_pid}.abcd_123.part"]
     assert (tmp_path / "out" / f".x.wav.{host}-{dead_pid}.abcd_123.part").exists()

@@ -115,8 +115,8 @@ def test_fractional_input_rate_and_its_check(tmp_path):
         assert result.exit_code == 0, result.output
     result = invoke("run", tmp_path / "m.npy", "-c", "hifigan-v3", "-w", checkpoint, "--input-rate", 100,
                     "-o", tmp_path / "p.wav")
-    assert result.exit_code == 1
-    assert "input rate 100 Hz × 256 = 25600 Hz, but" in result.stderr and "22050 Hz" in result.stderr
+    assert result.exit_code == 2  # the user's own --input-rate, refused before any file runs
+    assert "--input-rate 100: input rate 100 Hz × 256 = 25600 Hz, but" in result.stderr and "22050 Hz" in result.stderr
     assert not (tmp_path / "p.wav").exists()
     result = invoke("run", tmp_path / "m.npy", "-c", "hifigan-v3", "-w", checkpoint, "--input-rate", "fast")
     assert result.exit_code == 2 and "--input-rate: 'fast' is not a rate in Hz" in result.stderr
