@@ -54,6 +54,60 @@ class RunOptions:
     kind: str | None = None  # --type: the container of outputs the tool names, and of -o -
 
 
+MEMORY_ENV = "CONVT_AUDIO_MAX_MEMORY"  # bytes, or with a K/M/G/T suffix: the budget of one file's buffers
+
+
+def memory_budget() -> int:
+    """Bytes one file's stream may hold: ``$CONVT_AUDIO_MAX_MEMORY`` if set, else half of the
+    physical memory (or of this process's cgroup limit, if lower)."""
+    text = os.environ.get(MEMORY_ENV, "").strip()
+    if text:
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+        scale = units.get(text[-1:].upper(), 1)
+        try:
+            value = float(text[:-1] if scale != 1 else text) * scale
+        except ValueError:
+            value = float("nan")
+        if not value > 0 or value == float("inf"):
+            raise UsageError(f"{MEMORY_ENV}: {text!r} is not a size in bytes (e.g. 2G, 512M)")
+        return int(value)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 << 30
+    with suppress(OSError, ValueError):
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    return total // 2
+
+
+def _size(count: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{int(count)} bytes"
+
+
+def fit_chunk(engine, chunk: int | None, batch: int, budget: int | None = None) -> int:
+    """The input frames per block: ``chunk`` (the user's) or the engine's preferred size, shrunk
+    (when automatic) until the block's buffers fit a quarter of the memory budget; a block that
+    cannot fit the budget even at its smallest is refused, naming the layer and the bytes."""
+    budget = memory_budget() if budget is None else budget
+    size = chunk or engine.preferred_chunk()
+    smallest = max(1, engine.min_input_frames())
+    if chunk is None:
+        while size > smallest and engine.block_bytes(size, batch)[0] > budget // 4:
+            size = max(smallest, size // 2)
+    total, where, most = engine.block_bytes(size, batch)
+    if total > budget:
+        advice = (f"a smaller --chunk (it is {size})" if chunk is not None else "a stack with smaller strides")
+        raise AudioError(f"{where} would hold {most:,} bytes ({_size(most)}; all layers {_size(total)}) for one "
+                         f"block of {size} input frame(s) × {batch}, over the memory budget of {_size(budget)} "
+                         f"(${MEMORY_ENV} sets it); use {advice}")
+    return size
+
+
 def check_finite(block: np.ndarray, start: int, path, mode: str = "error") -> int:
     """Refuse (or, with ``mode="zero"``, zero in place) NaN/Inf samples of a ``[channels, n]``
     block whose first frame is ``start``; return how many were replaced."""
@@ -618,7 +672,9 @@ def _write(engine, source, dest: Path, out_rate: int, per_channel: bool, options
     subtype = choose_subtype(fmt, options.subtype, source.subtype, where)
     out_channels = engine.out_channels * (source.channels if per_channel else 1)
     read_dtype = "float64" if engine.dtype == np.float64 else "float32"
-    chunk = options.chunk or engine.preferred_chunk()
+    chunk = fit_chunk(engine, options.chunk, source.channels if per_channel else 1)
+    if not to_stdout:
+        _check_space(dest, fmt, subtype, source, engine, out_channels)
 
     def shaped(block: np.ndarray) -> np.ndarray:  # [channels, n] -> [batch, channels, n]
         return block[:, None, :] if per_channel else block[None]
@@ -651,6 +707,30 @@ def _write(engine, source, dest: Path, out_rate: int, per_channel: bool, options
     if options.clip == "rescale":
         report["gain_db"] = 20 * float(np.log10(gain))
     return report
+
+
+_UNCOMPRESSED = ("WAV", "WAVEX", "W64", "RF64", "AIFF", "CAF", "AU")
+_SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
+
+
+def _check_space(dest: Path, fmt: str, subtype: str, source, engine, out_channels: int) -> None:
+    """Refuse, before any work, an uncompressed output larger than the free space of its folder
+    (a ×10⁶ stack on a short input would otherwise fill the disk before failing)."""
+    import shutil
+
+    if source.frames is None or fmt not in _UNCOMPRESSED or subtype not in _SAMPLE_BYTES:
+        return
+    needed = engine.output_frames(source.frames) * out_channels * _SAMPLE_BYTES[subtype]
+    folder = dest.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if needed > free:
+        raise AudioError(f"{dest}: the output needs {_size(needed)} ({engine.output_frames(source.frames):,} frames × "
+                         f"{out_channels} channel(s) of {subtype}), but {folder} has {_size(free)} free")
 
 
 class _PeakSink:

@@ -730,6 +730,32 @@ def widest_activation(specs: Sequence, rate: Fraction = Fraction(1), channels: i
     return widest
 
 
+def block_elements(specs: Sequence, frames: int, rate: Fraction = Fraction(1),
+                   channels: int | None = None) -> list[tuple[str, int]]:
+    """``(where, elements)`` per layer for one block of ``frames`` input frames (per batch item).
+
+    An upper bound on what a push holds: every layer's output for the block (inside blocks,
+    every branch's, as a parallel block holds them until it reduces them), plus a convolution's
+    carried window and the frames its kernel spreads past the block. Used to refuse, before
+    the first block, a stack whose buffers would not fit in memory.
+    """
+    channels = input_channels(specs) if channels is None else channels
+    out = []
+    for spec in specs:
+        for sequence in spec.sequences():
+            out.extend(block_elements(sequence, frames, rate, channels))
+        channels_out = spec.out_channels_for(channels)
+        rate_out = rate * spec.rate()
+        held = math.ceil(frames * rate_out)
+        if isinstance(spec, _ConvSpec):
+            held += spec.receptive  # a transposed kernel spreads past the block
+            out.append((spec.where, (channels or 1) * spec.receptive + (channels_out or 1) * held))
+        elif not spec.sequences():
+            out.append((spec.where, (channels_out or 1) * held))
+        channels, rate = channels_out, rate_out
+    return out
+
+
 def stride_period(specs: Sequence) -> int:
     """The product of the strides (capped): the frame arithmetic repeats with this period."""
     period = 1
@@ -781,6 +807,14 @@ class StackShape:
 
     def min_input_frames(self) -> int:
         return min_input_frames(self.specs)
+
+    def block_bytes(self, frames: int, batch: int) -> tuple[int, str, int]:
+        """An upper bound on the bytes one block of ``frames`` input frames holds, with the layer
+        holding most and its share (:func:`block_elements`)."""
+        rows = block_elements(self.specs, frames)
+        itemsize = getattr(getattr(self, "dtype", None), "itemsize", 4) or 4
+        where, most = max(rows, key=lambda row: row[1])
+        return sum(n for _, n in rows) * batch * itemsize, where, most * batch * itemsize
 
     def check_frames(self, frames: int) -> None:
         """Raise :class:`InputTooShortError` naming the first layer that would get too little."""
