@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import traceback
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -31,15 +31,62 @@ Abort = typer.Abort
 
 def _ray_default(args: list[str]) -> list[str]:
     """``--ray`` without an address starts a local cluster: supply ``local`` where the next word is
-    no address (``auto``, ``local``, ``host:port``, ``ray://…``)."""
+    an option, an existing file or folder (an input), or nothing. Any other word is the address
+    (``auto``, ``local``, ``host:port``, ``ray://…``; anything else is refused as one)."""
     out = []
     for i, arg in enumerate(args):
         out.append(arg)
         if arg == "--ray":
             following = args[i + 1] if i + 1 < len(args) else None
-            if following is None or not (following in ("auto", "local") or ":" in following):
+            address_like = following is not None and (following in ("auto", "local") or ":" in following)
+            if following is None or following.startswith("-") or (not address_like and os.path.exists(following)):
                 out.append("local")
     return out
+
+
+_RESULTS: list = []  # where --json records go while Ray owns standard output (see _results_apart)
+
+
+class _results_apart:
+    """While a Ray batch runs, only our --json records reach standard output.
+
+    Ray prints its own lines ("(raylet) A worker died …") on ``sys.stdout``, and its workers
+    inherit descriptor 1: both are pointed at /dev/null (stderr with --debug), and the records
+    go to a copy of the original standard output.
+    """
+
+    def __init__(self, debug: bool):
+        self.debug = debug
+
+    def __enter__(self) -> "_results_apart":
+        self.saved_stdout, self.saved_fd = sys.stdout, None
+        sys.stdout.flush()
+        try:
+            real = sys.stdout.fileno() == 1
+        except (OSError, ValueError, io.UnsupportedOperation):
+            real = False  # a test runner's stream: Python-level only
+        if real:
+            self.saved_fd = os.dup(1)
+            target = os.dup(2) if self.debug else os.open(os.devnull, os.O_WRONLY)
+            os.dup2(target, 1)
+            os.close(target)
+            _RESULTS.append(open(os.dup(self.saved_fd), "w", buffering=1, encoding="utf-8"))
+        else:
+            _RESULTS.append(self.saved_stdout)
+            sys.stdout = sys.stderr if self.debug else open(os.devnull, "w")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        results = _RESULTS.pop()
+        with suppress(OSError, ValueError):
+            results.flush()
+        if self.saved_fd is not None:
+            with suppress(OSError, ValueError):
+                results.close()
+            os.dup2(self.saved_fd, 1)
+            os.close(self.saved_fd)
+        else:
+            sys.stdout = self.saved_stdout
 
 
 CLOSED_STREAMS: set = set()  # standard streams (0, 1, 2) that were closed when we started
@@ -87,9 +134,10 @@ def _need_stdout(what: str) -> None:
 
 def _echo(text: str) -> bool:
     """Print a line on standard output; False (and nothing more printed there) if it broke."""
+    stream = _RESULTS[-1] if _RESULTS else sys.stdout
     try:
-        typer.echo(text)
-        sys.stdout.flush()
+        typer.echo(text, file=stream)
+        stream.flush()
         return True
     except (BrokenPipeError, OSError, ValueError):
         _stdout_gone()
@@ -376,6 +424,7 @@ def run(
     if overwrite and skip_existing:
         raise typer.BadParameter("--overwrite and --skip-existing exclude each other", param_hint="--overwrite")
     chunk_frames = _parse_chunk(chunk)
+    apart = ExitStack()  # with --ray: standard output kept for our records alone (_results_apart)
     if as_json or output == "-":
         _need_stdout("--json" if as_json else "-o -")
     if 0 in CLOSED_STREAMS and any(str(p) == "-" for p in inputs):
@@ -405,6 +454,9 @@ def run(
                                  f"{' (for -o -)' if output == STDIO else ''}")
         if as_json and output == STDIO:
             raise UsageError("--json and -o - both want standard output; choose one")
+        if ray is not None and output == STDIO:
+            raise UsageError("--ray and -o -: the cluster's workers write files, not this standard output; "
+                             "name an output file or folder")
         jobs_list = plan_jobs(inputs, output, recursive, kind)
         # torch's threads are shared by the --jobs files run here (a cluster worker has its own)
         per_file_threads = max(1, (threads or os.cpu_count() or 1) // jobs) if ray is None else threads
@@ -432,20 +484,25 @@ def run(
                              clip=clip.value, overwrite=overwrite, skip_existing=skip_existing,
                              non_finite=non_finite.value, kind=kind)
         if ray is not None:
-            from convt_audio.cluster import check_writable, connect
+            from convt_audio.cluster import check_address, check_writable, connect
 
+            check_address(ray)
             check_writable(jobs_list)
+            apart.enter_context(_results_apart(debug))
             connect(ray, jobs)
         stale = clean_stale_parts(jobs_list, started)
         if stale:
             _warn(f"removed {len(stale)} temporary file(s) left by runs that died, e.g. {stale[0]}", quiet)
     except KeyboardInterrupt:
+        apart.close()
         _err("interrupted")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as exc:
+        apart.close()
         raise _fail(exc, debug) from None
-    code = _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug,
-                     None if ray is None else (ray, recipe))
+    with apart:
+        code = _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug,
+                         None if ray is None else (ray, recipe))
     if output == "-" or as_json:
         try:
             sys.stdout.flush()

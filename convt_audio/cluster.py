@@ -4,14 +4,17 @@ Ray Core actors rather than Ray Data: each worker is an actor that builds its en
 config and weights are loaded once per worker, not per file) and streams whole files through
 :func:`~convt_audio.pipeline.process_file`, exactly as the local path does — files are read and
 written by the workers on a filesystem every node sees, so the driver only sends job
-descriptions and receives reports, never audio. ``ray.util.ActorPool`` hands a file to an actor
-as soon as it is free (backpressure: at most one file in flight per worker), and reports come
-back in the order files finish.
+descriptions and receives reports, never audio. A free actor is handed the next file as soon as
+it finishes one (backpressure: at most one file in flight per worker), and reports come back in
+the order files finish, each tied to its file even when its worker died.
 
 A worker that dies mid-file is restarted by Ray and its file retried (``max_restarts``,
 ``max_task_retries``); the temporary-file-and-rename write makes the retry safe, and the retry
-first removes the dead worker's temporary file, so every output is written exactly once and no
-``.part`` is left. Ctrl-C cancels what is queued, kills the workers and returns.
+first removes the dead worker's temporary file. Each job carries a token that its output is
+marked with (an extended attribute) before the rename, so an attempt after one that died
+between its rename and its report finds the file done and reports it: every output is written
+and reported exactly once, and no ``.part`` is left — also when every attempt died. Ctrl-C
+cancels what is queued, kills the workers and returns.
 """
 
 from __future__ import annotations
@@ -37,23 +40,63 @@ def _ray():
     return ray
 
 
+CONNECT_SECONDS = 30  # an address that answers but is no Ray cluster fails within this
+
+
+def check_address(address: str) -> tuple[str, int] | None:
+    """Refuse an address that is none of ``local``, ``auto``, ``HOST:PORT``, ``ray://HOST:PORT``;
+    return the host and port to probe (None for ``local``/``auto``)."""
+    if address in ("local", "auto"):
+        return None
+    rest = address[len("ray://"):] if address.startswith("ray://") else address
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"{option('ray', address)}: not a cluster address (auto, local, HOST:PORT or "
+                         f"ray://HOST:PORT)")
+    return host.strip("[]"), int(port)
+
+
 def connect(address: str, workers: int):
     """``ray.init`` for ``address``: ``local`` starts a cluster here (``workers`` CPUs), anything
-    else (``auto``, ``ray://host:port``) joins one. Ray's own log lines stay off the terminal."""
+    else (``auto``, ``HOST:PORT``, ``ray://host:port``) joins one. Ray's own log lines stay off
+    the terminal. A HOST:PORT that refuses a connection fails at once, one that answers but is
+    no cluster within :data:`CONNECT_SECONDS`: a usage error either way, never a hang."""
     import logging
+    import signal
+    import socket
 
+    target = check_address(address)
     ray = _ray()
     if ray.is_initialized():
         return ray
+    if target is not None:
+        try:
+            socket.create_connection(target, timeout=5).close()
+        except OSError as exc:
+            raise UsageError(f"{option('ray', address)}: cannot reach a Ray cluster (connecting to "
+                             f"{target[0]}:{target[1]}: {exc.strerror or exc})") from None
     kwargs = dict(logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+    def no_answer(signum, frame):
+        raise TimeoutError(f"no answer in {CONNECT_SECONDS} s")
+
+    # ray.init stays in the main thread (it installs signal handlers); an alarm bounds a join
+    bounded = target is not None and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGALRM, no_answer) if bounded else None
+    if bounded:
+        signal.alarm(CONNECT_SECONDS)
     try:
         if address == "local":
             ray.init(num_cpus=max(1, workers), include_dashboard=False, **kwargs)
         else:
             ray.init(address=address, **kwargs)
-    except Exception as exc:  # ConnectionError, RuntimeError, ValueError …
-        raise UsageError(f"{option('ray', address)}: cannot reach a Ray cluster ({str(exc).splitlines()[0]})") from None
+    except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError, TimeoutError …
+        raise UsageError(f"{option('ray', address)}: cannot reach a Ray cluster ({_first_line(exc)})") from None
+    finally:
+        if bounded:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
     return ray
 
 
@@ -86,12 +129,17 @@ class Worker:
 
         return socket.gethostname(), os.getpid()
 
-    def process(self, key: int, source: str, dest: str | None, error: str | None, spelling=None) -> tuple:
-        """``(key, "ok", report, None)`` or ``(key, "error", message, output)`` for one file."""
+    def process(self, key: int, source: str, dest: str | None, error: str | None, spelling=None,
+                token: str | None = None) -> tuple:
+        """``(key, "ok", report, None)`` or ``(key, "error", message, output)`` for one file.
+
+        ``token`` names this job in its batch: an attempt after one that died once its output was
+        renamed into place finds the output marked with it, and reports it without writing again.
+        """
         from .audio_io import remove_stale_parts
         from .pipeline import failure_line, process_file
 
-        job = Job(Path(source), None if dest is None else Path(dest), error)
+        job = Job(Path(source), None if dest is None else Path(dest), error, token)
         if job.dest is not None and str(job.dest) != STDIO:
             # a worker that died on this very file left its part: only that output's are looked at
             remove_stale_parts(job.dest.parent, time.time(), job.dest.name)
@@ -127,25 +175,43 @@ def run_batch_ray(address: str, recipe: RunnerRecipe, jobs: list[Job], options: 
     except ray.exceptions.RayError as exc:
         _stop(ray, actors)
         raise UsageError(f"{option('ray')}: a worker could not start ({_first_line(exc)})") from None
-    pool = ray.util.ActorPool(actors)
-    names = {}
-    for key, job in enumerate(jobs):
-        source = _absolute_path(job.source)
-        dest = None if job.dest is None else _absolute_path(job.dest)
-        names[key] = (job, source)
-        pool.submit(lambda actor, args: actor.process.remote(*args), (key, source, dest, job.error, spelling))
+    free = list(actors)
+    waiting = list(enumerate(jobs))[::-1]  # popped from the end: in order
+    running: dict = {}  # future -> (key, actor)
+    batch = os.urandom(8).hex()
+
+    def submit() -> None:
+        while free and waiting and not cancel.is_set():
+            key, job = waiting.pop()
+            actor = free.pop()
+            dest = None if job.dest is None else _absolute_path(job.dest)
+            future = actor.process.remote(key, _absolute_path(job.source), dest, job.error, spelling,
+                                          f"{batch}-{key}")
+            running[future] = (key, actor)
+
+    names = {key: (job, _absolute_path(job.source)) for key, job in enumerate(jobs)}
     try:
-        while pool.has_next() and not cancel.is_set():
-            try:
-                key, status, payload, output = pool.get_next_unordered(timeout=0.25)
-            except TimeoutError:
+        submit()
+        while running and not cancel.is_set():
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=0.25)
+            if not ready:
                 continue
-            except ray.exceptions.RayError as exc:  # a file whose worker kept dying
-                result.failed += 1
-                events.failed(Job(Path("?"), None), f"a cluster worker died {RETRIES + 1} times on a file "
-                              f"({_first_line(exc)})", None, exc)
-                continue
+            key, actor = running.pop(ready[0])
+            free.append(actor)
             job, source = names[key]
+            try:
+                _, status, payload, output = ray.get(ready[0])
+            except ray.exceptions.RayError as exc:  # the worker died on this file every time
+                _forget_parts(job)
+                result.failed += 1
+                events.ended(job)
+                events.failed(job, f"{job.source}: a cluster worker died {RETRIES + 1} times on this file "
+                                   f"({_first_line(exc)}); nothing was written",
+                              None if job.dest is None else str(job.dest), exc)
+                if fail_fast:
+                    cancel.set()
+                submit()
+                continue
             events.ended(job)
             if status == "ok":
                 payload = {**payload, "input": str(job.source), "output": _as_given(payload["output"], job)}
@@ -160,6 +226,7 @@ def run_batch_ray(address: str, recipe: RunnerRecipe, jobs: list[Job], options: 
                 events.failed(job, message, output and _as_given(output, job), RuntimeError(message))
                 if fail_fast:
                     cancel.set()
+            submit()
     finally:
         _stop(ray, actors)
         if cancel.is_set():  # the files that were being written: their workers are gone, so are the parts
@@ -168,6 +235,16 @@ def run_batch_ray(address: str, recipe: RunnerRecipe, jobs: list[Job], options: 
 
             clean_stale_parts([job for job in jobs if job.dest is not None and str(job.dest) != STDIO], time.time())
     return result
+
+
+def _forget_parts(job: Job) -> None:
+    """After the last attempt at a job died: its workers' temporary outputs go (they are dead)."""
+    if job.dest is None or str(job.dest) == STDIO:
+        return
+    from .audio_io import remove_stale_parts
+
+    dest = Path(_absolute_path(job.dest))
+    remove_stale_parts(dest.parent, time.time() + 1, dest.name)
 
 
 def _stop(ray, actors) -> None:

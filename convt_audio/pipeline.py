@@ -130,6 +130,7 @@ class Job:
     source: Path
     dest: Path | None
     error: str | None = None  # a problem found while planning (an unreadable folder): the job fails with it
+    token: str | None = None  # a cluster batch's name for this job: a retry finds the output it already wrote
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,7 +244,9 @@ def _identity(path: Path | str) -> tuple[int, int] | None:
     """``(device, inode)`` of an existing file, else None; for ``-`` as a source, the regular file
     behind standard input (``< a.wav``)."""
     try:
-        info = os.fstat(0) if str(path) == STDIO else os.stat(path)
+        # a path through a folder that does not exist yet (sub/../a.wav) names what it will once
+        # the folder is made: its resolved form
+        info = os.fstat(0) if str(path) == STDIO else os.stat(path if os.path.exists(path) else Path(path).resolve())
     except OSError:
         return None
     import stat
@@ -624,19 +627,17 @@ def process_file(
         try:
             if str(dest) != STDIO:
                 check_rate(dest, out_rate)
-            if str(dest) != STDIO and dest.exists():
-                if dest.resolve() == job.source.resolve():
-                    raise AudioError(f"{dest}: is the input itself; not overwritten")
-                if options.skip_existing:
+            written = _marked_done(dest, job.token)  # a cluster retry after the file was renamed into place
+            if written is None:
+                _check_destination(dest, job, options)
+                if options.skip_existing and str(dest) != STDIO and dest.exists():
                     return {**report, "status": "skipped", "reason": "output exists"}
-                if not options.overwrite:
-                    raise AudioError(f"{dest}: already exists (pass {option('overwrite')} or {option('skip_existing')})")
-            try:
-                if source.frames is not None:  # a pipe's length shows at its end: checked then
-                    engine.check_frames(source.frames)
-            except AudioError as exc:
-                raise type(exc)(f"{job.source}: {exc.args[0]}") from None
-            written = _write(engine, source, dest, out_rate, per_channel, options, cancel, progress)
+                try:
+                    if source.frames is not None:  # a pipe's length shows at its end: checked then
+                        engine.check_frames(source.frames)
+                except AudioError as exc:
+                    raise type(exc)(f"{job.source}: {exc.args[0]}") from None
+                written = _write(engine, source, dest, out_rate, per_channel, options, cancel, progress, job.token)
         except AudioError as exc:
             exc.output = str(dest)
             raise
@@ -656,8 +657,43 @@ def process_file(
     }
 
 
+def _check_destination(dest: Path, job: Job, options: RunOptions) -> None:
+    """An existing output is refused unless ``--overwrite`` (or skipped, by the caller)."""
+    if str(dest) == STDIO or not dest.exists():
+        return
+    if dest.resolve() == job.source.resolve():
+        raise AudioError(f"{dest}: is the input itself; not overwritten")
+    if not options.overwrite and not options.skip_existing:
+        raise AudioError(f"{dest}: already exists (pass {option('overwrite')} or {option('skip_existing')})")
+
+
+JOB_MARK = "user.convt-audio.job"  # on a cluster job's output: the job's token and its counts
+
+
+def _mark(path: Path, token: str, counts: dict) -> None:
+    import json
+
+    with suppress(OSError, AttributeError):
+        os.setxattr(path, JOB_MARK, json.dumps({"token": token, **counts}).encode())
+
+
+def _marked_done(dest: Path, token: str | None) -> dict | None:
+    """The counts this job recorded on ``dest`` when an earlier attempt wrote it, else None."""
+    import json
+
+    if token is None or str(dest) == STDIO:
+        return None
+    try:
+        record = json.loads(os.getxattr(dest, JOB_MARK))
+    except (OSError, AttributeError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.pop("token", None) != token:
+        return None
+    return {**record, "resumed": True}
+
+
 def _write(engine, source, dest: Path, out_rate: int, per_channel: bool, options: RunOptions,
-           cancel, progress) -> dict:
+           cancel, progress, token: str | None = None) -> dict:
     """Stream ``source`` through ``engine`` into a temporary file renamed onto ``dest`` (or to
     standard output when ``dest`` is ``-``)."""
     to_stdout = str(dest) == STDIO
@@ -691,22 +727,26 @@ def _write(engine, source, dest: Path, out_rate: int, per_channel: bool, options
         clip = "clamp"
         if subtype not in ("FLOAT", "DOUBLE"):  # integer outputs: a first pass measures the peak
             gain = _rescale_gain(subtype, _peak(*args))
+    def report(counts: dict) -> dict:
+        facts = {"output_rate": out_rate, "channels_out": out_channels, **counts, "subtype": subtype,
+                 "device": engine.device, "engine": engine.name}
+        if options.clip == "rescale":
+            facts["gain_db"] = 20 * float(np.log10(gain))
+        return facts
+
     if to_stdout:
         frames = None if source.frames is None else engine.output_frames(source.frames)
-        counts = _stream_into(StdoutSink(kind, out_rate, out_channels, subtype, clip, frames, gain), *args)
-    else:
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise AudioError(f"{dest}: cannot create its folder {dest.parent} ({exc.strerror})") from None
-        with atomic_path(dest, overwrite=options.overwrite) as tmp:
-            sink = AudioSink(tmp, out_rate, out_channels, fmt, subtype, clip, label=str(dest), gain=gain)
-            counts = _stream_into(sink, *args)
-    report = {"output_rate": out_rate, "channels_out": out_channels, **counts, "subtype": subtype,
-              "device": engine.device, "engine": engine.name}
-    if options.clip == "rescale":
-        report["gain_db"] = 20 * float(np.log10(gain))
-    return report
+        return report(_stream_into(StdoutSink(kind, out_rate, out_channels, subtype, clip, frames, gain), *args))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AudioError(f"{dest}: cannot create its folder {dest.parent} ({exc.strerror})") from None
+    with atomic_path(dest, overwrite=options.overwrite) as tmp:
+        sink = AudioSink(tmp, out_rate, out_channels, fmt, subtype, clip, label=str(dest), gain=gain)
+        facts = report(_stream_into(sink, *args))
+        if token is not None:  # renamed with the file: a retry of this job reports it, never rewrites it
+            _mark(tmp, token, facts)
+    return facts
 
 
 _UNCOMPRESSED = ("WAV", "WAVEX", "W64", "RF64", "AIFF", "CAF", "AU")

@@ -89,8 +89,9 @@ def spectrogram_dbfs(data: np.ndarray, rate: float, window_s: float = SPECTROGRA
     size = max(16, int(round(window_s * rate)))
     hop = max(1, size // 4)
     window = np.hanning(size)
-    padded = np.concatenate([np.zeros(size // 2), np.asarray(data, dtype=np.float64), np.zeros(size)])
-    count = max(1, (padded.shape[0] - size) // hop + 1)
+    data = np.asarray(data, dtype=np.float64)
+    padded = np.concatenate([np.zeros(size // 2), data, np.zeros(size)])
+    count = max(1, (data.shape[0] - 1) // hop + 1)  # frame i is centred on sample i·hop
     frames = np.lib.stride_tricks.sliding_window_view(padded, size)[::hop][:count]
     magnitude = np.abs(np.fft.rfft(frames * window, axis=-1)) * (2.0 / window.sum())
     with np.errstate(divide="ignore"):

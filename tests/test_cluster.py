@@ -162,11 +162,106 @@ def test_unreachable_cluster_is_a_usage_error(tmp_path, monkeypatch):
     assert not (tmp_path / "o.wav").exists()
 
 
-def test_ray_without_an_address_starts_a_local_cluster():
+def test_ray_without_an_address_starts_a_local_cluster(tmp_path, monkeypatch):
     from cli.main import _ray_default
 
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()  # an existing input after --ray is an input, not an address
+    assert _ray_default(["run", "--ray", "bogus", "in"]) == ["run", "--ray", "bogus", "in"]  # refused later
     assert _ray_default(["run", "in", "--ray"]) == ["run", "in", "--ray", "local"]
     assert _ray_default(["run", "--ray", "in", "-o", "x"]) == ["run", "--ray", "local", "in", "-o", "x"]
     assert _ray_default(["run", "in", "--ray", "-j", "2"]) == ["run", "in", "--ray", "local", "-j", "2"]
     for address in ("auto", "local", "10.0.0.1:6379", "ray://head:10001"):
         assert _ray_default(["run", "in", "--ray", address]) == ["run", "in", "--ray", address]
+
+
+# ------------------------------------------------------------------ nothing lost, nothing silent
+
+def test_ray_with_stdout_as_the_output_is_refused(tmp_path):
+    """CA run a.wav -o - --ray local | wc -c gave 0 bytes and exit 0: the audio went to worker logs."""
+    sf.write(str(tmp_path / "a.wav"), np.zeros(1600), 16000)
+    for kind in ([], ["-t", "flac"]):
+        result = invoke("run", tmp_path / "a.wav", "-o", "-", "--ray", "local", *kind)
+        assert result.exit_code == 2 and result.stdout == ""
+        assert result.stderr.strip() == ("convt-audio: error: --ray and -o -: the cluster's workers write files, "
+                                         "not this standard output; name an output file or folder")
+
+
+@pytest.mark.parametrize("address,message", [
+    ("127.0.0.1:1", "--ray 127.0.0.1:1: cannot reach a Ray cluster (connecting to 127.0.0.1:1: Connection refused)"),
+    ("bogus", "--ray bogus: not a cluster address (auto, local, HOST:PORT or ray://HOST:PORT)"),
+    ("host:port", "--ray host:port: not a cluster address"),
+])
+def test_an_unreachable_or_malformed_address_fails_at_once(tmp_path, address, message):
+    """--ray 127.0.0.1:1 hung past 200 s with 39 lines of C++ warnings; --ray bogus made 'bogus' an input."""
+    sf.write(str(tmp_path / "a.wav"), np.zeros(1600), 16000)
+    done = subprocess.run([sys.executable, "-c", "from cli.main import app; app()", "run", "a.wav", "--ray", address,
+                           "-o", "o.wav"], capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [f"convt-audio: error: {message}"] or \
+        (len(done.stderr.splitlines()) == 1 and message in done.stderr)
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_a_file_whose_worker_keeps_dying_fails_by_name_with_pure_json_and_no_part(tmp_path):
+    """Worker SIGKILLed 4 times while writing long1.wav: a .part stayed, the error named '?' and null,
+    and Ray's '(raylet) A worker died' lines went to stdout among the JSON records."""
+    (tmp_path / "in").mkdir()
+    rng = np.random.default_rng(0)
+    sf.write(str(tmp_path / "in" / "long1.wav"), 0.3 * rng.standard_normal(16000 * 8), 16000, subtype="PCM_16")
+    sf.write(str(tmp_path / "in" / "short.wav"), 0.3 * rng.standard_normal(1600), 16000, subtype="PCM_16")
+    proc = subprocess.Popen([sys.executable, "-c", "from cli.main import app; app()", "run", "in", "-o", "out",
+                             "--ray", "local", "-j", "1", "--chunk", "16", "--json"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    killed: set = set()
+
+    def killer() -> None:
+        while proc.poll() is None and len(killed) < 4:
+            for part in (tmp_path / "out").glob(".long1.wav.*.part") if (tmp_path / "out").exists() else []:
+                pid = int(part.name.split("-")[-1].split(".")[0])
+                if pid not in killed:
+                    with __import__("contextlib").suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                    killed.add(pid)
+            threading.Event().wait(0.01)
+
+    watcher = threading.Thread(target=killer)
+    watcher.start()
+    stdout, stderr = proc.communicate(timeout=300)
+    watcher.join()
+    assert len(killed) == 4, (killed, stderr)
+    assert proc.returncode == 1, stderr
+    records = [json.loads(line) for line in stdout.splitlines()]  # every stdout line is a record
+    assert sorted((r["input"], r["status"]) for r in records) == [("in/long1.wav", "error"), ("in/short.wav", "ok")]
+    failed = next(r for r in records if r["status"] == "error")
+    assert failed["output"] == "out/long1.wav" and "a cluster worker died 4 times on this file" in failed["error"]
+    assert [line for line in stderr.splitlines() if line.startswith("convt-audio: error:")] == \
+        [f"convt-audio: error: {failed['error']}"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["short.wav"]  # no .part, no long1
+
+
+def test_a_retry_after_the_rename_reports_the_file_without_writing_it_again(tmp_path):
+    """Worker SIGKILLed after renaming out/long1.wav, before reporting: 'already exists' (exit 1), or
+    with -y the file renamed into place twice."""
+    from convt_audio.cluster import Worker
+    from convt_audio.pipeline import RunnerRecipe, RunOptions
+
+    sf.write(str(tmp_path / "a.wav"), 0.1 * np.ones(1600), 16000, subtype="PCM_16")
+    for options in (RunOptions(), RunOptions(overwrite=True)):
+        out = tmp_path / f"o{int(options.overwrite)}.wav"
+        worker = Worker({"config": "sinc-x3"}, {k: getattr(options, k) for k in ("overwrite",)})
+        first = worker.process(0, str(tmp_path / "a.wav"), str(out), None, None, "batch-0")
+        inode, written = out.stat().st_ino, out.read_bytes()
+        # the retry of that same job (a new worker after the first died before reporting)
+        again = Worker({"config": "sinc-x3"}, {"overwrite": options.overwrite}).process(
+            0, str(tmp_path / "a.wav"), str(out), None, None, "batch-0")
+        assert first[1] == again[1] == "ok", again
+        assert again[2]["resumed"] and again[2]["frames_out"] == first[2]["frames_out"] == 4800
+        assert {k: again[2][k] for k in ("output_rate", "channels_out", "subtype", "engine")} == \
+            {k: first[2][k] for k in ("output_rate", "channels_out", "subtype", "engine")}
+        assert out.stat().st_ino == inode and out.read_bytes() == written  # not written twice
+        # another batch's job for the same output is an ordinary existing file
+        other = worker.process(0, str(tmp_path / "a.wav"), str(out), None, None, "batch-1")
+        assert other[1] == ("ok" if options.overwrite else "error")
