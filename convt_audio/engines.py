@@ -4,9 +4,10 @@ Two engines share one interface (``open_stream(batch, tail)`` → ``push``/``flu
 ``[batch, channels, frames]`` arrays, plus the shape facts of :class:`StackShape`):
 
 - :class:`TorchEngine` streams any stack with torch on the CPU or a CUDA device;
-- :class:`~convt_audio.polyphase.PolyphaseResampler` streams a one-channel L/M resampler (the
-  built-in ``sinc-xL`` configs and ``design sinc`` outputs) with NumPy, without importing torch,
-  on the CPU, computing only the output samples it keeps.
+- :class:`~convt_audio.polyphase.ResamplerChain` streams one-channel resampler stacks (the
+  built-in ``sinc-xL`` configs, ``design sinc`` outputs and ``--rate``'s designs: one or more
+  L/M stages) with NumPy, without importing torch, on the CPU: a stage with a long kernel by
+  FFT (:mod:`~convt_audio.fftconv`), the others computing only the output samples they keep.
 
 :func:`build_engine` picks one; torch is imported only when it is needed.
 """
@@ -20,7 +21,7 @@ import numpy as np
 
 from .config import Config
 from .errors import DeviceError, option
-from .polyphase import PolyphaseResampler, eligible
+from .polyphase import ResamplerChain, chain_eligible
 from .specs import StackShape, widest_activation
 
 DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
@@ -69,12 +70,12 @@ def build_engine(config: Config, params: list, device: str = "auto", dtype: str 
     if kernel not in KERNELS:
         raise DeviceError(f"kernel: {kernel!r} is not one of {list(KERNELS)}")
     on_cpu = device == "cpu" or (device == "auto" and not cuda_may_exist())
-    numpy_ok = eligible(config.layers) and dtype in ("float32", "float64")
+    numpy_ok = chain_eligible(config.layers) and dtype in ("float32", "float64")
     if kernel == "numpy" and not (numpy_ok and on_cpu):
         raise DeviceError("kernel numpy: needs a one-channel conv_transpose1d (then a kernel-1 conv1d) "
                           "config in float32/64 on cpu")
     if numpy_ok and on_cpu and kernel in ("auto", "numpy"):
-        return PolyphaseResampler(config.layers, params, dtype)
+        return ResamplerChain(config.layers, params, dtype)
     return TorchEngine.build(config, params, device, dtype, deterministic, kernel)
 
 

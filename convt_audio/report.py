@@ -128,11 +128,20 @@ def engine_plan(config, device: str = "auto") -> dict:
     """Which engine :func:`~convt_audio.engines.build_engine` will pick, and how each layer runs
     (without importing torch)."""
     from .engines import cuda_may_exist
-    from .polyphase import eligible
+    from .polyphase import resampler_stages, stage_kernel
 
-    if eligible(config.layers) and (device == "cpu" or (device == "auto" and not cuda_may_exist())):
-        return {"engine": "numpy-polyphase", "device": "cpu",
-                "how": "NumPy float64 matrix products computing only the output samples kept; torch is not loaded"}
+    stages = resampler_stages(config.layers)
+    if stages is not None and (device == "cpu" or (device == "auto" and not cuda_may_exist())):
+        how = {"fft": "an FFT (overlap-save, the whole kernel's spectrum)",
+               "polyphase": "matrix products computing only the output samples kept"}
+        kernels, parts = {}, []
+        for number, stage in enumerate(stages, 1):
+            kind = stage_kernel(stage)
+            kernels[stage[0].where] = kind
+            ratio = f"x{stage[0].stride}" if len(stage) == 1 else f"{stage[0].stride}/{stage[1].stride}"
+            parts.append(f"stage {number} ({ratio}) by {how[kind]}")
+        return {"engine": "numpy-resampler", "device": "cpu", "kernels": kernels,
+                "how": f"NumPy in float64: {'; '.join(parts)}; torch is not loaded"}
     target = "cuda if available, else cpu" if device == "auto" else device
     kernels = {leaf.where: leaf.auto_kernel() for leaf in leaves(config.layers)
                if isinstance(leaf, _ConvSpec) and leaf.type == "conv_transpose1d"}

@@ -7,7 +7,7 @@ import torch
 from convt_audio.config import load_config, parse_config
 from convt_audio.engines import TorchEngine, TorchStream, build_engine
 from convt_audio.errors import DeviceError, InputTooShortError
-from convt_audio.polyphase import PolyphaseResampler
+from convt_audio.polyphase import ResamplerChain
 from convt_audio.weights import load_params
 
 from helpers import stream_chunks
@@ -53,7 +53,8 @@ def whole(config, params, x, dtype=torch.float64):
 def test_engine_choice():
     sinc = load_config("sinc-x3")
     params, _ = load_params(sinc)
-    assert isinstance(build_engine(sinc, params, "cpu"), PolyphaseResampler)
+    engine = build_engine(sinc, params, "cpu")
+    assert isinstance(engine, ResamplerChain) and engine.kernels() == ["fft"]  # 212 taps per phase: by FFT
     assert isinstance(build_engine(sinc, params, "cpu", "float16"), TorchEngine)
     assert isinstance(build_engine(sinc, params, "cpu", kernel="transposed"), TorchEngine)
     config, dparams = decoder_params()
@@ -125,7 +126,7 @@ def test_preferred_chunks():
     assert build_engine(config, params, "cpu").preferred_chunk() == 4096
     sinc = load_config("sinc-x3")
     engine = build_engine(sinc, load_params(sinc)[0], "cpu")
-    assert engine.preferred_chunk() % engine.A == 0  # whole groups of the polyphase pattern
+    assert engine.preferred_chunk() % engine.stages[0].step == 0  # whole FFT windows
 
 
 @cuda
