@@ -1,4 +1,4 @@
-"""Resampling filters as transposed convolutions: an L/M zero-delay windowed-sinc design.
+"""Resampling filters as transposed convolutions: zero-delay windowed-sinc stages.
 
 A ConvTranspose1d with stride L and a low-pass kernel is a polyphase interpolator. With an odd
 kernel ``K = 2·L·Z + 1`` centred on tap ``c = L·Z``, ``padding = L·Z`` and
@@ -9,10 +9,26 @@ lies at input time ``t / L`` (zero delay)::
     y[t] = Σ_i x[i]·h[t + L·Z − i·L],  h peaks at c = L·Z  ->  x[i] lands on t = i·L
 
 A rational factor L/M adds a ``conv1d`` with kernel 1 and stride M that keeps every M-th of
-those frames: ⌈L·N/M⌉ output frames, output t at input time ``t·M/L``. When M > L the band edges
-shrink by L/M, so that the filter also removes what the lower output rate cannot hold.
+those frames: ⌈L·N/M⌉ output frames, output t at input time ``t·M/L``.
 
-Frequencies are fractions of the input sample rate (0.5 = the input's Nyquist frequency).
+**Alias-free by default** (sox's convention): the stopband starts at the lower of the two
+Nyquist frequencies, the passband is flat (±0.01 dB) to 0.91 of it, and everything that would
+image or alias is 140 dB down. Band edges are fractions of the lower of the two rates
+(``passband`` 0.455, ``stopband`` 0.5); ``allow_aliasing`` gives the older 0.45/0.55 edges,
+whose transition straddles the Nyquist frequency.
+
+**Stages.** A sharp filter at a large L needs L·(taps per phase) taps: 44.1 → 48 kHz is 160/147,
+~33,000 taps; 44,100 → 44,101 Hz would need 9 million. A ratio that is not an integer either
+way is therefore built as two stages, each an ordinary L/M stage of the config:
+
+    stage 1  ×U (U = 1 or 2)   the sharp filter, at a small factor     (computed by FFT)
+    stage 2  L/(U·M)           a short filter: its input holds nothing
+                               between the lower Nyquist and U·fin − that
+                               (stage 1 removed it), so its transition
+                               band is half its input rate wide         (~19 taps per phase)
+
+U = 2 when the lower rate exceeds half the input rate (so that stage 2's transition stays wide),
+else 1 (stage 1 then only filters). Both stages are zero-delay, so the stack is too.
 """
 
 from __future__ import annotations
@@ -27,57 +43,95 @@ import numpy as np
 from .errors import UsageError, option
 from .specs import MAX_KERNEL, MAX_STRIDE
 
+PASSBAND, STOPBAND = 0.455, 0.5  # alias-free: fractions of the lower rate (0.91 × its Nyquist, its Nyquist)
+ALIASING_EDGES = (0.45, 0.55)  # the older edges, across the Nyquist frequency (allow_aliasing)
+ATTENUATION = 140.0
 
 
 @dataclass(frozen=True)
-class SincDesign:
-    """An L/M resampler: ``taps`` (float64, length ``kernel_size``) and its geometry."""
+class Stage:
+    """One L/M stage: ``taps`` (float64, the prototype at the rate L·its input rate) and its
+    band edges as fractions of its input rate."""
 
-    factor: int  # L
+    up: int  # L
+    down: int  # M
     taps: np.ndarray
     passband: float
     stopband: float
-    attenuation: float
-    down: int = 1  # M
-
-    @property
-    def ratio(self) -> Fraction:
-        return Fraction(self.factor, self.down)
 
     @property
     def kernel_size(self) -> int:
         return self.taps.shape[0]
 
-    @property
-    def half_width(self) -> int:
-        return (self.kernel_size - 1) // 2
+    def layers(self) -> list[dict]:
+        """The transposed convolution, then the decimation when M > 1."""
+        layers = [{"type": "conv_transpose1d", "in_channels": 1, "out_channels": 1,
+                   "kernel_size": self.kernel_size, "stride": self.up, "padding": (self.kernel_size - 1) // 2,
+                   "output_padding": self.up - 1, "bias": False}]
+        if self.down > 1:
+            layers.append({"type": "conv1d", "in_channels": 1, "out_channels": 1, "kernel_size": 1,
+                           "stride": self.down, "bias": False})
+        return layers
 
-    def layer(self) -> dict:
-        """The config entry of the ConvTranspose1d that applies this filter."""
-        return {
-            "type": "conv_transpose1d",
-            "in_channels": 1,
-            "out_channels": 1,
-            "kernel_size": self.kernel_size,
-            "stride": self.factor,
-            "padding": self.half_width,
-            "output_padding": self.factor - 1,
-            "bias": False,
-        }
+
+@dataclass(frozen=True)
+class SincDesign:
+    """A resampler L/M: its stages (one or two) and the band edges it was asked for (fractions
+    of the lower of the two rates)."""
+
+    stages: tuple
+    passband: float
+    stopband: float
+    attenuation: float
+
+    @property
+    def ratio(self) -> Fraction:
+        ratio = Fraction(1)
+        for stage in self.stages:
+            ratio *= Fraction(stage.up, stage.down)
+        return ratio
+
+    @property
+    def factor(self) -> int:  # L
+        return self.ratio.numerator
+
+    @property
+    def down(self) -> int:  # M
+        return self.ratio.denominator
+
+    @property
+    def kernel_size(self) -> int:
+        """Taps in all (every stage's kernel)."""
+        return sum(stage.kernel_size for stage in self.stages)
+
+    @property
+    def taps(self) -> np.ndarray:
+        """The single stage's taps (a one-stage design only)."""
+        assert len(self.stages) == 1, "a multi-stage design has one kernel per stage"
+        return self.stages[0].taps
 
     def layers(self) -> list[dict]:
-        """The config's layers: the transposed convolution, then the decimation when M > 1."""
-        if self.down == 1:
-            return [self.layer()]
-        return [self.layer(), {"type": "conv1d", "in_channels": 1, "out_channels": 1, "kernel_size": 1,
-                               "stride": self.down, "bias": False}]
+        return [layer for stage in self.stages for layer in stage.layers()]
 
     def tensors(self) -> dict[str, np.ndarray]:
-        """The weights, named as the config's layers are."""
-        tensors = {"0.weight": self.taps.reshape(1, 1, -1)}
-        if self.down > 1:
-            tensors["1.weight"] = np.ones((1, 1, 1))
+        """The weights, named as the config's layers are (by position)."""
+        tensors = {}
+        for stage in self.stages:
+            for layer in stage.layers():
+                conv = layer["type"] == "conv_transpose1d"
+                tensors[f"{len(tensors)}.weight"] = stage.taps.reshape(1, 1, -1) if conv else np.ones((1, 1, 1))
         return tensors
+
+    def describe(self) -> str:
+        """One line: ratio, edges, attenuation and stages."""
+        kind = "interpolator" if self.down == 1 else "resampler"
+        ratio = f"{self.factor}x" if self.down == 1 else f"{self.factor}/{self.down}"
+        aliasing = "alias-free" if self.stopband <= 0.5 else "aliasing allowed"
+        stages = ", ".join(f"{'x' + str(s.up) if s.down == 1 else f'{s.up}/{s.down}'} ({s.kernel_size} taps)"
+                           for s in self.stages)
+        return (f"{ratio} zero-delay Kaiser-windowed sinc {kind}, {aliasing}: passband {self.passband:g}, "
+                f"stopband {self.stopband:g} of the lower rate, {self.attenuation:g} dB; "
+                f"{len(self.stages)} stage{'s' if len(self.stages) > 1 else ''}: {stages}")
 
 
 def kaiser_beta(attenuation: float) -> float:
@@ -102,47 +156,65 @@ def parse_factor(factor) -> Fraction:
     return ratio
 
 
-def _zero_crossings(factor: int, down: int, passband: float, stopband: float, attenuation: float) -> int:
-    """Zero crossings of the sinc on each side: the length Kaiser's formula asks for."""
-    scale = min(1.0, factor / down)  # downsampling: the band edges follow the output rate
-    transition = 2 * math.pi * scale * (stopband - passband) / factor  # rad/sample, upsampled rate
+def _zero_crossings(up: int, passband: float, stopband: float, attenuation: float) -> int:
+    """Zero crossings of the sinc on each side (taps per phase / 2): what Kaiser's formula asks
+    for a transition from ``passband`` to ``stopband`` (fractions of the stage's input rate)."""
+    transition = 2 * math.pi * (stopband - passband) / up  # rad/sample at the rate L·fin
     taps_needed = (attenuation - 7.95) / (2.285 * transition) + 1
-    return max(1, math.ceil((taps_needed - 1) / (2 * factor)))
+    return max(1, math.ceil((taps_needed - 1) / (2 * up)))
 
 
-def check_size(ratio: Fraction, kernel_size: int, attenuation: float) -> None:
-    """Refuse, before designing, a resampler that ``run`` could not load: its kernel, or its
-    stride L or decimation M, over the layer bounds."""
-    problems = []
-    if kernel_size > MAX_KERNEL:
-        problems.append(f"a {kernel_size:,}-tap kernel at {attenuation:g} dB (at most {MAX_KERNEL:,})")
-    if ratio.numerator > MAX_STRIDE or ratio.denominator > MAX_STRIDE:
-        problems.append(f"a stride of {max(ratio.numerator, ratio.denominator):,} (at most {MAX_STRIDE:,})")
-    if problems:
-        raise UsageError(f"{option('factor', ratio)}: needs {' and '.join(problems)}; a one-stage resampler "
-                         f"this long cannot run (lower {option('attenuation')}, widen the band edges, or "
-                         f"resample in steps of smaller ratios)")
+MARGIN_DB = 4.0  # Kaiser's length formula lands a dB short of its target; measured ≥ the target with this
 
 
-def design_sinc(
-    factor, passband: float = 0.45, stopband: float = 0.55, attenuation: float = 140.0
-) -> SincDesign:
-    """Design a Kaiser-windowed sinc resampler L/M with zero delay.
+def _kaiser_stage(up: int, down: int, passband: float, stopband: float, attenuation: float) -> Stage:
+    """A zero-delay Kaiser-windowed sinc stage; edges are fractions of its input rate. Each of
+    the L phases sums to 1, so DC passes exactly."""
+    attenuation += MARGIN_DB
+    zeros = _zero_crossings(up, passband, stopband, attenuation)
+    half = up * zeros
+    n = np.arange(-half, half + 1, dtype=np.float64)
+    cutoff = (passband + stopband) / 2  # fraction of the input rate
+    taps = 2 * cutoff * np.sinc(2 * cutoff * n / up) * np.kaiser(2 * half + 1, kaiser_beta(attenuation))
+    for phase in range(up):
+        taps[phase::up] /= taps[phase::up].sum()
+    return Stage(up, down, taps, passband, stopband)
 
-    Parameters
-    ----------
-    factor : L (an integer ≥ 2) or a ratio L/M (``"160/147"``, a Fraction): output rate / input rate.
-    passband, stopband : band edges as fractions of the input rate, ``0 < passband < 0.5 ≤
-        stopband < 1 − passband`` would alias; ``stopband`` must exceed ``passband``.
-    attenuation : stopband attenuation in dB (sets the window's β and the length).
 
-    Returns
-    -------
-    SincDesign with taps of gain L at DC, each of the L phases summing to 1, and phase 0 an
-    exact unit impulse when the cutoff is the input's Nyquist frequency (original samples kept).
+def plan_stages(ratio: Fraction, passband: float, stopband: float,
+                attenuation: float) -> list[tuple[int, int, float, float]]:
+    """``(L, M, passband, stopband)`` per stage (edges: fractions of the stage's input rate).
+
+    An integer ratio either way is one stage; any other is a sharp ×U stage and a short L/(U·M)
+    stage (see the module's docstring).
     """
-    ratio = parse_factor(factor)
-    factor, down = ratio.numerator, ratio.denominator
+    up, down = ratio.numerator, ratio.denominator
+    low = min(Fraction(1), ratio)  # the lower rate, in units of the input rate
+    if up == 1 or down == 1:
+        return [(up, down, passband * float(low), stopband * float(low))]
+    first = 2 if 2 * low > 1 else 1
+    rest = ratio / first
+    kept = stopband * float(low) / first  # stage 1's stopband edge, in stage 2's input rate
+    return [(first, 1, passband * float(low), stopband * float(low)),
+            (rest.numerator, rest.denominator, min(kept, 0.5 * float(min(1, rest))), 1 - kept)]
+
+
+def check_size(ratio: Fraction, stages, attenuation: float) -> None:
+    """Refuse, before designing, a resampler that ``run`` could not load (a kernel or a stride
+    over the layer bounds)."""
+    for up, down, passband, stopband in stages:
+        kernel = 2 * up * _zero_crossings(up, passband, stopband, attenuation + MARGIN_DB) + 1
+        problems = []
+        if kernel > MAX_KERNEL:
+            problems.append(f"a {kernel:,}-tap kernel at {attenuation:g} dB (at most {MAX_KERNEL:,})")
+        if up > MAX_STRIDE or down > MAX_STRIDE:
+            problems.append(f"a stride of {max(up, down):,} (at most {MAX_STRIDE:,})")
+        if problems:
+            raise UsageError(f"{option('factor', ratio)}: needs {' and '.join(problems)}; a resampler this long "
+                             f"cannot run (lower {option('attenuation')}, or widen the band edges)")
+
+
+def check_edges(passband: float, stopband: float, attenuation: float) -> None:
     for name, value in (("passband", passband), ("stopband", stopband), ("attenuation", attenuation)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise UsageError(f"{option(name)}: must be a finite number, got {value!r}")
@@ -154,26 +226,40 @@ def design_sinc(
         )
     if not 20 <= attenuation <= 200:
         raise UsageError(f"{option('attenuation')}: must be between 20 and 200 dB, got {attenuation!r}")
-    zeros = _zero_crossings(factor, down, passband, stopband, attenuation)
-    check_size(ratio, 2 * factor * zeros + 1, attenuation)
-    half = factor * zeros
-    n = np.arange(-half, half + 1, dtype=np.float64)
-    cutoff = min(1.0, factor / down) * (passband + stopband) / 2  # fraction of the input rate
-    ideal = 2 * cutoff * np.sinc(2 * cutoff * n / factor)
-    taps = ideal * np.kaiser(2 * half + 1, kaiser_beta(attenuation))
-    # each phase (the taps that one input frame lays on output frames ≡ r mod L) sums to 1
-    for phase in range(factor):
-        taps[phase::factor] /= taps[phase::factor].sum()
-    return SincDesign(factor, taps, passband, stopband, attenuation, down)
+
+
+def design_sinc(factor, passband: float = PASSBAND, stopband: float = STOPBAND,
+                attenuation: float = ATTENUATION) -> SincDesign:
+    """Design a zero-delay Kaiser-windowed sinc resampler L/M (one or two stages).
+
+    Parameters
+    ----------
+    factor : L (an integer ≥ 2) or a ratio L/M (``"160/147"``, a Fraction): output rate / input rate.
+    passband, stopband : band edges as fractions of the lower of the two rates (default 0.455
+        and 0.5: flat to 0.91 × the lower Nyquist frequency, stopband from it — alias-free);
+        ``stopband`` must exceed ``passband`` and stay ≤ 1 − ``passband``.
+    attenuation : stopband attenuation in dB (sets each window's β and length).
+
+    Returns
+    -------
+    SincDesign whose stages have taps of gain L at DC, each of the L phases summing to 1.
+    """
+    ratio = parse_factor(factor)
+    check_edges(passband, stopband, attenuation)
+    stages = plan_stages(ratio, passband, stopband, attenuation)
+    check_size(ratio, stages, attenuation)
+    return SincDesign(tuple(_kaiser_stage(up, down, p, s, attenuation) for up, down, p, s in stages),
+                      passband, stopband, attenuation)
 
 
 @dataclass(frozen=True)
 class Response:
-    """A resampler's measured frequency response (the prototype filter at the rate L·fin).
+    """A resampler's measured magnitude response, every stage included.
 
-    ``freqs`` in fractions of the input rate (0 … L/2), ``gain_db`` relative to the DC gain L;
-    ``ripple_db``: the largest |gain| in the passband; ``attenuation_db``: the least attenuation
-    from the stopband edge up to L/2 (where images and aliases would land).
+    ``freqs`` in fractions of the input rate, from 0 to the higher Nyquist frequency;
+    ``gain_db`` relative to unity; ``ripple_db``: the largest |gain| up to the passband edge;
+    ``attenuation_db``: the least attenuation from the stopband edge to the higher Nyquist
+    frequency (what images or aliases keep). Edges in fractions of the input rate.
     """
 
     freqs: np.ndarray
@@ -184,42 +270,44 @@ class Response:
     attenuation_db: float
 
 
-def measure_response(taps: np.ndarray, up: int, down: int = 1, passband: float = 0.45,
-                     stopband: float = 0.55) -> Response:
-    """Measure ``taps`` (an L/M prototype) on a fine grid; band edges as fractions of the lower of
-    the two rates, as :func:`design_sinc` places them."""
-    taps = np.asarray(taps, dtype=np.float64).reshape(-1)
-    size = 1 << max(16, (16 * taps.shape[0] - 1).bit_length())
+def _stage_gain(taps: np.ndarray, rate: float, freqs: np.ndarray) -> np.ndarray:
+    """|H(f)| / H(0) of one stage's prototype at ``rate`` (both in units of the input rate)."""
+    size = 1 << max(16, min(26, (16 * taps.shape[0] - 1).bit_length()))
     spectrum = np.abs(np.fft.rfft(taps, size)) / max(abs(taps.sum()), 1e-300)
-    freqs = np.arange(spectrum.shape[0]) / size * up  # fractions of the input rate
+    bins = np.rint(np.mod(freqs / rate, 1.0) * size).astype(np.int64) % size
+    bins = np.where(bins > size // 2, size - bins, bins)
+    return spectrum[bins]
+
+
+def measure_response(stages, passband: float = PASSBAND, stopband: float = STOPBAND,
+                     points: int = 1 << 15) -> Response:
+    """Measure a design's stages (``[(L, M, taps), …]`` or a :class:`SincDesign`) on a fine grid
+    from 0 to the higher Nyquist frequency; band edges as fractions of the lower rate."""
+    if isinstance(stages, SincDesign):
+        stages = [(stage.up, stage.down, stage.taps) for stage in stages.stages]
+    ratio, rate, gain = Fraction(1), Fraction(1), None
+    freqs = None
+    for up, down, _ in stages:
+        ratio *= Fraction(up, down)
+    low, high = float(min(1, ratio)), float(max(1, ratio))
+    freqs = np.linspace(0, high / 2, points)
+    gain = np.ones_like(freqs)
+    for up, down, taps in stages:
+        gain *= _stage_gain(np.asarray(taps, dtype=np.float64).reshape(-1), float(rate * up), freqs)
+        rate *= Fraction(up, down)
     with np.errstate(divide="ignore"):
-        gain_db = 20 * np.log10(np.maximum(spectrum, 1e-300))
-    scale = min(1.0, up / down)
-    pass_edge, stop_edge = passband * scale, stopband * scale
+        gain_db = 20 * np.log10(np.maximum(gain, 1e-300))
+    pass_edge, stop_edge = passband * low, stopband * low
     ripple = float(np.abs(gain_db[freqs <= pass_edge]).max())
-    attenuation = float(-gain_db[freqs >= stop_edge].max()) if (freqs >= stop_edge).any() else float("inf")
+    stop = freqs >= stop_edge
+    attenuation = float(-gain_db[stop].max()) if stop.any() else float("inf")
     return Response(freqs, gain_db, pass_edge, stop_edge, ripple, attenuation)
 
 
 def sinc_config(design: SincDesign, name: str, weights_file: str) -> dict:
     """A config mapping (ready for YAML) that runs ``design``."""
-    if design.down == 1:
-        what = f"{design.factor}x zero-delay Kaiser-windowed sinc interpolator"
-    else:
-        what = f"{design.factor}/{design.down} zero-delay Kaiser-windowed sinc resampler"
-    edges = "input" if design.factor >= design.down else "output"
-    scale = min(1.0, design.factor / design.down)
-    return {
-        "name": name,
-        "description": (
-            f"{what}: passband {design.passband:g}, stopband {design.stopband:g} of the {edges} rate"
-            f"{'' if scale == 1 else f' ({design.passband * scale:.4g}, {design.stopband * scale:.4g} of the input rate)'}, "
-            f"{design.attenuation:g} dB, {design.kernel_size} taps"
-        ),
-        "weights": weights_file,
-        "channels": "auto",
-        "layers": design.layers(),
-    }
+    return {"name": name, "description": design.describe(), "weights": weights_file, "channels": "auto",
+            "layers": design.layers()}
 
 
 def write_sinc(design: SincDesign, stem: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
@@ -265,39 +353,42 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "convt-audio"
 
 
-CACHE_FORMAT = "1"  # bumped whenever the design changes: older cached taps are then redesigned
+CACHE_FORMAT = "2"  # bumped whenever the design changes: older cached taps are then redesigned
 
 
-def _design_key(design_or_ratio, passband: float, stopband: float, attenuation: float) -> str:
-    ratio = design_or_ratio if isinstance(design_or_ratio, Fraction) else design_or_ratio.ratio
+def _design_key(ratio: Fraction, passband: float, stopband: float, attenuation: float) -> str:
     return f"sinc {ratio} {passband!r} {stopband!r} {attenuation!r} v{CACHE_FORMAT}"
 
 
-def _checksum(taps: np.ndarray) -> str:
+def _checksum(arrays) -> str:
     import hashlib
 
-    return hashlib.sha256(np.ascontiguousarray(taps, dtype="<f8").tobytes()).hexdigest()
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array, dtype="<f8").tobytes())
+    return digest.hexdigest()
 
 
-def _read_cached(path: Path, key: str) -> np.ndarray | None:
-    """The taps cached at ``path`` if they are what ``key`` asks for and intact, else None."""
+def _read_cached(path: Path, key: str, count: int) -> list[np.ndarray] | None:
+    """The ``count`` stages' taps cached at ``path`` if they answer ``key`` and are intact."""
+    names = [f"stage{i}" for i in range(count)]
     try:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="numpy") as handle:
             meta = handle.metadata() or {}
-            if meta.get("design") != key or set(handle.keys()) != {"taps"}:
+            if meta.get("design") != key or sorted(handle.keys()) != names:
                 return None
-            taps = handle.get_tensor("taps")
+            taps = [handle.get_tensor(name) for name in names]
     except Exception:  # noqa: BLE001 - missing, unreadable, garbage: a cache miss
         return None
-    if taps.dtype != np.float64 or taps.ndim != 1 or meta.get("sha256") != _checksum(taps):
+    if any(t.dtype != np.float64 or t.ndim != 1 for t in taps) or meta.get("sha256") != _checksum(taps):
         return None
     return taps
 
 
-def _write_cached(path: Path, key: str, taps: np.ndarray) -> None:
-    """Keep ``taps`` at ``path``; a cache that cannot be written (read-only, full) is skipped."""
+def _write_cached(path: Path, key: str, taps: list[np.ndarray]) -> None:
+    """Keep the stages' taps at ``path``; a cache that cannot be written (read-only, full) is skipped."""
     from .audio_io import atomic_path
 
     try:
@@ -305,22 +396,24 @@ def _write_cached(path: Path, key: str, taps: np.ndarray) -> None:
 
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
-            save_file({"taps": taps}, str(tmp), metadata={"design": key, "sha256": _checksum(taps)})
+            save_file({f"stage{i}": t for i, t in enumerate(taps)}, str(tmp),
+                      metadata={"design": key, "sha256": _checksum(taps)})
     except Exception:  # noqa: BLE001 - SafetensorError on a full disk, OSError, AudioError: not our job to fail
         pass
 
 
-def resampler_for(input_rate, output_rate, cache: Path | None = None):
+def resampler_for(input_rate, output_rate, cache: Path | None = None, allow_aliasing: bool = False):
     """The config and weights that turn ``input_rate`` into ``output_rate`` (Hz).
 
     Equal rates: a one-tap identity (the audio is copied unchanged). An integer ratio with a
-    built-in ``sinc-xL``: that config. Any other L/M: a ``design_sinc`` resampler whose taps
-    are kept in the cache folder. A cache is never an authority: cached taps are used only when
-    their recorded design (ratio, band edges, attenuation, format) is the one asked for and their
-    SHA-256 matches, else they are designed again; the config is always built here, from the
-    design. A cache that cannot be read or written only costs the design time. A ratio that no
-    one-stage resampler can run is a :class:`UsageError` naming the output rate, found before
-    designing anything. Returns ``(config, params)``.
+    built-in ``sinc-xL``: that config. Any other L/M: a :func:`design_sinc` resampler (one or two
+    stages) whose taps are kept in the cache folder. A cache is never an authority: cached taps
+    are used only when their recorded design (ratio, band edges, attenuation, format) is the one
+    asked for and their SHA-256 matches, else they are designed again; the config is always
+    built here, from the design. A cache that cannot be read or written only costs the design
+    time. ``allow_aliasing`` uses the older band edges (0.45/0.55 of the lower rate). A ratio no
+    resampler can give is a :class:`UsageError` naming the output rate, found before designing
+    anything. Returns ``(config, params)``.
     """
     from .config import builtin_configs, load_config, parse_config
     from .weights import load_params
@@ -332,25 +425,29 @@ def resampler_for(input_rate, output_rate, cache: Path | None = None):
             source="<copy>")
         return config, [{"weight": np.ones((1, 1, 1))}]
     name = f"sinc-x{ratio}" if ratio.denominator == 1 else f"sinc-{ratio.numerator}-{ratio.denominator}"
-    if name in builtin_configs():
+    if name in builtin_configs() and not allow_aliasing:
         config = load_config(name)
         return config, load_params(config)[0]
-    passband, stopband, attenuation = 0.45, 0.55, 140.0
+    passband, stopband = ALIASING_EDGES if allow_aliasing else (PASSBAND, STOPBAND)
+    stages = plan_stages(ratio, passband, stopband, ATTENUATION)
     try:
-        check_size(ratio, 2 * ratio.numerator * _zero_crossings(ratio.numerator, ratio.denominator, passband,
-                                                                  stopband, attenuation) + 1, attenuation)
+        check_size(ratio, stages, ATTENUATION)
     except UsageError as exc:
         detail = str(exc.args[0]).split(": ", 1)[1]
         raise UsageError(f"{option('target_rate', output_rate)}: {float(input_rate):g} Hz -> {output_rate} Hz is a "
                          f"{ratio} resampler, which {detail}") from None
     folder = cache_dir() if cache is None else Path(cache)
-    key = _design_key(ratio, passband, stopband, attenuation)
+    if allow_aliasing:
+        name += "-aliasing"
+    key = _design_key(ratio, passband, stopband, ATTENUATION)
     path = folder / f"{name}.safetensors"
-    taps = _read_cached(path, key)
+    taps = _read_cached(path, key, len(stages))
     if taps is None:
-        taps = design_sinc(ratio, passband, stopband, attenuation).taps
-        _write_cached(path, key, taps)
-    design = SincDesign(ratio.numerator, taps, passband, stopband, attenuation, ratio.denominator)
+        design = design_sinc(ratio, passband, stopband, ATTENUATION)
+        _write_cached(path, key, [stage.taps for stage in design.stages])
+    else:
+        design = SincDesign(tuple(Stage(up, down, t, p, s) for (up, down, p, s), t in zip(stages, taps)),
+                            passband, stopband, ATTENUATION)
     data = sinc_config(design, name, f"{name}.safetensors")
     del data["weights"]
     config = parse_config(data, source=f"<{name}, {path}>")

@@ -36,38 +36,51 @@ def _save(figure, output: Path) -> None:
         figure.savefig(str(tmp), dpi=120, format=suffix)
 
 
-def plot_response(config, params, output: Path, input_rate: float) -> dict:
-    """Draw a one-channel resampler stack's magnitude response, measured, with its ripple and
-    stopband attenuation annotated; return the measured figures."""
+def resampler_response(config, params):
+    """The measured response (:class:`~convt_audio.design.Response`) of a resampler stack, every
+    stage included, or a UsageError for a stack that is not one."""
     from .design import measure_response
-    from .polyphase import eligible
+    from .polyphase import resampler_stages
 
-    if not eligible(config.layers):
-        raise UsageError(f"{config.name}: plot draws the response of a one-channel resampler stack (a "
-                         f"conv_transpose1d, optionally then a kernel-1 conv1d with a stride), not this stack")
-    up = config.layers[0].stride
-    down = config.layers[1].stride if len(config.layers) == 2 else 1
-    taps = np.zeros(config.layers[0].receptive)
-    taps[:: config.layers[0].dilation] = np.asarray(params[0]["weight"], dtype=np.float64).reshape(-1)
-    response = measure_response(taps, up, down)
+    stages = resampler_stages(config.layers)
+    if stages is None:
+        raise UsageError(f"{config.name}: plot draws the response of a one-channel resampler stack (conv_transpose1d "
+                         f"layers, each optionally then a kernel-1 conv1d with a stride), not this stack")
+    measured, index = [], 0
+    for stage in stages:
+        up = stage[0]
+        taps = np.zeros(up.receptive)
+        taps[:: up.dilation] = np.asarray(params[index]["weight"], dtype=np.float64).reshape(-1)
+        index += len(stage)
+        measured.append((up.stride, stage[1].stride if len(stage) == 2 else 1, taps))
+    return measure_response(measured)
+
+
+def plot_response(config, params, output: Path, input_rate: float) -> dict:
+    """Draw a resampler stack's magnitude response, measured (every stage), from 0 to the higher
+    Nyquist frequency, with the passband ripple and the rejection of everything that would image
+    or alias (from the lower Nyquist frequency up) annotated; return the measured figures."""
+    response = resampler_response(config, params)
     plt = _pyplot()
     rate = float(input_rate)
-    out_rate = rate * up / down
-    figure, axis = plt.subplots(figsize=(9, 4.5))
-    axis.plot(response.freqs * rate / 1000, response.gain_db, linewidth=0.8)
-    axis.set_xlim(0, min(up * rate / 2, 2 * max(rate, out_rate)) / 1000)  # the band, the edges, the stopband
-    axis.set_ylim(max(-200.0, float(response.gain_db.min()) - 5), 5)
-    axis.axvspan(0, response.passband * rate / 1000, color="tab:green", alpha=0.08, label="passband")
-    axis.axvline(rate / 2000, color="gray", linestyle=":", linewidth=0.8, label=f"input Nyquist {rate / 2000:g} kHz")
-    axis.axvline(out_rate / 2000, color="gray", linestyle="--", linewidth=0.8,
-                 label=f"output Nyquist {out_rate / 2000:g} kHz")
-    axis.axhline(-response.attenuation_db, color="tab:red", linewidth=0.8,
-                 label=f"stopband: {response.attenuation_db:.1f} dB down (measured)")
+    ratio = float(config.rate_factor())
+    out_rate = rate * ratio
+    low, high = min(rate, out_rate) / 2000, max(rate, out_rate) / 2000  # Nyquist frequencies, kHz
+    figure, axis = plt.subplots(figsize=(10, 4.8))
+    axis.plot(response.freqs * rate / 1000, response.gain_db, linewidth=0.8, color="tab:blue", label="gain")
+    axis.set_xlim(0, high)
+    axis.set_ylim(max(-200.0, float(response.gain_db.min()) - 5), 10)
+    axis.axvspan(0, response.passband * rate / 1000, color="tab:green", alpha=0.08,
+                 label=f"passband to {response.passband * rate / 1000:.4g} kHz: ripple {response.ripple_db:.2g} dB")
+    axis.axvspan(response.stopband * rate / 1000, high, color="tab:red", alpha=0.06,
+                 label=f"images/aliases from {response.stopband * rate / 1000:.4g} kHz: "
+                       f"{response.attenuation_db:.1f} dB down")
+    axis.axvline(low, color="gray", linestyle=":", linewidth=0.8, label=f"lower Nyquist {low:g} kHz")
+    axis.axhline(-response.attenuation_db, color="tab:red", linewidth=0.8)
     axis.set_xlabel("frequency (kHz)")
     axis.set_ylabel("gain (dB)")
-    axis.set_title(f"{config.name}: ×{Fraction(up, down)} at {rate:g} Hz in; passband ripple "
-                   f"{response.ripple_db:.2g} dB (measured)")
-    axis.legend(loc="lower left", fontsize=8)
+    axis.set_title(f"{config.name}: ×{config.rate_factor()} at {rate:g} Hz in (measured)")
+    axis.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0)  # clear of the curve
     axis.grid(alpha=0.3)
     figure.tight_layout()
     _save(figure, output)

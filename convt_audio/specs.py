@@ -31,8 +31,8 @@ REDUCTIONS = ("sum", "mean")
 # Upper bounds, checked before anything is allocated: far above any published model (HiFi-GAN V1's
 # largest layer is 512·256·16 = 2.1 M weights), far below what would exhaust memory.
 MAX_CHANNELS = 1 << 16
-MAX_KERNEL = 1 << 16
-MAX_STRIDE = 1 << 16  # stride and dilation
+MAX_KERNEL = 1 << 24  # a resampler's stage holds L × its taps per phase (44,101/88,200: 838k)
+MAX_STRIDE = 1 << 20  # stride and dilation: every rate pair up to 768 kHz is one L/M
 MAX_PADDING = 1 << 24
 MAX_LAYER_WEIGHTS = 1 << 28  # 1 GiB of float32
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from convt_audio.config import load_config
-from convt_audio.design import design_sinc, sinc_config
+from convt_audio.design import ALIASING_EDGES, design_sinc, measure_response, sinc_config
 from convt_audio.errors import UsageError
 from convt_audio.layers import ConvTranspose1dSpec, Stack
 from convt_audio.stream import run_chunked
@@ -13,14 +13,14 @@ from convt_audio.weights import load_stack
 
 
 def stack_for(design, dtype=torch.float64):
-    layer = {k: v for k, v in design.layer().items() if k != "type"}
+    layer = {k: v for k, v in design.layers()[0].items() if k != "type"}
     spec = ConvTranspose1dSpec(**layer)
     return Stack([spec], [{"weight": torch.from_numpy(design.taps).reshape(1, 1, -1)}]).to(dtype=dtype)
 
 
 @pytest.mark.parametrize("factor", [2, 3, 4, 5])
 def test_exact_length_and_zero_delay_impulse(factor):
-    design = design_sinc(factor)
+    design = design_sinc(factor, *ALIASING_EDGES)  # cutoff at the Nyquist frequency
     stack = stack_for(design)
     frames = 200
     x = torch.zeros(1, 1, frames, dtype=torch.float64)
@@ -61,16 +61,19 @@ def test_sines_land_at_t_over_L(factor):
     assert snr > 130
 
 
-def test_image_rejection_near_the_band_edge():
+def test_alias_free_by_default_flat_to_0_91_of_nyquist_and_140_db_from_it():
     factor, rate = 3, 16000
     design = design_sinc(factor)
     taps = design.taps
-    spectrum = np.abs(np.fft.rfft(taps, 1 << 16))
-    freqs = np.fft.rfftfreq(1 << 16, d=1 / (rate * factor))
-    stop = spectrum[freqs >= 0.55 * rate]
-    passband = spectrum[freqs <= 0.45 * rate] / factor
-    assert 20 * np.log10(stop.max() / factor) < -130
-    assert np.abs(20 * np.log10(passband)).max() < 1e-4  # ripple in dB
+    spectrum = np.abs(np.fft.rfft(taps, 1 << 18))
+    freqs = np.fft.rfftfreq(1 << 18, d=1 / (rate * factor))
+    stop = spectrum[freqs >= 0.5 * rate]  # from the input's Nyquist frequency
+    passband = spectrum[freqs <= 0.455 * rate] / factor  # to 0.91 of it
+    assert 20 * np.log10(stop.max() / factor) < -140
+    assert np.abs(20 * np.log10(passband)).max() < 0.01  # ±0.01 dB
+    old = design_sinc(factor, *ALIASING_EDGES)  # the older edges: transition across the Nyquist frequency
+    assert measure_response(old, *ALIASING_EDGES).attenuation_db > 140
+    assert measure_response(old).attenuation_db < 20  # what lies just above the Nyquist frequency passes
 
 
 def test_builtin_weights_are_the_designs():
@@ -98,6 +101,7 @@ def test_streaming_float32_matches_whole_signal():
     (dict(factor=1), "factor: must be an integer >= 2 or a ratio L/M other than 1, got 1"),
     (dict(factor=3, passband=0.6, stopband=0.55), "passband: must be in (0, stopband)"),
     (dict(factor=3, passband=0.45, stopband=0.7), "stopband: must be in (passband, 1 − passband]"),
+    (dict(factor=3, stopband=float("nan")), "stopband: must be a finite number, got nan"),
     (dict(factor=3, attenuation=500), "attenuation: must be between 20 and 200 dB, got 500"),
 ])
 def test_design_errors(kwargs, message):

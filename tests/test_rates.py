@@ -76,7 +76,8 @@ def test_the_same_stack_runs_on_torch_with_the_same_result():
     x = np.random.default_rng(1).standard_normal((1, 1, 3001))
     numpy_engine = build_engine(config, params, "cpu", "float64")
     torch_engine = build_engine(config, params, "cpu", "float64", kernel="transposed")
-    assert numpy_engine.name == "numpy-polyphase" and torch_engine.name == "torch"
+    assert numpy_engine.name == "numpy-resampler" and torch_engine.name == "torch"
+    assert numpy_engine.kernels() == ["fft", "polyphase"]  # the sharp ×2 by FFT, then 80/147
     a = stream_chunks(numpy_engine.open_stream(1), x, [1000])
     b = stream_chunks(torch_engine.open_stream(1), x, [333])
     assert a.shape == b.shape == (1, 1, -(-3001 * 160 // 147))
@@ -88,8 +89,9 @@ def test_design_command_writes_a_rational_stack(tmp_path):
     assert result.exit_code == 0, result.output
     assert "×160/147" in result.stderr
     config = load_config(tmp_path / "up.yaml")
-    assert [spec.type for spec in config.layers] == ["conv_transpose1d", "conv1d"]
-    assert config.layers[0].stride == 160 and config.layers[1].stride == 147 and config.layers[1].kernel_size == 1
+    # two stages: a sharp ×2, then a short 80/147
+    assert [spec.type for spec in config.layers] == ["conv_transpose1d", "conv_transpose1d", "conv1d"]
+    assert [spec.stride for spec in config.layers] == [2, 80, 147] and config.layers[2].kernel_size == 1
     info = json.loads(invoke("info", tmp_path / "up.yaml", "--input-rate", 44100, "--json").stdout)
     assert info["output_rate"] == 48000 and info["weights_status"] == "ok"
     for bad in ("1", "0", "abc", "3/0", "-2"):
@@ -103,7 +105,7 @@ def test_run_with_rate_uses_the_cache_and_works_without_one(tmp_path, cache, mon
     result = invoke("run", tmp_path / "a.wav", "-r", 48000, "-o", tmp_path / "b.wav", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["output_rate"] == 48000 and report["frames_out"] == 48000 and report["engine"] == "numpy-polyphase"
+    assert report["output_rate"] == 48000 and report["frames_out"] == 48000 and report["engine"] == "numpy-resampler"
     assert sorted(p.name for p in cache.iterdir()) == ["sinc-160-147.safetensors"]  # the taps only
     first = sf.read(str(tmp_path / "b.wav"))[0]
     # a cache that cannot be written (a file stands where the folder would be): designed in memory
