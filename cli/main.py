@@ -187,7 +187,7 @@ FLAGS = {"factor": "--factor", "passband": "--passband", "stopband": "--stopband
          "subtype": "--subtype", "input_rate": "--input-rate", "target_rate": "--rate", "recursive": "--recursive",
          "clip": "--clip", "non_finite": "--non-finite", "overwrite": "--overwrite",
          "skip_existing": "--skip-existing", "kind": "--type", "device": "--device", "dtype": "--dtype",
-         "ray": "--ray", "output": "-o", "weights": "-w", "config": "-c", "seed": "--seed", "threads": "--threads"}
+         "ray": "--ray", "allow_aliasing": "--allow-aliasing", "output": "-o", "weights": "-w", "config": "-c", "seed": "--seed", "threads": "--threads"}
 
 
 class Channels(str, Enum):
@@ -376,7 +376,9 @@ def run(
                                         help="Audio files (anything libsndfile reads, or .npy) or folders."),
     output: Optional[str] = typer.Option(None, "-o", "--output",  # str: keeps a trailing "/"
                                           help="Output file (one input) or folder (several inputs or a folder)."),
-    config: Optional[str] = typer.Option(None, "-c", "--config", help="Config file or built-in name (default sinc-x3)."),
+    config: Optional[str] = typer.Option(
+        None, "-c", "--config",
+        help="Config file or built-in name. Without -c and -r: inputs below 48 kHz are resampled to 48 kHz."),
     weights: Optional[Path] = typer.Option(None, "-w", "--weights", help="Weights file (default: the config's)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     chunk: str = typer.Option("auto", "--chunk", help="Input frames per block, or auto."),
@@ -405,8 +407,12 @@ def run(
              "wav, flac, ogg, opus, mp3, aiff, caf, w64, rf64, au."),
     target_rate: Optional[str] = typer.Option(
         None, "--rate", "-r",
-        help="Output sample rate in Hz (as sox's -r). Without -c, the resampler for each input's rate is "
-             "chosen (a built-in sinc-xL, or an L/M design, cached); with -c, a check."),
+        help="Output sample rate in Hz, or kHz as sox writes it (48k, 44.1k). Without -c, an alias-free resampler "
+             "for each input's rate (a built-in sinc-xL, or an L/M design, cached); with -c, a check."),
+    allow_aliasing: bool = typer.Option(
+        False, "--allow-aliasing", metavar="",
+        help="With --rate: the older band edges (0.45/0.55 of the lower rate), whose transition straddles the "
+             "Nyquist frequency, instead of alias-free ones (flat to 0.91 of it, 140 dB down from it)."),
     recursive: bool = typer.Option(False, "--recursive", "-R", metavar="", help="Look for audio in subfolders too."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Files processed in parallel (with --ray: workers)."),
     ray: Optional[str] = typer.Option(
@@ -460,9 +466,8 @@ def run(
         jobs_list = plan_jobs(inputs, output, recursive, kind)
         # torch's threads are shared by the --jobs files run here (a cluster worker has its own)
         per_file_threads = max(1, (threads or os.cpu_count() or 1) // jobs) if ray is None else threads
-        recipe = RunnerRecipe(config if (config is not None or target is None) else None,
-                              None if weights is None else str(weights), target, device, dtype.value,
-                              deterministic, per_file_threads)
+        recipe = RunnerRecipe(config, None if weights is None else str(weights), target, device, dtype.value,
+                              deterministic, per_file_threads, allow_aliasing)
         runner, unused = recipe.build()
         if unused:
             shown = ", ".join(unused[:8]) + (f", … ({len(unused) - 8} more)" if len(unused) > 8 else "")
@@ -702,24 +707,28 @@ def init(
 def design_sinc_command(
     factor: str = typer.Option(..., "--factor", "-L",
                                help="Output rate / input rate: an integer L >= 2 or a ratio L/M such as 160/147."),
-    passband: float = typer.Option(0.45, "--passband", help="Passband edge, fraction of the input rate."),
-    stopband: float = typer.Option(0.55, "--stopband", help="Stopband edge, fraction of the input rate."),
+    passband: float = typer.Option(0.455, "--passband",
+                                   help="Passband edge, fraction of the lower rate (0.455: 0.91 x its Nyquist)."),
+    stopband: float = typer.Option(0.5, "--stopband",
+                                   help="Stopband edge, fraction of the lower rate (0.5: its Nyquist, alias-free)."),
     attenuation: float = typer.Option(140.0, "--attenuation", help="Stopband attenuation in dB."),
     output: Path = typer.Option(..., "-o", "--output", help="NAME: writes NAME.yaml and NAME.safetensors."),
-    overwrite: bool = typer.Option(False, "--overwrite", metavar="", help="Replace existing files."),
+    overwrite: bool = typer.Option(False, "--overwrite", "-y", metavar="", help="Replace existing files."),
     debug: bool = typer.Option(False, "--debug", metavar="", help="Show tracebacks."),
 ) -> None:
-    """Write an L/M zero-delay Kaiser-windowed sinc resampler (a config and its weights)."""
+    """Write an L/M zero-delay Kaiser-windowed sinc resampler (a config and its weights; two stages
+    where one would be too long)."""
     try:
         from convt_audio.design import design_sinc, measure_response, write_sinc
 
         design = design_sinc(factor, passband, stopband, attenuation)
         config_path, weights_path = write_sinc(design, output, overwrite)
-        measured = measure_response(design.taps, design.factor, design.down, passband, stopband)
+        measured = measure_response(design, passband, stopband)
     except Exception as exc:
         raise _fail(exc, debug, usage=True) from None
-    _note(f"wrote {config_path} and {weights_path}: {design.kernel_size} taps, ×{design.ratio}; measured: "
-          f"passband ripple {measured.ripple_db:.2g} dB, stopband {measured.attenuation_db:.1f} dB down")
+    stages = f"{len(design.stages)} stages" if len(design.stages) > 1 else "1 stage"
+    _note(f"wrote {config_path} and {weights_path}: {design.kernel_size} taps in {stages}, ×{design.ratio}; "
+          f"measured: passband ripple {measured.ripple_db:.2g} dB, stopband {measured.attenuation_db:.1f} dB down")
 
 
 @app.command()

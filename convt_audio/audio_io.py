@@ -460,9 +460,9 @@ class AudioSink:
 
     Clipped samples are counted; with ``clip="error"`` the first one raises
     :class:`ClippingError` (the caller discards the temporary file). PCM outputs are rounded to
-    the nearest step here: libsndfile's own float→PCM conversion rounds down, a −½ LSB bias on
-    every sample that is not already on a step — after an interpolator that keeps the original
-    samples, a tone at the input rate (about −100 dBFS at 16 bits).
+    the nearest step here and handed to libsndfile as integers: its own float→PCM conversion
+    rounds down, a −½ LSB bias on every sample that is not already on a step (about −100 dBFS
+    at 16 bits after an interpolator that keeps the original samples).
     """
 
     def __init__(self, path: Path, rate: int, channels: int, fmt: str, subtype: str,
@@ -511,18 +511,26 @@ class AudioSink:
                 self.clipped += over
                 if self.steps is None:  # PCM is clamped by its rounding below
                     block = np.clip(block, -1.0, 1.0)
-        if self.steps is not None:  # round to nearest, then libsndfile's floor is exact
+        if self.steps is not None:  # round to nearest step: integers of the subtype, as floats
             # float32 holds every step exactly up to 24 bits; PCM_32 needs float64
             scaled = np.multiply(block, self.steps, dtype=np.float64 if self.steps > 2 ** 23 else None)
             np.rint(scaled, out=scaled)
             np.clip(scaled, -self.steps, self.steps - 1, out=scaled)
-            scaled *= 1.0 / self.steps
             block = scaled
         return block
 
+    def _integers(self, steps: np.ndarray) -> np.ndarray:
+        """PCM steps as the int16/int32 samples libsndfile stores without converting them
+        (narrower subtypes take the top bits): no float rounding of its own, and 2-3x faster."""
+        bits = int(np.log2(self.steps)) + 1
+        width, dtype = (16, np.int16) if bits <= 16 else (32, np.int32)
+        if bits < width:
+            steps = steps * float(1 << (width - bits))
+        return steps.astype(dtype)
+
     def _write(self, block: np.ndarray) -> None:
         try:
-            self._handle.write(block.T)
+            self._handle.write(self._integers(block.T) if self.steps is not None else block.T)
         except (sf.LibsndfileError, RuntimeError, OSError, AssertionError) as exc:
             raise AudioError(f"{self.label}: write failed ({str(exc).strip() or 'short write'}); "
                              f"is the disk full?") from None
@@ -645,7 +653,7 @@ class StdoutSink(AudioSink):
             return
         frames = block.T  # interleaved
         if self.steps is not None:
-            ints = np.rint(frames * self.steps).astype("<i4")
+            ints = frames.astype("<i4")  # already whole steps
             if self.subtype == "PCM_24":
                 data = np.ascontiguousarray(ints).view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
             else:

@@ -285,10 +285,12 @@ class Runner:
     """
 
     def __init__(self, config: Config | None = None, engine=None, target_rate: int | None = None,
-                 build: Callable | None = None):
+                 build: Callable | None = None, allow_aliasing: bool = False, upsample_only: bool = False):
         if config is None and (target_rate is None or build is None):
             raise ValueError("a Runner needs a config and engine, or a target rate and a builder")
         self.config, self.engine, self.target_rate, self.build = config, engine, target_rate, build
+        self.allow_aliasing = allow_aliasing
+        self.upsample_only = upsample_only  # the default target (no config, no rate): inputs below it only
         self._by_ratio: dict[Fraction, tuple] = {}
         self._lock = threading.Lock()
 
@@ -309,11 +311,18 @@ class Runner:
         from .design import resampler_for
 
         ratio = Fraction(self.target_rate) / Fraction(input_rate)
+        if self.upsample_only and ratio <= 1:
+            raise UsageError(f"the input is {float(input_rate):g} Hz: without {option('target_rate')} or "
+                             f"{option('config')}, inputs below {self.target_rate} Hz are upsampled to it; give "
+                             f"{option('target_rate', 'HZ')} for another rate, or {option('config', 'CONFIG')}")
         with self._lock:  # --jobs threads share one engine per ratio
             if ratio not in self._by_ratio:
-                config, params = resampler_for(input_rate, self.target_rate)
+                config, params = resampler_for(input_rate, self.target_rate, allow_aliasing=self.allow_aliasing)
                 self._by_ratio[ratio] = (config, self.build(config, params))
             return self._by_ratio[ratio]
+
+
+DEFAULT_RATE = 48000  # run with neither a config nor --rate: inputs below it are resampled to it
 
 
 @dataclass(frozen=True)
@@ -323,11 +332,12 @@ class RunnerRecipe:
 
     config: str | None = None  # a path or built-in name; None with target_rate: chosen per input rate
     weights: str | None = None
-    target_rate: int | None = None
+    target_rate: int | None = None  # None with config None: DEFAULT_RATE, for inputs below it
     device: str = "auto"
     dtype: str = "float32"
     deterministic: bool = False
     threads: int | None = None
+    allow_aliasing: bool = False  # --allow-aliasing: the older band edges (0.45/0.55 of the lower rate)
 
     def build(self) -> tuple[Runner, list[str]]:
         """The runner, and the names of weight tensors the config does not use."""
@@ -338,11 +348,15 @@ class RunnerRecipe:
         def make(config, params):
             return build_engine(config, params, self.device, self.dtype, self.deterministic)
 
-        if self.config is None and self.target_rate is not None:
+        if self.config is None:
             if self.weights is not None:
-                raise UsageError(f"{option('weights')} needs {option('config')}: with {option('target_rate')} alone the "
-                                 f"resampler is chosen for each input rate")
-            return Runner(target_rate=self.target_rate, build=make), []
+                raise UsageError(f"{option('weights')} needs {option('config')}: without one the resampler is "
+                                 f"chosen for each input rate")
+            return Runner(target_rate=self.target_rate or DEFAULT_RATE, build=make,
+                          allow_aliasing=self.allow_aliasing, upsample_only=self.target_rate is None), []
+        if self.allow_aliasing:
+            raise UsageError(f"{option('allow_aliasing')} chooses the band edges of the resampler that "
+                             f"{option('target_rate')} designs; {option('config')} brings its own filter")
         config = load_config(self.config)
         params, unused = load_params(config, self.weights)
         engine = make(config, params)
@@ -369,8 +383,11 @@ def _planned_rate(job: Job, runner: Runner, input_rate) -> int | None:
         return None
     if input_rate is None:
         return None
-    if runner.config is None:
-        runner.pick(input_rate)  # a --rate no resampler can give is a usage error before any work
+    if runner.config is None:  # a --rate no resampler can give is a usage error before any work
+        try:
+            runner.pick(input_rate)
+        except UsageError as exc:
+            raise UsageError(f"{job.source}: {exc.args[0]}") from None
     try:
         return runner.output_rate(input_rate)
     except Exception:  # noqa: BLE001 - reported when the file runs
@@ -531,20 +548,24 @@ def _prefetch(blocks: Iterator[np.ndarray], stop: threading.Event, depth: int = 
     items: queue.Queue = queue.Queue(depth)
     done = object()
 
+    def offer(item) -> bool:
+        """Queue ``item`` unless the consumer stopped (it may never take another)."""
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def reader() -> None:
         try:
             for block in blocks:
-                while not stop.is_set():
-                    try:
-                        items.put(block, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer(block):
                     return
-            items.put(done)
+            offer(done)
         except BaseException as exc:  # re-raised in the consumer
-            items.put(exc)
+            offer(exc)
 
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()

@@ -188,7 +188,7 @@ def test_several_files_and_jobs(tmp_path, monkeypatch):
 def test_npy_input(tmp_path):
     x = (np.random.default_rng(0).standard_normal((2, 3000)) * 0.1).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    result = invoke("run", tmp_path / "x.npy", "--input-rate", 8000, "-o", tmp_path / "x.wav")
+    result = invoke("run", tmp_path / "x.npy", "--input-rate", 8000, "-c", "sinc-x3", "-o", tmp_path / "x.wav")
     assert result.exit_code == 0, result.output
     y, rate = sf.read(str(tmp_path / "x.wav"), always_2d=True, dtype="float32")
     assert rate == 24000 and sf.info(str(tmp_path / "x.wav")).subtype == "FLOAT"
@@ -349,8 +349,8 @@ def test_info_table_and_json(decoder):
     assert facts["parameters"] == 2 * 8 * 5 + 8 + 8 * 4 * 8 + 4 + 4 * 7 + 1
     assert facts["receptive_field_input_frames"] > 1 and facts["lookahead_input_frames"] > 0
     default = json.loads(invoke("info", "--json").stdout)
-    assert default["name"] == "sinc-x3" and default["lookahead_input_frames"] == 46
-    assert default["receptive_field_input_frames"] == 93  # ⌈277 taps / 3⌉
+    assert default["name"] == "sinc-x3" and default["lookahead_input_frames"] == 106
+    assert default["receptive_field_input_frames"] == 213  # ⌈637 taps / 3⌉
 
 
 def test_info_reports_weight_mismatch_and_circular_buffering(tmp_path):

@@ -84,7 +84,8 @@ def test_stdout_types(tmp_path, kind, subtype, nbytes):
     else:  # interleaved little-endian frames, nothing else
         assert len(done.stdout) == 3200 * 2 * nbytes
         raw = sf.read(io.BytesIO(done.stdout), format="RAW", subtype=subtype, samplerate=32000, channels=2)[0]
-        np.testing.assert_allclose(raw[::2], data, atol=2e-4)  # originals pass unchanged
+        # at the original times the tone comes back (away from the ends' filter transients)
+        np.testing.assert_allclose(raw[::2][300:-300], data[300:-300], atol=2e-4)
 
 
 @pytest.mark.parametrize("fmt", ["WAV", "FLAC", "AIFF"])
@@ -104,8 +105,10 @@ def test_stdin_npy(tmp_path):
     done = cli("run", "-", "--input-rate", 8000, "-o", "-", stdin=buffer.getvalue(), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     audio, rate = sf.read(io.BytesIO(done.stdout), dtype="float32")
-    assert rate == 24000 and audio.shape[0] == 1500
-    np.testing.assert_allclose(audio[::3], array[0], atol=1e-6)
+    assert rate == 48000 and audio.shape[0] == 3000  # no -c, no -r: 48 kHz
+    np.save(tmp_path / "a.npy", array)  # the same samples as from the file
+    assert invoke("run", tmp_path / "a.npy", "--input-rate", 8000, "-o", tmp_path / "a.wav").exit_code == 0
+    np.testing.assert_array_equal(audio, sf.read(str(tmp_path / "a.wav"), dtype="float32")[0])
 
 
 @pytest.mark.parametrize("args,stdin,message", [
@@ -283,8 +286,8 @@ def test_progress_in_a_terminal_keeps_result_lines_whole(tmp_path):
 
 def test_info_says_what_runs_and_how_in_numbers(tmp_path):
     facts = json.loads(invoke("info", "--json").stdout)
-    assert facts["engine"] == "numpy-polyphase" and facts["device"] == "cpu"
-    assert facts["rate_factor"] == 3 and facts["lookahead_input_frames"] == 46 and "#" not in facts["layers"][0]
+    assert facts["engine"] == "numpy-resampler" and facts["device"] == "cpu" and "by an FFT" in facts["engine_explained"]
+    assert facts["rate_factor"] == 3 and facts["lookahead_input_frames"] == 106 and "#" not in facts["layers"][0]
     assert isinstance(facts["layers"][0]["channels_in"], int) and "joint when" in facts["channels_explained"]
     text = invoke("info", "hifigan-v2").stdout
     assert "engine:          torch" in text and "look-ahead:" in text and "latency" not in text
