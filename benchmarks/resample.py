@@ -1,24 +1,29 @@
-"""convt-audio's resamplers vs the ones people use, for integer and rational rate pairs.
+"""convt-audio's resamplers against soxr HQ and VHQ where sox users look: tones up to 0.99 × Nyquist,
+tones that must vanish on the way down, whole-process CPU time and peak memory.
 
-Quality, per pair fin → fout (band = 0.45 × the lower of the two rates):
-- SNR of the output against the analytic signal, for a sum of 20 sines in the band (edges trimmed);
-- passband ripple: the largest gain error in dB for tones from 0.01 to 0.45 × the lower rate;
-- image rejection (upsampling): the level of the image of a 0.44 × fin tone (at fin − f, folded
-  into the output band) below the tone.
-Speed: output samples per second on a 20-minute file, in-process and as whole processes
-(read, resample, write PCM_16: ``convt-audio run -r FOUT`` vs the same few lines around soxr or
-scipy), as ratios against soxr HQ.
+Quality, per rate pair fin → fout, all three in this process on the same float32 tones (1 s,
+amplitude 0.5, the middle 80 % measured):
+- spurious: everything but the tone after a least-squares fit of it, dB re the tone, for tones at
+  0.1, 0.5, 0.9, 0.95, 0.99 × the lower Nyquist frequency, and on the way down for tones between
+  the two Nyquist frequencies (those must vanish: all of the output is spurious);
+- gain at 0.9 × the lower Nyquist frequency (the passband's end).
+Cost, whole processes on a 10-minute stereo PCM_16 file (music-like: two tones and noise): CPU
+time (user + sys) and peak RSS of ``convt-audio run IN -r FOUT -o OUT`` against python-soxr reading
+and writing the same file (soundfile + soxr.resample + soundfile, PCM_16 out), medians of
+``--repeats``; with ``--busy``, measured again beside a CPU-bound process.
 
-Peers: soxr HQ and VHQ, scipy.signal.resample_poly, torchaudio.functional.resample when it can
-be imported beside this torch. Needs the [bench] extra. Usage: python benchmarks/resample.py
-[--quick] [--pairs 44100:48000,16000:48000]
+Needs the [bench] extra (soxr). Usage: python benchmarks/resample.py [--quick] [--busy]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
 import sys
-from fractions import Fraction
 import tempfile
 from pathlib import Path
 
@@ -26,13 +31,20 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import convt_audio, median_process, median_time, run_process, table  # noqa: E402
+from _common import convt_audio, table  # noqa: E402
 
 from convt_audio.design import resampler_for  # noqa: E402
 from convt_audio.engines import build_engine  # noqa: E402
 
-PAIRS = ((16000, 32000), (16000, 48000), (16000, 64000), (44100, 48000), (16000, 44100), (22050, 48000),
-         (48000, 44100))
+TONE_PAIRS = ((44100, 48000), (48000, 44100), (16000, 48000), (96000, 44100), (48048, 48000), (44100, 47999))
+COST_PAIRS = ((44100, 48000), (48000, 44100), (16000, 48000), (96000, 44100))
+
+SOXR_SCRIPT = """
+import sys, soundfile as sf, soxr
+x, rate = sf.read(sys.argv[1], dtype="float32")
+y = soxr.resample(x, rate, int(sys.argv[3]), quality=sys.argv[4])
+sf.write(sys.argv[2], y, int(sys.argv[3]), subtype="PCM_16")
+"""
 
 
 def ours(fin: int, fout: int):
@@ -42,156 +54,128 @@ def ours(fin: int, fout: int):
     def resample(x: np.ndarray) -> np.ndarray:
         stream = engine.open_stream(1)
         size = engine.preferred_chunk()
-        parts = [stream.push(x[None, None, i : i + size]) for i in range(0, x.shape[0], size)]
-        parts.append(stream.flush())
+        parts = [stream.push(x[None, None, i : i + size]) for i in range(0, x.shape[0], size)] + [stream.flush()]
         return np.concatenate(parts, axis=-1)[0, 0]
 
-    return config.name, resample
+    return resample
 
 
-def peers(fin: int, fout: int) -> dict:
-    name, method = ours(fin, fout)
-    methods = {f"convt-audio {name}": method}
-    ratio = Fraction(fout, fin)
-    try:
-        import soxr
+def methods(fin: int, fout: int) -> dict:
+    import soxr
 
-        methods["soxr HQ"] = lambda x: soxr.resample(x, fin, fout, quality="HQ")
-        methods["soxr VHQ"] = lambda x: soxr.resample(x, fin, fout, quality="VHQ")
-    except ImportError:
-        print("soxr not installed (pip install -e '.[bench]')")
-    try:
-        from scipy.signal import resample_poly
-
-        methods["scipy resample_poly"] = lambda x: resample_poly(x, ratio.numerator, ratio.denominator).astype(np.float32)
-    except ImportError:
-        print("scipy not installed (pip install -e '.[bench]')")
-    try:
-        import torch
-        import torchaudio.functional as AF
-
-        methods["torchaudio resample"] = lambda x: AF.resample(torch.from_numpy(x), fin, fout).numpy()
-    except Exception as exc:  # ImportError, or an operator mismatch with this torch
-        print(f"torchaudio: not usable here ({type(exc).__name__}); skipped")
-    return methods
+    return {"convt-audio": ours(fin, fout),
+            "soxr HQ": lambda x: soxr.resample(x, fin, fout, quality="HQ"),
+            "soxr VHQ": lambda x: soxr.resample(x, fin, fout, quality="VHQ")}
 
 
-def sines(frames: int, rate: float, freqs, phases, amps) -> np.ndarray:
-    t = np.arange(frames) / rate
-    return (amps[:, None] * np.sin(2 * np.pi * freqs[:, None] * t[None] + phases[:, None])).sum(0)
+def fit(y: np.ndarray, rate: float, frequency: float) -> tuple[np.ndarray, float]:
+    """The middle 80 % of ``y`` less the least-squares tone at ``frequency``, and its amplitude."""
+    keep = slice(y.shape[0] // 10, y.shape[0] - y.shape[0] // 10)
+    t = np.arange(y.shape[0])[keep] / rate
+    y = np.asarray(y, dtype=np.float64)[keep]
+    if frequency >= rate / 2:
+        return y, 0.0
+    basis = np.stack([np.sin(2 * np.pi * frequency * t), np.cos(2 * np.pi * frequency * t)], 1)
+    coef = np.linalg.lstsq(basis, y, rcond=None)[0]
+    return y - basis @ coef, float(np.hypot(*coef))
 
 
-def tone_gain(y: np.ndarray, freq: float, rate: float, edge: int) -> float:
-    """Amplitude of a sinusoid of known frequency in y, by least squares (edges trimmed)."""
-    t = np.arange(y.shape[0])[edge:-edge] / rate
-    basis = np.stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t)], 1)
-    coef, *_ = np.linalg.lstsq(basis, y[edge:-edge], rcond=None)
-    return float(np.hypot(*coef))
+def tones(fin: int, fout: int) -> list[tuple[str, float]]:
+    low = min(fin, fout) / 2
+    out = [(f"{r:g}×Nyq", r * low) for r in (0.1, 0.5, 0.9, 0.95, 0.99)]
+    if fout < fin:  # between the two Nyquist frequencies: must vanish
+        out += [(f"{f / 1000:.4g} kHz (gone)", f) for f in (low + r * (fin / 2 - low) for r in (0.02, 0.5, 0.98))]
+    return out
 
 
-def folded(freq: float, rate: float) -> float:
-    """Where a frequency lands in a signal sampled at ``rate`` (aliases folded into [0, rate/2])."""
-    freq = freq % rate
-    return rate - freq if freq > rate / 2 else freq
+def quality_rows(fin: int, fout: int) -> list[list]:
+    t = np.arange(fin) / fin
+    peers = methods(fin, fout)
+    rows = []
+    for label, frequency in tones(fin, fout):
+        x = (0.5 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+        row = [f"{fin}→{fout}", label]
+        levels = {}
+        for name, method in peers.items():
+            residual, _ = fit(method(x), fout, frequency)
+            levels[name] = 10 * np.log10(np.mean(residual ** 2) / 0.125)
+            row.append(f"{levels[name]:.1f}")
+        row.append(f"{levels['convt-audio'] - levels['soxr HQ']:+.1f}")
+        rows.append(row)
+    x = (0.5 * np.sin(2 * np.pi * 0.9 * min(fin, fout) / 2 * t)).astype(np.float32)
+    gains = [20 * np.log10(fit(m(x), fout, 0.9 * min(fin, fout) / 2)[1] / 0.5) for m in peers.values()]
+    rows.append([f"{fin}→{fout}", "gain at 0.9×Nyq, dB", *(f"{g:+.4f}" for g in gains), "-"])
+    return rows
 
 
-def quality(method, fin: int, fout: int) -> tuple[float, float, float | None]:
-    rng = np.random.default_rng(0)
-    frames = fin * 5
-    band = 0.45 * min(fin, fout)
-    freqs = rng.uniform(20, band, 20)
-    phases = rng.uniform(0, 2 * np.pi, 20)
-    amps = rng.uniform(0.2, 1, 20)
-    amps /= amps.sum() * 1.01
-    x = sines(frames, fin, freqs, phases, amps).astype(np.float32)
-    out_frames = frames * fout // fin
-    want = sines(out_frames, fout, freqs, phases, amps)
-    y = np.asarray(method(x), dtype=np.float64)[:out_frames]
-    edge = fout // 8
-    err = y[edge:-edge] - want[edge:-edge]
-    snr = 10 * np.log10((want[edge:-edge] ** 2).sum() / (err ** 2).sum())
-    ripple = 0.0
-    for f in np.linspace(0.01, 0.45, 23) * min(fin, fout):
-        x = (0.5 * np.sin(2 * np.pi * f * np.arange(frames) / fin)).astype(np.float32)
-        y = np.asarray(method(x), dtype=np.float64)
-        ripple = max(ripple, abs(20 * np.log10(tone_gain(y, f, fout, edge) / 0.5)))
-    if fout <= fin:
-        return snr, ripple, None
-    f = 0.44 * fin
-    x = (0.5 * np.sin(2 * np.pi * f * np.arange(frames) / fin)).astype(np.float32)
-    y = np.asarray(method(x), dtype=np.float64)
-    image = 20 * np.log10(tone_gain(y, folded(fin - f, fout), fout, edge) / tone_gain(y, f, fout, edge))
-    return snr, ripple, -image
+def process_cost(args: list[str]) -> tuple[float, float, int]:
+    """(wall s, user + sys CPU s, peak RSS kB) of a whole process, read by /usr/bin/time -v."""
+    timer = shutil.which("time") or "/usr/bin/time"
+    done = subprocess.run([timer, "-v", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{args} failed:\n{done.stderr[-2000:]}")
+
+    def field(name: str) -> str:
+        return re.search(rf"{re.escape(name)}: (.+)", done.stderr).group(1).strip()
+
+    wall = field("Elapsed (wall clock) time (h:mm:ss or m:ss)").split(":")
+    seconds = float(wall[-1]) + 60 * float(wall[-2]) + (3600 * float(wall[-3]) if len(wall) > 2 else 0)
+    return seconds, float(field("User time (seconds)")) + float(field("System time (seconds)")), \
+        int(field("Maximum resident set size (kbytes)"))
 
 
-SOXR_SCRIPT = """
-import sys, soundfile as sf, soxr
-x, rate = sf.read(sys.argv[1], dtype="float32")
-y = soxr.resample(x, rate, int(sys.argv[3]), quality=sys.argv[4])
-sf.write(sys.argv[2], y, int(sys.argv[3]), subtype="PCM_16")
-"""
-SCIPY_SCRIPT = """
-import sys, soundfile as sf
-from fractions import Fraction
-from scipy.signal import resample_poly
-x, rate = sf.read(sys.argv[1], dtype="float32")
-r = Fraction(int(sys.argv[3]), rate)
-y = resample_poly(x, r.numerator, r.denominator)
-sf.write(sys.argv[2], y, int(sys.argv[3]), subtype="PCM_16")
-"""
+def cost_rows(fin: int, fout: int, work: Path, minutes: float, repeats: int) -> list[list]:
+    frames = int(fin * 60 * minutes)
+    rng = np.random.default_rng(fin)
+    t = np.arange(frames) / fin
+    music = np.stack([0.3 * np.sin(2 * np.pi * 997 * t) + 0.05 * rng.standard_normal(frames),
+                      0.3 * np.sin(2 * np.pi * 0.3 * fin * t) + 0.05 * rng.standard_normal(frames)], 1)
+    source = work / f"in{fin}.wav"
+    sf.write(str(source), music, fin, subtype="PCM_16")
+    del music, t
+    commands = {
+        "convt-audio": [convt_audio(), "run", str(source), "-r", str(fout), "-o", str(work / "c.wav"), "-y", "-q"],
+        "soxr HQ": [sys.executable, str(work / "with_soxr.py"), str(source), str(work / "s.wav"), str(fout), "HQ"],
+        "soxr VHQ": [sys.executable, str(work / "with_soxr.py"), str(source), str(work / "s.wav"), str(fout), "VHQ"],
+    }
+    process_cost(commands["convt-audio"])  # designs the resampler into the cache: the timed runs read it
+    measured = {}
+    for name, command in commands.items():
+        runs = [process_cost(command) for _ in range(repeats)]
+        measured[name] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs),
+                          max(r[2] for r in runs))
+    hq = measured["soxr HQ"]
+    return [[f"{fin}→{fout}", name, f"{wall:.2f}", f"{cpu:.2f}", f"{cpu / hq[1]:.2f}", f"{rss / 1024:.0f}"]
+            for name, (wall, cpu, rss) in measured.items()]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2-minute file, fewer repeats")
-    parser.add_argument("--pairs", help="comma-separated FIN:FOUT pairs (default: all)")
+    parser.add_argument("--quick", action="store_true", help="1-minute files, one run each")
+    parser.add_argument("--busy", action="store_true", help="also measure the cost beside a CPU-bound process")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    pairs = PAIRS if not args.pairs else [tuple(int(r) for r in p.split(":")) for p in args.pairs.split(",")]
-    minutes = 2 if args.quick else 20
-    repeats = 2 if args.quick else 3
+    minutes, repeats = (1.0, 1) if args.quick else (10.0, args.repeats)
     work = Path(tempfile.mkdtemp(prefix="convt-resample-"))
-    speech, rate = sf.read(str(Path(__file__).resolve().parents[1] / "samples" / "speech-16k.wav"),
-                           dtype="float32")
-    (work / "soxr_script.py").write_text(SOXR_SCRIPT)
-    (work / "scipy_script.py").write_text(SCIPY_SCRIPT)
-
+    os.environ.setdefault("CONVT_AUDIO_CACHE", str(work / "cache"))
+    (work / "with_soxr.py").write_text(SOXR_SCRIPT)
     rows = []
-    for fin, fout in pairs:
-        # the speech sample, resampled to fin once by soxr VHQ, tiled to the length
-        import soxr
-
-        voice = soxr.resample(speech, rate, fin, quality="VHQ").astype(np.float32)
-        long = np.tile(voice, fin * 60 * minutes // voice.shape[0] + 1)[: fin * 60 * minutes]
-        wav = work / f"long{fin}.wav"
-        sf.write(str(wav), long, fin, subtype="PCM_16")
-        methods = peers(fin, fout)
-        ours_name = next(iter(methods))
-        out_samples = long.shape[0] * fout // fin
-        speeds = {name: out_samples / median_time(lambda m=m: m(long), repeats) for name, m in methods.items()}
-        run = [convt_audio(), "run", str(wav), "-r", str(fout), "-o", str(work / "c.wav"), "--overwrite", "-q",
-               "--subtype", "PCM_16"]
-        run_process(run)  # designs the resampler into the cache once: the timed runs read it
-        processes = {
-            ours_name: run,
-            "soxr HQ": [sys.executable, str(work / "soxr_script.py"), str(wav), str(work / "s.wav"), str(fout), "HQ"],
-            "soxr VHQ": [sys.executable, str(work / "soxr_script.py"), str(wav), str(work / "s.wav"), str(fout), "VHQ"],
-            "scipy resample_poly": [sys.executable, str(work / "scipy_script.py"), str(wav), str(work / "p.wav"),
-                                    str(fout)],
-        }
-        walls = {name: median_process(cmd, repeats)[0] for name, cmd in processes.items() if name in methods}
-        for name, method in methods.items():
-            snr, ripple, image = quality(method, fin, fout)
-            wall = walls.get(name)
-            rows.append([f"{fin}→{fout}", name, f"{snr:.1f}", f"{ripple:.1e}", "-" if image is None else f"{image:.1f}",
-                         f"{speeds[name] / 1e6:.0f}",
-                         f"{speeds[name] / speeds['soxr HQ']:.2f}" if "soxr HQ" in speeds else "-",
-                         f"{wall:.2f}" if wall else "-",
-                         f"{wall / walls['soxr HQ']:.2f}" if wall and "soxr HQ" in walls else "-"])
-        print(table(rows[-len(methods):], ["Hz", "method", "SNR dB", "ripple dB", "image rej dB", "Msamples/s",
-                                           "× soxr HQ speed", "process s", "× soxr HQ wall"]), flush=True)
-    print(f"\nquality on 5 s of sines; speed on a {minutes}-minute speech file (PCM_16 out); medians of {repeats}")
-    print(table(rows, ["Hz", "method", "SNR dB", "ripple dB", "image rej dB", "Msamples/s",
-                       "× soxr HQ speed", "process s", "× soxr HQ wall"]))
+    for fin, fout in TONE_PAIRS:
+        rows += quality_rows(fin, fout)
+    print("spurious, dB re the tone (lower is better); last column: convt-audio − soxr HQ")
+    print(table(rows, ["rates", "tone", "convt-audio", "soxr HQ", "soxr VHQ", "Δ vs HQ"]), flush=True)
+    conditions = [("quiet", None)] + ([("beside a busy process", "while True: pass")] if args.busy else [])
+    for condition, hog in conditions:
+        busy = subprocess.Popen([sys.executable, "-c", hog]) if hog else None
+        try:
+            rows = [row for fin, fout in COST_PAIRS for row in cost_rows(fin, fout, work, minutes, repeats)]
+        finally:
+            if busy is not None:
+                busy.kill()
+        print(f"\n{minutes:g} min of stereo PCM_16, whole processes, {condition}; medians of {repeats} "
+              f"({os.cpu_count()} cores)")
+        print(table(rows, ["rates", "process", "wall s", "CPU s", "CPU × soxr HQ", "peak RSS MB"]), flush=True)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
