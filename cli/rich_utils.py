@@ -109,4 +109,7 @@ def layer_table(rows: list[dict], title: str) -> Table:
 
 
 def print_table(table: Table) -> None:
-    stdout_console.print(table)
+    try:
+        stdout_console.print(table)
+    except SystemExit:  # rich's own answer to a closed pipe: exit(1), silently; the caller says it in one line
+        raise BrokenPipeError(32, "Broken pipe") from None

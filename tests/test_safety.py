@@ -189,9 +189,17 @@ def test_json_reader_that_closes_stops_the_batch_with_one_line(tmp_path):
 
 
 def test_info_into_a_closed_pipe_is_one_line(tmp_path):
-    done = shell("$CA info hifigan-v1 | head -c 10 > /dev/null", tmp_path)
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # a reader that has gone away: every write fails
+    done = subprocess.run([sys.executable, "-c", "from cli.main import app; app()", "info", "hifigan-v1"],
+                          stdout=write_end, stderr=subprocess.PIPE, cwd=tmp_path, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    os.close(write_end)
     assert done.returncode == 1
-    one_error_line(done.stderr, "standard output: write failed")
+    one_error_line(done.stderr, "standard output: write failed (Broken pipe)")
 
 
 # ------------------------------------------------------------------ names printed are escaped
