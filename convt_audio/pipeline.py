@@ -203,6 +203,9 @@ def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive
             raise UsageError(f"{option('output', '-')} (standard output) takes one input")
         return [Job(inputs[0], Path(STDIO))]
     if stdin:
+        if Path(output).is_dir() or str(output).endswith(("/", os.sep)):
+            raise UsageError(f"{option('output', output)}: is a folder; standard input has no name to give its "
+                             f"output there: name the file ({option('output', 'FILE')}) or use {option('output', '-')}")
         return [Job(inputs[0], Path(output))]
     pairs: list[tuple[Path, Path]] = []  # (source, relative name for -o DIR)
     problems: list[Job] = []  # folders that could not be read: each fails as one job

@@ -41,6 +41,16 @@ def test_stdin_onto_its_own_file_is_refused(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "hard.wav", "link.wav"]
 
 
+def test_stdin_into_a_folder_is_a_usage_error(tmp_path):
+    tone(tmp_path / "a.wav")
+    (tmp_path / "od").mkdir()
+    for target in ("od", "od/", "new/"):
+        done = shell(f"$CA run - -o {target} < a.wav", tmp_path)
+        assert done.returncode == 2
+        one_error_line(done.stderr, "is a folder; standard input has no name to give its output there")
+    assert list((tmp_path / "od").iterdir()) == [] and not (tmp_path / "new").exists()
+
+
 def test_an_input_that_a_planned_output_would_create_is_refused(tmp_path):
     """CA run a.wav a.48000hz.wav wrote a.48000hz.wav, then processed it again (exit 0, 2 written)."""
     tone(tmp_path / "a.wav")
