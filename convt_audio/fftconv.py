@@ -25,17 +25,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from .polyphase import eligible, stage_gain
 from .specs import StackShape
 
-MIN_WINDOW = 16384  # inputs per FFT window at least: 10 min of stereo 44.1 → 48 kHz took 7 % less CPU than with 8192, 13 % less than 4096
+MAX_WINDOW_OUTPUTS = 1 << 22  # 32 MB of float64 outputs per window: a ×768 stage gets 4096 inputs
+MIN_WINDOW = 16384  # inputs per FFT window (more if the kernel reaches far): 10 min of stereo 44.1 → 48 kHz took 7 % less CPU than with 8192, 13 % less than 4096
 
 
 def fft_eligible(specs) -> bool:
     """A stage :class:`FFTStage` computes: a one-channel transposed convolution shaped as the
     zero-delay designs are (K = 2·L·Z + 1, padding L·Z, output_padding L − 1, no dilation; L·N
     outputs from N inputs), optionally then a kernel-1 decimation."""
-    from .polyphase import eligible
-
     if not eligible(specs):
         return False
     up = specs[0]
@@ -59,17 +59,12 @@ class FFTStage(StackShape):
         self.M = specs[1].stride if len(specs) == 2 else 1
         taps = np.asarray(params[0]["weight"], dtype=np.float64).reshape(-1)
         self.K = taps.shape[0]
-        scale, offset = 1.0, 0.0
-        if "bias" in params[0]:
-            offset = float(np.asarray(params[0]["bias"]).reshape(-1)[0])
-        if len(specs) == 2:
-            scale = float(np.asarray(params[1]["weight"]).reshape(-1)[0])
-            offset = scale * offset + (float(np.asarray(params[1]["bias"]).reshape(-1)[0])
-                                       if "bias" in params[1] else 0.0)
-        self.offset = offset
+        scale, self.offset = stage_gain(specs, params)
         span = (self.K - 1) // self.L  # inputs a window spends on the kernel's reach
-        size = max(MIN_WINDOW, 1 << (4 * (span + 1) - 1).bit_length())
-        self.N = size + size % 2
+        least = 1 << (4 * (span + 1) - 1).bit_length()  # the reach costs at most a quarter of a window
+        # MIN_WINDOW inputs, unless L·N outputs would pass MAX_WINDOW_OUTPUTS (a large L)
+        room = 1 << max(1, (MAX_WINDOW_OUTPUTS // self.L).bit_length() - 1)
+        self.N = max(least, min(MIN_WINDOW, room))
         self.step = self.N - span
         # first window: its first output is u = 0 when L·a_0 + K − 1 − p = 0; a_0 may need to be
         # lower (the kernel's reach is not a multiple of L): then the first outputs are dropped

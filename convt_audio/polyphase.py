@@ -35,6 +35,19 @@ SUB_OUTPUTS = 64  # at most this many outputs a slice, each slice with its own n
 BLOCK_ROWS = 1 << 17  # window elements per BLAS product (1 MB of float64), whatever W is
 
 
+def stage_gain(specs, params) -> tuple[float, float]:
+    """``(scale, offset)``: what a stage's decimation weight and the biases do to the filtered
+    signal (y = scale·(h ∗ x) + offset)."""
+    def first(array) -> float:
+        return float(np.asarray(array).reshape(-1)[0])
+
+    scale, offset = 1.0, first(params[0]["bias"]) if "bias" in params[0] else 0.0
+    if len(specs) == 2:
+        scale = first(params[1]["weight"])
+        offset = scale * offset + (first(params[1]["bias"]) if "bias" in params[1] else 0.0)
+    return scale, offset
+
+
 def eligible(specs) -> bool:
     """A one-channel, zeros-padded transposed convolution, alone or then a kernel-1 decimation."""
     if not specs or len(specs) > 2:
@@ -75,14 +88,7 @@ class PolyphaseResampler(StackShape):
         self.D = up.receptive
         taps = np.zeros(self.D)
         taps[:: up.dilation] = kernel
-        scale, offset = 1.0, 0.0
-        if "bias" in params[0]:
-            offset = float(np.asarray(params[0]["bias"]).reshape(-1)[0])
-        if len(specs) == 2:
-            scale = float(np.asarray(params[1]["weight"]).reshape(-1)[0])
-            offset = scale * offset + (float(np.asarray(params[1]["bias"]).reshape(-1)[0])
-                                       if "bias" in params[1] else 0.0)
-        self.offset = offset
+        scale, self.offset = stage_gain(specs, params)
         L, M = self.L, self.M
         period = L // math.gcd(L, M)
         self.P = period * max(1, -(-GROUP_OUTPUTS // period))
