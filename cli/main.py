@@ -203,6 +203,7 @@ design_app = typer.Typer(cls=_OneLineErrors, help="Design filters and write them
 app.add_typer(design_app, name="design")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+MAX_RESAMPLE_RATE = 8 * 768000  # Hz: --rate without -c (a check of a config's rate may name any)
 
 # how this command line spells the library's parameters in messages (convt_audio.errors.option)
 FLAGS = {"factor": "--factor", "passband": "--passband", "stopband": "--stopband", "attenuation": "--attenuation",
@@ -471,6 +472,9 @@ def run(
             if target.denominator != 1:
                 raise UsageError(f"--rate: an output rate is a whole number of Hz, got {target_rate!r}")
             target = int(target)
+            if config is None and target > MAX_RESAMPLE_RATE:
+                raise UsageError(f"--rate: resampling goes up to {MAX_RESAMPLE_RATE} Hz (8 × 768 kHz), "
+                                 f"got {target_rate!r}")
         if threads is not None and threads > 4 * (os.cpu_count() or 1):
             raise UsageError(f"--threads: at most {4 * (os.cpu_count() or 1)} on this machine "
                              f"(4 × its {os.cpu_count()} CPUs), got {threads}")

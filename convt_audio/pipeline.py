@@ -59,7 +59,7 @@ MEMORY_ENV = "CONVT_AUDIO_MAX_MEMORY"  # bytes, or with a K/M/G/T suffix: the bu
 
 def memory_budget() -> int:
     """Bytes one file's stream may hold: ``$CONVT_AUDIO_MAX_MEMORY`` if set, else half of the
-    physical memory (or of this process's cgroup limit, if lower)."""
+    physical memory, or of this process's cgroup or ``ulimit -v``/``-d`` limit if lower."""
     text = os.environ.get(MEMORY_ENV, "").strip()
     if text:
         units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -79,6 +79,13 @@ def memory_budget() -> int:
         limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
         if limit.isdigit():
             total = min(total, int(limit))
+    with suppress(ImportError, OSError, ValueError):
+        import resource
+
+        for which in (resource.RLIMIT_AS, resource.RLIMIT_DATA):  # ulimit -v / -d
+            soft = resource.getrlimit(which)[0]
+            if soft != resource.RLIM_INFINITY and soft > 0:
+                total = min(total, soft)
     return total // 2
 
 
@@ -773,13 +780,14 @@ def _write(engine, source, dest: Path, out_rate: int, per_channel: bool, options
     return facts
 
 
-_UNCOMPRESSED = ("WAV", "WAVEX", "W64", "RF64", "AIFF", "CAF", "AU")
+_UNCOMPRESSED = ("WAV", "WAVEX", "W64", "RF64", "AIFF", "CAF", "AU", "FLAC")  # FLAC: at most about PCM's size
 _SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
 
 
 def _check_space(dest: Path, fmt: str, subtype: str, source, engine, out_channels: int) -> None:
-    """Refuse, before any work, an uncompressed output larger than the free space of its folder
-    (a ×10⁶ stack on a short input would otherwise fill the disk before failing)."""
+    """Refuse, before any work, an uncompressed (or FLAC) output whose PCM size is larger than
+    the free space of its folder (a ×10⁶ stack on a short input would otherwise fill the disk
+    before failing)."""
     import shutil
 
     if source.frames is None or fmt not in _UNCOMPRESSED or subtype not in _SAMPLE_BYTES:

@@ -245,8 +245,7 @@ def test_names_with_control_characters_are_escaped(tmp_path):
     (["run", "x.npy", "-c", "big.yaml", "-o", "o.wav"], "output_sample_rate: must be an integer from 1 to 2147483647"),
     (["info", "sinc-x3", "--input-rate", "1e400"], "--input-rate: at most 2147483647 Hz"),
     (["run", "a.wav", "-r", "2147483648"], "--rate: at most 2147483647 Hz"),
-    (["run", "a.wav", "-r", "2000000000"], "--rate 2000000000: 16000 Hz -> 2000000000 Hz is a 125000 resampler, "
-                                            "which needs a 26,500,001-tap kernel at 140 dB (at most 16,777,216)"),
+    (["run", "a.wav", "-r", "1000000000"], "--rate: resampling goes up to 6144000 Hz (8 × 768 kHz), got '1000000000'"),
     (["design", "sinc", "--factor", "3", "--stopband", "nan", "-o", "d"], "--stopband: must be a finite number"),
     (["design", "sinc", "--factor", "200000", "-o", "d"], "--factor 200000: needs a 42,400,001-tap kernel at 140 dB"),
 ])
@@ -313,10 +312,11 @@ def test_a_cache_that_cannot_be_written_never_fails_a_run(tmp_path, cache, monke
 def test_nothing_unusable_is_designed_or_cached(tmp_path, cache):
     """-r 44101 designed for 3.8 s and left a 6-33 MB pair in the cache, then failed; design wrote
     files that run refused. (44101 Hz now works: test_resample.py.)"""
-    tone(tmp_path / "in.wav", rate=44100)
-    done = cli("run", tmp_path / "in.wav", "-r", 2000000000, timeout=20)
+    sf.write(str(tmp_path / "in.wav"), np.zeros(30), 3)  # 3 Hz: ×2,048,000 is past the stride bound
+    done = cli("run", tmp_path / "in.wav", "-r", 6144000, timeout=20)
     assert done.returncode == 2
-    one_error_line(done.stderr, "--rate 2000000000: 44100 Hz -> 2000000000 Hz is a 20000000/441 resampler")
+    one_error_line(done.stderr, "--rate 6144000: 3 Hz -> 6144000 Hz is a 2048000 resampler, which needs a")
+    assert b"and a stride of 2,048,000 (at most 1,048,576)" in done.stderr
     assert not cache.exists()
     assert cli("design", "sinc", "--factor", 200000, "-o", tmp_path / "d").returncode == 2
     assert not list(tmp_path.glob("d*"))
@@ -327,6 +327,17 @@ def test_nothing_unusable_is_designed_or_cached(tmp_path, cache):
 def _write_config(path, layers):
     path.write_text(yaml.safe_dump({"layers": layers}))
     return path
+
+
+def test_the_budget_follows_ulimit():
+    import subprocess
+    import sys
+
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY)); "
+            "from convt_audio.pipeline import memory_budget; print(memory_budget())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == (3 << 30) // 2
 
 
 def test_a_block_too_big_for_memory_is_refused_first(tmp_path):
@@ -385,7 +396,8 @@ def test_an_output_larger_than_the_free_space_is_refused_first(tmp_path, monkeyp
     assert result.exit_code == 1
     one_error_line(result.stderr, "o.wav: the output needs 48 kB (24,000 frames × 1 channel(s) of PCM_16), but")
     assert not (tmp_path / "o.wav").exists()
-    assert invoke("run", tmp_path / "a.wav", "-o", tmp_path / "o.flac").exit_code == 0  # compressed: not estimated
+    assert invoke("run", tmp_path / "a.wav", "-o", tmp_path / "o.flac").exit_code == 1  # FLAC: bounded by PCM
+    assert invoke("run", tmp_path / "a.wav", "-o", tmp_path / "o.ogg").exit_code == 0  # lossy: not estimated
 
 
 # ------------------------------------------------------------------ weights: the right tensor, every bit
