@@ -2,10 +2,10 @@
 
 The engine is importable without the command line::
 
-    from convt_audio import load_config, load_stack, run_chunked
-    config = load_config("sinc-x3")
-    stack, _ = load_stack(config)
-    y = run_chunked(stack, x, 4096)          # == stack.forward(x), frame for frame
+    import convt_audio
+    y = convt_audio.resample(x, 44100, 48000)          # x: (frames,) or (frames, channels)
+    model = convt_audio.load("sinc-x3")                # model(x), model.stream(): (channels, frames)
+    record = convt_audio.convert("in.wav", "out.wav", rate=48000)
 
 Names are imported on first use, so ``import convt_audio`` (and configs, specs, the NumPy
 interpolator) does not load torch until something needs it.
@@ -28,6 +28,7 @@ _EXPORTS = {
     "Stack": "layers", "extend": "layers",
     "StreamingStack": "stream", "StreamingModule": "stream", "run_chunked": "stream", "stream": "stream",
     "load_stack": "weights", "read_tensors": "weights",
+    "resample": "api", "load": "api", "convert": "api", "Model": "api",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -1,0 +1,124 @@
+"""The Python API: resample, load (whole arrays and live streams), convert — and the README's
+Python examples, run as they are written."""
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import convt_audio
+from clitools import ROOT, invoke, tone
+from convt_audio.errors import AudioError, UsageError
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONVT_AUDIO_CACHE", str(tmp_path / "cache"))
+
+
+def test_resample_gives_the_samples_run_r_writes(tmp_path):
+    rng = np.random.default_rng(0)
+    x = (0.3 * rng.standard_normal((44100 * 3, 2))).astype(np.float32)
+    sf.write(str(tmp_path / "a.wav"), x, 44100, subtype="FLOAT")
+    assert invoke("run", tmp_path / "a.wav", "-r", "48k", "-o", tmp_path / "b.wav").exit_code == 0
+    y = convt_audio.resample(x, 44100, 48000)
+    assert y.dtype == np.float32 and y.shape == (48000 * 3, 2)
+    np.testing.assert_array_equal(y, sf.read(str(tmp_path / "b.wav"), dtype="float32")[0])
+
+
+def test_resample_layouts_and_dtypes():
+    x = np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)
+    mono = convt_audio.resample(x, 16000, "48k")
+    assert mono.dtype == np.float64 and mono.shape == (48000,)  # float64 stays float64
+    stereo = convt_audio.resample(np.stack([x, -x], 1), 16000, 48000)
+    np.testing.assert_array_equal(stereo[:, 0], mono)
+    np.testing.assert_array_equal(stereo[:, 1], -mono)
+    first = convt_audio.resample(np.stack([x, -x]), 16000, 48000, axis=1)  # (channels, frames)
+    np.testing.assert_array_equal(first, stereo.T)
+    assert convt_audio.resample(torch.from_numpy(x).float(), 16000, 44100).shape == (44100,)
+    np.testing.assert_array_equal(convt_audio.resample(x, 16000, 16000), x)
+    for bad, message in (([np.nan, 1.0], "x: holds NaN or Inf values"), (np.zeros(0), "x: has no frames")):
+        with pytest.raises(UsageError, match=re.escape(message)):
+            convt_audio.resample(np.asarray(bad), 16000, 48000)
+    with pytest.raises(UsageError, match="sr_out"):
+        convt_audio.resample(x, 16000, "fast")
+
+
+def _decoder(tmp_path):
+    config = tmp_path / "dec.yaml"
+    config.write_text(
+        "layers:\n"
+        "- {type: conv1d, in_channels: 4, out_channels: 8, kernel_size: 5, padding: 2}\n"
+        "- {type: leaky_relu, negative_slope: 0.1}\n"
+        "- {type: conv_transpose1d, in_channels: 8, out_channels: 4, kernel_size: 8, stride: 4, padding: 2}\n"
+        "- type: residual\n"
+        "  layers:\n"
+        "  - {type: conv1d, in_channels: 4, out_channels: 4, kernel_size: 3, dilation: 3, padding: 3}\n"
+        "- {type: conv1d, in_channels: 4, out_channels: 1, kernel_size: 7, padding: 3}\n"
+        "- {type: tanh}\n")
+    assert invoke("init", config, "-o", tmp_path / "w.safetensors").exit_code == 0
+    return config, tmp_path / "w.safetensors"
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_a_stream_fed_random_chunks_equals_the_whole_array(tmp_path, kind):
+    config, weights = _decoder(tmp_path)
+    model = convt_audio.load(config, weights, device="cpu", dtype="float64")
+    x = np.random.default_rng(1).standard_normal((2, 4, 301))  # (batch, channels, frames)
+    x = torch.from_numpy(x) if kind == "torch" else x
+    whole = model(x)
+    assert type(whole) is type(x) and tuple(whole.shape) == (2, 1, model.output_frames(301))
+    stream = model.stream()
+    sizes = np.random.default_rng(2).integers(1, 40, 100)
+    parts, start = [], 0
+    for size in sizes:
+        if start >= 301:
+            break
+        parts.append(stream.push(x[..., start : start + size]))
+        start += size
+    parts.append(stream.flush())
+    joined = torch.cat(parts, -1) if kind == "torch" else np.concatenate(parts, -1)
+    np.testing.assert_allclose(np.asarray(joined), np.asarray(whole), atol=1e-12)
+    stream.reset()  # a new signal: (channels, frames) this time
+    single = np.concatenate([np.asarray(stream.push(np.asarray(x[0])[..., :150])),
+                             np.asarray(stream.flush())], -1)
+    np.testing.assert_allclose(single, np.asarray(model(np.asarray(x[0])[..., :150])), atol=1e-12)
+    with pytest.raises(UsageError, match="has 3 channels"):
+        model(np.zeros((3, 50)))
+
+
+def test_load_picks_the_engine_the_command_line_picks():
+    assert convt_audio.load("sinc-x3", device="cpu").engine.name == "numpy-resampler"
+    assert convt_audio.load("sinc-x3", device="cpu", dtype="bfloat16").engine.name == "torch"
+
+
+def test_convert_keeps_every_guarantee_of_run(tmp_path):
+    tone(tmp_path / "a.wav", rate=44100)
+    record = convt_audio.convert(tmp_path / "a.wav", tmp_path / "b.flac", rate=48000)
+    assert record["status"] == "ok" and record["output_rate"] == 48000 and record["frames_out"] == 24000
+    assert sf.info(str(tmp_path / "b.flac")).samplerate == 48000
+    with pytest.raises(AudioError, match="already exists"):
+        convt_audio.convert(tmp_path / "a.wav", tmp_path / "b.flac", rate=48000)
+    assert convt_audio.convert(tmp_path / "a.wav", tmp_path / "b.flac", rate=48000, skip_existing=True)["status"] \
+        == "skipped"
+    before = (tmp_path / "a.wav").read_bytes()
+    with pytest.raises(UsageError, match="an input is never overwritten"):
+        convt_audio.convert(tmp_path / "a.wav", tmp_path / "a.wav", rate=48000, overwrite=True)
+    assert (tmp_path / "a.wav").read_bytes() == before
+    with pytest.raises(UsageError, match="unknown option"):
+        convt_audio.convert(tmp_path / "a.wav", tmp_path / "c.wav", colour="blue")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["a.wav", "b.flac"]
+
+
+def test_the_readme_python_examples_run(tmp_path, monkeypatch):
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert blocks, "README.md has no Python examples"
+    shutil.copytree(ROOT / "samples", tmp_path / "samples")
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+    assert sf.info("speech-48k.flac").samplerate == 48000
