@@ -6,7 +6,6 @@ matplotlib is an optional extra (``pip install 'convt-audio[plot]'``); without i
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np

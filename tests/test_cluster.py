@@ -246,7 +246,7 @@ def test_a_retry_after_the_rename_reports_the_file_without_writing_it_again(tmp_
     """Worker SIGKILLed after renaming out/long1.wav, before reporting: 'already exists' (exit 1), or
     with -y the file renamed into place twice."""
     from convt_audio.cluster import Worker
-    from convt_audio.pipeline import RunnerRecipe, RunOptions
+    from convt_audio.pipeline import RunOptions
 
     sf.write(str(tmp_path / "a.wav"), 0.1 * np.ones(1600), 16000, subtype="PCM_16")
     for options in (RunOptions(), RunOptions(overwrite=True)):
