@@ -132,8 +132,8 @@ def remove_stale_parts(folder: str | Path, older_than: float, name: str | None =
 
     A file is ours and stale only when its name has our pattern, it names this host, it carries
     our extended attribute (a copy made by ``cp`` does not: a file someone salvaged is never
-    taken), the process it names is gone, and it was last written before ``older_than`` (a
-    time stamp). A live process — a concurrent run, or a reused pid — keeps its file; other
+    taken) or is empty (killed before it was marked: nothing to lose), the process it names is
+    gone, and it was last written before ``older_than`` (a time stamp). A live process — a concurrent run, or a reused pid — keeps its file; other
     hosts' files (a shared folder) are left to them; so is every path in ``keep`` (resolved
     paths: the run's inputs). On a file system without extended attributes nothing is removed.
     """
@@ -149,21 +149,29 @@ def remove_stale_parts(folder: str | Path, older_than: float, name: str | None =
         match = _PART.match(path.name)
         if not match or match.group("host") != host:
             continue
-        pid = int(match.group("pid"))
-        try:
-            os.kill(pid, 0)
-            continue  # alive (ours to leave)
-        except ProcessLookupError:
-            pass
-        except OSError:
-            continue  # alive, another user's
+        if _alive(int(match.group("pid"))):
+            continue  # a live process's (ours to leave)
         with suppress(OSError):
             info = path.lstat()
-            if (stat.S_ISREG(info.st_mode) and info.st_mtime < older_than and _marked(path)
+            # marked, or empty: a run killed between creating its file and marking it left no data
+            if (stat.S_ISREG(info.st_mode) and info.st_mtime < older_than and (_marked(path) or info.st_size == 0)
                     and path.resolve() not in keep):
                 path.unlink()
                 removed.append(path)
     return removed
+
+
+def _alive(pid: int) -> bool:
+    """True while process ``pid`` runs (a zombie, killed but not yet reaped, is not running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's, alive
+    with suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
 
 
 @contextmanager

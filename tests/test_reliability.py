@@ -227,16 +227,18 @@ def test_stale_temporaries_of_dead_runs_are_removed_and_live_ones_kept(tmp_path)
     other_host = tmp_path / "out" / f".c.wav.elsewhere-{dead_pid}.abcd_123.part"
     mine = tmp_path / "out" / "notes.part"
     unmarked = tmp_path / "out" / f".d.wav.{host}-{dead_pid}.abcd_123.part"  # a copy: no mark of ours
-    for path in (stale, live, other_host, mine, unmarked):
-        path.write_bytes(b"x")
-        if path is not unmarked:
+    empty = tmp_path / "out" / f".e.wav.{host}-{dead_pid}.abcd_123.part"  # killed before it was marked
+    for path in (stale, live, other_host, mine, unmarked, empty):
+        path.write_bytes(b"" if path is empty else b"x")
+        if path not in (unmarked, empty):
             os.setxattr(path, "user.convt-audio", b"part")
         os.utime(path, (time.time() - 60, time.time() - 60))
     tone(tmp_path / "a.wav")
     result = invoke("run", tmp_path / "a.wav", "-o", tmp_path / "out" / "a.wav")
     assert result.exit_code == 0, result.output
-    assert "removed 1 temporary file(s) left by runs that died" in result.stderr
-    assert not stale.exists() and live.exists() and other_host.exists() and mine.exists() and unmarked.exists()
+    assert "removed 2 temporary file(s) left by runs that died" in result.stderr
+    assert not stale.exists() and not empty.exists()
+    assert live.exists() and other_host.exists() and mine.exists() and unmarked.exists()
     # scoped to one output (a cluster retry): only that output's stale parts go
     from convt_audio.audio_io import remove_stale_parts
 
