@@ -73,7 +73,8 @@ class _results_apart:
             _RESULTS.append(open(os.dup(self.saved_fd), "w", buffering=1, encoding="utf-8"))
         else:
             _RESULTS.append(self.saved_stdout)
-            sys.stdout = sys.stderr if self.debug else open(os.devnull, "w")
+            self.null = None if self.debug else open(os.devnull, "w")
+            sys.stdout = self.null or sys.stderr
         return self
 
     def __exit__(self, *exc) -> None:
@@ -87,6 +88,8 @@ class _results_apart:
             os.close(self.saved_fd)
         else:
             sys.stdout = self.saved_stdout
+            if self.null is not None:
+                self.null.close()
 
 
 CLOSED_STREAMS: set = set()  # standard streams (0, 1, 2) that were closed when we started
