@@ -96,9 +96,10 @@ class PolyphaseResampler(StackShape):
         self.lo = -(-(self.p - self.D + 1) // L)  # first input of output 0 (may be negative)
         hi = ((self.P - 1) * M + self.p) // L  # last input of output P − 1
         self.W = hi - self.lo + 1
-        # a slice of S outputs reads (S − 1)·M/L + taps/L inputs: S near taps·L/M wastes at most
-        # half of its multiply-adds on zeros, and slices stay large enough for BLAS
-        sub = max(8, min(SUB_OUTPUTS, round(self.D / M) + 1))
+        # a slice of S outputs reads (S − 1)·M/L + taps/L inputs: S near 2·taps·L/M spends about
+        # two thirds of its multiply-adds on zeros, but fewer, larger BLAS calls win: on the
+        # 80/147 stage of 44.1 → 48 kHz, S = 23 took 25 % less CPU time than S = 11 (16-32 alike)
+        sub = max(16, min(SUB_OUTPUTS, round(2 * self.D / M) + 1))
         self.slices = []  # (first output, last output + 1, first input offset, width, taps [width, outputs])
         for j0 in range(0, self.P, sub):
             j1 = min(self.P, j0 + sub)
