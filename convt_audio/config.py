@@ -1,4 +1,4 @@
-"""YAML configs → validated layer specs, once, at the edge (SPEC §3).
+"""YAML configs → validated layer specs, once, at the edge (README.md, "Configs").
 
 Every error names the file and the YAML path of the offending key, e.g.
 ``up.yaml: layers[3].kernel_size: must be a positive integer, got 0``.
@@ -32,8 +32,7 @@ from .specs import (
 )
 
 CHANNEL_MODES = ("auto", "joint", "per_channel")
-TOP_LEVEL_KEYS = ("name", "description", "weights", "weights_prefix", "channels",
-                  "output_sample_rate", "layers")
+TOP_LEVEL_KEYS = ("name", "description", "weights", "weights_prefix", "channels", "output_sample_rate", "layers")
 DEFAULT_CONFIG = "sinc-x3"
 _ACTIVATION_FIELDS = {"leaky_relu": "negative_slope", "elu": "alpha"}
 
@@ -99,8 +98,10 @@ class Config:
                 f"an integer; set output_sample_rate in {self.source}"
             )
         if rate > MAX_RATE:
-            raise AudioError(f"output sample rate {input_rate} × {self.rate_factor()} = {rate} Hz is more than "
-                             f"an audio file can hold (at most {MAX_RATE} Hz)")
+            raise AudioError(
+                f"output sample rate {input_rate} × {self.rate_factor()} = {rate} Hz is more than "
+                f"an audio file can hold (at most {MAX_RATE} Hz)"
+            )
         return int(rate)
 
 
@@ -115,8 +116,9 @@ def parse_rate(text, what: str = "input_rate") -> Fraction:
     try:
         rate = Fraction(body[:-1] if scale != 1 else body) * scale
     except (ValueError, ZeroDivisionError, OverflowError):
-        raise ConfigError(f"{option(what)}: {text!r} is not a rate in Hz (e.g. 24000, 48k, 86.1328125 or "
-                          f"22050/256)") from None
+        raise ConfigError(
+            f"{option(what)}: {text!r} is not a rate in Hz (e.g. 24000, 48k, 86.1328125 or 22050/256)"
+        ) from None
     if rate <= 0:
         raise ConfigError(f"{option(what)}: must be positive, got {text!r}")
     if rate > MAX_RATE:
@@ -147,8 +149,7 @@ def resolve_config(name_or_path: str | Path | None) -> Path:
     if str(name_or_path) in builtins:
         return builtins[str(name_or_path)]
     raise ConfigError(
-        f"config {str(name_or_path)!r} is neither a file nor a built-in config "
-        f"(built-in: {', '.join(builtins)})"
+        f"config {str(name_or_path)!r} is neither a file nor a built-in config (built-in: {', '.join(builtins)})"
     )
 
 
@@ -194,8 +195,10 @@ class _ConfigLoader(yaml.SafeLoader):
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            raise ConfigError(f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not "
-                              f"allowed in a config; write the value out")
+            raise ConfigError(
+                f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not "
+                f"allowed in a config; write the value out"
+            )
         self._nodes += 1
         if self._nodes > self.max_nodes:
             raise ConfigError(f"more than {self.max_nodes:,} YAML nodes; a config is small")
@@ -216,8 +219,7 @@ def _scalar_int(value: Any) -> Any:
     return value
 
 
-def _parse_layer(entry: Any, index: int, where: str, key_path: str, prefix: str,
-                 names: list) -> LayerSpec:
+def _parse_layer(entry: Any, index: int, where: str, key_path: str, prefix: str, names: list) -> LayerSpec:
     """One entry of a ``layers:`` list (a block recursively); appends its leaves' tensor names."""
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where}: must be a mapping with a 'type', got {entry!r}")
@@ -246,24 +248,22 @@ def _parse_layer(entry: Any, index: int, where: str, key_path: str, prefix: str,
         allowed, required = ["channels"], ("channels",)
     for name in entry:
         if name not in allowed:
-            raise ConfigError(
-                f"{where}.{name}: unknown key for {kind} (allowed: {sorted([*allowed, 'key', 'type'])})"
-            )
+            raise ConfigError(f"{where}.{name}: unknown key for {kind} (allowed: {sorted([*allowed, 'key', 'type'])})")
     for name in required:
         if name not in entry:
             raise ConfigError(f"{where}.{name}: required for {kind}")
 
     if kind in CONV_TYPES:
-        values = {name: value if name in ("padding_mode", "bias") else _scalar_int(value)
-                  for name, value in entry.items()}
+        values = {
+            name: value if name in ("padding_mode", "bias") else _scalar_int(value) for name, value in entry.items()
+        }
         if "padding" in values and isinstance(values["padding"], str):
             raise ConfigError(f"{where}.padding: must be an integer >= 0, got {values['padding']!r}")
         spec = cls(**values, key=key, index=index, path=where)
     elif kind == "snake":
         spec = SnakeSpec(channels=_scalar_int(entry["channels"]), index=index, path=where)
     else:
-        spec = ActivationSpec(kind, entry.get(_ACTIVATION_FIELDS.get(kind, ""), None), index=index,
-                              path=where)
+        spec = ActivationSpec(kind, entry.get(_ACTIVATION_FIELDS.get(kind, ""), None), index=index, path=where)
     spec.validate()
     names.append({tensor: f"{prefix}{key}.{tensor}" for tensor in spec.tensor_shapes()})
     return spec
@@ -273,13 +273,11 @@ def _parse_sequence(entries: Any, where: str, key_path: str, prefix: str, names:
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{where}: must be a non-empty list of layers, got {entries!r}")
     return tuple(
-        _parse_layer(entry, j, f"{where}[{j}]", f"{key_path}{j}", prefix, names)
-        for j, entry in enumerate(entries)
+        _parse_layer(entry, j, f"{where}[{j}]", f"{key_path}{j}", prefix, names) for j, entry in enumerate(entries)
     )
 
 
-def _parse_block(kind: str, entry: dict, index: int, where: str, key_path: str, prefix: str,
-                 names: list) -> LayerSpec:
+def _parse_block(kind: str, entry: dict, index: int, where: str, key_path: str, prefix: str, names: list) -> LayerSpec:
     allowed = ["layers"] if kind == "residual" else ["branches", "reduce"]
     for name in entry:
         if name not in allowed:
@@ -292,8 +290,9 @@ def _parse_block(kind: str, entry: dict, index: int, where: str, key_path: str, 
     else:
         branches = entry.get("branches")
         if not isinstance(branches, list) or not branches:
-            raise ConfigError(f"{where}.branches: must be a non-empty list of branches (lists of layers), "
-                              f"got {branches!r}")
+            raise ConfigError(
+                f"{where}.branches: must be a non-empty list of branches (lists of layers), got {branches!r}"
+            )
         parsed = tuple(
             _parse_sequence(branch, f"{where}.branches[{b}]", f"{key_path}.{b}.", prefix, names)
             for b, branch in enumerate(branches)
@@ -304,9 +303,7 @@ def _parse_block(kind: str, entry: dict, index: int, where: str, key_path: str, 
     return spec
 
 
-def parse_config(
-    data: Any, source: str = "<config>", base_dir: Path | None = None, default_name: str = ""
-) -> Config:
+def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = None, default_name: str = "") -> Config:
     """Validate a config mapping (as loaded from YAML) into a :class:`Config`."""
     try:
         return _parse_config(data, source, base_dir, default_name)
@@ -329,8 +326,9 @@ def _parse_config(data: Any, source: str, base_dir: Path | None, default_name: s
     if not isinstance(prefix, str):
         raise ConfigError(f"weights_prefix: must be a string, got {prefix!r}")
     names: list = []
-    specs = [_parse_layer(entry, index, f"layers[{index}]", str(index), prefix, names)
-             for index, entry in enumerate(layers)]
+    specs = [
+        _parse_layer(entry, index, f"layers[{index}]", str(index), prefix, names) for index, entry in enumerate(layers)
+    ]
     input_channels(specs)  # a stack of activations alone has no channel count
     chain(specs)
     seen: dict[str, str] = {}
@@ -369,7 +367,7 @@ def _parse_config(data: Any, source: str, base_dir: Path | None, default_name: s
 
 
 def channel_plan(config: Config, file_channels: int, mode: str | None = None) -> str:
-    """Decide ``joint`` or ``per_channel`` for a file, per SPEC §3 (``mode`` overrides the config)."""
+    """Decide ``joint`` or ``per_channel`` for a file, as README.md's "Configs" defines it (``mode`` overrides the config)."""
     mode = mode or config.channels
     first = config.in_channels
     if mode == "auto":
@@ -383,10 +381,8 @@ def channel_plan(config: Config, file_channels: int, mode: str | None = None) ->
         )
     if mode == "joint" and file_channels != first:
         raise AudioError(
-            f"channels: joint needs the file's {file_channels} channels to equal "
-            f"layers[0].in_channels = {first}"
+            f"channels: joint needs the file's {file_channels} channels to equal layers[0].in_channels = {first}"
         )
     if mode == "per_channel" and first != 1:
         raise AudioError(f"channels: per_channel needs layers[0].in_channels = 1, got {first}")
     return mode
-

@@ -39,8 +39,7 @@ from .specs import forward as forward_specs
 
 MAX_INIT_PARAMETERS = 1 << 30  # 4 GiB of float32: far past any vocoder (HiFi-GAN V1: 13.9 M)
 
-_POINTWISE = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": F.gelu,
-              "silu": F.silu}
+_POINTWISE = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": F.gelu, "silu": F.silu}
 
 
 def activation(spec: ActivationSpec, x: torch.Tensor) -> torch.Tensor:
@@ -91,7 +90,7 @@ def extend(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
 def conv_transpose1d(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec: ConvTranspose1dSpec
 ) -> torch.Tensor:
-    """Whole-signal transposed convolution with SPEC §1 padding modes, ``[B, C_in, L]`` in.
+    """Whole-signal transposed convolution with the padding modes README.md defines ("Padding modes"), ``[B, C_in, L]`` in.
 
     The input is extended per ``padding_mode``, transposed-convolved with no padding, and the
     ``padding`` crop taken from the result (bias-only frames where ``output_padding`` reaches
@@ -106,7 +105,13 @@ def conv_transpose1d(
         )
     left, right = spec.extension()
     full = F.conv_transpose1d(
-        extend(x, left, right, spec.padding_mode), weight, None, spec.stride, 0, 0, spec.groups,
+        extend(x, left, right, spec.padding_mode),
+        weight,
+        None,
+        spec.stride,
+        0,
+        0,
+        spec.groups,
         spec.dilation,
     )
     offset = spec.padding + left * spec.stride
@@ -118,9 +123,7 @@ def conv_transpose1d(
     return y
 
 
-def conv1d(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec: Conv1dSpec
-) -> torch.Tensor:
+def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec: Conv1dSpec) -> torch.Tensor:
     """Whole-signal convolution: extend by ``padding`` per ``padding_mode``, then no padding."""
     frames = x.shape[-1]
     if spec.output_frames(frames) < 1:
@@ -134,11 +137,6 @@ def conv1d(
 
 def snake(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     return x + torch.sin(alpha * x) ** 2 / (alpha + 1e-9)
-
-
-def apply_layer(spec: LayerSpec, params, x: torch.Tensor) -> torch.Tensor:
-    """Run one layer or block on a whole signal (a block takes its nested params)."""
-    return spec.forward(x, params)
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,8 +204,10 @@ class Stack(StackShape):
             raise UsageError(f"seed: must be an integer in [0, 2**63), got {seed!r}")
         total = sum(parameter_count(spec) for spec in specs)
         if total > MAX_INIT_PARAMETERS:
-            raise UsageError(f"the stack holds {total:,} parameters ({total * 4 / 2 ** 30:.1f} GiB in float32); "
-                             f"at most {MAX_INIT_PARAMETERS:,} are initialised")
+            raise UsageError(
+                f"the stack holds {total:,} parameters ({total * 4 / 2**30:.1f} GiB in float32); "
+                f"at most {MAX_INIT_PARAMETERS:,} are initialised"
+            )
         generator = torch.Generator()
         generator.manual_seed(0 if seed is None else seed)
         return cls(tuple(specs), [init_params(s, generator) for s in leaves(specs)])

@@ -1,4 +1,4 @@
-"""Weights files → per-layer arrays, with weight-norm folding and shape checks (SPEC §3).
+"""Weights files → per-layer arrays, with weight-norm folding and shape checks (README.md, "Configs").
 
 Formats: ``.safetensors`` and ``.npz`` (read with NumPy, no torch import); ``.pt``/``.pth``/
 ``.ckpt`` loaded by torch with ``weights_only=True`` (never unpickling code), nested dicts
@@ -60,8 +60,9 @@ def _read_checkpoint(path: Path) -> "TensorFile":
         raise WeightsError(f"{path}: cannot load checkpoint: {text}") from None
     flat: dict = {}
     _flatten(tree, "", flat)
-    return TensorFile(path, {name: tuple(t.shape) for name, t in flat.items()},
-                      lambda name: _torch_to_numpy(flat[name]))
+    return TensorFile(
+        path, {name: tuple(t.shape) for name, t in flat.items()}, lambda name: _torch_to_numpy(flat[name])
+    )
 
 
 class TensorFile(Mapping):
@@ -162,8 +163,10 @@ def _sniff(path: Path) -> str:
     except (OSError, zipfile.BadZipFile):
         pass
     what = f"unknown weights format {path.suffix.lower()!r}" if path.suffix else "no extension"
-    raise WeightsError(f"{path}: {what}, and its contents are not a weights file this tool reads "
-                       f"(allowed: {list(WEIGHT_SUFFIXES)}, or a torch checkpoint with any name)")
+    raise WeightsError(
+        f"{path}: {what}, and its contents are not a weights file this tool reads "
+        f"(allowed: {list(WEIGHT_SUFFIXES)}, or a torch checkpoint with any name)"
+    )
 
 
 def read_tensors(path: str | Path) -> dict[str, np.ndarray]:
@@ -182,12 +185,14 @@ def _norm_except(v: np.ndarray, g: np.ndarray) -> np.ndarray:
         for dim in range(v.ndim):
             if g.shape[dim] == v.shape[dim] and all(g.shape[j] == 1 for j in range(g.ndim) if j != dim):
                 others = tuple(i for i in range(v.ndim) if i != dim)
-                return np.sqrt((v ** 2).sum(axis=others, keepdims=True)) if others else np.abs(v)
-    return np.sqrt((v ** 2).sum())
+                return np.sqrt((v**2).sum(axis=others, keepdims=True)) if others else np.abs(v)
+    return np.sqrt((v**2).sum())
 
 
-WEIGHT_NORM_PAIRS = (("weight_g", "weight_v"),
-                     ("parametrizations.weight.original0", "parametrizations.weight.original1"))
+WEIGHT_NORM_PAIRS = (
+    ("weight_g", "weight_v"),
+    ("parametrizations.weight.original0", "parametrizations.weight.original1"),
+)
 
 
 def _fold(g: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -327,8 +332,13 @@ def load_stack(config: Config, weights: str | Path | None = None, dtype: Any = "
     params, unused = load_params(config, weights)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    tensors = [{k: torch.from_numpy(np.array(v)).to(dtype=dtype) if dtype else torch.from_numpy(np.array(v))
-                for k, v in layer.items()} for layer in params]
+    tensors = [
+        {
+            k: torch.from_numpy(np.array(v)).to(dtype=dtype) if dtype else torch.from_numpy(np.array(v))
+            for k, v in layer.items()
+        }
+        for layer in params
+    ]
     return Stack(config.layers, tensors), unused
 
 
@@ -339,12 +349,14 @@ def write_tensors(path: str | Path, tensors: Mapping[str, Any]) -> None:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".safetensors", ".pt", ".pth", ".npz"):
-        raise UsageError(f"{path}: weights are written as .safetensors, .pt, .pth or .npz, "
-                         f"not {suffix or 'no extension'!r}")
+        raise UsageError(
+            f"{path}: weights are written as .safetensors, .pt, .pth or .npz, not {suffix or 'no extension'!r}"
+        )
     if not path.parent.is_dir():
         raise UsageError(f"{path.parent}: folder does not exist")
-    arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
-              for k, v in tensors.items()}
+    arrays = {
+        k: np.ascontiguousarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v) for k, v in tensors.items()
+    }
     with atomic_path(path) as tmp:
         if suffix == ".safetensors":
             from safetensors.numpy import save_file

@@ -1,4 +1,4 @@
-"""Brute-force references straight from SPEC §1, independent of the engine's code paths."""
+"""Brute-force references straight from the definitions in README.md ("Padding modes"), independent of the engine's code paths."""
 
 import numpy as np
 
@@ -52,7 +52,7 @@ def stream_chunks(stream, x, sizes):
     parts, pos, i = [], 0, 0
     while pos < x.shape[-1]:
         n = sizes[i % len(sizes)]
-        parts.append(stream.push(x[..., pos: pos + n]))
+        parts.append(stream.push(x[..., pos : pos + n]))
         pos, i = pos + n, i + 1
     parts.append(stream.flush())
     return np.concatenate(parts, axis=-1)

@@ -55,8 +55,9 @@ def test_same_outputs_and_exit_code_as_a_local_run(tmp_path, monkeypatch):
     assert local.exit_code == remote.exit_code == 1
     assert errors(local.stderr) == errors(remote.stderr) and len(errors(local.stderr)) == 2
     written = sorted(p.relative_to(tmp_path / "local").as_posix() for p in (tmp_path / "local").rglob("*.wav"))
-    assert written == sorted(p.relative_to(tmp_path / "remote").as_posix() for p in (tmp_path / "remote").rglob("*")
-                             if p.is_file())
+    assert written == sorted(
+        p.relative_to(tmp_path / "remote").as_posix() for p in (tmp_path / "remote").rglob("*") if p.is_file()
+    )
     for name in written:
         assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "remote" / name).read_bytes()
     reports = [json.loads(line) for line in remote.stdout.splitlines()]
@@ -74,16 +75,17 @@ def test_a_worker_killed_mid_file_is_retried_and_every_output_is_written_once(tm
     jobs = check_outputs(plan_jobs([tmp_path / "in"], tmp_path / "out", True), runner)
     jobs = [job for job in jobs if job.source.suffix == ".wav" and job.source.name != "bad.wav"]
     killed = []
+    done = threading.Event()
 
-    def killer() -> None:  # kill the worker that writes the first temporary file it sees
-        for _ in range(4000):
+    def killer() -> None:  # kill the worker that writes the first temporary file it sees, however late
+        while not done.is_set():
             parts = [p for p in (tmp_path / "out").rglob(".*.part")] if (tmp_path / "out").exists() else []
             if parts:
                 pid = int(parts[0].name.split("-")[-1].split(".")[0])
                 os.kill(pid, signal.SIGKILL)
                 killed.append((parts[0], pid))
                 return
-            threading.Event().wait(0.005)
+            done.wait(0.002)
 
     watcher = threading.Thread(target=killer)
     watcher.start()
@@ -93,8 +95,11 @@ def test_a_worker_killed_mid_file_is_retried_and_every_output_is_written_once(tm
         def finished(self, job, report):
             finished.append(report["output"])
 
-    result = run_batch_ray("local", recipe, jobs, RunOptions(chunk=16), 2, events=Events())
-    watcher.join()
+    try:
+        result = run_batch_ray("local", recipe, jobs, RunOptions(chunk=16), 2, events=Events())
+    finally:
+        done.set()
+        watcher.join()
     assert killed, "no worker was caught writing"
     assert result.failed == 0 and result.written == 4
     assert sorted(finished) == sorted(str(job.dest) for job in jobs)  # each reported once
@@ -136,10 +141,30 @@ def test_resume_after_an_interruption(tmp_path, monkeypatch):
 
 def test_ctrl_c_cancels_the_cluster_work(tmp_path):
     corpus(tmp_path / "in", files=6, seconds=8)
-    proc = subprocess.Popen([sys.executable, "-c", "from cli.main import app; app()", "run", "in", "-R", "-o", "out",
-                             "--ray", "local", "-j", "2", "--chunk", "16", "--json"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from cli.main import app; app()",
+            "run",
+            "in",
+            "-R",
+            "-o",
+            "out",
+            "--ray",
+            "local",
+            "-j",
+            "2",
+            "--chunk",
+            "16",
+            "--json",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+    )
     first = json.loads(proc.stdout.readline())  # a file finished: the rest are running or waiting
     assert first["status"] in ("ok", "error")
     proc.send_signal(signal.SIGINT)
@@ -153,10 +178,18 @@ def test_ctrl_c_cancels_the_cluster_work(tmp_path):
 
 def test_unreachable_cluster_is_a_usage_error(tmp_path, monkeypatch):
     sf.write(str(tmp_path / "a.wav"), np.zeros(1600), 16000)
-    code = ("import sys; from cli.main import app; "
-            "sys.argv = ['convt-audio', 'run', 'a.wav', '--ray', 'ray://127.0.0.1:1', '-o', 'o.wav']; app()")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import sys; from cli.main import app; "
+        "sys.argv = ['convt-audio', 'run', 'a.wav', '--ray', 'ray://127.0.0.1:1', '-o', 'o.wav']; app()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 2, done.stderr
     assert "--ray ray://127.0.0.1:1: cannot reach a Ray cluster" in done.stderr
     assert not (tmp_path / "o.wav").exists()
@@ -177,30 +210,45 @@ def test_ray_without_an_address_starts_a_local_cluster(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ nothing lost, nothing silent
 
+
 def test_ray_with_stdout_as_the_output_is_refused(tmp_path):
     """CA run a.wav -o - --ray local | wc -c gave 0 bytes and exit 0: the audio went to worker logs."""
     sf.write(str(tmp_path / "a.wav"), np.zeros(1600), 16000)
     for kind in ([], ["-t", "flac"]):
         result = invoke("run", tmp_path / "a.wav", "-o", "-", "--ray", "local", *kind)
         assert result.exit_code == 2 and result.stdout == ""
-        assert result.stderr.strip() == ("convt-audio: error: --ray and -o -: the cluster's workers write files, "
-                                         "not this standard output; name an output file or folder")
+        assert result.stderr.strip() == (
+            "convt-audio: error: --ray and -o -: the cluster's workers write files, "
+            "not this standard output; name an output file or folder"
+        )
 
 
-@pytest.mark.parametrize("address,message", [
-    ("127.0.0.1:1", "--ray 127.0.0.1:1: cannot reach a Ray cluster (connecting to 127.0.0.1:1: Connection refused)"),
-    ("bogus", "--ray bogus: not a cluster address (auto, local, HOST:PORT or ray://HOST:PORT)"),
-    ("host:port", "--ray host:port: not a cluster address"),
-])
+@pytest.mark.parametrize(
+    "address,message",
+    [
+        (
+            "127.0.0.1:1",
+            "--ray 127.0.0.1:1: cannot reach a Ray cluster (connecting to 127.0.0.1:1: Connection refused)",
+        ),
+        ("bogus", "--ray bogus: not a cluster address (auto, local, HOST:PORT or ray://HOST:PORT)"),
+        ("host:port", "--ray host:port: not a cluster address"),
+    ],
+)
 def test_an_unreachable_or_malformed_address_fails_at_once(tmp_path, address, message):
     """--ray 127.0.0.1:1 hung past 200 s with 39 lines of C++ warnings; --ray bogus made 'bogus' an input."""
     sf.write(str(tmp_path / "a.wav"), np.zeros(1600), 16000)
-    done = subprocess.run([sys.executable, "-c", "from cli.main import app; app()", "run", "a.wav", "--ray", address,
-                           "-o", "o.wav"], capture_output=True, text=True, cwd=tmp_path, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, "-c", "from cli.main import app; app()", "run", "a.wav", "--ray", address, "-o", "o.wav"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 2
-    assert done.stderr.splitlines() == [f"convt-audio: error: {message}"] or \
-        (len(done.stderr.splitlines()) == 1 and message in done.stderr)
+    assert done.stderr.splitlines() == [f"convt-audio: error: {message}"] or (
+        len(done.stderr.splitlines()) == 1 and message in done.stderr
+    )
     assert not (tmp_path / "o.wav").exists()
 
 
@@ -211,10 +259,29 @@ def test_a_file_whose_worker_keeps_dying_fails_by_name_with_pure_json_and_no_par
     rng = np.random.default_rng(0)
     sf.write(str(tmp_path / "in" / "long1.wav"), 0.3 * rng.standard_normal(16000 * 8), 16000, subtype="PCM_16")
     sf.write(str(tmp_path / "in" / "short.wav"), 0.3 * rng.standard_normal(1600), 16000, subtype="PCM_16")
-    proc = subprocess.Popen([sys.executable, "-c", "from cli.main import app; app()", "run", "in", "-o", "out",
-                             "--ray", "local", "-j", "1", "--chunk", "16", "--json"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from cli.main import app; app()",
+            "run",
+            "in",
+            "-o",
+            "out",
+            "--ray",
+            "local",
+            "-j",
+            "1",
+            "--chunk",
+            "16",
+            "--json",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     killed: set = set()
 
     def killer() -> None:
@@ -237,8 +304,9 @@ def test_a_file_whose_worker_keeps_dying_fails_by_name_with_pure_json_and_no_par
     assert sorted((r["input"], r["status"]) for r in records) == [("in/long1.wav", "error"), ("in/short.wav", "ok")]
     failed = next(r for r in records if r["status"] == "error")
     assert failed["output"] == "out/long1.wav" and "a cluster worker died 4 times on this file" in failed["error"]
-    assert [line for line in stderr.splitlines() if line.startswith("convt-audio: error:")] == \
-        [f"convt-audio: error: {failed['error']}"]
+    assert [line for line in stderr.splitlines() if line.startswith("convt-audio: error:")] == [
+        f"convt-audio: error: {failed['error']}"
+    ]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["short.wav"]  # no .part, no long1
 
 
@@ -256,11 +324,13 @@ def test_a_retry_after_the_rename_reports_the_file_without_writing_it_again(tmp_
         inode, written = out.stat().st_ino, out.read_bytes()
         # the retry of that same job (a new worker after the first died before reporting)
         again = Worker({"config": "sinc-x3"}, {"overwrite": options.overwrite}).process(
-            0, str(tmp_path / "a.wav"), str(out), None, None, "batch-0")
+            0, str(tmp_path / "a.wav"), str(out), None, None, "batch-0"
+        )
         assert first[1] == again[1] == "ok", again
         assert again[2]["resumed"] and again[2]["frames_out"] == first[2]["frames_out"] == 4800
-        assert {k: again[2][k] for k in ("output_rate", "channels_out", "subtype", "engine")} == \
-            {k: first[2][k] for k in ("output_rate", "channels_out", "subtype", "engine")}
+        assert {k: again[2][k] for k in ("output_rate", "channels_out", "subtype", "engine")} == {
+            k: first[2][k] for k in ("output_rate", "channels_out", "subtype", "engine")
+        }
         assert out.stat().st_ino == inode and out.read_bytes() == written  # not written twice
         # another batch's job for the same output is an ordinary existing file
         other = worker.process(0, str(tmp_path / "a.wav"), str(out), None, None, "batch-1")

@@ -19,17 +19,25 @@ def write(tmp_path, data, name="c.yaml"):
 
 
 def test_full_config_parses(tmp_path):
-    path = write(tmp_path, {
-        "name": "dec", "description": "a decoder", "weights": "w.safetensors",
-        "weights_prefix": "generator.", "channels": "joint", "output_sample_rate": 24000,
-        "layers": [
-            {**UP, "kernel_size": [4], "padding_mode": "reflect", "key": "ups.0"},
-            {"type": "leaky_relu", "negative_slope": 0.1},
-            {"type": "snake", "channels": 2},
-            {"type": "conv1d", "in_channels": 2, "out_channels": 1, "kernel_size": 7, "padding": 3},
-            {"type": "elu", "alpha": 0.5}, {"type": "tanh"},
-        ],
-    })
+    path = write(
+        tmp_path,
+        {
+            "name": "dec",
+            "description": "a decoder",
+            "weights": "w.safetensors",
+            "weights_prefix": "generator.",
+            "channels": "joint",
+            "output_sample_rate": 24000,
+            "layers": [
+                {**UP, "kernel_size": [4], "padding_mode": "reflect", "key": "ups.0"},
+                {"type": "leaky_relu", "negative_slope": 0.1},
+                {"type": "snake", "channels": 2},
+                {"type": "conv1d", "in_channels": 2, "out_channels": 1, "kernel_size": 7, "padding": 3},
+                {"type": "elu", "alpha": 0.5},
+                {"type": "tanh"},
+            ],
+        },
+    )
     config = load_config(path)
     assert config.name == "dec" and config.channels == "joint"
     assert config.weights == tmp_path / "w.safetensors"
@@ -41,29 +49,41 @@ def test_full_config_parses(tmp_path):
     assert config.tensor_names[3] == {"weight": "generator.3.weight", "bias": "generator.3.bias"}
     assert config.output_rate(12000) == 24000
     assert config.feature_rate() == 12000
-    with pytest.raises(AudioError, match=r"input rate 8000 Hz × 2 = 16000 Hz, but .* declares "
-                                         r"output_sample_rate 24000 Hz"):
+    with pytest.raises(
+        AudioError,
+        match=r"input rate 8000 Hz × 2 = 16000 Hz, but .* declares "
+        r"output_sample_rate 24000 Hz",
+    ):
         config.output_rate(8000)  # a declared rate is a check, never a silent relabel
 
 
-@pytest.mark.parametrize("layers,message", [
-    ([{**UP, "stride": 0}], "layers[0].stride: must be a positive integer, got 0"),
-    ([{**UP, "kernal_size": 3}], "layers[0].kernal_size: unknown key for conv_transpose1d"),
-    ([{"type": "conv_transpose1d", "in_channels": 1, "out_channels": 1}],
-     "layers[0].kernel_size: required for conv_transpose1d"),
-    ([{**UP, "padding_mode": "mirror"}],
-     "layers[0].padding_mode: 'mirror' is not one of ['circular', 'reflect', 'replicate', 'zeros']"),
-    ([UP, {**UP, "in_channels": 3}],
-     "layers[1].in_channels: 3 does not match the 2 channels the previous layer produces"),
-    ([{"type": "upsample"}], "layers[0].type: 'upsample' is not one of"),
-    ([UP, {"type": "relu", "inplace": True}], "layers[1].inplace: unknown key for relu"),
-    ([{**UP, "output_padding": 2}], "layers[0].output_padding: must be smaller than stride or dilation"),
-    ([UP, {"type": "snake", "channels": 3}], "layers[1].channels: 3 does not match the 2 channels"),
-    ([UP, {"type": "leaky_relu", "negative_slope": "big"}], "layers[1].negative_slope: must be a finite number"),
-    ([UP, {**UP, "in_channels": 2, "key": "0"}], "layers[1].key: tensor name '0.weight' is also used"),
-    ([], "layers: must be a non-empty list"),
-    ([{**UP, "padding": "same"}], "layers[0].padding: must be an integer >= 0, got 'same'"),
-])
+@pytest.mark.parametrize(
+    "layers,message",
+    [
+        ([{**UP, "stride": 0}], "layers[0].stride: must be a positive integer, got 0"),
+        ([{**UP, "kernal_size": 3}], "layers[0].kernal_size: unknown key for conv_transpose1d"),
+        (
+            [{"type": "conv_transpose1d", "in_channels": 1, "out_channels": 1}],
+            "layers[0].kernel_size: required for conv_transpose1d",
+        ),
+        (
+            [{**UP, "padding_mode": "mirror"}],
+            "layers[0].padding_mode: 'mirror' is not one of ['circular', 'reflect', 'replicate', 'zeros']",
+        ),
+        (
+            [UP, {**UP, "in_channels": 3}],
+            "layers[1].in_channels: 3 does not match the 2 channels the previous layer produces",
+        ),
+        ([{"type": "upsample"}], "layers[0].type: 'upsample' is not one of"),
+        ([UP, {"type": "relu", "inplace": True}], "layers[1].inplace: unknown key for relu"),
+        ([{**UP, "output_padding": 2}], "layers[0].output_padding: must be smaller than stride or dilation"),
+        ([UP, {"type": "snake", "channels": 3}], "layers[1].channels: 3 does not match the 2 channels"),
+        ([UP, {"type": "leaky_relu", "negative_slope": "big"}], "layers[1].negative_slope: must be a finite number"),
+        ([UP, {**UP, "in_channels": 2, "key": "0"}], "layers[1].key: tensor name '0.weight' is also used"),
+        ([], "layers: must be a non-empty list"),
+        ([{**UP, "padding": "same"}], "layers[0].padding: must be an integer >= 0, got 'same'"),
+    ],
+)
 def test_layer_errors_name_file_and_yaml_path(tmp_path, layers, message):
     path = write(tmp_path, {"layers": layers})
     with pytest.raises(ConfigError) as info:
@@ -71,12 +91,15 @@ def test_layer_errors_name_file_and_yaml_path(tmp_path, layers, message):
     assert str(info.value).startswith(f"{path}: {message}")
 
 
-@pytest.mark.parametrize("extra,message", [
-    ({"chanels": "joint"}, "chanels: unknown key"),
-    ({"channels": "mono"}, "channels: 'mono' is not one of ['auto', 'joint', 'per_channel']"),
-    ({"output_sample_rate": 0}, "output_sample_rate: must be an integer from 1 to 2147483647 Hz or null, got 0"),
-    ({"weights_prefix": 3}, "weights_prefix: must be a string, got 3"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ({"chanels": "joint"}, "chanels: unknown key"),
+        ({"channels": "mono"}, "channels: 'mono' is not one of ['auto', 'joint', 'per_channel']"),
+        ({"output_sample_rate": 0}, "output_sample_rate: must be an integer from 1 to 2147483647 Hz or null, got 0"),
+        ({"weights_prefix": 3}, "weights_prefix: must be a string, got 3"),
+    ],
+)
 def test_top_level_errors(tmp_path, extra, message):
     path = write(tmp_path, {"layers": [UP], **extra})
     with pytest.raises(ConfigError) as info:
@@ -106,8 +129,9 @@ def test_builtin_configs_load_by_name():
 
 
 def test_output_rate_rules():
-    config = parse_config({"layers": [UP, {"type": "conv1d", "in_channels": 2, "out_channels": 1,
-                                           "kernel_size": 1, "stride": 3}]})
+    config = parse_config(
+        {"layers": [UP, {"type": "conv1d", "in_channels": 2, "out_channels": 1, "kernel_size": 1, "stride": 3}]}
+    )
     assert config.output_rate(48000) == 32000
     with pytest.raises(AudioError, match=r"output sample rate 44101 × 2/3 .* is not an integer"):
         config.output_rate(44101)
@@ -130,7 +154,11 @@ def test_channel_plans():
     assert activation_first.in_channels == 2 and channel_plan(activation_first, 2) == "joint"
 
 
-def test_shipped_configs_are_files_in_the_repo():
+def test_every_config_in_the_repo_ships_and_loads():
     root = Path(__file__).resolve().parents[1] / "configs"
-    for path in builtin_configs().values():
-        assert (root / path.name).read_text() == path.read_text()
+    assert sorted(builtin_configs()) == sorted(p.stem for p in root.glob("*.yaml"))
+    for name in builtin_configs():
+        config = load_config(name)
+        assert config.name == name and config.layers
+        if config.weights is not None:  # the interpolators ship their taps beside them
+            assert config.weights.is_file() and config.weights.parent == builtin_configs()[name].parent

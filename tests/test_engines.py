@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from helpers import stream_chunks
 
 from convt_audio.config import load_config, parse_config
 from convt_audio.engines import TorchEngine, TorchStream, build_engine
@@ -10,22 +11,50 @@ from convt_audio.errors import DeviceError, InputTooShortError
 from convt_audio.polyphase import ResamplerChain
 from convt_audio.weights import load_params
 
-from helpers import stream_chunks
-
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-DECODER = {"layers": [
-    {"type": "conv1d", "in_channels": 2, "out_channels": 16, "kernel_size": 5, "padding": 2,
-     "padding_mode": "circular"},
-    {"type": "conv_transpose1d", "in_channels": 16, "out_channels": 8, "kernel_size": 16, "stride": 8,
-     "padding": 4, "padding_mode": "reflect"},
-    {"type": "snake", "channels": 8},
-    {"type": "conv_transpose1d", "in_channels": 8, "out_channels": 4, "kernel_size": 4, "stride": 2,
-     "padding": 1, "groups": 2, "output_padding": 1},
-    {"type": "gelu"},
-    {"type": "conv1d", "in_channels": 4, "out_channels": 1, "kernel_size": 7, "padding": 3,
-     "padding_mode": "replicate"},
-    {"type": "tanh"}]}
+DECODER = {
+    "layers": [
+        {
+            "type": "conv1d",
+            "in_channels": 2,
+            "out_channels": 16,
+            "kernel_size": 5,
+            "padding": 2,
+            "padding_mode": "circular",
+        },
+        {
+            "type": "conv_transpose1d",
+            "in_channels": 16,
+            "out_channels": 8,
+            "kernel_size": 16,
+            "stride": 8,
+            "padding": 4,
+            "padding_mode": "reflect",
+        },
+        {"type": "snake", "channels": 8},
+        {
+            "type": "conv_transpose1d",
+            "in_channels": 8,
+            "out_channels": 4,
+            "kernel_size": 4,
+            "stride": 2,
+            "padding": 1,
+            "groups": 2,
+            "output_padding": 1,
+        },
+        {"type": "gelu"},
+        {
+            "type": "conv1d",
+            "in_channels": 4,
+            "out_channels": 1,
+            "kernel_size": 7,
+            "padding": 3,
+            "padding_mode": "replicate",
+        },
+        {"type": "tanh"},
+    ]
+}
 
 
 def decoder_params(seed=0):
@@ -82,7 +111,7 @@ def test_torch_engine_streams_exactly(sizes, overlap):
     config, params = decoder_params()
     engine = build_engine(config, params, "cpu", "float64")
     x = np.random.default_rng(0).standard_normal((1, 2, 300))
-    tail = x[..., -engine.leading_circular_frames():]
+    tail = x[..., -engine.leading_circular_frames() :]
     got = run(engine, x, sizes, tail=tail, overlap=overlap)
     want = whole(config, params, x)
     assert got.shape == want.shape
@@ -94,20 +123,21 @@ def test_dtypes_on_cpu(dtype, tolerance):
     config, params = decoder_params()
     engine = build_engine(config, params, "cpu", dtype)
     x = np.random.default_rng(1).standard_normal((1, 2, 200)).astype(np.float32)
-    got = run(engine, x, [64], tail=x[..., -engine.leading_circular_frames():])
+    got = run(engine, x, [64], tail=x[..., -engine.leading_circular_frames() :])
     want = whole(config, params, x)
     assert got.dtype == np.float32 and got.shape == want.shape
     assert np.abs(got - want).max() <= tolerance * max(1.0, np.abs(want).max())
 
 
-def test_deterministic_flag_runs():
+def test_deterministic_flag_turns_on_torchs_deterministic_algorithms():
     config, params = decoder_params()
+    x = np.random.default_rng(2).standard_normal((1, 2, 100)).astype(np.float32)
+    free = run(build_engine(config, params, "cpu", "float32"), x, [17], tail=x[..., -2:])
+    assert not torch.are_deterministic_algorithms_enabled()
     try:
         engine = build_engine(config, params, "cpu", "float32", deterministic=True)
-        x = np.random.default_rng(2).standard_normal((1, 2, 100)).astype(np.float32)
-        a = run(engine, x, [17], tail=x[..., -2:])
-        b = run(engine, x, [17], tail=x[..., -2:])
-        np.testing.assert_array_equal(a, b)
+        assert torch.are_deterministic_algorithms_enabled()
+        np.testing.assert_allclose(run(engine, x, [17], tail=x[..., -2:]), free, rtol=1e-5, atol=1e-6)
     finally:
         torch.use_deterministic_algorithms(False)
 
@@ -157,8 +187,7 @@ def test_cuda_deterministic_repeats_exactly():
     x = np.random.default_rng(5).standard_normal((1, 2, 3000)).astype(np.float32)
     try:
         engine = build_engine(config, params, "cuda", "float32", deterministic=True)
-        np.testing.assert_array_equal(run(engine, x, [256], tail=x[..., -2:]),
-                                      run(engine, x, [256], tail=x[..., -2:]))
+        np.testing.assert_array_equal(run(engine, x, [256], tail=x[..., -2:]), run(engine, x, [256], tail=x[..., -2:]))
     finally:
         torch.use_deterministic_algorithms(False)
 
@@ -171,10 +200,37 @@ def test_cuda_run_command(tmp_path):
     from cli.main import app
 
     sf.write(str(tmp_path / "a.wav"), np.random.default_rng(6).standard_normal(8000) * 0.1, 16000)
-    result = CliRunner().invoke(app, ["run", str(tmp_path / "a.wav"), "-c", "sinc-x3", "--device", "cuda",
-                                      "-o", str(tmp_path / "g.wav"), "--subtype", "FLOAT", "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(tmp_path / "a.wav"),
+            "-c",
+            "sinc-x3",
+            "--device",
+            "cuda",
+            "-o",
+            str(tmp_path / "g.wav"),
+            "--subtype",
+            "FLOAT",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    result = CliRunner().invoke(app, ["run", str(tmp_path / "a.wav"), "-c", "sinc-x3", "--device", "cpu",
-                                      "-o", str(tmp_path / "c.wav"), "--subtype", "FLOAT"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(tmp_path / "a.wav"),
+            "-c",
+            "sinc-x3",
+            "--device",
+            "cpu",
+            "-o",
+            str(tmp_path / "c.wav"),
+            "--subtype",
+            "FLOAT",
+        ],
+    )
     g, c = sf.read(str(tmp_path / "g.wav"))[0], sf.read(str(tmp_path / "c.wav"))[0]
     assert g.shape == c.shape and np.abs(g - c).max() <= 1e-5

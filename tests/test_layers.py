@@ -1,4 +1,4 @@
-"""Whole-signal layers: PyTorch where it is defined, the SPEC's brute-force sum where it is not."""
+"""Whole-signal layers: PyTorch where it is defined, README.md's brute-force sum where it is not."""
 
 import math
 
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import NUMPY_MODE, brute_conv1d, brute_conv_transpose1d
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,8 +22,6 @@ from convt_audio.layers import (
     extend,
     init_params,
 )
-
-from helpers import NUMPY_MODE, brute_conv1d, brute_conv_transpose1d
 
 
 @st.composite
@@ -64,8 +63,7 @@ def _stack64(spec, seed=0):
     return Stack.initialised([spec], seed=seed).to(dtype=torch.float64)
 
 
-@given(frames=st.integers(1, 9), left=st.integers(0, 25), right=st.integers(0, 25),
-       mode=st.sampled_from(PADDING_MODES))
+@given(frames=st.integers(1, 9), left=st.integers(0, 25), right=st.integers(0, 25), mode=st.sampled_from(PADDING_MODES))
 def test_extend_is_numpy_pad(frames, left, right, mode):
     x = np.random.default_rng(frames).standard_normal((2, frames))
     got = extend(torch.from_numpy(x), left, right, mode).numpy()
@@ -80,8 +78,9 @@ def test_conv_transpose_zeros_equals_pytorch(spec, frames, seed):
     stack = _stack64(spec, seed)
     x = torch.randn(2, spec.in_channels, frames, dtype=torch.float64)
     p = stack.params[0]
-    want = F.conv_transpose1d(x, p["weight"], p.get("bias"), spec.stride, spec.padding,
-                              spec.output_padding, spec.groups, spec.dilation)
+    want = F.conv_transpose1d(
+        x, p["weight"], p.get("bias"), spec.stride, spec.padding, spec.output_padding, spec.groups, spec.dilation
+    )
     got = stack.forward(x)
     assert got.shape == want.shape
     assert got.shape[-1] == spec.output_frames(frames)
@@ -119,8 +118,17 @@ def test_conv1d_equals_pytorch_where_pytorch_defines_it(spec, frames, seed):
     if spec.padding_mode == "circular" and spec.padding > frames:
         return
     stack = _stack64(spec, seed)
-    module = torch.nn.Conv1d(spec.in_channels, spec.out_channels, spec.kernel_size, spec.stride,
-                             spec.padding, spec.dilation, spec.groups, spec.bias, spec.padding_mode)
+    module = torch.nn.Conv1d(
+        spec.in_channels,
+        spec.out_channels,
+        spec.kernel_size,
+        spec.stride,
+        spec.padding,
+        spec.dilation,
+        spec.groups,
+        spec.bias,
+        spec.padding_mode,
+    )
     module = module.double()
     with torch.no_grad():
         module.weight.copy_(stack.params[0]["weight"])
@@ -184,11 +192,18 @@ def test_pytorch_init_bounds_and_seed():
     assert w.abs().max() <= math.sqrt(2 / (6 * 3))
 
 
-@pytest.mark.parametrize("kind,torch_fn", [
-    ("relu", torch.relu), ("tanh", torch.tanh), ("sigmoid", torch.sigmoid), ("gelu", F.gelu),
-    ("silu", F.silu), ("leaky_relu", lambda x: F.leaky_relu(x, 0.01)),
-    ("elu", lambda x: F.elu(x, 1.0)),
-])
+@pytest.mark.parametrize(
+    "kind,torch_fn",
+    [
+        ("relu", torch.relu),
+        ("tanh", torch.tanh),
+        ("sigmoid", torch.sigmoid),
+        ("gelu", F.gelu),
+        ("silu", F.silu),
+        ("leaky_relu", lambda x: F.leaky_relu(x, 0.01)),
+        ("elu", lambda x: F.elu(x, 1.0)),
+    ],
+)
 def test_activations(kind, torch_fn):
     x = torch.linspace(-3, 3, 50)
     torch.testing.assert_close(activation(ActivationSpec(kind), x), torch_fn(x))
@@ -200,28 +215,34 @@ def test_activation_parameters_and_snake():
     torch.testing.assert_close(activation(ActivationSpec("elu", 0.5), x), F.elu(x, 0.5))
     alpha = torch.tensor([0.5, 2.0]).reshape(1, 2, 1)
     spec = SnakeSpec(2)
-    stack = Stack([Conv1dSpec(1, 2, 1, bias=False), spec],
-                  [{"weight": torch.ones(2, 1, 1)}, {"alpha": alpha}])
+    stack = Stack([Conv1dSpec(1, 2, 1, bias=False), spec], [{"weight": torch.ones(2, 1, 1)}, {"alpha": alpha}])
     y = stack.forward(x.reshape(1, 1, -1))
     want = x + torch.sin(alpha * x) ** 2 / (alpha + 1e-9)
     torch.testing.assert_close(y, want.reshape(1, 2, -1))
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(stride=0), "layers[0].stride: must be a positive integer, got 0"),
-    (dict(kernel_size=0), "layers[0].kernel_size: must be a positive integer, got 0"),
-    (dict(dilation=-1), "layers[0].dilation: must be a positive integer, got -1"),
-    (dict(padding=-1), "layers[0].padding: must be an integer >= 0, got -1"),
-    (dict(output_padding=-1), "layers[0].output_padding: must be an integer >= 0, got -1"),
-    (dict(output_padding=2, stride=2, dilation=1),
-     "layers[0].output_padding: must be smaller than stride or dilation, got 2 (stride=2, dilation=1)"),
-    (dict(groups=3), "layers[0].in_channels: 4 is not divisible by groups=3"),
-    (dict(groups=2, out_channels=3), "layers[0].out_channels: 3 is not divisible by groups=2"),
-    (dict(padding_mode="mirror"),
-     "layers[0].padding_mode: 'mirror' is not one of ['circular', 'reflect', 'replicate', 'zeros']"),
-    (dict(bias="yes"), "layers[0].bias: must be true or false, got 'yes'"),
-    (dict(stride=1.5), "layers[0].stride: must be a positive integer, got 1.5"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(stride=0), "layers[0].stride: must be a positive integer, got 0"),
+        (dict(kernel_size=0), "layers[0].kernel_size: must be a positive integer, got 0"),
+        (dict(dilation=-1), "layers[0].dilation: must be a positive integer, got -1"),
+        (dict(padding=-1), "layers[0].padding: must be an integer >= 0, got -1"),
+        (dict(output_padding=-1), "layers[0].output_padding: must be an integer >= 0, got -1"),
+        (
+            dict(output_padding=2, stride=2, dilation=1),
+            "layers[0].output_padding: must be smaller than stride or dilation, got 2 (stride=2, dilation=1)",
+        ),
+        (dict(groups=3), "layers[0].in_channels: 4 is not divisible by groups=3"),
+        (dict(groups=2, out_channels=3), "layers[0].out_channels: 3 is not divisible by groups=2"),
+        (
+            dict(padding_mode="mirror"),
+            "layers[0].padding_mode: 'mirror' is not one of ['circular', 'reflect', 'replicate', 'zeros']",
+        ),
+        (dict(bias="yes"), "layers[0].bias: must be true or false, got 'yes'"),
+        (dict(stride=1.5), "layers[0].stride: must be a positive integer, got 1.5"),
+    ],
+)
 def test_validation_messages(kwargs, message):
     base = dict(in_channels=4, out_channels=2, kernel_size=3)
     with pytest.raises(ConfigError) as info:
@@ -242,15 +263,20 @@ def test_too_short_input_is_a_clear_error():
     spec = Conv1dSpec(1, 1, kernel_size=9)
     stack = Stack.initialised([spec])
     assert stack.min_input_frames() == 9
-    with pytest.raises(InputTooShortError, match=r"input too short: 4 frames reach layers\[0\] "
-                                                  r"\(conv1d\), which needs at least 9"):
+    with pytest.raises(
+        InputTooShortError,
+        match=r"input too short: 4 frames reach layers\[0\] "
+        r"\(conv1d\), which needs at least 9",
+    ):
         stack.forward(torch.zeros(1, 1, 4))
     assert stack.forward(torch.zeros(1, 1, 9)).shape[-1] == 1
 
 
 def test_min_input_frames_of_a_stack():
-    specs = [ConvTranspose1dSpec(1, 1, kernel_size=2, stride=2, padding=3),
-             Conv1dSpec(1, 1, kernel_size=5, stride=2, index=1)]
+    specs = [
+        ConvTranspose1dSpec(1, 1, kernel_size=2, stride=2, padding=3),
+        Conv1dSpec(1, 1, kernel_size=5, stride=2, index=1),
+    ]
     stack = Stack.initialised(specs)
     low = stack.min_input_frames()
     assert stack.output_frames(low) >= 1 and stack.output_frames(low - 1) == 0

@@ -27,28 +27,46 @@ def invoke(*args):
 
 def cli(*args, stdin=None, cwd=None, env=None):
     """The real console entry point in a subprocess, bytes in and out."""
-    return subprocess.run([sys.executable, "-c", "from cli.main import app; app()", *map(str, args)],
-                          input=stdin, capture_output=True, cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-c", "from cli.main import app; app()", *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
 
 
 def tone(path, seconds=0.5, rate=16000, subtype=None, channels=1, **kw):
     t = np.arange(int(seconds * rate)) / rate
     data = np.stack([0.4 * np.sin(2 * np.pi * (330 + 110 * c) * t) for c in range(channels)], 1)
-    sf.write(str(path), data, rate, subtype=subtype or ("PCM_16" if kw.get("format", "WAV") in ("WAV", "AIFF", "FLAC") else None), **kw)
+    sf.write(
+        str(path),
+        data,
+        rate,
+        subtype=subtype or ("PCM_16" if kw.get("format", "WAV") in ("WAV", "AIFF", "FLAC") else None),
+        **kw,
+    )
     return data
 
 
 # ------------------------------------------------------------------ pipes
 
+
 @needs_sox
 def test_sox_pipeline_end_to_end(tmp_path):
     """sox in.wav -t wav - | convt-audio run - -r 48000 -o - | sox - out.flac (sox sniffs the type)"""
     tone(tmp_path / "in.wav", seconds=1.0, rate=16000)
-    command = (f"{SOX} in.wav -t wav - | {sys.executable} -c 'from cli.main import app; app()' run - -r 48000 "
-               f"-o - | {SOX} - out.flac")
-    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "CONVT_AUDIO_CACHE": str(tmp_path / "c")})
+    command = (
+        f"{SOX} in.wav -t wav - | {sys.executable} -c 'from cli.main import app; app()' run - -r 48000 "
+        f"-o - | {SOX} - out.flac"
+    )
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "CONVT_AUDIO_CACHE": str(tmp_path / "c")},
+    )
     assert done.returncode == 0, done.stderr
     out, rate = sf.read(str(tmp_path / "out.flac"))
     assert rate == 48000 and out.shape[0] == 48000
@@ -67,10 +85,14 @@ def test_stdout_is_only_audio_and_the_header_is_exact(tmp_path):
     assert int.from_bytes(done.stdout[40:44], "little") == 12000 * 2  # data size known: the input is a file
 
 
-@pytest.mark.parametrize("kind,subtype,nbytes", [
-    ("raw", "PCM_24", 3), ("raw", "FLOAT", 4),
-    pytest.param("flac", None, None, marks=needs_sox),
-])
+@pytest.mark.parametrize(
+    "kind,subtype,nbytes",
+    [
+        ("raw", "PCM_24", 3),
+        ("raw", "FLOAT", 4),
+        pytest.param("flac", None, None, marks=needs_sox),
+    ],
+)
 def test_stdout_types(tmp_path, kind, subtype, nbytes):
     data = tone(tmp_path / "a.wav", seconds=0.1, channels=2)
     args = ["run", "a.wav", "-o", "-", "-t", kind, "-c", "sinc-x2"] + (["--subtype", subtype] if subtype else [])
@@ -111,15 +133,22 @@ def test_stdin_npy(tmp_path):
     np.testing.assert_array_equal(audio, sf.read(str(tmp_path / "a.wav"), dtype="float32")[0])
 
 
-@pytest.mark.parametrize("args,stdin,message", [
-    (["run", "-", "a.wav"], b"", "- (standard input) must be the only input"),
-    (["run", "-"], b"x", "- (standard input) needs -o FILE, or -o - for standard output"),
-    (["run", "-", "-o", "o.wav"], b"", "<stdin>: nothing to read"),
-    (["run", "-", "-o", "o.wav"], b"garbage that is no audio", "<stdin>: not a readable audio stream"),
-    (["run", "a.wav", "-o", "-", "--json"], b"", "--json and -o - both want standard output"),
-    (["run", "a.wav", "-o", "-", "-t", "ogg"], b"", "--type: 'ogg' is not one of ['wav', 'flac', 'raw'] (for -o -)"),
-    (["run", "a.wav", "a.wav", "-o", "-"], b"", "-o - (standard output) takes one input"),
-])
+@pytest.mark.parametrize(
+    "args,stdin,message",
+    [
+        (["run", "-", "a.wav"], b"", "- (standard input) must be the only input"),
+        (["run", "-"], b"x", "- (standard input) needs -o FILE, or -o - for standard output"),
+        (["run", "-", "-o", "o.wav"], b"", "<stdin>: nothing to read"),
+        (["run", "-", "-o", "o.wav"], b"garbage that is no audio", "<stdin>: not a readable audio stream"),
+        (["run", "a.wav", "-o", "-", "--json"], b"", "--json and -o - both want standard output"),
+        (
+            ["run", "a.wav", "-o", "-", "-t", "ogg"],
+            b"",
+            "--type: 'ogg' is not one of ['wav', 'flac', 'raw'] (for -o -)",
+        ),
+        (["run", "a.wav", "a.wav", "-o", "-"], b"", "-o - (standard output) takes one input"),
+    ],
+)
 def test_pipe_misuse_is_one_line(tmp_path, args, stdin, message):
     tone(tmp_path / "a.wav", seconds=0.1)
     done = cli(*args, stdin=stdin, cwd=tmp_path)
@@ -130,6 +159,7 @@ def test_pipe_misuse_is_one_line(tmp_path, args, stdin, message):
 
 
 # ------------------------------------------------------------------ containers
+
 
 def test_type_picks_the_container_and_mp3_inputs_default_to_pcm16(tmp_path):
     (tmp_path / "in").mkdir()
@@ -156,6 +186,7 @@ def test_opus_is_opus_and_its_rates_are_checked_first(tmp_path):
 
 # ------------------------------------------------------------------ safe batches
 
+
 def test_one_output_file_for_several_inputs_is_an_error(tmp_path):
     tone(tmp_path / "a.wav")
     tone(tmp_path / "b.wav")
@@ -177,8 +208,10 @@ def test_reruns_never_process_their_own_outputs(tmp_path, monkeypatch):
     for _ in range(2):
         assert invoke("run", ".", "-o", "up/", "-R", "-n").exit_code == 0
     assert not (tmp_path / "up" / "up").exists()
-    assert sorted(p.relative_to(tmp_path / "up").as_posix() for p in (tmp_path / "up").rglob("*.wav")) == \
-        ["d/sub/y.wav", "d/x.wav"]
+    assert sorted(p.relative_to(tmp_path / "up").as_posix() for p in (tmp_path / "up").rglob("*.wav")) == [
+        "d/sub/y.wav",
+        "d/x.wav",
+    ]
 
 
 def test_a_bad_file_fails_alone_and_the_rest_is_written(tmp_path):
@@ -203,14 +236,18 @@ def test_y_overwrites_and_n_skips(tmp_path):
 
 # ------------------------------------------------------------------ one-line errors, flags
 
-@pytest.mark.parametrize("args,message", [
-    (["run", "a.wav", "--dtype", "float8"], "Invalid value for '--dtype'"),
-    (["run", "a.wav", "--chunk", "0"], "--chunk: must be a positive number of frames or 'auto', got '0'"),
-    (["run", "a.wav", "--overwrite", "--skip-existing"], "--overwrite and --skip-existing exclude each other"),
-    (["run", "a.wav", "--bogus"], "No such option: --bogus"),
-    (["frobnicate"], "No such command 'frobnicate'"),
-    (["run", "a.wav", "--threads", "x"], "Invalid value for '--threads'"),
-])
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["run", "a.wav", "--dtype", "float8"], "Invalid value for '--dtype'"),
+        (["run", "a.wav", "--chunk", "0"], "--chunk: must be a positive number of frames or 'auto', got '0'"),
+        (["run", "a.wav", "--overwrite", "--skip-existing"], "--overwrite and --skip-existing exclude each other"),
+        (["run", "a.wav", "--bogus"], "No such option: --bogus"),
+        (["frobnicate"], "No such command 'frobnicate'"),
+        (["run", "a.wav", "--threads", "x"], "Invalid value for '--threads'"),
+    ],
+)
 def test_option_errors_are_our_one_line_with_exit_2(tmp_path, args, message):
     tone(tmp_path / "a.wav", seconds=0.1)
     done = cli(*args, cwd=tmp_path)
@@ -222,8 +259,18 @@ def test_option_errors_are_our_one_line_with_exit_2(tmp_path, args, message):
 
 def test_enums_ignore_case_and_flags_show_as_flags(tmp_path):
     tone(tmp_path / "a.wav", seconds=0.1)
-    result = invoke("run", tmp_path / "a.wav", "-o", tmp_path / "o.wav", "--subtype", "pcm_24", "--dtype", "FLOAT64",
-                    "--clip", "CLAMP")
+    result = invoke(
+        "run",
+        tmp_path / "a.wav",
+        "-o",
+        tmp_path / "o.wav",
+        "--subtype",
+        "pcm_24",
+        "--dtype",
+        "FLOAT64",
+        "--clip",
+        "CLAMP",
+    )
     assert result.exit_code == 0, result.output
     assert sf.info(str(tmp_path / "o.wav")).subtype == "PCM_24"
     help_text = invoke("run", "--help").stdout
@@ -233,6 +280,7 @@ def test_enums_ignore_case_and_flags_show_as_flags(tmp_path):
 
 
 # ------------------------------------------------------------------ reports
+
 
 def test_clipping_is_reported_even_quietly_and_rescale_fits_the_peak(tmp_path):
     t = np.arange(16000) / 16000
@@ -263,8 +311,24 @@ def test_progress_in_a_terminal_keeps_result_lines_whole(tmp_path):
     if pid == 0:  # the child: stderr and stdout are the terminal
         os.chdir(tmp_path)
         os.environ["PYTHONPATH"] = str(ROOT)
-        os.execv(sys.executable, [sys.executable, "-c", "from cli.main import app; app()", "run", "a.wav", "b.wav",
-                                  "c.wav", "-o", "out", "--chunk", "512", "-j", "2"])
+        os.execv(
+            sys.executable,
+            [
+                sys.executable,
+                "-c",
+                "from cli.main import app; app()",
+                "run",
+                "a.wav",
+                "b.wav",
+                "c.wav",
+                "-o",
+                "out",
+                "--chunk",
+                "512",
+                "-j",
+                "2",
+            ],
+        )
     chunks = []
     while True:
         try:
@@ -279,14 +343,21 @@ def test_progress_in_a_terminal_keeps_result_lines_whole(tmp_path):
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace")).replace("\r", "\n")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     for name in ("a", "b", "c"):  # each result is a line of its own, not fused with a bar
-        assert any(re.fullmatch(rf"{name}\.wav -> out/{name}\.wav \(1\.00 s at 48000 Hz, [0-9.]+x real time\)", line)
-                   for line in lines), lines
+        assert any(
+            re.fullmatch(rf"{name}\.wav -> out/{name}\.wav \(1\.00 s at 48000 Hz, [0-9.]+x real time\)", line)
+            for line in lines
+        ), lines
     assert "3 inputs: 3 written, 0 skipped, 0 failed" in lines
 
 
-def test_info_says_what_runs_and_how_in_numbers(tmp_path):
+def test_info_says_what_runs_and_how_in_numbers(tmp_path, monkeypatch):
+    import convt_audio.engines
+
+    monkeypatch.setattr(convt_audio.engines, "cuda_may_exist", lambda: False)  # a machine without NVIDIA's driver
     facts = json.loads(invoke("info", "--json").stdout)
-    assert facts["engine"] == "numpy-resampler" and facts["device"] == "cpu" and "by an FFT" in facts["engine_explained"]
+    assert (
+        facts["engine"] == "numpy-resampler" and facts["device"] == "cpu" and "by an FFT" in facts["engine_explained"]
+    )
     assert facts["rate_factor"] == 3 and facts["lookahead_input_frames"] == 106 and "#" not in facts["layers"][0]
     assert isinstance(facts["layers"][0]["channels_in"], int) and "joint when" in facts["channels_explained"]
     text = invoke("info", "hifigan-v2").stdout
