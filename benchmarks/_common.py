@@ -53,7 +53,7 @@ def matmul_peak() -> float:
     import torch
 
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    return 2 * 2048 ** 3 / median_time(lambda: a @ b, 5) / 1e9
+    return 2 * 2048**3 / median_time(lambda: a @ b, 5) / 1e9
 
 
 def convt_audio() -> str:

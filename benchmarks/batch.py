@@ -31,8 +31,12 @@ def main() -> None:
     rng = np.random.default_rng(0)
     (work / "in").mkdir()
     for i in range(args.files):
-        sf.write(str(work / "in" / f"{i:04d}.wav"), 0.1 * rng.standard_normal(int(16000 * args.seconds)), 16000,
-                 subtype="PCM_16")
+        sf.write(
+            str(work / "in" / f"{i:04d}.wav"),
+            0.1 * rng.standard_normal(int(16000 * args.seconds)),
+            16000,
+            subtype="PCM_16",
+        )
     started = time.perf_counter()
     import ray
 
@@ -40,23 +44,35 @@ def main() -> None:
     ray.shutdown()
     ray_start = time.perf_counter() - started
     rows, times = [], {}
-    for label, extra in (("local --jobs 1", ["-j", "1"]), ("local --jobs 2", ["-j", "2"]),
-                         ("--ray local, 1 worker", ["--ray", "local", "-j", "1"]),
-                         ("--ray local, 2 workers", ["--ray", "local", "-j", "2"])):
+    for label, extra in (
+        ("local --jobs 1", ["-j", "1"]),
+        ("local --jobs 2", ["-j", "2"]),
+        ("--ray local, 1 worker", ["--ray", "local", "-j", "1"]),
+        ("--ray local, 2 workers", ["--ray", "local", "-j", "2"]),
+    ):
         out = work / "out"
         shutil.rmtree(out, ignore_errors=True)
-        wall, rss = run_process([convt_audio(), "run", str(work / "in"), "-o", str(out), "-c", args.config, "-q",
-                                 *extra])
+        wall, rss = run_process(
+            [convt_audio(), "run", str(work / "in"), "-o", str(out), "-c", args.config, "-q", *extra]
+        )
         assert len(list(out.iterdir())) == args.files
         times[label] = wall
-        rows.append([label, f"{wall:.2f}", f"{args.files / wall:.1f}", f"{1000 * wall / args.files:.1f}",
-                     rss // 1024])
+        rows.append([label, f"{wall:.2f}", f"{args.files / wall:.1f}", f"{1000 * wall / args.files:.1f}", rss // 1024])
     for workers in (1, 2):
         local, remote = times[f"local --jobs {workers}"], times[f"--ray local, {workers} worker{'s' * (workers > 1)}"]
-        rows.append([f"Ray's cost per file, {workers} worker(s)", "-", "-",
-                     f"{1000 * (remote - local - ray_start) / args.files:+.1f}", "-"])
-    print(f"{args.files} files of {args.seconds:g} s at 16 kHz, {args.config}; one run each; starting a local Ray "
-          f"cluster alone: {ray_start:.1f} s (included in the Ray rows, not in the per-file cost)")
+        rows.append(
+            [
+                f"Ray's cost per file, {workers} worker(s)",
+                "-",
+                "-",
+                f"{1000 * (remote - local - ray_start) / args.files:+.1f}",
+                "-",
+            ]
+        )
+    print(
+        f"{args.files} files of {args.seconds:g} s at 16 kHz, {args.config}; one run each; starting a local Ray "
+        f"cluster alone: {ray_start:.1f} s (included in the Ray rows, not in the per-file cost)"
+    )
     print(table(rows, ["run", "seconds", "files/s", "ms per file", "driver peak RSS MB"]))
 
 

@@ -64,9 +64,16 @@ sf.write(sys.argv[2], y.numpy().T, rate * 32, subtype="FLOAT")
 
 def sequential() -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv1d(1, 128, 7, padding=3), nn.LeakyReLU(0.1), nn.ConvTranspose1d(128, 64, 16, 8, 4),
-        nn.LeakyReLU(0.1), nn.ConvTranspose1d(64, 32, 4, 2, 1), nn.LeakyReLU(0.1),
-        nn.ConvTranspose1d(32, 16, 4, 2, 1), nn.LeakyReLU(0.1), nn.Conv1d(16, 1, 7, padding=3), nn.Tanh(),
+        nn.Conv1d(1, 128, 7, padding=3),
+        nn.LeakyReLU(0.1),
+        nn.ConvTranspose1d(128, 64, 16, 8, 4),
+        nn.LeakyReLU(0.1),
+        nn.ConvTranspose1d(64, 32, 4, 2, 1),
+        nn.LeakyReLU(0.1),
+        nn.ConvTranspose1d(32, 16, 4, 2, 1),
+        nn.LeakyReLU(0.1),
+        nn.Conv1d(16, 1, 7, padding=3),
+        nn.Tanh(),
     ).eval()
 
 
@@ -89,8 +96,7 @@ def main() -> None:
     long_seconds = 300 if args.quick else 1800
     work = Path(tempfile.mkdtemp(prefix="convt-bench-"))
     config_path = work / "decoder.yaml"
-    config_path.write_text(yaml.safe_dump({"name": "decoder-x32", "weights": "decoder.safetensors",
-                                           "layers": LAYERS}))
+    config_path.write_text(yaml.safe_dump({"name": "decoder-x32", "weights": "decoder.safetensors", "layers": LAYERS}))
     torch.manual_seed(0)
     seq = sequential()
     from safetensors.torch import save_file
@@ -111,10 +117,19 @@ def main() -> None:
     with torch.inference_mode():
         whole = median_time(lambda: seq(x), repeats)
         want = seq(x)
-        rows = [["torch.nn.Sequential, whole signal", "-", f"{whole:.3f}", "1.00",
-                 f"{flops / whole / 1e9:.1f}", f"{flops / whole / 1e9 / peak:.2f}"]]
+        rows = [
+            [
+                "torch.nn.Sequential, whole signal",
+                "-",
+                f"{whole:.3f}",
+                "1.00",
+                f"{flops / whole / 1e9:.1f}",
+                f"{flops / whole / 1e9 / peak:.2f}",
+            ]
+        ]
         for kernel in ("transposed", "polyphase", "auto"):
             for size in sorted({chunk // 4, chunk, chunk * 4}):
+
                 def streamed(kernel=kernel, size=size):
                     streamer = StreamingStack(stack, kernel=kernel)
                     parts = [streamer.push(x[..., i : i + size]) for i in range(0, frames, size)]
@@ -125,27 +140,45 @@ def main() -> None:
                 assert got.shape == want.shape and (got - want).abs().max() <= 1e-5 * max(1, want.abs().max())
                 t = median_time(streamed, repeats)
                 label = f"streaming, {kernel}" + (" (default)" if kernel == "auto" and size == chunk else "")
-                rows.append([label, size, f"{t:.3f}", f"{whole / t:.2f}", f"{flops / t / 1e9:.1f}",
-                             f"{flops / t / 1e9 / peak:.2f}"])
-    print(f"\n60 s at {RATE} Hz -> {RATE * 32} Hz, {flops / 1e9:.1f} GFLOP; float32 matmul peak "
-          f"{peak:.0f} GFLOP/s (same run); median of {repeats}")
+                rows.append(
+                    [
+                        label,
+                        size,
+                        f"{t:.3f}",
+                        f"{whole / t:.2f}",
+                        f"{flops / t / 1e9:.1f}",
+                        f"{flops / t / 1e9 / peak:.2f}",
+                    ]
+                )
+    print(
+        f"\n60 s at {RATE} Hz -> {RATE * 32} Hz, {flops / 1e9:.1f} GFLOP; float32 matmul peak "
+        f"{peak:.0f} GFLOP/s (same run); median of {repeats}"
+    )
     print(table(rows, ["in-process", "chunk", "seconds", "× whole", "GFLOP/s", "of peak"]))
 
     # 2. whole processes
     wav = work / "in60.wav"
     write_input(wav, 60, RATE)
     (work / "plain.py").write_text(PLAIN)
-    plain_t, plain_rss = median_process([sys.executable, str(work / "plain.py"), str(wav), str(work / "p.wav"),
-                                         str(work / "decoder.safetensors")], 3)
-    ours_t, ours_rss = median_process([convt_audio(), "run", str(wav), "-c", str(config_path), "-o",
-                                       str(work / "c.wav"), "--overwrite", "-q"], 3)
+    plain_t, plain_rss = median_process(
+        [sys.executable, str(work / "plain.py"), str(wav), str(work / "p.wav"), str(work / "decoder.safetensors")], 3
+    )
+    ours_t, ours_rss = median_process(
+        [convt_audio(), "run", str(wav), "-c", str(config_path), "-o", str(work / "c.wav"), "--overwrite", "-q"], 3
+    )
     a, _ = sf.read(str(work / "p.wav"))
     b, _ = sf.read(str(work / "c.wav"))
     equal = a.shape == b.shape and np.abs(a - b).max() <= 1e-5
     print("\nwhole processes (read WAV, run, write WAV), median of 3")
-    print(table([["plain script: Sequential on the whole signal", f"{plain_t:.2f}", "1.00", plain_rss // 1024],
-                 ["convt-audio run", f"{ours_t:.2f}", f"{ours_t / plain_t:.2f}", ours_rss // 1024]],
-                ["process", "seconds", "× plain", "peak RSS MB"]))
+    print(
+        table(
+            [
+                ["plain script: Sequential on the whole signal", f"{plain_t:.2f}", "1.00", plain_rss // 1024],
+                ["convt-audio run", f"{ours_t:.2f}", f"{ours_t / plain_t:.2f}", ours_rss // 1024],
+            ],
+            ["process", "seconds", "× plain", "peak RSS MB"],
+        )
+    )
     print(f"outputs equal: {equal} (max |Δ| {np.abs(a - b).max():.2e})")
 
     # 3. memory: short vs long
@@ -155,8 +188,9 @@ def main() -> None:
         for seconds in (10, long_seconds):
             path = work / f"{label.split()[0]}-{seconds}.wav"
             write_input(path, seconds, rate)
-            _, rss[seconds] = median_process([convt_audio(), "run", str(path), "-o", str(work / "out.wav"),
-                                              "--overwrite", "-q", *extra], 1)
+            _, rss[seconds] = median_process(
+                [convt_audio(), "run", str(path), "-o", str(work / "out.wav"), "--overwrite", "-q", *extra], 1
+            )
         rows.append([label, rss[10] // 1024, rss[long_seconds] // 1024, (rss[long_seconds] - rss[10]) // 1024])
     print(f"\npeak RSS of convt-audio run (MB), 10 s vs {long_seconds // 60} min input")
     print(table(rows, ["config", "10 s", f"{long_seconds // 60} min", "growth"]))

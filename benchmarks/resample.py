@@ -63,9 +63,11 @@ def ours(fin: int, fout: int):
 def methods(fin: int, fout: int) -> dict:
     import soxr
 
-    return {"convt-audio": ours(fin, fout),
-            "soxr HQ": lambda x: soxr.resample(x, fin, fout, quality="HQ"),
-            "soxr VHQ": lambda x: soxr.resample(x, fin, fout, quality="VHQ")}
+    return {
+        "convt-audio": ours(fin, fout),
+        "soxr HQ": lambda x: soxr.resample(x, fin, fout, quality="HQ"),
+        "soxr VHQ": lambda x: soxr.resample(x, fin, fout, quality="VHQ"),
+    }
 
 
 def fit(y: np.ndarray, rate: float, frequency: float) -> tuple[np.ndarray, float]:
@@ -98,7 +100,7 @@ def quality_rows(fin: int, fout: int) -> list[list]:
         levels = {}
         for name, method in peers.items():
             residual, _ = fit(method(x), fout, frequency)
-            levels[name] = 10 * np.log10(np.mean(residual ** 2) / 0.125)
+            levels[name] = 10 * np.log10(np.mean(residual**2) / 0.125)
             row.append(f"{levels[name]:.1f}")
         row.append(f"{levels['convt-audio'] - levels['soxr HQ']:+.1f}")
         rows.append(row)
@@ -120,16 +122,24 @@ def process_cost(args: list[str]) -> tuple[float, float, int]:
 
     wall = field("Elapsed (wall clock) time (h:mm:ss or m:ss)").split(":")
     seconds = float(wall[-1]) + 60 * float(wall[-2]) + (3600 * float(wall[-3]) if len(wall) > 2 else 0)
-    return seconds, float(field("User time (seconds)")) + float(field("System time (seconds)")), \
-        int(field("Maximum resident set size (kbytes)"))
+    return (
+        seconds,
+        float(field("User time (seconds)")) + float(field("System time (seconds)")),
+        int(field("Maximum resident set size (kbytes)")),
+    )
 
 
 def cost_rows(fin: int, fout: int, work: Path, minutes: float, repeats: int) -> list[list]:
     frames = int(fin * 60 * minutes)
     rng = np.random.default_rng(fin)
     t = np.arange(frames) / fin
-    music = np.stack([0.3 * np.sin(2 * np.pi * 997 * t) + 0.05 * rng.standard_normal(frames),
-                      0.3 * np.sin(2 * np.pi * 0.3 * fin * t) + 0.05 * rng.standard_normal(frames)], 1)
+    music = np.stack(
+        [
+            0.3 * np.sin(2 * np.pi * 997 * t) + 0.05 * rng.standard_normal(frames),
+            0.3 * np.sin(2 * np.pi * 0.3 * fin * t) + 0.05 * rng.standard_normal(frames),
+        ],
+        1,
+    )
     source = work / f"in{fin}.wav"
     sf.write(str(source), music, fin, subtype="PCM_16")
     del music, t
@@ -142,11 +152,16 @@ def cost_rows(fin: int, fout: int, work: Path, minutes: float, repeats: int) -> 
     measured = {}
     for name, command in commands.items():
         runs = [process_cost(command) for _ in range(repeats)]
-        measured[name] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs),
-                          max(r[2] for r in runs))
+        measured[name] = (
+            statistics.median(r[0] for r in runs),
+            statistics.median(r[1] for r in runs),
+            max(r[2] for r in runs),
+        )
     hq = measured["soxr HQ"]
-    return [[f"{fin}→{fout}", name, f"{wall:.2f}", f"{cpu:.2f}", f"{cpu / hq[1]:.2f}", f"{rss / 1024:.0f}"]
-            for name, (wall, cpu, rss) in measured.items()]
+    return [
+        [f"{fin}→{fout}", name, f"{wall:.2f}", f"{cpu:.2f}", f"{cpu / hq[1]:.2f}", f"{rss / 1024:.0f}"]
+        for name, (wall, cpu, rss) in measured.items()
+    ]
 
 
 def main() -> None:
@@ -172,8 +187,10 @@ def main() -> None:
         finally:
             if busy is not None:
                 busy.kill()
-        print(f"\n{minutes:g} min of stereo PCM_16, whole processes, {condition}; medians of {repeats} "
-              f"({os.cpu_count()} cores)")
+        print(
+            f"\n{minutes:g} min of stereo PCM_16, whole processes, {condition}; medians of {repeats} "
+            f"({os.cpu_count()} cores)"
+        )
         print(table(rows, ["rates", "process", "wall s", "CPU s", "CPU × soxr HQ", "peak RSS MB"]), flush=True)
     shutil.rmtree(work, ignore_errors=True)
 

@@ -56,7 +56,7 @@ def write_mel(path: Path, seconds: float) -> int:
     rng = np.random.default_rng(0)
     t = np.arange(frames, dtype=np.float32)
     bands = np.arange(80, dtype=np.float32)[:, None]
-    mel = (-6 + 3 * np.sin(t / 17 + bands / 9) * np.cos(bands / 23) + 0.5 * rng.standard_normal((80, frames)))
+    mel = -6 + 3 * np.sin(t / 17 + bands / 9) * np.cos(bands / 23) + 0.5 * rng.standard_normal((80, frames))
     np.save(path, mel.astype(np.float32))
     return frames
 
@@ -83,24 +83,64 @@ def main() -> None:
     frames = write_mel(mel, seconds)
     flops = per_frame * frames
     (work / "plain.py").write_text(PLAIN)
-    plain = [sys.executable, str(work / "plain.py"), str(mel), str(work / "p.wav"), str(checkpoint),
-             str(HERE.parent / "tests")]
-    ours = [convt_audio(), "run", str(mel), "-c", "hifigan-v1", "-w", str(checkpoint), "-o", str(work / "c.wav"),
-            "--subtype", "FLOAT", "--overwrite", "-q"]
+    plain = [
+        sys.executable,
+        str(work / "plain.py"),
+        str(mel),
+        str(work / "p.wav"),
+        str(checkpoint),
+        str(HERE.parent / "tests"),
+    ]
+    ours = [
+        convt_audio(),
+        "run",
+        str(mel),
+        "-c",
+        "hifigan-v1",
+        "-w",
+        str(checkpoint),
+        "-o",
+        str(work / "c.wav"),
+        "--subtype",
+        "FLOAT",
+        "--overwrite",
+        "-q",
+    ]
     plain_t, plain_rss = median_process(plain, 3)
     ours_t, ours_rss = median_process(ours, 3)
     a, _ = sf.read(str(work / "p.wav"), dtype="float32")
     b, _ = sf.read(str(work / "c.wav"), dtype="float32")
     delta = float(np.abs(a - b).max()) if a.shape == b.shape else float("inf")
     audio_s = frames * HOP / RATE
-    print(f"\nHiFi-GAN V1, {frames} mel frames -> {audio_s:.1f} s at {RATE} Hz, {flops / 1e9:.0f} GFLOP; "
-          f"float32 matmul peak {peak:.0f} GFLOP/s (same run); whole processes, median of 3")
-    print(table([
-        ["plain script: the module on the whole mel", f"{plain_t:.2f}", "1.00", f"{plain_t / audio_s:.3f}",
-         f"{flops / plain_t / 1e9:.0f}", f"{flops / plain_t / 1e9 / peak:.2f}", plain_rss // 1024],
-        ["convt-audio run -c hifigan-v1", f"{ours_t:.2f}", f"{ours_t / plain_t:.2f}", f"{ours_t / audio_s:.3f}",
-         f"{flops / ours_t / 1e9:.0f}", f"{flops / ours_t / 1e9 / peak:.2f}", ours_rss // 1024],
-    ], ["process", "seconds", "× plain", "RTF", "GFLOP/s", "of peak", "peak RSS MB"]))
+    print(
+        f"\nHiFi-GAN V1, {frames} mel frames -> {audio_s:.1f} s at {RATE} Hz, {flops / 1e9:.0f} GFLOP; "
+        f"float32 matmul peak {peak:.0f} GFLOP/s (same run); whole processes, median of 3"
+    )
+    print(
+        table(
+            [
+                [
+                    "plain script: the module on the whole mel",
+                    f"{plain_t:.2f}",
+                    "1.00",
+                    f"{plain_t / audio_s:.3f}",
+                    f"{flops / plain_t / 1e9:.0f}",
+                    f"{flops / plain_t / 1e9 / peak:.2f}",
+                    plain_rss // 1024,
+                ],
+                [
+                    "convt-audio run -c hifigan-v1",
+                    f"{ours_t:.2f}",
+                    f"{ours_t / plain_t:.2f}",
+                    f"{ours_t / audio_s:.3f}",
+                    f"{flops / ours_t / 1e9:.0f}",
+                    f"{flops / ours_t / 1e9 / peak:.2f}",
+                    ours_rss // 1024,
+                ],
+            ],
+            ["process", "seconds", "× plain", "RTF", "GFLOP/s", "of peak", "peak RSS MB"],
+        )
+    )
     print(f"outputs equal: {delta <= 1e-5} (max |Δ| {delta:.2e}); GFLOP/s include start-up and I/O")
 
     # 2. memory: short vs long
@@ -108,8 +148,21 @@ def main() -> None:
     for length in (10, long_seconds):
         path = work / f"mel-{length}.npy"
         write_mel(path, length)
-        wall, rss[length] = run_process([convt_audio(), "run", str(path), "-c", "hifigan-v1", "-w", str(checkpoint),
-                                         "-o", str(work / "long.wav"), "--overwrite", "-q"])
+        wall, rss[length] = run_process(
+            [
+                convt_audio(),
+                "run",
+                str(path),
+                "-c",
+                "hifigan-v1",
+                "-w",
+                str(checkpoint),
+                "-o",
+                str(work / "long.wav"),
+                "--overwrite",
+                "-q",
+            ]
+        )
         print(f"convt-audio run, {length} s mel: {wall:.1f} s wall, RTF {wall / length:.3f}", flush=True)
     _, plain10 = run_process([*plain[:2], str(work / "mel-10.npy"), *plain[3:]])
     per_second = (plain_rss - plain10) / (seconds - 10)
@@ -119,10 +172,18 @@ def main() -> None:
         rows.append(["plain script", plain10 // 1024, plain_long // 1024, (plain_long - plain10) // 1024])
     else:
         estimate = plain10 + per_second * (long_seconds - 10)
-        rows.append(["plain script (long: extrapolated)", plain10 // 1024, f"~{estimate / 1024:.0f}",
-                     f"~{(estimate - plain10) / 1024:.0f}"])
-    print(f"\npeak RSS (MB), 10 s vs {long_seconds // 60} min mel; the plain script grows "
-          f"{per_second / 1024:.0f} MB per second of audio (10 s vs {seconds} s)")
+        rows.append(
+            [
+                "plain script (long: extrapolated)",
+                plain10 // 1024,
+                f"~{estimate / 1024:.0f}",
+                f"~{(estimate - plain10) / 1024:.0f}",
+            ]
+        )
+    print(
+        f"\npeak RSS (MB), 10 s vs {long_seconds // 60} min mel; the plain script grows "
+        f"{per_second / 1024:.0f} MB per second of audio (10 s vs {seconds} s)"
+    )
     print(table(rows, ["process", "10 s", f"{long_seconds // 60} min", "growth"]))
 
 

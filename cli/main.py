@@ -2,7 +2,7 @@
 
 torch and the engine are imported inside the commands so that ``--help`` is instant.
 Errors are one line on stderr; exit codes: 0 done, 1 some input failed, 2 usage/config/weights,
-130 interrupted (SPEC §4).
+130 interrupted (README.md, "For scripts").
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from convt_audio.errors import one_line
 # click's exception classes as the installed Typer raises them (it may vendor click)
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 Abort = typer.Abort
+
 
 def _ray_default(args: list[str]) -> list[str]:
     """``--ray`` without an address starts a local cluster: supply ``local`` where the next word is
@@ -176,8 +177,9 @@ class _OneLineErrors(TyperGroup):
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         args = _ray_default(list(sys.argv[1:] if args is None else args))
         try:
-            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
-                                standalone_mode=False, **extra)
+            code = super().main(
+                args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra
+            )
         except ClickException as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command: its help
                 exc.show()
@@ -201,19 +203,39 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-design_app = typer.Typer(cls=_OneLineErrors, help="Design filters and write them as a config + weights pair.",
-                         no_args_is_help=True)
+design_app = typer.Typer(
+    cls=_OneLineErrors, help="Design filters and write them as a config + weights pair.", no_args_is_help=True
+)
 app.add_typer(design_app, name="design")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 MAX_RESAMPLE_RATE = 8 * 768000  # Hz: --rate without -c (a check of a config's rate may name any)
 
 # how this command line spells the library's parameters in messages (convt_audio.errors.option)
-FLAGS = {"factor": "--factor", "passband": "--passband", "stopband": "--stopband", "attenuation": "--attenuation",
-         "subtype": "--subtype", "input_rate": "--input-rate", "target_rate": "--rate", "recursive": "--recursive",
-         "clip": "--clip", "non_finite": "--non-finite", "overwrite": "--overwrite",
-         "skip_existing": "--skip-existing", "kind": "--type", "device": "--device", "dtype": "--dtype",
-         "ray": "--ray", "allow_aliasing": "--allow-aliasing", "output": "-o", "weights": "-w", "config": "-c", "seed": "--seed", "threads": "--threads"}
+FLAGS = {
+    "factor": "--factor",
+    "passband": "--passband",
+    "stopband": "--stopband",
+    "attenuation": "--attenuation",
+    "subtype": "--subtype",
+    "input_rate": "--input-rate",
+    "target_rate": "--rate",
+    "recursive": "--recursive",
+    "clip": "--clip",
+    "non_finite": "--non-finite",
+    "overwrite": "--overwrite",
+    "skip_existing": "--skip-existing",
+    "kind": "--type",
+    "device": "--device",
+    "dtype": "--dtype",
+    "ray": "--ray",
+    "allow_aliasing": "--allow-aliasing",
+    "output": "-o",
+    "weights": "-w",
+    "config": "-c",
+    "seed": "--seed",
+    "threads": "--threads",
+}
 
 
 class Channels(str, Enum):
@@ -299,8 +321,14 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: bool = typer.Option(False, "--version", metavar="", callback=_version_callback, is_eager=True,
-                                 help="Print convt-audio, torch and CUDA versions and exit."),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        metavar="",
+        callback=_version_callback,
+        is_eager=True,
+        help="Print convt-audio, torch and CUDA versions and exit.",
+    ),
 ) -> None:
     """Upsample and decode audio by exact streaming through transposed convolutions."""
     import warnings
@@ -328,8 +356,14 @@ def _quiet_native_notes() -> None:
         terminal = os.dup(2)
         read_end, write_end = os.pipe()
         sys.stderr.flush()
-        sys.stderr = open(terminal, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
-                          errors="backslashreplace", closefd=False)
+        sys.stderr = open(
+            terminal,
+            "w",
+            buffering=1,
+            encoding=sys.stderr.encoding or "utf-8",
+            errors="backslashreplace",
+            closefd=False,
+        )
         os.dup2(write_end, 2)
         os.close(write_end)
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
@@ -360,8 +394,7 @@ def _parse_chunk(chunk: str) -> Optional[int]:
     except ValueError:
         value = 0
     if value < 1:
-        raise typer.BadParameter(f"must be a positive number of frames or 'auto', got {chunk!r}",
-                                 param_hint="--chunk")
+        raise typer.BadParameter(f"must be a positive number of frames or 'auto', got {chunk!r}", param_hint="--chunk")
     return value
 
 
@@ -383,8 +416,9 @@ class _Interrupts:
         self.cancel.set()
 
     def __enter__(self) -> "_Interrupts":
-        self.previous = {sig: signal.signal(sig, self)
-                         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)}
+        self.previous = {
+            sig: signal.signal(sig, self) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+        }
         return self
 
     def __exit__(self, *exc) -> None:
@@ -398,53 +432,89 @@ class _Interrupts:
 
 @app.command()
 def run(
-    inputs: List[Path] = typer.Argument(..., readable=False,  # an unreadable file fails alone (exit 1)
-                                        help="Audio files (anything libsndfile reads, or .npy) or folders."),
-    output: Optional[str] = typer.Option(None, "-o", "--output",  # str: keeps a trailing "/"
-                                          help="Output file (one input) or folder (several inputs or a folder)."),
+    inputs: List[Path] = typer.Argument(
+        ...,
+        readable=False,  # an unreadable file fails alone (exit 1)
+        help="Audio files (anything libsndfile reads, or .npy) or folders.",
+    ),
+    output: Optional[str] = typer.Option(
+        None,
+        "-o",
+        "--output",  # str: keeps a trailing "/"
+        help="Output file (one input) or folder (several inputs or a folder).",
+    ),
     config: Optional[str] = typer.Option(
-        None, "-c", "--config",
-        help="Config file or built-in name. Without -c and -r: inputs below 48 kHz are resampled to 48 kHz."),
+        None,
+        "-c",
+        "--config",
+        help="Config file or built-in name. Without -c and -r: inputs below 48 kHz are resampled to 48 kHz.",
+    ),
     weights: Optional[Path] = typer.Option(None, "-w", "--weights", help="Weights file (default: the config's)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     chunk: str = typer.Option("auto", "--chunk", help="Input frames per block, or auto."),
     dtype: DType = typer.Option(DType.float32, "--dtype", case_sensitive=False, help="Compute dtype."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
-    deterministic: bool = typer.Option(False, "--deterministic", metavar="", help="Use PyTorch's deterministic algorithms."),
-    channels: Optional[Channels] = typer.Option(None, "--channels", case_sensitive=False,
-                                                help="Override the config's channel mapping."),
+    deterministic: bool = typer.Option(
+        False, "--deterministic", metavar="", help="Use PyTorch's deterministic algorithms."
+    ),
+    channels: Optional[Channels] = typer.Option(
+        None, "--channels", case_sensitive=False, help="Override the config's channel mapping."
+    ),
     input_rate: Optional[str] = typer.Option(
-        None, "--input-rate",
+        None,
+        "--input-rate",
         help="Rate of .npy inputs in Hz, fractional allowed (86.1328125 or 22050/256); "
-             "default: the config's feature rate."),
-    subtype: Optional[Subtype] = typer.Option(None, "--subtype", case_sensitive=False,
-                                              help="Output subtype (default: the input's)."),
-    clip: Clip = typer.Option(Clip.clamp, "--clip", case_sensitive=False,
-                              help="Integer outputs: clamp and count, refuse (error; also NaN/Inf outputs), or scale the "
-                                   "whole file so its peak fits (rescale: two passes)."),
-    non_finite: NonFinite = typer.Option(NonFinite.error, "--non-finite", case_sensitive=False,
-                                         help="NaN/Inf input samples: fail that file (error) or replace them with 0."),
+        "default: the config's feature rate.",
+    ),
+    subtype: Optional[Subtype] = typer.Option(
+        None, "--subtype", case_sensitive=False, help="Output subtype (default: the input's)."
+    ),
+    clip: Clip = typer.Option(
+        Clip.clamp,
+        "--clip",
+        case_sensitive=False,
+        help="Integer outputs: clamp and count, refuse (error; also NaN/Inf outputs), or scale the "
+        "whole file so its peak fits (rescale: two passes).",
+    ),
+    non_finite: NonFinite = typer.Option(
+        NonFinite.error,
+        "--non-finite",
+        case_sensitive=False,
+        help="NaN/Inf input samples: fail that file (error) or replace them with 0.",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", "-y", metavar="", help="Replace existing outputs."),
-    skip_existing: bool = typer.Option(False, "--skip-existing", "--no-clobber", "-n", metavar="",
-                                       help="Skip inputs whose output exists."),
+    skip_existing: bool = typer.Option(
+        False, "--skip-existing", "--no-clobber", "-n", metavar="", help="Skip inputs whose output exists."
+    ),
     kind: Optional[str] = typer.Option(
-        None, "--type", "-t",
+        None,
+        "--type",
+        "-t",
         help="Container of every output the tool names, and of -o - (wav, flac or raw there): "
-             "wav, flac, ogg, opus, mp3, aiff, caf, w64, rf64, au."),
+        "wav, flac, ogg, opus, mp3, aiff, caf, w64, rf64, au.",
+    ),
     target_rate: Optional[str] = typer.Option(
-        None, "--rate", "-r",
+        None,
+        "--rate",
+        "-r",
         help="Output sample rate in Hz, or kHz as sox writes it (48k, 44.1k). Without -c, an alias-free resampler "
-             "for each input's rate (a built-in sinc-xL, or an L/M design, cached); with -c, a check."),
+        "for each input's rate (a built-in sinc-xL, or an L/M design, cached); with -c, a check.",
+    ),
     allow_aliasing: bool = typer.Option(
-        False, "--allow-aliasing", metavar="",
+        False,
+        "--allow-aliasing",
+        metavar="",
         help="With --rate: the older band edges (0.45/0.55 of the lower rate), whose transition straddles the "
-             "Nyquist frequency, instead of alias-free ones (flat to 0.91 of it, 140 dB down from it)."),
+        "Nyquist frequency, instead of alias-free ones (flat to 0.91 of it, 140 dB down from it).",
+    ),
     recursive: bool = typer.Option(False, "--recursive", "-R", metavar="", help="Look for audio in subfolders too."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Files processed in parallel (with --ray: workers)."),
     ray: Optional[str] = typer.Option(
-        None, "--ray",
+        None,
+        "--ray",
         help="Run the batch on a Ray cluster: auto (a running cluster), HOST:PORT or ray://HOST:PORT, or "
-             "local (start one here; also --ray alone). Needs the [ray] extra and a filesystem every node sees."),
+        "local (start one here; also --ray alone). Needs the [ray] extra and a filesystem every node sees.",
+    ),
     fail_fast: bool = typer.Option(False, "--fail-fast", metavar="", help="Stop at the first failed input."),
     as_json: bool = typer.Option(False, "--json", metavar="", help="One JSON object per file on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="Print nothing but errors."),
@@ -476,32 +546,45 @@ def run(
                 raise UsageError(f"--rate: an output rate is a whole number of Hz, got {target_rate!r}")
             target = int(target)
             if config is None and target > MAX_RESAMPLE_RATE:
-                raise UsageError(f"--rate: resampling goes up to {MAX_RESAMPLE_RATE} Hz (8 × 768 kHz), "
-                                 f"got {target_rate!r}")
+                raise UsageError(
+                    f"--rate: resampling goes up to {MAX_RESAMPLE_RATE} Hz (8 × 768 kHz), got {target_rate!r}"
+                )
         if threads is not None and threads > 4 * (os.cpu_count() or 1):
-            raise UsageError(f"--threads: at most {4 * (os.cpu_count() or 1)} on this machine "
-                             f"(4 × its {os.cpu_count()} CPUs), got {threads}")
+            raise UsageError(
+                f"--threads: at most {4 * (os.cpu_count() or 1)} on this machine "
+                f"(4 × its {os.cpu_count()} CPUs), got {threads}"
+            )
         if kind is not None:
             kind = kind.lower().lstrip(".")
             allowed = STREAM_TYPES if output == STDIO else output_types()
             if kind not in allowed:
-                raise UsageError(f"--type: {kind!r} is not one of {list(allowed)}"
-                                 f"{' (for -o -)' if output == STDIO else ''}")
+                raise UsageError(
+                    f"--type: {kind!r} is not one of {list(allowed)}{' (for -o -)' if output == STDIO else ''}"
+                )
         if as_json and output == STDIO:
             raise UsageError("--json and -o - both want standard output; choose one")
         if ray is not None and output == STDIO:
-            raise UsageError("--ray and -o -: the cluster's workers write files, not this standard output; "
-                             "name an output file or folder")
+            raise UsageError(
+                "--ray and -o -: the cluster's workers write files, not this standard output; "
+                "name an output file or folder"
+            )
         jobs_list = plan_jobs(inputs, output, recursive, kind)
         # torch's threads are shared by the --jobs files run here (a cluster worker has its own)
         per_file_threads = max(1, (threads or os.cpu_count() or 1) // jobs) if ray is None else threads
-        recipe = RunnerRecipe(config, None if weights is None else str(weights), target, device, dtype.value,
-                              deterministic, per_file_threads, allow_aliasing)
+        recipe = RunnerRecipe(
+            config,
+            None if weights is None else str(weights),
+            target,
+            device,
+            dtype.value,
+            deterministic,
+            per_file_threads,
+            allow_aliasing,
+        )
         runner, unused = recipe.build()
         if unused:
             shown = ", ".join(unused[:8]) + (f", … ({len(unused) - 8} more)" if len(unused) > 8 else "")
-            _warn(f"{weights or runner.config.weights}: {len(unused)} tensor(s) not used by the config: {shown}",
-                  quiet)
+            _warn(f"{weights or runner.config.weights}: {len(unused)} tensor(s) not used by the config: {shown}", quiet)
         if rate is not None and runner.config is not None:
             try:
                 runner.config.output_rate(rate)
@@ -513,10 +596,17 @@ def run(
                 Path(output).mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise UsageError(f"{output}: cannot create the output folder ({exc.strerror})") from None
-        options = RunOptions(chunk=chunk_frames, channels=channels.value if channels else None,
-                             input_rate=rate, subtype=subtype.value if subtype else None,
-                             clip=clip.value, overwrite=overwrite, skip_existing=skip_existing,
-                             non_finite=non_finite.value, kind=kind)
+        options = RunOptions(
+            chunk=chunk_frames,
+            channels=channels.value if channels else None,
+            input_rate=rate,
+            subtype=subtype.value if subtype else None,
+            clip=clip.value,
+            overwrite=overwrite,
+            skip_existing=skip_existing,
+            non_finite=non_finite.value,
+            kind=kind,
+        )
         if ray is not None:
             from convt_audio.cluster import check_address, check_writable, connect
 
@@ -535,8 +625,9 @@ def run(
         apart.close()
         raise _fail(exc, debug) from None
     with apart:
-        code = _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug,
-                         None if ray is None else (ray, recipe))
+        code = _run_jobs(
+            runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug, None if ray is None else (ray, recipe)
+        )
     if output == "-" or as_json:
         try:
             sys.stdout.flush()
@@ -586,22 +677,30 @@ def _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug
             bars = self.bars
             if report.get("clipped_samples"):  # even under -q: a loud file was changed
                 share = report["clipped_samples"] / max(1, report["frames_out"] * report["channels_out"])
-                bars.line(f"convt-audio: warning: {one_line(report['output'])}: {report['clipped_samples']} "
-                          f"samples clipped ({100 * share:.3g} %); --clip rescale scales the file to fit, "
-                          f"--subtype FLOAT keeps every value")
+                bars.line(
+                    f"convt-audio: warning: {one_line(report['output'])}: {report['clipped_samples']} "
+                    f"samples clipped ({100 * share:.3g} %); --clip rescale scales the file to fit, "
+                    f"--subtype FLOAT keeps every value"
+                )
             if report.get("non_finite_output_samples"):
                 written = " written as 0 or ±1" if report["subtype"] not in ("FLOAT", "DOUBLE") else ""
-                bars.line(f"convt-audio: warning: {one_line(report['output'])}: "
-                          f"{report['non_finite_output_samples']} NaN/Inf output samples (an overflow){written}")
+                bars.line(
+                    f"convt-audio: warning: {one_line(report['output'])}: "
+                    f"{report['non_finite_output_samples']} NaN/Inf output samples (an overflow){written}"
+                )
             if report.get("non_finite_input_samples_zeroed") and not quiet:
-                bars.line(f"convt-audio: warning: {one_line(report['input'])}: "
-                          f"{report['non_finite_input_samples_zeroed']} NaN/Inf input samples replaced with 0")
+                bars.line(
+                    f"convt-audio: warning: {one_line(report['input'])}: "
+                    f"{report['non_finite_input_samples_zeroed']} NaN/Inf input samples replaced with 0"
+                )
             if as_json:
                 emit(report)
             elif not quiet and report["status"] == "ok":
                 gain = f", scaled by {report['gain_db']:+.2f} dB" if report.get("gain_db") else ""
-                bars.line(f"{one_line(report['input'])} -> {one_line(report['output'])} ({report['seconds']:.2f} s "
-                          f"at {report['output_rate']} Hz, {report['speed_x_realtime']:.1f}x real time{gain})")
+                bars.line(
+                    f"{one_line(report['input'])} -> {one_line(report['output'])} ({report['seconds']:.2f} s "
+                    f"at {report['output_rate']} Hz, {report['speed_x_realtime']:.1f}x real time{gain})"
+                )
             elif not quiet and report["status"] == "skipped":
                 bars.line(f"{one_line(report['input'])}: skipped, {one_line(report['output'])} exists")
 
@@ -614,23 +713,28 @@ def _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug
                 from convt_audio.cluster import run_batch_ray
 
                 address, recipe = cluster
-                result = run_batch_ray(address, recipe, jobs_list, options, jobs, fail_fast, cancel, Events(bars),
-                                       spelling=FLAGS)
+                result = run_batch_ray(
+                    address, recipe, jobs_list, options, jobs, fail_fast, cancel, Events(bars), spelling=FLAGS
+                )
     except KeyboardInterrupt:  # a second signal: stopped at once
         cancel.set()
         _err("interrupted")
         return interrupts.exit_code
     if emitted["broken"]:
-        _err(f"standard output closed after {emitted['records']} --json record(s); stopped, "
-             f"{len(jobs_list) - result.written - result.skipped - result.failed} input(s) not run")
+        _err(
+            f"standard output closed after {emitted['records']} --json record(s); stopped, "
+            f"{len(jobs_list) - result.written - result.skipped - result.failed} input(s) not run"
+        )
         return EXIT_FAILED
     if interrupts.signum is not None:
         _err("interrupted; no partial outputs were left")
         return interrupts.exit_code
     if not quiet and not as_json and len(jobs_list) > 1:
         with suppress(OSError, ValueError):
-            typer.echo(f"{len(jobs_list)} inputs: {result.written} written, {result.skipped} skipped, "
-                       f"{result.failed} failed", err=True)
+            typer.echo(
+                f"{len(jobs_list)} inputs: {result.written} written, {result.skipped} skipped, {result.failed} failed",
+                err=True,
+            )
     return EXIT_FAILED if result.failed else EXIT_OK
 
 
@@ -639,8 +743,10 @@ def info(
     config: Optional[str] = typer.Argument(None, help="Config file or built-in name (default sinc-x3)."),
     weights: Optional[Path] = typer.Option(None, "-w", "--weights", help="Weights file to check against the config."),
     input_rate: Optional[str] = typer.Option(
-        None, "--input-rate",
-        help="Input rate in Hz for the rates and FLOP/s figures (default: the config's feature rate, else 16000)."),
+        None,
+        "--input-rate",
+        help="Input rate in Hz for the rates and FLOP/s figures (default: the config's feature rate, else 16000).",
+    ),
     as_json: bool = typer.Option(False, "--json", metavar="", help="Print the facts as one JSON object."),
     debug: bool = typer.Option(False, "--debug", metavar="", help="Show tracebacks."),
 ) -> None:
@@ -676,8 +782,9 @@ def info(
             from .rich_utils import layer_table, print_table
 
             print_table(layer_table(facts["layers"], one_line(f"{cfg.name}: {cfg.description}".rstrip(": "))))
-            rate_text = f"{facts['input_rate']:g} Hz" + (" (the config's feature rate)"
-                                                         if facts["input_rate_from_config"] and input_rate is None else "")
+            rate_text = f"{facts['input_rate']:g} Hz" + (
+                " (the config's feature rate)" if facts["input_rate_from_config"] and input_rate is None else ""
+            )
             lines = [
                 f"rate:            ×{facts['rate_factor']:g} ({rate_text} -> {facts['output_rate']:g} Hz)",
                 f"channels:        {facts['in_channels']} in, {facts['out_channels']} out; {cfg.channels}: "
@@ -693,8 +800,10 @@ def info(
                 f"weights:         {(facts['weights'] or '(none)') + ': ' + status if weights_ok else status}",
             ]
             if facts["buffers_whole_input"]:
-                lines.append(f"memory:          {', '.join(facts['buffers_whole_input'])} hold their whole "
-                             f"input (circular padding past the leading convolutions)")
+                lines.append(
+                    f"memory:          {', '.join(facts['buffers_whole_input'])} hold their whole "
+                    f"input (circular padding past the leading convolutions)"
+                )
             typer.echo("\n".join(one_line(line) for line in lines))
         sys.stdout.flush()
     except (BrokenPipeError, OSError, ValueError) as exc:
@@ -734,12 +843,15 @@ def init(
 
 @design_app.command("sinc")
 def design_sinc_command(
-    factor: str = typer.Option(..., "--factor", "-L",
-                               help="Output rate / input rate: an integer L >= 2 or a ratio L/M such as 160/147."),
-    passband: float = typer.Option(0.455, "--passband",
-                                   help="Passband edge, fraction of the lower rate (0.455: 0.91 x its Nyquist)."),
-    stopband: float = typer.Option(0.5, "--stopband",
-                                   help="Stopband edge, fraction of the lower rate (0.5: its Nyquist, alias-free)."),
+    factor: str = typer.Option(
+        ..., "--factor", "-L", help="Output rate / input rate: an integer L >= 2 or a ratio L/M such as 160/147."
+    ),
+    passband: float = typer.Option(
+        0.455, "--passband", help="Passband edge, fraction of the lower rate (0.455: 0.91 x its Nyquist)."
+    ),
+    stopband: float = typer.Option(
+        0.5, "--stopband", help="Stopband edge, fraction of the lower rate (0.5: its Nyquist, alias-free)."
+    ),
     attenuation: float = typer.Option(140.0, "--attenuation", help="Stopband attenuation in dB."),
     output: Path = typer.Option(..., "-o", "--output", help="NAME: writes NAME.yaml and NAME.safetensors."),
     overwrite: bool = typer.Option(False, "--overwrite", "-y", metavar="", help="Replace existing files."),
@@ -756,14 +868,17 @@ def design_sinc_command(
     except Exception as exc:
         raise _fail(exc, debug, usage=True) from None
     stages = f"{len(design.stages)} stages" if len(design.stages) > 1 else "1 stage"
-    _note(f"wrote {config_path} and {weights_path}: {design.kernel_size} taps in {stages}, ×{design.ratio}; "
-          f"measured: passband ripple {measured.ripple_db:.2g} dB, stopband {measured.attenuation_db:.1f} dB down")
+    _note(
+        f"wrote {config_path} and {weights_path}: {design.kernel_size} taps in {stages}, ×{design.ratio}; "
+        f"measured: passband ripple {measured.ripple_db:.2g} dB, stopband {measured.attenuation_db:.1f} dB down"
+    )
 
 
 @app.command()
 def plot(
-    targets: List[str] = typer.Argument(..., help="A config (its frequency response), or two audio files "
-                                                  "(their spectrograms side by side)."),
+    targets: List[str] = typer.Argument(
+        ..., help="A config (its frequency response), or two audio files (their spectrograms side by side)."
+    ),
     output: Path = typer.Option(..., "-o", "--output", help="Image to write (.png, .pdf, .svg, .jpg)."),
     weights: Optional[Path] = typer.Option(None, "-w", "--weights", help="Weights for a config (default: its own)."),
     input_rate: Optional[str] = typer.Option(None, "--input-rate", help="Input rate for the axis (default 16000)."),
@@ -791,8 +906,10 @@ def plot(
         measured = plot_response(cfg, params, output, rate)
     except Exception as exc:
         raise _fail(exc, debug, usage=True) from None
-    _note(f"wrote {output}: passband ripple {measured['ripple_db']:.2g} dB, stopband "
-          f"{measured['attenuation_db']:.1f} dB down (measured)")
+    _note(
+        f"wrote {output}: passband ripple {measured['ripple_db']:.2g} dB, stopband "
+        f"{measured['attenuation_db']:.1f} dB down (measured)"
+    )
 
 
 @app.command()
@@ -806,8 +923,10 @@ def configs() -> None:
         default = " (default)" if name == DEFAULT_CONFIG else ""
         feature_rate = cfg.feature_rate()
         if feature_rate is not None:
-            shape = (f"in: {cfg.in_channels}-band features at {float(feature_rate):g} Hz (.npy); "
-                     f"out: audio at {cfg.output_sample_rate} Hz")
+            shape = (
+                f"in: {cfg.in_channels}-band features at {float(feature_rate):g} Hz (.npy); "
+                f"out: audio at {cfg.output_sample_rate} Hz"
+            )
         else:
             shape = f"in: audio at any rate; out: ×{cfg.rate_factor()} the rate"
         weights = "weights included" if cfg.weights else "no weights: pass -w CHECKPOINT"

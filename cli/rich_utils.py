@@ -73,28 +73,62 @@ def progress_bars(enabled: bool, files: int) -> Iterator[NoProgress]:
     if not enabled or not sys.stderr.isatty():
         yield NoProgress()
         return
-    columns = (TextColumn("{task.description}", style="bold"), BarColumn(),
-               TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[speed]}"),
-               TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}", style="bold"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[speed]}"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=stderr_console, transient=True) as progress:
         yield FileProgress(progress, files)
 
 
 def layer_table(rows: list[dict], title: str) -> Table:
     """The layer tree: blocks indented, their layers below them."""
-    columns = ["path", "type", "channels", "rate", "ahead", "kernel", "stride", "padding",
-               "output_padding", "groups", "dilation", "padding_mode", "params", "flops", "computed_as", "buffers"]
-    headers = {"channels": "ch", "kernel": "K", "stride": "s", "padding": "p", "output_padding": "op",
-               "groups": "g", "dilation": "d", "padding_mode": "mode", "ahead": "look-ahead",
-               "flops": "FLOP/frame", "computed_as": "as"}
-    table = Table(title=title, title_justify="left",
-                  caption="K kernel, s stride, p padding, op output_padding, g groups, d dilation; "
-                          "rate: output/input rate; look-ahead and FLOP per input frame of the layer",
-                  caption_justify="left")
+    columns = [
+        "path",
+        "type",
+        "channels",
+        "rate",
+        "ahead",
+        "kernel",
+        "stride",
+        "padding",
+        "output_padding",
+        "groups",
+        "dilation",
+        "padding_mode",
+        "params",
+        "flops",
+        "computed_as",
+        "buffers",
+    ]
+    headers = {
+        "channels": "ch",
+        "kernel": "K",
+        "stride": "s",
+        "padding": "p",
+        "output_padding": "op",
+        "groups": "g",
+        "dilation": "d",
+        "padding_mode": "mode",
+        "ahead": "look-ahead",
+        "flops": "FLOP/frame",
+        "computed_as": "as",
+    }
+    table = Table(
+        title=title,
+        title_justify="left",
+        caption="K kernel, s stride, p padding, op output_padding, g groups, d dilation; "
+        "rate: output/input rate; look-ahead and FLOP per input frame of the layer",
+        caption_justify="left",
+    )
     for column in columns:
-        table.add_column(headers.get(column, column),
-                         justify="left" if column in ("path", "type", "padding_mode", "buffers", "computed_as")
-                         else "right")
+        table.add_column(
+            headers.get(column, column),
+            justify="left" if column in ("path", "type", "padding_mode", "buffers", "computed_as") else "right",
+        )
     for row in rows:
         cells = dict(row)
         cells["path"] = "  " * row["depth"] + row["path"].rsplit(".", 1)[-1] if row["depth"] else row["path"]

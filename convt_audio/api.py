@@ -1,10 +1,10 @@
 """The Python API: arrays in, arrays out, with the engines and guarantees of ``convt-audio run``.
 
-    import convt_audio
-    y = convt_audio.resample(x, 44100, 48000)                 # (frames,) or (frames, channels)
-    model = convt_audio.load("hifigan-v1", "g_02500000")      # model(mel) -> audio
-    stream = model.stream()                                   # push(chunk) / flush() / reset()
-    record = convt_audio.convert("in.wav", "out.wav", rate=48000)   # one file, as run writes it
+import convt_audio
+y = convt_audio.resample(x, 44100, 48000)                 # (frames,) or (frames, channels)
+model = convt_audio.load("hifigan-v1", "g_02500000")      # model(mel) -> audio
+stream = model.stream()                                   # push(chunk) / flush() / reset()
+record = convt_audio.convert("in.wav", "out.wav", rate=48000)   # one file, as run writes it
 """
 
 from __future__ import annotations
@@ -131,8 +131,10 @@ class Model:
             raise UsageError(f"x: expected (channels, frames) or (batch, channels, frames), got shape {array.shape}")
         batched = array[None] if array.ndim == 2 else array
         if batched.shape[1] != self.in_channels:
-            raise UsageError(f"x: has {batched.shape[1]} channels; {self.config.name} takes {self.in_channels} "
-                             f"(arrays are (channels, frames), as torch modules take them)")
+            raise UsageError(
+                f"x: has {batched.shape[1]} channels; {self.config.name} takes {self.in_channels} "
+                f"(arrays are (channels, frames), as torch modules take them)"
+            )
         return np.ascontiguousarray(batched, dtype=np.float64 if self.engine.dtype == np.float64 else np.float32)
 
 
@@ -186,8 +188,9 @@ def load(config=None, weights=None, *, device: str = "auto", dtype: str = "float
     return Model(cfg, build_engine(cfg, params, device, dtype))
 
 
-def convert(src, dst, *, config=None, weights=None, rate=None, overwrite: bool = False,
-            skip_existing: bool = False, **options) -> dict:
+def convert(
+    src, dst, *, config=None, weights=None, rate=None, overwrite: bool = False, skip_existing: bool = False, **options
+) -> dict:
     """Run one file as ``convt-audio run SRC -o DST`` does — clash checks, atomic write,
     non-finite policy, memory bounds — and return the record ``--json`` prints.
 
@@ -211,15 +214,19 @@ def convert(src, dst, *, config=None, weights=None, rate=None, overwrite: bool =
         if target.denominator != 1:
             raise UsageError(f"{option('target_rate')}: an output rate is a whole number of Hz, got {rate!r}")
         target = int(target)
-    recipe = RunnerRecipe(None if config is None else str(config), None if weights is None else str(weights),
-                          target, **{k: v for k, v in options.items() if k in recipe_keys})
+    recipe = RunnerRecipe(
+        None if config is None else str(config),
+        None if weights is None else str(weights),
+        target,
+        **{k: v for k, v in options.items() if k in recipe_keys},
+    )
     runner, _ = recipe.build()
-    run_options = RunOptions(overwrite=overwrite, skip_existing=skip_existing,
-                             **{k: v for k, v in options.items() if k in option_keys})
+    run_options = RunOptions(
+        overwrite=overwrite, skip_existing=skip_existing, **{k: v for k, v in options.items() if k in option_keys}
+    )
     if run_options.input_rate is not None:
         run_options = RunOptions(**{**run_options.__dict__, "input_rate": _rate(run_options.input_rate, "input_rate")})
     if Path(str(src)).is_dir():
         raise UsageError(f"{src}: convert takes one file (the command line runs folders)")
-    jobs = check_outputs(plan_jobs([src], dst, kind=run_options.kind), runner, run_options.input_rate,
-                         run_options.kind)
+    jobs = check_outputs(plan_jobs([src], dst, kind=run_options.kind), runner, run_options.input_rate, run_options.kind)
     return process_file(runner, jobs[0], run_options)

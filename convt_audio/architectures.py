@@ -51,8 +51,12 @@ def _resblock(kind: str, n: int, channels: int, kernel: int, dilations: list) ->
     blocks = []
     for m, d in enumerate(dilations):
         if kind == "1":
-            body = [lrelu, _conv(channels, channels, kernel, f"resblocks.{n}.convs1.{m}", d, _get_padding(kernel, d)),
-                    lrelu, _conv(channels, channels, kernel, f"resblocks.{n}.convs2.{m}", 1, _get_padding(kernel, 1))]
+            body = [
+                lrelu,
+                _conv(channels, channels, kernel, f"resblocks.{n}.convs1.{m}", d, _get_padding(kernel, d)),
+                lrelu,
+                _conv(channels, channels, kernel, f"resblocks.{n}.convs2.{m}", 1, _get_padding(kernel, 1)),
+            ]
         else:
             body = [lrelu, _conv(channels, channels, kernel, f"resblocks.{n}.convs.{m}", d, _get_padding(kernel, d))]
         blocks.append({"type": "residual", "layers": body})
@@ -67,10 +71,21 @@ def hifigan(version: str) -> dict:
     for i, (u, k) in enumerate(zip(rates, kernels)):
         out = initial // 2 ** (i + 1)
         layers.append({"type": "leaky_relu", "negative_slope": LRELU_SLOPE})
-        layers.append({"type": "conv_transpose1d", "in_channels": channels, "out_channels": out,
-                       "kernel_size": k, "stride": u, "padding": (k - u) // 2, "key": f"ups.{i}"})
-        branches = [_resblock(kind, i * len(rb_kernels) + j, out, rk, rd)
-                    for j, (rk, rd) in enumerate(zip(rb_kernels, rb_dilations))]
+        layers.append(
+            {
+                "type": "conv_transpose1d",
+                "in_channels": channels,
+                "out_channels": out,
+                "kernel_size": k,
+                "stride": u,
+                "padding": (k - u) // 2,
+                "key": f"ups.{i}",
+            }
+        )
+        branches = [
+            _resblock(kind, i * len(rb_kernels) + j, out, rk, rd)
+            for j, (rk, rd) in enumerate(zip(rb_kernels, rb_dilations))
+        ]
         layers.append({"type": "parallel", "reduce": "mean", "branches": branches})
         channels = out
     layers += [{"type": "leaky_relu"}, _conv(channels, 1, 7, "conv_post", padding=3), {"type": "tanh"}]
@@ -79,9 +94,11 @@ def hifigan(version: str) -> dict:
         hop *= u
     return {
         "name": f"hifigan-{version}",
-        "description": (f"HiFi-GAN {version.upper()} generator (Kong et al. 2020): 80-band log-mel at "
-                        f"{SAMPLE_RATE}/{hop} Hz in, {SAMPLE_RATE} Hz audio out; ResBlock{kind}; "
-                        f"official checkpoints (g_XXXXXXXX) load with -w"),
+        "description": (
+            f"HiFi-GAN {version.upper()} generator (Kong et al. 2020): 80-band log-mel at "
+            f"{SAMPLE_RATE}/{hop} Hz in, {SAMPLE_RATE} Hz audio out; ResBlock{kind}; "
+            f"official checkpoints (g_XXXXXXXX) load with -w"
+        ),
         "weights_prefix": "generator.",
         "channels": "joint",
         "output_sample_rate": SAMPLE_RATE,
@@ -97,34 +114,48 @@ def melgan(ngf: int = 32, n_residual_layers: int = 3, ratios=(8, 8, 2, 2)) -> di
     for r in ratios:
         dim = mult * ngf // 2
         layers.append({"type": "leaky_relu", "negative_slope": 0.2})
-        layer = {"type": "conv_transpose1d", "in_channels": mult * ngf, "out_channels": dim,
-                 "kernel_size": 2 * r, "stride": r, "padding": r // 2 + r % 2}
+        layer = {
+            "type": "conv_transpose1d",
+            "in_channels": mult * ngf,
+            "out_channels": dim,
+            "kernel_size": 2 * r,
+            "stride": r,
+            "padding": r // 2 + r % 2,
+        }
         if r % 2:
             layer["output_padding"] = r % 2
         layer["key"] = f"model.{index + 1}"
         layers.append(layer)
         for j in range(n_residual_layers):
             n = index + 2 + j
-            d = 3 ** j
-            block = [{"type": "leaky_relu", "negative_slope": 0.2},
-                     _conv(dim, dim, 3, f"model.{n}.block.2", d, d, padding_mode="reflect"),
-                     {"type": "leaky_relu", "negative_slope": 0.2},
-                     _conv(dim, dim, 1, f"model.{n}.block.4")]
-            layers.append({"type": "parallel", "reduce": "sum",
-                           "branches": [[_conv(dim, dim, 1, f"model.{n}.shortcut")], block]})
+            d = 3**j
+            block = [
+                {"type": "leaky_relu", "negative_slope": 0.2},
+                _conv(dim, dim, 3, f"model.{n}.block.2", d, d, padding_mode="reflect"),
+                {"type": "leaky_relu", "negative_slope": 0.2},
+                _conv(dim, dim, 1, f"model.{n}.block.4"),
+            ]
+            layers.append(
+                {"type": "parallel", "reduce": "sum", "branches": [[_conv(dim, dim, 1, f"model.{n}.shortcut")], block]}
+            )
         index += 2 + n_residual_layers
         mult //= 2
-    layers += [{"type": "leaky_relu", "negative_slope": 0.2},
-               _conv(ngf, 1, 7, f"model.{index + 2}", padding=3, padding_mode="reflect"), {"type": "tanh"}]
+    layers += [
+        {"type": "leaky_relu", "negative_slope": 0.2},
+        _conv(ngf, 1, 7, f"model.{index + 2}", padding=3, padding_mode="reflect"),
+        {"type": "tanh"},
+    ]
     hop = 1
     for r in ratios:
         hop *= r
     return {
         "name": "melgan",
-        "description": (f"MelGAN generator (Kumar et al. 2019): 80-band log-mel at {SAMPLE_RATE}/{hop} Hz "
-                        f"in, {SAMPLE_RATE} Hz audio out; ratios {'·'.join(map(str, ratios))}, residual "
-                        f"stacks with 1x1 shortcuts and reflection padding; its generator state_dict "
-                        f"loads with -w"),
+        "description": (
+            f"MelGAN generator (Kumar et al. 2019): 80-band log-mel at {SAMPLE_RATE}/{hop} Hz "
+            f"in, {SAMPLE_RATE} Hz audio out; ratios {'·'.join(map(str, ratios))}, residual "
+            f"stacks with 1x1 shortcuts and reflection padding; its generator state_dict "
+            f"loads with -w"
+        ),
         "channels": "joint",
         "output_sample_rate": SAMPLE_RATE,
         "layers": layers,
@@ -144,8 +175,11 @@ def write_configs(folder) -> list:
 
     import yaml
 
-    header = ("# Generated by convt_audio.architectures (python -m convt_audio.architectures configs/);\n"
-              "# edit that module, not this file. Ships without weights: pass the checkpoint with -w.\n")
+    header = (
+        "# Generated by convt_audio.architectures (python -m convt_audio.architectures configs/);\n"
+        "# edit that module, not this file. Ships without weights: pass the checkpoint with -w.\n"
+    )
+
     class Dumper(yaml.SafeDumper):
         def ignore_aliases(self, data) -> bool:  # configs hold no YAML anchors or aliases
             return True

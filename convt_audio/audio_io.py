@@ -33,8 +33,10 @@ _EXTENSION_ALIASES = {"aif": "AIFF", "aifc": "AIFF", "wave": "WAV", "oga": "OGG"
 STDIO = "-"  # as an input: standard input; as an output: standard output
 STREAM_TYPES = ("wav", "flac", "raw")  # what -o - can write (no seeking back to fix a header)
 # sample rates a container can hold, where it cannot hold any
-_RATES = {"opus": (8000, 12000, 16000, 24000, 48000),
-          "mp3": (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)}
+_RATES = {
+    "opus": (8000, 12000, 16000, 24000, 48000),
+    "mp3": (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000),
+}
 _CARRIED_SUBTYPES = ("PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -69,8 +71,10 @@ def check_rate(path: str | Path, rate: int) -> None:
     ext = Path(path).suffix.lower().lstrip(".")
     allowed = _RATES.get(ext)
     if allowed and rate not in allowed:
-        raise UsageError(f"{path}: .{ext} holds {', '.join(map(str, allowed))} Hz, not {rate} Hz; "
-                         f"choose another {option('target_rate')} or {option('kind')}")
+        raise UsageError(
+            f"{path}: .{ext} holds {', '.join(map(str, allowed))} Hz, not {rate} Hz; "
+            f"choose another {option('target_rate')} or {option('kind')}"
+        )
 
 
 def choose_subtype(fmt: str, requested: str | None, input_subtype: str | None, where: str) -> str:
@@ -125,8 +129,9 @@ def _marked(path: Path) -> bool:
         return False
 
 
-def remove_stale_parts(folder: str | Path, older_than: float, name: str | None = None,
-                       keep: set | frozenset = frozenset()) -> list[Path]:
+def remove_stale_parts(
+    folder: str | Path, older_than: float, name: str | None = None, keep: set | frozenset = frozenset()
+) -> list[Path]:
     """Remove our temporary outputs in ``folder`` left by runs that died (SIGKILL, power loss);
     with ``name``, only those of that one output (no scan of the whole folder).
 
@@ -140,8 +145,11 @@ def remove_stale_parts(folder: str | Path, older_than: float, name: str | None =
     removed = []
     try:
         # a glob for one output's parts (its name escaped), else every entry of the folder
-        paths = list(Path(folder).glob(f".{glob.escape(_part_stem(Path(folder) / name))}.*.part")) \
-            if name is not None else [Path(entry.path) for entry in os.scandir(folder)]
+        paths = (
+            list(Path(folder).glob(f".{glob.escape(_part_stem(Path(folder) / name))}.*.part"))
+            if name is not None
+            else [Path(entry.path) for entry in os.scandir(folder)]
+        )
     except OSError:
         return removed
     host = _host()
@@ -154,8 +162,12 @@ def remove_stale_parts(folder: str | Path, older_than: float, name: str | None =
         with suppress(OSError):
             info = path.lstat()
             # marked, or empty: a run killed between creating its file and marking it left no data
-            if (stat.S_ISREG(info.st_mode) and info.st_mtime < older_than and (_marked(path) or info.st_size == 0)
-                    and path.resolve() not in keep):
+            if (
+                stat.S_ISREG(info.st_mode)
+                and info.st_mtime < older_than
+                and (_marked(path) or info.st_size == 0)
+                and path.resolve() not in keep
+            ):
                 path.unlink()
                 removed.append(path)
     return removed
@@ -213,9 +225,7 @@ def _check_not_truncated(handle: sf.SoundFile, path: Path) -> None:
     if match:
         promised, present = int(match.group(1)), int(match.group(2))
         if present < promised and promised not in (0, 0xFFFFFFFF, 0xFFFFFFFF - 8):
-            raise AudioError(
-                f"{path}: truncated: the header promises {promised} data bytes, the file holds {present}"
-            )
+            raise AudioError(f"{path}: truncated: the header promises {promised} data bytes, the file holds {present}")
 
 
 # data sizes that stream writers put in a header when the length is unknown: 0, all ones (and
@@ -252,8 +262,11 @@ class AudioSource:
         if self._array is not None:
             for start in range(0, self.frames, frames):
                 # map the file for each block: pages read stay out of our RSS once unmapped
-                array = _npy_2d(np.load(self._map_path, mmap_mode="r", allow_pickle=False)) if self._map_path is not None \
+                array = (
+                    _npy_2d(np.load(self._map_path, mmap_mode="r", allow_pickle=False))
+                    if self._map_path is not None
                     else self._array
+                )
                 yield np.array(array[:, start : start + frames], dtype=dtype, order="C")
                 del array
             return
@@ -272,8 +285,9 @@ class AudioSource:
         if self.frames is not None and read < self.frames:
             raise AudioError(f"{self.path}: truncated: expected {self.frames} frames, read {read}")
         if self.frames is None and self.promised is not None and read < self.promised:
-            raise AudioError(f"{self.path}: truncated: the stream's header promises {self.promised} frames, "
-                             f"it ended after {read}")
+            raise AudioError(
+                f"{self.path}: truncated: the stream's header promises {self.promised} frames, it ended after {read}"
+            )
 
     def tail(self, frames: int, dtype: str = "float32") -> np.ndarray:
         """The last ``min(frames, self.frames)`` frames as ``[channels, n]``.
@@ -283,8 +297,10 @@ class AudioSource:
         instead, keeping only the last frames, so the tail is exactly what the stream will give.
         """
         if self.frames is None:
-            raise AudioError(f"{self.path}: a circular first layer needs the signal's end first, which "
-                             f"a stream read from a pipe cannot give; pass a file")
+            raise AudioError(
+                f"{self.path}: a circular first layer needs the signal's end first, which "
+                f"a stream read from a pipe cannot give; pass a file"
+            )
         count = min(frames, self.frames)
         if self._array is not None:
             return np.array(self._array[:, self.frames - count :], dtype=dtype, order="C")
@@ -340,15 +356,16 @@ def _feature_source(path, array: np.ndarray, input_rate, expected_channels, labe
         )
     if array.shape[0] > array.shape[1] and array.shape[0] != expected_channels:
         raise AudioError(
-            f"{path}: shape {tuple(array.shape)} has more channels than frames; "
-            f"expected (channels, frames)"
+            f"{path}: shape {tuple(array.shape)} has more channels than frames; expected (channels, frames)"
         )
     if 0 in array.shape:
-        raise AudioError(f"{path}: .npy input of shape {tuple(array.shape)} has no "
-                         f"{'channels' if array.shape[0] == 0 else 'frames'}")
+        raise AudioError(
+            f"{path}: .npy input of shape {tuple(array.shape)} has no {'channels' if array.shape[0] == 0 else 'frames'}"
+        )
     subtype = "DOUBLE" if array.dtype == np.float64 else "FLOAT"  # keep every bit of a float array
-    return AudioSource(Path(path), input_rate, array.shape[0], array.shape[1], subtype, _array=array,
-                       _map_path=Path(mapped_path))
+    return AudioSource(
+        Path(path), input_rate, array.shape[0], array.shape[1], subtype, _array=array, _map_path=Path(mapped_path)
+    )
 
 
 def _open_stdin(input_rate, expected_channels: int | None) -> AudioSource:
@@ -398,8 +415,9 @@ def _open_stdin(input_rate, expected_channels: int | None) -> AudioSource:
             spool.close()
             detail = str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
             raise AudioError(f"<stdin>: not a readable audio stream ({detail})") from None
-        return AudioSource(Path(STDIO), handle.samplerate, handle.channels, handle.frames, handle.subtype,
-                           handle, _spool=spool)
+        return AudioSource(
+            Path(STDIO), handle.samplerate, handle.channels, handle.frames, handle.subtype, handle, _spool=spool
+        )
     read_end, write_end = os.pipe()
 
     def relay() -> None:
@@ -421,8 +439,9 @@ def _open_stdin(input_rate, expected_channels: int | None) -> AudioSource:
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         detail = str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
         raise AudioError(f"<stdin>: not a readable audio stream ({detail})") from None
-    return AudioSource(Path(STDIO), handle.samplerate, handle.channels, None, handle.subtype, handle,
-                       promised=_promised_frames(handle))
+    return AudioSource(
+        Path(STDIO), handle.samplerate, handle.channels, None, handle.subtype, handle, promised=_promised_frames(handle)
+    )
 
 
 def open_source(path: str | Path, input_rate=None, expected_channels: int | None = None) -> AudioSource:
@@ -473,8 +492,17 @@ class AudioSink:
     at 16 bits after an interpolator that keeps the original samples).
     """
 
-    def __init__(self, path: Path, rate: int, channels: int, fmt: str, subtype: str,
-                 clip: str = "clamp", label: str | None = None, gain: float = 1.0):
+    def __init__(
+        self,
+        path: Path,
+        rate: int,
+        channels: int,
+        fmt: str,
+        subtype: str,
+        clip: str = "clamp",
+        label: str | None = None,
+        gain: float = 1.0,
+    ):
         self._counters(subtype, clip, label or str(path), gain)
         try:
             self._handle = sf.SoundFile(str(path), "w", rate, channels, subtype, format=fmt)
@@ -503,8 +531,9 @@ class AudioSink:
         if not finite.all():
             bad = int(block.size - np.count_nonzero(finite))
             if self.clip == "error":
-                raise ClippingError(f"{self.label}: output has {bad} non-finite samples (NaN/Inf: an "
-                                    f"overflow) in one block; refused")
+                raise ClippingError(
+                    f"{self.label}: output has {bad} non-finite samples (NaN/Inf: an overflow) in one block; refused"
+                )
             self.non_finite += bad
             if self.clamps:  # NaN → 0, ±Inf → the extremes; float outputs keep them as computed
                 block = np.nan_to_num(block, nan=0.0, posinf=1.0, neginf=-1.0)
@@ -521,7 +550,7 @@ class AudioSink:
                     block = np.clip(block, -1.0, 1.0)
         if self.steps is not None:  # round to nearest step: integers of the subtype, as floats
             # float32 holds every step exactly up to 24 bits; PCM_32 needs float64
-            scaled = np.multiply(block, self.steps, dtype=np.float64 if self.steps > 2 ** 23 else None)
+            scaled = np.multiply(block, self.steps, dtype=np.float64 if self.steps > 2**23 else None)
             np.rint(scaled, out=scaled)
             np.clip(scaled, -self.steps, self.steps - 1, out=scaled)
             block = scaled
@@ -540,8 +569,9 @@ class AudioSink:
         try:
             self._handle.write(self._integers(block.T) if self.steps is not None else block.T)
         except (sf.LibsndfileError, RuntimeError, OSError, AssertionError) as exc:
-            raise AudioError(f"{self.label}: write failed ({str(exc).strip() or 'short write'}); "
-                             f"is the disk full?") from None
+            raise AudioError(
+                f"{self.label}: write failed ({str(exc).strip() or 'short write'}); is the disk full?"
+            ) from None
 
     def close(self) -> None:
         try:
@@ -601,11 +631,21 @@ class StdoutSink(AudioSink):
 
     _DTYPES = {"PCM_16": "<i2", "PCM_32": "<i4", "FLOAT": "<f4", "DOUBLE": "<f8"}
 
-    def __init__(self, kind: str, rate: int, channels: int, subtype: str, clip: str = "clamp",
-                 frames: int | None = None, gain: float = 1.0):
+    def __init__(
+        self,
+        kind: str,
+        rate: int,
+        channels: int,
+        subtype: str,
+        clip: str = "clamp",
+        frames: int | None = None,
+        gain: float = 1.0,
+    ):
         self.kind, self.subtype, self.channels = kind, subtype, channels
         if kind != "flac" and subtype not in (*self._DTYPES, "PCM_24"):
-            raise UsageError(f"{option('output', '-')}: a {kind} stream holds PCM_16, PCM_24, PCM_32, FLOAT or DOUBLE, not {subtype}")
+            raise UsageError(
+                f"{option('output', '-')}: a {kind} stream holds PCM_16, PCM_24, PCM_32, FLOAT or DOUBLE, not {subtype}"
+            )
         sys.stdout.flush()
         if kind == "flac":
             self._counters(subtype, clip, "<stdout>", gain)
@@ -626,9 +666,14 @@ class StdoutSink(AudioSink):
             riff = data + 36 if data != 0xFFFFFFFF else 0xFFFFFFFF
             # sent with the first samples: a reader that sniffs the format (sox -) may look at
             # the header before the rest arrives and give up if it comes alone
-            self._pending = (b"RIFF" + struct.pack("<I", riff) + b"WAVEfmt "
-                             + struct.pack("<IHHIIHH", 16, tag, channels, rate, rate * align, align, bits)
-                             + b"data" + struct.pack("<I", data))
+            self._pending = (
+                b"RIFF"
+                + struct.pack("<I", riff)
+                + b"WAVEfmt "
+                + struct.pack("<IHHIIHH", 16, tag, channels, rate, rate * align, align, bits)
+                + b"data"
+                + struct.pack("<I", data)
+            )
 
     _pending = b""  # the WAV header, until the first samples go with it
     _stream = None  # the FLAC encoder's append-only view of standard output

@@ -48,11 +48,10 @@ def check_address(address: str) -> tuple[str, int] | None:
     return the host and port to probe (None for ``local``/``auto``)."""
     if address in ("local", "auto"):
         return None
-    rest = address[len("ray://"):] if address.startswith("ray://") else address
+    rest = address[len("ray://") :] if address.startswith("ray://") else address
     host, _, port = rest.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"{option('ray', address)}: not a cluster address (auto, local, HOST:PORT or "
-                         f"ray://HOST:PORT)")
+        raise UsageError(f"{option('ray', address)}: not a cluster address (auto, local, HOST:PORT or ray://HOST:PORT)")
     return host.strip("[]"), int(port)
 
 
@@ -73,8 +72,10 @@ def connect(address: str, workers: int):
         try:
             socket.create_connection(target, timeout=5).close()
         except OSError as exc:
-            raise UsageError(f"{option('ray', address)}: cannot reach a Ray cluster (connecting to "
-                             f"{target[0]}:{target[1]}: {exc.strerror or exc})") from None
+            raise UsageError(
+                f"{option('ray', address)}: cannot reach a Ray cluster (connecting to "
+                f"{target[0]}:{target[1]}: {exc.strerror or exc})"
+            ) from None
     kwargs = dict(logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -129,8 +130,9 @@ class Worker:
 
         return socket.gethostname(), os.getpid()
 
-    def process(self, key: int, source: str, dest: str | None, error: str | None, spelling=None,
-                token: str | None = None) -> tuple:
+    def process(
+        self, key: int, source: str, dest: str | None, error: str | None, spelling=None, token: str | None = None
+    ) -> tuple:
         """``(key, "ok", report, None)`` or ``(key, "error", message, output)`` for one file.
 
         ``token`` names this job in its batch: an attempt after one that died once its output was
@@ -150,10 +152,18 @@ class Worker:
             return key, "error", message, output
 
 
-def run_batch_ray(address: str, recipe: RunnerRecipe, jobs: list[Job], options: RunOptions, workers: int = 1,
-                  fail_fast: bool = False, cancel: threading.Event | None = None,
-                  events: BatchEvents | None = None, num_gpus: float | None = None,
-                  spelling=None) -> BatchResult:
+def run_batch_ray(
+    address: str,
+    recipe: RunnerRecipe,
+    jobs: list[Job],
+    options: RunOptions,
+    workers: int = 1,
+    fail_fast: bool = False,
+    cancel: threading.Event | None = None,
+    events: BatchEvents | None = None,
+    num_gpus: float | None = None,
+    spelling=None,
+) -> BatchResult:
     """Run ``jobs`` on ``workers`` Ray actors; report through ``events`` as files finish.
 
     Paths must name the same files on every node (a shared mount): the workers get them
@@ -167,8 +177,9 @@ def run_batch_ray(address: str, recipe: RunnerRecipe, jobs: list[Job], options: 
     if num_gpus is None:
         num_gpus = 1 if recipe.device.startswith("cuda") else 0
     remote = ray.remote(num_cpus=1, num_gpus=num_gpus, max_restarts=-1, max_task_retries=RETRIES)(Worker)
-    absolute = RunnerRecipe(**{**asdict(recipe), "config": _absolute(recipe.config),
-                               "weights": _absolute(recipe.weights)})
+    absolute = RunnerRecipe(
+        **{**asdict(recipe), "config": _absolute(recipe.config), "weights": _absolute(recipe.weights)}
+    )
     actors = [remote.remote(asdict(absolute), asdict(options)) for _ in range(max(1, workers))]
     try:
         hosts = ray.get([actor.pid.remote() for actor in actors])  # the workers are up, the engine built
@@ -185,8 +196,7 @@ def run_batch_ray(address: str, recipe: RunnerRecipe, jobs: list[Job], options: 
             key, job = waiting.pop()
             actor = free.pop()
             dest = None if job.dest is None else _absolute_path(job.dest)
-            future = actor.process.remote(key, _absolute_path(job.source), dest, job.error, spelling,
-                                          f"{batch}-{key}")
+            future = actor.process.remote(key, _absolute_path(job.source), dest, job.error, spelling, f"{batch}-{key}")
             running[future] = (key, actor)
 
     names = {key: (job, _absolute_path(job.source)) for key, job in enumerate(jobs)}
@@ -205,9 +215,13 @@ def run_batch_ray(address: str, recipe: RunnerRecipe, jobs: list[Job], options: 
                 _forget_parts(job)
                 result.failed += 1
                 events.ended(job)
-                events.failed(job, f"{job.source}: a cluster worker died {RETRIES + 1} times on this file "
-                                   f"({_first_line(exc)}); nothing was written",
-                              None if job.dest is None else str(job.dest), exc)
+                events.failed(
+                    job,
+                    f"{job.source}: a cluster worker died {RETRIES + 1} times on this file "
+                    f"({_first_line(exc)}); nothing was written",
+                    None if job.dest is None else str(job.dest),
+                    exc,
+                )
                 if fail_fast:
                     cancel.set()
                 submit()

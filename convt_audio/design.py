@@ -65,12 +65,29 @@ class Stage:
 
     def layers(self) -> list[dict]:
         """The transposed convolution, then the decimation when M > 1."""
-        layers = [{"type": "conv_transpose1d", "in_channels": 1, "out_channels": 1,
-                   "kernel_size": self.kernel_size, "stride": self.up, "padding": (self.kernel_size - 1) // 2,
-                   "output_padding": self.up - 1, "bias": False}]
+        layers = [
+            {
+                "type": "conv_transpose1d",
+                "in_channels": 1,
+                "out_channels": 1,
+                "kernel_size": self.kernel_size,
+                "stride": self.up,
+                "padding": (self.kernel_size - 1) // 2,
+                "output_padding": self.up - 1,
+                "bias": False,
+            }
+        ]
         if self.down > 1:
-            layers.append({"type": "conv1d", "in_channels": 1, "out_channels": 1, "kernel_size": 1,
-                           "stride": self.down, "bias": False})
+            layers.append(
+                {
+                    "type": "conv1d",
+                    "in_channels": 1,
+                    "out_channels": 1,
+                    "kernel_size": 1,
+                    "stride": self.down,
+                    "bias": False,
+                }
+            )
         return layers
 
 
@@ -127,11 +144,14 @@ class SincDesign:
         kind = "interpolator" if self.down == 1 else "resampler"
         ratio = f"{self.factor}x" if self.down == 1 else f"{self.factor}/{self.down}"
         aliasing = "alias-free" if self.stopband <= 0.5 else "aliasing allowed"
-        stages = ", ".join(f"{'x' + str(s.up) if s.down == 1 else f'{s.up}/{s.down}'} ({s.kernel_size} taps)"
-                           for s in self.stages)
-        return (f"{ratio} zero-delay Kaiser-windowed sinc {kind}, {aliasing}: passband {self.passband:g}, "
-                f"stopband {self.stopband:g} of the lower rate, {self.attenuation:g} dB; "
-                f"{len(self.stages)} stage{'s' if len(self.stages) > 1 else ''}: {stages}")
+        stages = ", ".join(
+            f"{'x' + str(s.up) if s.down == 1 else f'{s.up}/{s.down}'} ({s.kernel_size} taps)" for s in self.stages
+        )
+        return (
+            f"{ratio} zero-delay Kaiser-windowed sinc {kind}, {aliasing}: passband {self.passband:g}, "
+            f"stopband {self.stopband:g} of the lower rate, {self.attenuation:g} dB; "
+            f"{len(self.stages)} stage{'s' if len(self.stages) > 1 else ''}: {stages}"
+        )
 
 
 def kaiser_beta(attenuation: float) -> float:
@@ -150,7 +170,9 @@ def parse_factor(factor) -> Fraction:
     try:
         ratio = Fraction(factor) if not isinstance(factor, float) else Fraction(str(factor))
     except (ValueError, ZeroDivisionError, TypeError):
-        raise UsageError(f"{option('factor')}: must be an integer >= 2 or a ratio L/M (e.g. 160/147), got {factor!r}") from None
+        raise UsageError(
+            f"{option('factor')}: must be an integer >= 2 or a ratio L/M (e.g. 160/147), got {factor!r}"
+        ) from None
     if ratio <= 0 or ratio == 1 or (ratio.denominator == 1 and ratio < 2):
         raise UsageError(f"{option('factor')}: must be an integer >= 2 or a ratio L/M other than 1, got {factor!r}")
     return ratio
@@ -181,8 +203,9 @@ def _kaiser_stage(up: int, down: int, passband: float, stopband: float, attenuat
     return Stage(up, down, taps, passband, stopband)
 
 
-def plan_stages(ratio: Fraction, passband: float, stopband: float,
-                attenuation: float) -> list[tuple[int, int, float, float]]:
+def plan_stages(
+    ratio: Fraction, passband: float, stopband: float, attenuation: float
+) -> list[tuple[int, int, float, float]]:
     """``(L, M, passband, stopband)`` per stage (edges: fractions of the stage's input rate).
 
     An integer ratio either way is one stage; any other is a sharp ×U stage and a short L/(U·M)
@@ -195,8 +218,10 @@ def plan_stages(ratio: Fraction, passband: float, stopband: float,
     first = 2 if 2 * low > 1 else 1
     rest = ratio / first
     kept = stopband * float(low) / first  # stage 1's stopband edge, in stage 2's input rate
-    return [(first, 1, passband * float(low), stopband * float(low)),
-            (rest.numerator, rest.denominator, min(kept, 0.5 * float(min(1, rest))), 1 - kept)]
+    return [
+        (first, 1, passband * float(low), stopband * float(low)),
+        (rest.numerator, rest.denominator, min(kept, 0.5 * float(min(1, rest))), 1 - kept),
+    ]
 
 
 def check_size(ratio: Fraction, stages, attenuation: float) -> None:
@@ -210,8 +235,10 @@ def check_size(ratio: Fraction, stages, attenuation: float) -> None:
         if up > MAX_STRIDE or down > MAX_STRIDE:
             problems.append(f"a stride of {max(up, down):,} (at most {MAX_STRIDE:,})")
         if problems:
-            raise UsageError(f"{option('factor', ratio)}: needs {' and '.join(problems)}; a resampler this long "
-                             f"cannot run (lower {option('attenuation')}, or widen the band edges)")
+            raise UsageError(
+                f"{option('factor', ratio)}: needs {' and '.join(problems)}; a resampler this long "
+                f"cannot run (lower {option('attenuation')}, or widen the band edges)"
+            )
 
 
 def check_edges(passband: float, stopband: float, attenuation: float) -> None:
@@ -228,8 +255,9 @@ def check_edges(passband: float, stopband: float, attenuation: float) -> None:
         raise UsageError(f"{option('attenuation')}: must be between 20 and 200 dB, got {attenuation!r}")
 
 
-def design_sinc(factor, passband: float = PASSBAND, stopband: float = STOPBAND,
-                attenuation: float = ATTENUATION) -> SincDesign:
+def design_sinc(
+    factor, passband: float = PASSBAND, stopband: float = STOPBAND, attenuation: float = ATTENUATION
+) -> SincDesign:
     """Design a zero-delay Kaiser-windowed sinc resampler L/M (one or two stages).
 
     Parameters
@@ -248,8 +276,9 @@ def design_sinc(factor, passband: float = PASSBAND, stopband: float = STOPBAND,
     check_edges(passband, stopband, attenuation)
     stages = plan_stages(ratio, passband, stopband, attenuation)
     check_size(ratio, stages, attenuation)
-    return SincDesign(tuple(_kaiser_stage(up, down, p, s, attenuation) for up, down, p, s in stages),
-                      passband, stopband, attenuation)
+    return SincDesign(
+        tuple(_kaiser_stage(up, down, p, s, attenuation) for up, down, p, s in stages), passband, stopband, attenuation
+    )
 
 
 @dataclass(frozen=True)
@@ -279,8 +308,7 @@ def _stage_gain(taps: np.ndarray, rate: float, freqs: np.ndarray) -> np.ndarray:
     return spectrum[bins]
 
 
-def measure_response(stages, passband: float = PASSBAND, stopband: float = STOPBAND,
-                     points: int = 1 << 15) -> Response:
+def measure_response(stages, passband: float = PASSBAND, stopband: float = STOPBAND, points: int = 1 << 15) -> Response:
     """Measure a design's stages (``[(L, M, taps), …]`` or a :class:`SincDesign`) on a fine grid
     from 0 to the higher Nyquist frequency; band edges as fractions of the lower rate."""
     if isinstance(stages, SincDesign):
@@ -306,8 +334,13 @@ def measure_response(stages, passband: float = PASSBAND, stopband: float = STOPB
 
 def sinc_config(design: SincDesign, name: str, weights_file: str) -> dict:
     """A config mapping (ready for YAML) that runs ``design``."""
-    return {"name": name, "description": design.describe(), "weights": weights_file, "channels": "auto",
-            "layers": design.layers()}
+    return {
+        "name": name,
+        "description": design.describe(),
+        "weights": weights_file,
+        "channels": "auto",
+        "layers": design.layers(),
+    }
 
 
 def write_sinc(design: SincDesign, stem: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
@@ -396,8 +429,11 @@ def _write_cached(path: Path, key: str, taps: list[np.ndarray]) -> None:
 
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
-            save_file({f"stage{i}": t for i, t in enumerate(taps)}, str(tmp),
-                      metadata={"design": key, "sha256": _checksum(taps)})
+            save_file(
+                {f"stage{i}": t for i, t in enumerate(taps)},
+                str(tmp),
+                metadata={"design": key, "sha256": _checksum(taps)},
+            )
     except Exception:  # noqa: BLE001 - SafetensorError on a full disk, OSError, AudioError: not our job to fail
         pass
 
@@ -420,9 +456,16 @@ def resampler_for(input_rate, output_rate, cache: Path | None = None, allow_alia
 
     ratio = Fraction(output_rate) / Fraction(input_rate)
     if ratio == 1:
-        config = parse_config({"name": "copy", "description": "the input, unchanged", "layers": [
-            {"type": "conv_transpose1d", "in_channels": 1, "out_channels": 1, "kernel_size": 1, "bias": False}]},
-            source="<copy>")
+        config = parse_config(
+            {
+                "name": "copy",
+                "description": "the input, unchanged",
+                "layers": [
+                    {"type": "conv_transpose1d", "in_channels": 1, "out_channels": 1, "kernel_size": 1, "bias": False}
+                ],
+            },
+            source="<copy>",
+        )
         return config, [{"weight": np.ones((1, 1, 1))}]
     name = f"sinc-x{ratio}" if ratio.denominator == 1 else f"sinc-{ratio.numerator}-{ratio.denominator}"
     if name in builtin_configs() and not allow_aliasing:
@@ -434,8 +477,10 @@ def resampler_for(input_rate, output_rate, cache: Path | None = None, allow_alia
         check_size(ratio, stages, ATTENUATION)
     except UsageError as exc:
         detail = str(exc.args[0]).split(": ", 1)[1]
-        raise UsageError(f"{option('target_rate', output_rate)}: {float(input_rate):g} Hz -> {output_rate} Hz is a "
-                         f"{ratio} resampler, which {detail}") from None
+        raise UsageError(
+            f"{option('target_rate', output_rate)}: {float(input_rate):g} Hz -> {output_rate} Hz is a "
+            f"{ratio} resampler, which {detail}"
+        ) from None
     folder = cache_dir() if cache is None else Path(cache)
     if allow_aliasing:
         name += "-aliasing"
@@ -446,8 +491,12 @@ def resampler_for(input_rate, output_rate, cache: Path | None = None, allow_alia
         design = design_sinc(ratio, passband, stopband, ATTENUATION)
         _write_cached(path, key, [stage.taps for stage in design.stages])
     else:
-        design = SincDesign(tuple(Stage(up, down, t, p, s) for (up, down, p, s), t in zip(stages, taps)),
-                            passband, stopband, ATTENUATION)
+        design = SincDesign(
+            tuple(Stage(up, down, t, p, s) for (up, down, p, s), t in zip(stages, taps)),
+            passband,
+            stopband,
+            ATTENUATION,
+        )
     data = sinc_config(design, name, f"{name}.safetensors")
     del data["weights"]
     config = parse_config(data, source=f"<{name}, {path}>")

@@ -50,15 +50,23 @@ def resolve_device(name: str):
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"{option('device', name)}: CUDA is not available on this machine "
-                              f"(torch {torch.__version__}, CUDA build: {torch.version.cuda})")
+            raise DeviceError(
+                f"{option('device', name)}: CUDA is not available on this machine "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda})"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceError(f"{option('device', name)}: only {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
-def build_engine(config: Config, params: list, device: str = "auto", dtype: str = "float32",
-                 deterministic: bool = False, kernel: str = "auto"):
+def build_engine(
+    config: Config,
+    params: list,
+    device: str = "auto",
+    dtype: str = "float32",
+    deterministic: bool = False,
+    kernel: str = "auto",
+):
     """The engine for a config and its arrays (from :func:`~convt_audio.weights.load_params`).
 
     The NumPy resampler serves eligible configs on the CPU (``kernel`` ``auto`` or ``numpy``,
@@ -72,8 +80,9 @@ def build_engine(config: Config, params: list, device: str = "auto", dtype: str 
     on_cpu = device == "cpu" or (device == "auto" and not cuda_may_exist())
     numpy_ok = chain_eligible(config.layers) and dtype in ("float32", "float64")
     if kernel == "numpy" and not (numpy_ok and on_cpu):
-        raise DeviceError("kernel numpy: needs a one-channel conv_transpose1d (then a kernel-1 conv1d) "
-                          "config in float32/64 on cpu")
+        raise DeviceError(
+            "kernel numpy: needs a one-channel conv_transpose1d (then a kernel-1 conv1d) config in float32/64 on cpu"
+        )
     if numpy_ok and on_cpu and kernel in ("auto", "numpy"):
         return ResamplerChain(config.layers, params, dtype)
     return TorchEngine.build(config, params, device, dtype, deterministic, kernel)
@@ -95,8 +104,15 @@ class TorchEngine(StackShape):
         self.dtype = np.dtype("float64") if str(self.torch_dtype) == "torch.float64" else np.dtype("float32")
 
     @classmethod
-    def build(cls, config: Config, params: list, device: str = "auto", dtype: str = "float32",
-              deterministic: bool = False, kernel: str = "auto") -> "TorchEngine":
+    def build(
+        cls,
+        config: Config,
+        params: list,
+        device: str = "auto",
+        dtype: str = "float32",
+        deterministic: bool = False,
+        kernel: str = "auto",
+    ) -> "TorchEngine":
         import torch
 
         from .layers import Stack
@@ -109,8 +125,10 @@ class TorchEngine(StackShape):
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
-        tensors = [{k: torch.from_numpy(np.array(v)).to(device=target, dtype=getattr(torch, dtype))
-                    for k, v in layer.items()} for layer in params]
+        tensors = [
+            {k: torch.from_numpy(np.array(v)).to(device=target, dtype=getattr(torch, dtype)) for k, v in layer.items()}
+            for layer in params
+        ]
         return cls(Stack(config.layers, tensors), kernel)
 
     def preferred_chunk(self) -> int:
@@ -121,7 +139,7 @@ class TorchEngine(StackShape):
         was slower, 128 was 1.4x slower. A HiFi-GAN-like stack (widest 8192) gets 64, the low end
         of the 64-256 frames where its activations stay in cache.
         """
-        chunk = int(2 ** 18 / widest_activation(self.specs))
+        chunk = int(2**18 / widest_activation(self.specs))
         chunk = 1 << max(6, min(16, chunk.bit_length() - 1))
         return max(chunk, self.min_input_frames())
 
@@ -142,8 +160,7 @@ class TorchStream:
     while the next block computes.
     """
 
-    def __init__(self, engine: TorchEngine, batch: int, tail: np.ndarray | None,
-                 overlap: bool | None = None):
+    def __init__(self, engine: TorchEngine, batch: int, tail: np.ndarray | None, overlap: bool | None = None):
         import torch
 
         from .stream import StreamingStack
@@ -154,8 +171,9 @@ class TorchStream:
         self.overlap = self.cuda if overlap is None else overlap
         self.in_flight: deque = deque()  # (event or None, host tensor) copies under way
         self.like = None
-        self.streamer = StreamingStack(engine.stack, tail=None if tail is None else self._up(tail),
-                                       kernel=engine.kernel)
+        self.streamer = StreamingStack(
+            engine.stack, tail=None if tail is None else self._up(tail), kernel=engine.kernel
+        )
 
     def _up(self, block: np.ndarray):
         x = self.torch.from_numpy(block)

@@ -5,7 +5,6 @@ User mistakes raise these; ``assert`` is kept for our own invariants.
 
 from __future__ import annotations
 
-
 import re
 from typing import Mapping
 
@@ -21,6 +20,7 @@ def option(name: str, value=None) -> str:
 
 def render(text: str, spelling: Mapping[str, str] | None = None) -> str:
     """Spell the :func:`option` marks in ``text``: as parameters, or with ``spelling``'s flags."""
+
     def spell(match: re.Match) -> str:
         name, value = match.group(1), match.group(2)
         if spelling is not None and name in spelling:

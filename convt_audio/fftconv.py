@@ -39,8 +39,12 @@ def fft_eligible(specs) -> bool:
     if not eligible(specs):
         return False
     up = specs[0]
-    return (up.dilation == 1 and (up.kernel_size - 1) % (2 * up.stride) == 0
-            and up.padding == (up.kernel_size - 1) // 2 and up.output_padding == up.stride - 1)
+    return (
+        up.dilation == 1
+        and (up.kernel_size - 1) % (2 * up.stride) == 0
+        and up.padding == (up.kernel_size - 1) // 2
+        and up.output_padding == up.stride - 1
+    )
 
 
 class FFTStage(StackShape):

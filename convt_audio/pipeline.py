@@ -27,9 +27,9 @@ from .audio_io import (
     STREAM_TYPES,
     AudioSink,
     StdoutSink,
-    check_rate,
     atomic_path,
     audio_extensions,
+    check_rate,
     choose_subtype,
     format_for,
     open_source,
@@ -108,10 +108,12 @@ def fit_chunk(engine, chunk: int | None, batch: int, budget: int | None = None) 
             size = max(smallest, size // 2)
     total, where, most = engine.block_bytes(size, batch)
     if total > budget:
-        advice = (f"a smaller --chunk (it is {size})" if chunk is not None else "a stack with smaller strides")
-        raise AudioError(f"{where} would hold {most:,} bytes ({_size(most)}; all layers {_size(total)}) for one "
-                         f"block of {size} input frame(s) × {batch}, over the memory budget of {_size(budget)} "
-                         f"(${MEMORY_ENV} sets it); use {advice}")
+        advice = f"a smaller --chunk (it is {size})" if chunk is not None else "a stack with smaller strides"
+        raise AudioError(
+            f"{where} would hold {most:,} bytes ({_size(most)}; all layers {_size(total)}) for one "
+            f"block of {size} input frame(s) × {batch}, over the memory budget of {_size(budget)} "
+            f"(${MEMORY_ENV} sets it); use {advice}"
+        )
     return size
 
 
@@ -126,8 +128,10 @@ def check_finite(block: np.ndarray, start: int, path, mode: str = "error") -> in
         block[~finite] = 0.0
         return bad
     channel, frame = (int(i) for i in np.argwhere(~finite)[0])
-    raise AudioError(f"{path}: non-finite sample ({block[channel, frame]}) at frame {start + frame}, "
-                     f"channel {channel}; pass {option('non_finite', 'zero')} to replace such samples with 0")
+    raise AudioError(
+        f"{path}: non-finite sample ({block[channel, frame]}) at frame {start + frame}, "
+        f"channel {channel}; pass {option('non_finite', 'zero')} to replace such samples with 0"
+    )
 
 
 @dataclass(frozen=True)
@@ -177,17 +181,29 @@ def _listed(folder: Path, recursive: bool, skip: Path | None = None) -> tuple[li
         unreadable.append((Path(exc.filename or folder), exc.strerror or str(exc)))
 
     for top, dirs, files in os.walk(folder, onerror=failed):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and not (skip is not None and (Path(top) / d).resolve() == skip)) if recursive else []
-        found.extend(Path(top) / name for name in files
-                     if not name.startswith(".") and Path(name).suffix.lower().lstrip(".") in extensions
-                     and not _OWN_OUTPUT.search(Path(name).stem))
+        dirs[:] = (
+            sorted(
+                d
+                for d in dirs
+                if not d.startswith(".") and not (skip is not None and (Path(top) / d).resolve() == skip)
+            )
+            if recursive
+            else []
+        )
+        found.extend(
+            Path(top) / name
+            for name in files
+            if not name.startswith(".")
+            and Path(name).suffix.lower().lstrip(".") in extensions
+            and not _OWN_OUTPUT.search(Path(name).stem)
+        )
     return sorted(found), unreadable
 
 
-def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive: bool = False,
-              kind: str | None = None) -> list[Job]:
-    """Expand folders and name every output (SPEC §4).
+def plan_jobs(
+    inputs: Iterable[str | Path], output: str | Path | None, recursive: bool = False, kind: str | None = None
+) -> list[Job]:
+    """Expand folders and name every output (README.md, "Pipes, containers and batches").
 
     One input file with ``-o FILE`` writes that file; several inputs or a folder write into
     ``-o DIR``: a file named on the command line as ``DIR/<name>``, a folder's files keeping
@@ -203,16 +219,19 @@ def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive
     if stdin and len(inputs) > 1:
         raise UsageError("- (standard input) must be the only input")
     if stdin and output is None:
-        raise UsageError(f"- (standard input) needs {option('output', 'FILE')}, or {option('output', '-')} for "
-                         f"standard output")
+        raise UsageError(
+            f"- (standard input) needs {option('output', 'FILE')}, or {option('output', '-')} for standard output"
+        )
     if output is not None and str(output) == STDIO:
         if len(inputs) > 1 or inputs[0].is_dir():
             raise UsageError(f"{option('output', '-')} (standard output) takes one input")
         return [Job(inputs[0], Path(STDIO))]
     if stdin:
         if Path(output).is_dir() or str(output).endswith(("/", os.sep)):
-            raise UsageError(f"{option('output', output)}: is a folder; standard input has no name to give its "
-                             f"output there: name the file ({option('output', 'FILE')}) or use {option('output', '-')}")
+            raise UsageError(
+                f"{option('output', output)}: is a folder; standard input has no name to give its "
+                f"output there: name the file ({option('output', 'FILE')}) or use {option('output', '-')}"
+            )
         return [Job(inputs[0], Path(output))]
     pairs: list[tuple[Path, Path]] = []  # (source, relative name for -o DIR)
     problems: list[Job] = []  # folders that could not be read: each fails as one job
@@ -222,11 +241,15 @@ def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive
         if item.is_dir():
             any_folder = True
             listed, unreadable = _listed(item, recursive, skip)
-            problems += [Job(path, None, f"{path}: cannot read this folder ({why}); its files were not run")
-                         for path, why in unreadable]
+            problems += [
+                Job(path, None, f"{path}: cannot read this folder ({why}); its files were not run")
+                for path, why in unreadable
+            ]
             if not listed and not unreadable:
-                raise UsageError(f"{item}: no audio files found"
-                                 f"{'' if recursive else ' (pass ' + option('recursive') + ' to look in subfolders)'}")
+                raise UsageError(
+                    f"{item}: no audio files found"
+                    f"{'' if recursive else ' (pass ' + option('recursive') + ' to look in subfolders)'}"
+                )
             pairs.extend((p, p.relative_to(item)) for p in listed)
         else:  # a file named on the command line goes to DIR/<name>, as cp and sox put it
             pairs.append((item, Path(item.name)))
@@ -243,10 +266,16 @@ def plan_jobs(inputs: Iterable[str | Path], output: str | Path | None, recursive
         return [Job(pairs[0][0], output)]
     if output.exists() and not output.is_dir():
         raise UsageError(f"{option('output', output)}: is a file; several inputs need a folder")
-    if several and not output.exists() and not text.endswith(("/", os.sep)) \
-            and output.suffix.lower().lstrip(".") in audio_extensions():
-        raise UsageError(f"{option('output', output)}: names one file, but there are {len(pairs)} inputs; give a folder "
-                         f"(end it with / to create it)")
+    if (
+        several
+        and not output.exists()
+        and not text.endswith(("/", os.sep))
+        and output.suffix.lower().lstrip(".") in audio_extensions()
+    ):
+        raise UsageError(
+            f"{option('output', output)}: names one file, but there are {len(pairs)} inputs; give a folder "
+            f"(end it with / to create it)"
+        )
     return [Job(src, output / _writable_name(relative, kind)) for src, relative in pairs] + problems
 
 
@@ -294,8 +323,15 @@ class Runner:
     into ``target_rate`` fails.
     """
 
-    def __init__(self, config: Config | None = None, engine=None, target_rate: int | None = None,
-                 build: Callable | None = None, allow_aliasing: bool = False, upsample_only: bool = False):
+    def __init__(
+        self,
+        config: Config | None = None,
+        engine=None,
+        target_rate: int | None = None,
+        build: Callable | None = None,
+        allow_aliasing: bool = False,
+        upsample_only: bool = False,
+    ):
         if config is None and (target_rate is None or build is None):
             raise ValueError("a Runner needs a config and engine, or a target rate and a builder")
         self.config, self.engine, self.target_rate, self.build = config, engine, target_rate, build
@@ -309,8 +345,10 @@ class Runner:
             return self.target_rate
         rate = self.config.output_rate(input_rate)
         if self.target_rate is not None and rate != self.target_rate:
-            raise AudioError(f"{self.config.name} turns {float(input_rate):g} Hz into {rate} Hz, not the "
-                             f"{self.target_rate} Hz asked for (leave out the config to resample to any rate)")
+            raise AudioError(
+                f"{self.config.name} turns {float(input_rate):g} Hz into {rate} Hz, not the "
+                f"{self.target_rate} Hz asked for (leave out the config to resample to any rate)"
+            )
         return rate
 
     def pick(self, input_rate) -> tuple:
@@ -322,9 +360,11 @@ class Runner:
 
         ratio = Fraction(self.target_rate) / Fraction(input_rate)
         if self.upsample_only and ratio <= 1:
-            raise UsageError(f"the input is {float(input_rate):g} Hz: without {option('target_rate')} or "
-                             f"{option('config')}, inputs below {self.target_rate} Hz are upsampled to it; give "
-                             f"{option('target_rate', 'HZ')} for another rate, or {option('config', 'CONFIG')}")
+            raise UsageError(
+                f"the input is {float(input_rate):g} Hz: without {option('target_rate')} or "
+                f"{option('config')}, inputs below {self.target_rate} Hz are upsampled to it; give "
+                f"{option('target_rate', 'HZ')} for another rate, or {option('config', 'CONFIG')}"
+            )
         with self._lock:  # --jobs threads share one engine per ratio
             if ratio not in self._by_ratio:
                 config, params = resampler_for(input_rate, self.target_rate, allow_aliasing=self.allow_aliasing)
@@ -360,13 +400,21 @@ class RunnerRecipe:
 
         if self.config is None:
             if self.weights is not None:
-                raise UsageError(f"{option('weights')} needs {option('config')}: without one the resampler is "
-                                 f"chosen for each input rate")
-            return Runner(target_rate=self.target_rate or DEFAULT_RATE, build=make,
-                          allow_aliasing=self.allow_aliasing, upsample_only=self.target_rate is None), []
+                raise UsageError(
+                    f"{option('weights')} needs {option('config')}: without one the resampler is "
+                    f"chosen for each input rate"
+                )
+            return Runner(
+                target_rate=self.target_rate or DEFAULT_RATE,
+                build=make,
+                allow_aliasing=self.allow_aliasing,
+                upsample_only=self.target_rate is None,
+            ), []
         if self.allow_aliasing:
-            raise UsageError(f"{option('allow_aliasing')} chooses the band edges of the resampler that "
-                             f"{option('target_rate')} designs; {option('config')} brings its own filter")
+            raise UsageError(
+                f"{option('allow_aliasing')} chooses the band edges of the resampler that "
+                f"{option('target_rate')} designs; {option('config')} brings its own filter"
+            )
         config = load_config(self.config)
         params, unused = load_params(config, self.weights)
         engine = make(config, params)
@@ -428,8 +476,10 @@ def check_outputs(jobs: list[Job], runner: Runner, input_rate=None, kind: str | 
             if _same_file(job.dest, source):
                 dest = "standard output" if str(job.dest) == STDIO else job.dest
                 what = "the file standard input reads" if str(source) == STDIO else f"the input {source}"
-                raise UsageError(f"{dest}: the output of {job.source} is {what}; "
-                                 f"choose another output (an input is never overwritten)")
+                raise UsageError(
+                    f"{dest}: the output of {job.source} is {what}; "
+                    f"choose another output (an input is never overwritten)"
+                )
         if str(job.dest) == STDIO:
             continue
         key = job.dest.resolve()
@@ -442,8 +492,11 @@ def check_outputs(jobs: list[Job], runner: Runner, input_rate=None, kind: str | 
 def clean_stale_parts(jobs: list[Job], started: float) -> list[Path]:
     """Remove, in every output folder of a batch, temporary outputs that died with their run
     (:func:`~convt_audio.audio_io.remove_stale_parts`)."""
-    folders = {(job.dest.parent if job.dest else job.source.parent) for job in jobs
-               if job.error is None and str(job.dest) != STDIO}
+    folders = {
+        (job.dest.parent if job.dest else job.source.parent)
+        for job in jobs
+        if job.error is None and str(job.dest) != STDIO
+    }
     inputs = frozenset(job.source.resolve() for job in jobs if str(job.source) != STDIO)
     return [path for folder in sorted(folders) for path in remove_stale_parts(folder, started, keep=inputs)]
 
@@ -490,9 +543,16 @@ def failure_line(job: Job, exc: BaseException, spelling=None) -> tuple[str, str 
     return message, output
 
 
-def run_batch(runner: Runner, jobs: list[Job], options: RunOptions, workers: int = 1, fail_fast: bool = False,
-              cancel: threading.Event | None = None, events: BatchEvents | None = None,
-              spelling=None) -> BatchResult:
+def run_batch(
+    runner: Runner,
+    jobs: list[Job],
+    options: RunOptions,
+    workers: int = 1,
+    fail_fast: bool = False,
+    cancel: threading.Event | None = None,
+    events: BatchEvents | None = None,
+    spelling=None,
+) -> BatchResult:
     """Run every job, ``workers`` files at a time; a failed file never stops the others unless
     ``fail_fast``. ``cancel`` (set by a signal handler, say) stops at the next block; files that
     did not finish leave nothing behind."""
@@ -723,16 +783,26 @@ def _marked_done(dest: Path, token: str | None) -> dict | None:
     return {**record, "resumed": True}
 
 
-def _write(engine, source, dest: Path, out_rate: int, per_channel: bool, options: RunOptions,
-           cancel, progress, token: str | None = None) -> dict:
+def _write(
+    engine,
+    source,
+    dest: Path,
+    out_rate: int,
+    per_channel: bool,
+    options: RunOptions,
+    cancel,
+    progress,
+    token: str | None = None,
+) -> dict:
     """Stream ``source`` through ``engine`` into a temporary file renamed onto ``dest`` (or to
     standard output when ``dest`` is ``-``)."""
     to_stdout = str(dest) == STDIO
     if to_stdout:
         kind = options.kind or "wav"
         if kind not in STREAM_TYPES:
-            raise UsageError(f"{option('output', '-')}: {option('kind', kind)} cannot be streamed; use one of "
-                             f"{list(STREAM_TYPES)}")
+            raise UsageError(
+                f"{option('output', '-')}: {option('kind', kind)} cannot be streamed; use one of {list(STREAM_TYPES)}"
+            )
         fmt, where = ("FLAC" if kind == "flac" else "WAV"), f"<stdout>.{kind}"
     else:
         fmt, where = format_for(dest), str(dest)
@@ -758,9 +828,16 @@ def _write(engine, source, dest: Path, out_rate: int, per_channel: bool, options
         clip = "clamp"
         if subtype not in ("FLOAT", "DOUBLE"):  # integer outputs: a first pass measures the peak
             gain = _rescale_gain(subtype, _peak(*args))
+
     def report(counts: dict) -> dict:
-        facts = {"output_rate": out_rate, "channels_out": out_channels, **counts, "subtype": subtype,
-                 "device": engine.device, "engine": engine.name}
+        facts = {
+            "output_rate": out_rate,
+            "channels_out": out_channels,
+            **counts,
+            "subtype": subtype,
+            "device": engine.device,
+            "engine": engine.name,
+        }
         if options.clip == "rescale":
             facts["gain_db"] = 20 * float(np.log10(gain))
         return facts
@@ -801,8 +878,10 @@ def _check_space(dest: Path, fmt: str, subtype: str, source, engine, out_channel
     except OSError:
         return
     if needed > free:
-        raise AudioError(f"{dest}: the output needs {_size(needed)} ({engine.output_frames(source.frames):,} frames × "
-                         f"{out_channels} channel(s) of {subtype}), but {folder} has {_size(free)} free")
+        raise AudioError(
+            f"{dest}: the output needs {_size(needed)} ({engine.output_frames(source.frames):,} frames × "
+            f"{out_channels} channel(s) of {subtype}), but {folder} has {_size(free)} free"
+        )
 
 
 class _PeakSink:
@@ -825,8 +904,9 @@ class _PeakSink:
 def _peak(engine, source, *args) -> float:
     """Run the whole file once without writing; return the output's peak."""
     if source.frames is None:
-        raise AudioError(f"{source.path}: {option('clip', 'rescale')} reads the input twice, which a pipe cannot give; "
-                         f"pass a file")
+        raise AudioError(
+            f"{source.path}: {option('clip', 'rescale')} reads the input twice, which a pipe cannot give; pass a file"
+        )
     sink = _PeakSink()
     _stream_into(sink, engine, source, *args)
     return sink.peak
@@ -839,8 +919,20 @@ def _rescale_gain(subtype: str, peak: float) -> float:
     return min(1.0, limit / peak) if peak > 0 else 1.0
 
 
-def _stream_into(sink, engine, source, chunk: int, read_dtype: str, shaped, tail, out_channels: int,
-                 per_channel: bool, options: RunOptions, cancel, progress) -> dict:
+def _stream_into(
+    sink,
+    engine,
+    source,
+    chunk: int,
+    read_dtype: str,
+    shaped,
+    tail,
+    out_channels: int,
+    per_channel: bool,
+    options: RunOptions,
+    cancel,
+    progress,
+) -> dict:
     """Read ``source`` in blocks, push them through a stream of ``engine``, write into ``sink``."""
     stream = engine.open_stream(source.channels if per_channel else 1, tail)
     stop = threading.Event()
@@ -870,8 +962,13 @@ def _stream_into(sink, engine, source, chunk: int, read_dtype: str, shaped, tail
         raise
     writer.finish()
     sink.close()
-    return {"frames_in": done, "frames_out": sink.frames, "clipped_samples": sink.clipped,
-            "non_finite_output_samples": sink.non_finite, "non_finite_input_samples_zeroed": replaced}
+    return {
+        "frames_in": done,
+        "frames_out": sink.frames,
+        "clipped_samples": sink.clipped,
+        "non_finite_output_samples": sink.non_finite,
+        "non_finite_input_samples_zeroed": replaced,
+    }
 
 
 def _abandon(writer: _Writer) -> None:

@@ -43,8 +43,10 @@ def resampler_response(config, params):
 
     stages = resampler_stages(config.layers)
     if stages is None:
-        raise UsageError(f"{config.name}: plot draws the response of a one-channel resampler stack (conv_transpose1d "
-                         f"layers, each optionally then a kernel-1 conv1d with a stride), not this stack")
+        raise UsageError(
+            f"{config.name}: plot draws the response of a one-channel resampler stack (conv_transpose1d "
+            f"layers, each optionally then a kernel-1 conv1d with a stride), not this stack"
+        )
     measured, index = [], 0
     for stage in stages:
         up = stage[0]
@@ -69,11 +71,20 @@ def plot_response(config, params, output: Path, input_rate: float) -> dict:
     axis.plot(response.freqs * rate / 1000, response.gain_db, linewidth=0.8, color="tab:blue", label="gain")
     axis.set_xlim(0, high)
     axis.set_ylim(max(-200.0, float(response.gain_db.min()) - 5), 10)
-    axis.axvspan(0, response.passband * rate / 1000, color="tab:green", alpha=0.08,
-                 label=f"passband to {response.passband * rate / 1000:.4g} kHz: ripple {response.ripple_db:.2g} dB")
-    axis.axvspan(response.stopband * rate / 1000, high, color="tab:red", alpha=0.06,
-                 label=f"images/aliases from {response.stopband * rate / 1000:.4g} kHz: "
-                       f"{response.attenuation_db:.1f} dB down")
+    axis.axvspan(
+        0,
+        response.passband * rate / 1000,
+        color="tab:green",
+        alpha=0.08,
+        label=f"passband to {response.passband * rate / 1000:.4g} kHz: ripple {response.ripple_db:.2g} dB",
+    )
+    axis.axvspan(
+        response.stopband * rate / 1000,
+        high,
+        color="tab:red",
+        alpha=0.06,
+        label=f"images/aliases from {response.stopband * rate / 1000:.4g} kHz: {response.attenuation_db:.1f} dB down",
+    )
     axis.axvline(low, color="gray", linestyle=":", linewidth=0.8, label=f"lower Nyquist {low:g} kHz")
     axis.axhline(-response.attenuation_db, color="tab:red", linewidth=0.8)
     axis.set_xlabel("frequency (kHz)")
@@ -135,13 +146,15 @@ def plot_spectrograms(first: Path, second: Path, output: Path, seconds: float = 
     image = None
     for axis, (name, data, rate) in zip(axes, signals):
         times, freqs, db = spectrogram_dbfs(data, rate)
-        image = axis.pcolormesh(times, freqs / 1000, db, shading="auto", cmap="magma",
-                                vmin=SPECTROGRAM_FLOOR_DB, vmax=0.0, rasterized=True)
+        image = axis.pcolormesh(
+            times, freqs / 1000, db, shading="auto", cmap="magma", vmin=SPECTROGRAM_FLOOR_DB, vmax=0.0, rasterized=True
+        )
         axis.set_title(f"{name} ({rate} Hz)")
         axis.set_xlabel("time (s)")
         axis.set_ylim(0, top)
     axes[0].set_ylabel("frequency (kHz)")
-    figure.colorbar(image, ax=list(axes), label=f"dB re full scale ({SPECTROGRAM_WINDOW_S * 1000:g} ms Hann windows)",
-                    pad=0.015)
+    figure.colorbar(
+        image, ax=list(axes), label=f"dB re full scale ({SPECTROGRAM_WINDOW_S * 1000:g} ms Hann windows)", pad=0.015
+    )
     _save(figure, output)
     plt.close(figure)

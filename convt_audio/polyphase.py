@@ -38,6 +38,7 @@ BLOCK_ROWS = 1 << 17  # window elements per BLAS product (1 MB of float64), what
 def stage_gain(specs, params) -> tuple[float, float]:
     """``(scale, offset)``: what a stage's decimation weight and the biases do to the filtered
     signal (y = scale·(h ∗ x) + offset)."""
+
     def first(array) -> float:
         return float(np.asarray(array).reshape(-1)[0])
 
@@ -53,14 +54,22 @@ def eligible(specs) -> bool:
     if not specs or len(specs) > 2:
         return False
     up = specs[0]
-    if not (isinstance(up, ConvTranspose1dSpec) and up.in_channels == up.out_channels == 1
-            and up.groups == 1 and up.padding_mode == "zeros"):
+    if not (
+        isinstance(up, ConvTranspose1dSpec)
+        and up.in_channels == up.out_channels == 1
+        and up.groups == 1
+        and up.padding_mode == "zeros"
+    ):
         return False
     if len(specs) == 1:
         return True
     down = specs[1]
-    return (isinstance(down, Conv1dSpec) and down.in_channels == down.out_channels == 1
-            and down.kernel_size == 1 and down.padding == 0)
+    return (
+        isinstance(down, Conv1dSpec)
+        and down.in_channels == down.out_channels == 1
+        and down.kernel_size == 1
+        and down.padding == 0
+    )
 
 
 class PolyphaseResampler(StackShape):
@@ -150,7 +159,8 @@ class PolyphaseStream:
                 first = self.groups * engine.A + lo - self.start
                 span = (count - 1) * engine.A + width
                 windows = np.lib.stride_tricks.sliding_window_view(
-                    self.buffer[:, first : first + span], width, axis=-1)[:, :: engine.A]
+                    self.buffer[:, first : first + span], width, axis=-1
+                )[:, :: engine.A]
                 rows = np.ascontiguousarray(windows).reshape(self.batch * count, width)
                 out[:, :, j0:j1] = (rows @ matrix).reshape(self.batch, count, j1 - j0)
             outputs.append(out.reshape(self.batch, count * engine.P))

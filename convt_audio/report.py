@@ -57,8 +57,7 @@ def describe(specs: Sequence, parameters: int | None = None) -> StackFacts:
     """The stack's rate factor, look-ahead, receptive field and cost, from its specs."""
     if parameters is None:
         parameters = sum(parameter_count(spec) for spec in specs)
-    return StackFacts(rate_of(specs), lookahead(specs), receptive_field(specs),
-                      math.ceil(flops_of(specs)), parameters)
+    return StackFacts(rate_of(specs), lookahead(specs), receptive_field(specs), math.ceil(flops_of(specs)), parameters)
 
 
 def _number(value: Fraction):
@@ -94,17 +93,30 @@ def layer_rows(specs: Sequence) -> list[dict]:
     def visit(sequence: Sequence, depth: int, c_in: int | None) -> None:
         for spec in sequence:
             c_out = spec.out_channels_for(c_in)
-            row = {"path": spec.where, "depth": depth, "type": spec.type,
-                   "channels_in": c_in, "channels_out": c_out,
-                   "rate_factor": _number(spec.rate()),
-                   "lookahead_input_frames": _number(lookahead([spec])),
-                   "flops_per_input_frame": _number(Fraction(math.ceil(flops_of([spec])))),
-                   "params": parameter_count(spec)}
+            row = {
+                "path": spec.where,
+                "depth": depth,
+                "type": spec.type,
+                "channels_in": c_in,
+                "channels_out": c_out,
+                "rate_factor": _number(spec.rate()),
+                "lookahead_input_frames": _number(lookahead([spec])),
+                "flops_per_input_frame": _number(Fraction(math.ceil(flops_of([spec])))),
+                "params": parameter_count(spec),
+            }
             if isinstance(spec, _ConvSpec):
-                row.update({"kernel": spec.kernel_size, "stride": spec.stride, "padding": spec.padding,
-                            "output_padding": getattr(spec, "output_padding", None),
-                            "groups": spec.groups, "dilation": spec.dilation,
-                            "padding_mode": spec.padding_mode, "buffers": held.get(spec.where, "")})
+                row.update(
+                    {
+                        "kernel": spec.kernel_size,
+                        "stride": spec.stride,
+                        "padding": spec.padding,
+                        "output_padding": getattr(spec, "output_padding", None),
+                        "groups": spec.groups,
+                        "dilation": spec.dilation,
+                        "padding_mode": spec.padding_mode,
+                        "buffers": held.get(spec.where, ""),
+                    }
+                )
             elif isinstance(spec, _Block) and spec.type == "parallel":
                 row.update({"reduce": spec.reduce, "branches": len(spec.branches)})
             rows.append(row)
@@ -120,7 +132,7 @@ CHANNEL_MODES = {
     "joint": "the file's channels are the first layer's in_channels; the output has the last layer's out_channels",
     "per_channel": "each of the file's channels runs through the stack on its own (in_channels 1)",
     "auto": "joint when the file has as many channels as the first layer takes, else each channel on its own "
-            "when that is 1",
+    "when that is 1",
 }
 
 
@@ -132,22 +144,35 @@ def engine_plan(config, device: str = "auto") -> dict:
 
     stages = resampler_stages(config.layers)
     if stages is not None and (device == "cpu" or (device == "auto" and not cuda_may_exist())):
-        how = {"fft": "an FFT (overlap-save, the whole kernel's spectrum)",
-               "polyphase": "matrix products computing only the output samples kept"}
+        how = {
+            "fft": "an FFT (overlap-save, the whole kernel's spectrum)",
+            "polyphase": "matrix products computing only the output samples kept",
+        }
         kernels, parts = {}, []
         for number, stage in enumerate(stages, 1):
             kind = stage_kernel(stage)
             kernels[stage[0].where] = kind
             ratio = f"x{stage[0].stride}" if len(stage) == 1 else f"{stage[0].stride}/{stage[1].stride}"
             parts.append(f"stage {number} ({ratio}) by {how[kind]}")
-        return {"engine": "numpy-resampler", "device": "cpu", "kernels": kernels,
-                "how": f"NumPy in float64: {'; '.join(parts)}; torch is not loaded"}
+        return {
+            "engine": "numpy-resampler",
+            "device": "cpu",
+            "kernels": kernels,
+            "how": f"NumPy in float64: {'; '.join(parts)}; torch is not loaded",
+        }
     target = "cuda if available, else cpu" if device == "auto" else device
-    kernels = {leaf.where: leaf.auto_kernel() for leaf in leaves(config.layers)
-               if isinstance(leaf, _ConvSpec) and leaf.type == "conv_transpose1d"}
-    return {"engine": "torch", "device": target, "kernels": kernels,
-            "how": "torch, exact streaming per layer (transposed convolutions as conv_transpose1d, or as a "
-                   "Conv1d of out·stride outputs interleaved: polyphase)"}
+    kernels = {
+        leaf.where: leaf.auto_kernel()
+        for leaf in leaves(config.layers)
+        if isinstance(leaf, _ConvSpec) and leaf.type == "conv_transpose1d"
+    }
+    return {
+        "engine": "torch",
+        "device": target,
+        "kernels": kernels,
+        "how": "torch, exact streaming per layer (transposed convolutions as conv_transpose1d, or as a "
+        "Conv1d of out·stride outputs interleaved: polyphase)",
+    }
 
 
 def summary(config, input_rate, weights_path, weights_status: str) -> dict:
@@ -163,11 +188,15 @@ def summary(config, input_rate, weights_path, weights_status: str) -> dict:
             row["computed_as"] = plan["kernels"][row["path"]]
     whole = [path for path, what in buffering(specs).items() if what == "whole input"]
     return {
-        "config": config.source, "name": config.name, "description": config.description,
+        "config": config.source,
+        "name": config.name,
+        "description": config.description,
         "rate_factor": _number(facts.rate_factor),
-        "input_rate": _number(rate), "output_rate": _number(out_rate),
+        "input_rate": _number(rate),
+        "output_rate": _number(out_rate),
         "input_rate_from_config": config.feature_rate() is not None,
-        "in_channels": input_channels(specs), "out_channels": out_channels_of(specs, input_channels(specs)),
+        "in_channels": input_channels(specs),
+        "out_channels": out_channels_of(specs, input_channels(specs)),
         "lookahead_input_frames": _number(facts.lookahead_input_frames),
         "lookahead_output_frames": _number(facts.lookahead_input_frames * facts.rate_factor),
         "lookahead_seconds": float(facts.lookahead_input_frames / rate),
@@ -178,7 +207,9 @@ def summary(config, input_rate, weights_path, weights_status: str) -> dict:
         "flops_per_second_of_audio": _number(facts.flops_per_input_frame * rate),
         "channels": config.channels,
         "channels_explained": CHANNEL_MODES[config.channels],
-        "engine": plan["engine"], "device": plan["device"], "engine_explained": plan["how"],
+        "engine": plan["engine"],
+        "device": plan["device"],
+        "engine_explained": plan["how"],
         "weights": str(weights_path) if weights_path else None,
         "weights_status": weights_status,
         "buffers_whole_input": whole,

@@ -48,8 +48,7 @@ def _check_int(where: str, name: str, value, minimum: int, maximum: int | None =
 def _expect_channels(where: str, name: str, value: int, produced: int | None) -> None:
     """A layer's channel field must equal what the layer before it produces (when known)."""
     if produced is not None and value != produced:
-        raise ConfigError(f"{where}.{name}: {value} does not match the {produced} channels the previous "
-                          f"layer produces")
+        raise ConfigError(f"{where}.{name}: {value} does not match the {produced} channels the previous layer produces")
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -100,8 +99,14 @@ class _ConvSpec(_Leaf):
 
     def validate(self) -> None:
         where = self.where
-        limits = {"in_channels": MAX_CHANNELS, "out_channels": MAX_CHANNELS, "kernel_size": MAX_KERNEL,
-                  "stride": MAX_STRIDE, "groups": MAX_CHANNELS, "dilation": MAX_STRIDE}
+        limits = {
+            "in_channels": MAX_CHANNELS,
+            "out_channels": MAX_CHANNELS,
+            "kernel_size": MAX_KERNEL,
+            "stride": MAX_STRIDE,
+            "groups": MAX_CHANNELS,
+            "dilation": MAX_STRIDE,
+        }
         for name, maximum in limits.items():
             _check_int(where, name, getattr(self, name), 1, maximum)
         _check_int(where, "padding", self.padding, 0, MAX_PADDING)
@@ -109,17 +114,15 @@ class _ConvSpec(_Leaf):
             raise ConfigError(f"{where}.bias: must be true or false, got {self.bias!r}")
         for name in ("in_channels", "out_channels"):
             if getattr(self, name) % self.groups:
-                raise ConfigError(
-                    f"{where}.{name}: {getattr(self, name)} is not divisible by groups={self.groups}"
-                )
+                raise ConfigError(f"{where}.{name}: {getattr(self, name)} is not divisible by groups={self.groups}")
         if not isinstance(self.padding_mode, str) or self.padding_mode not in PADDING_MODES:
-            raise ConfigError(
-                f"{where}.padding_mode: {self.padding_mode!r} is not one of {sorted(PADDING_MODES)}"
-            )
+            raise ConfigError(f"{where}.padding_mode: {self.padding_mode!r} is not one of {sorted(PADDING_MODES)}")
         weights = math.prod(self.weight_shape)
         if weights > MAX_LAYER_WEIGHTS:
-            raise ConfigError(f"{where}: a weight of shape {self.weight_shape} holds {weights:,} values; "
-                              f"a layer may hold at most {MAX_LAYER_WEIGHTS:,}")
+            raise ConfigError(
+                f"{where}: a weight of shape {self.weight_shape} holds {weights:,} values; "
+                f"a layer may hold at most {MAX_LAYER_WEIGHTS:,}"
+            )
 
     @property
     def receptive(self) -> int:
@@ -257,8 +260,7 @@ class Conv1dSpec(_ConvSpec):
         return first * self.stride - self.padding, last * self.stride - self.padding + self.receptive - 1
 
     def flops_per_frame(self) -> Fraction:
-        return Fraction(2 * self.out_channels * (self.in_channels // self.groups) * self.kernel_size,
-                        self.stride)
+        return Fraction(2 * self.out_channels * (self.in_channels // self.groups) * self.kernel_size, self.stride)
 
     def fan_in(self) -> int:
         return self.in_channels // self.groups * self.kernel_size
@@ -313,7 +315,8 @@ class ActivationSpec(_Pointwise):
         if self.type not in ACTIVATIONS:
             raise ConfigError(f"{self.where}.type: {self.type!r} is not an activation")
         if self.parameter is not None and (
-            isinstance(self.parameter, bool) or not isinstance(self.parameter, (int, float))
+            isinstance(self.parameter, bool)
+            or not isinstance(self.parameter, (int, float))
             or not math.isfinite(self.parameter)
         ):
             name = "negative_slope" if self.type == "leaky_relu" else "alpha"
@@ -568,8 +571,13 @@ class ParallelSpec(_Block):
     def streamer(self, params, tail=None, kernel: str = "auto"):
         from .stream import StreamingParallel, StreamingSequential
 
-        return StreamingParallel(self, [StreamingSequential(branch, branch_params, tail, kernel)
-                                        for branch, branch_params in zip(self.branches, params)])
+        return StreamingParallel(
+            self,
+            [
+                StreamingSequential(branch, branch_params, tail, kernel)
+                for branch, branch_params in zip(self.branches, params)
+            ],
+        )
 
 
 LayerSpec = Union[ConvTranspose1dSpec, Conv1dSpec, ActivationSpec, SnakeSpec, ResidualSpec, ParallelSpec]
@@ -730,8 +738,9 @@ def widest_activation(specs: Sequence, rate: Fraction = Fraction(1), channels: i
     return widest
 
 
-def block_elements(specs: Sequence, frames: int, rate: Fraction = Fraction(1),
-                   channels: int | None = None) -> list[tuple[str, int]]:
+def block_elements(
+    specs: Sequence, frames: int, rate: Fraction = Fraction(1), channels: int | None = None
+) -> list[tuple[str, int]]:
     """``(where, elements)`` per layer for one block of ``frames`` input frames (per batch item).
 
     An upper bound on what a push holds: every layer's output for the block (inside blocks,

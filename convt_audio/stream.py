@@ -144,8 +144,11 @@ class Extender(StreamingModule):
                 joined = chunk if state.keep is None else torch.cat([state.keep, chunk], -1)
                 state.keep = joined[..., : self.keep_frames].clone()
         else:  # the last frames: join with what was kept only when the chunk is shorter
-            joined = chunk if state.keep is None or chunk.shape[-1] >= self.keep_frames \
+            joined = (
+                chunk
+                if state.keep is None or chunk.shape[-1] >= self.keep_frames
                 else torch.cat([state.keep, chunk], -1)
+            )
             state.keep = joined[..., -self.keep_frames :].clone()
 
     def _left_extension(self, head: torch.Tensor) -> torch.Tensor:
@@ -226,8 +229,14 @@ class StreamingConvTranspose1d(StreamingModule):
         partial_start: int = 0
         emitted: int = 0  # output frames returned so far
 
-    def __init__(self, spec: ConvTranspose1dSpec, weight: torch.Tensor, bias: torch.Tensor | None,
-                 tail: torch.Tensor | None = None, kernel: str = "transposed"):
+    def __init__(
+        self,
+        spec: ConvTranspose1dSpec,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        tail: torch.Tensor | None = None,
+        kernel: str = "transposed",
+    ):
         self.spec, self.weight, self.bias, self.kernel = spec, weight, bias, kernel
         left, right = spec.extension()
         self.extender = Extender(spec.padding_mode, left, right, tail)
@@ -313,8 +322,9 @@ class StreamingConv1d(StreamingModule):
         window: torch.Tensor | None = None  # extended inputs from the next window's start
         skip: int = 0  # extended inputs still to drop before the next window starts
 
-    def __init__(self, spec: Conv1dSpec, weight: torch.Tensor, bias: torch.Tensor | None,
-                 tail: torch.Tensor | None = None):
+    def __init__(
+        self, spec: Conv1dSpec, weight: torch.Tensor, bias: torch.Tensor | None, tail: torch.Tensor | None = None
+    ):
         self.spec, self.weight, self.bias = spec, weight, bias
         left, right = spec.extension()
         self.extender = Extender(spec.padding_mode, left, right, tail)
@@ -366,8 +376,7 @@ class StreamingSequential(StreamingModule):
     child that is not pointwise, through the pointwise ones before it.
     """
 
-    def __init__(self, specs: Sequence, params: Sequence, tail: torch.Tensor | None = None,
-                 kernel: str = "auto"):
+    def __init__(self, specs: Sequence, params: Sequence, tail: torch.Tensor | None = None, kernel: str = "auto"):
         children = []
         for spec, spec_params in zip(specs, params):
             children.append(spec.streamer(spec_params, tail, kernel))
@@ -474,8 +483,7 @@ def leading_circular_frames(specs: Sequence | Stack) -> int:
     given the tail and hold their whole input.
     """
     specs = specs.specs if isinstance(specs, Stack) else specs
-    return max([conv.extension()[0] for conv in leading_convs(specs) if conv.padding_mode == "circular"],
-               default=0)
+    return max([conv.extension()[0] for conv in leading_convs(specs) if conv.padding_mode == "circular"], default=0)
 
 
 def _buffering(module: StreamingModule) -> Iterator[str]:
@@ -561,8 +569,7 @@ def stream(
         if out.shape[-1]:
             yield out
     if not pushed:
-        raise InputTooShortError(f"input too short: 0 frames; the stack needs at least "
-                                 f"{stack.min_input_frames()}")
+        raise InputTooShortError(f"input too short: 0 frames; the stack needs at least {stack.min_input_frames()}")
     out = streamer.flush()
     if out.shape[-1]:
         yield out

@@ -23,15 +23,25 @@ def invoke(*args):
 
 def cli(*args, stdin=None, cwd=None, env=None, timeout=300):
     """The real console entry point in a subprocess, bytes in and out."""
-    return subprocess.run([sys.executable, "-c", "from cli.main import app; app()", *map(str, args)],
-                          input=stdin, capture_output=True, cwd=cwd, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-c", "from cli.main import app; app()", *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        cwd=cwd,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
 
 
 def shell(line: str, cwd, env=None, timeout=300):
     """A bash line (``$CA`` is the console script), text out; pipefail set."""
-    return subprocess.run(["bash", "-o", "pipefail", "-c", line.replace("$CA", ENTRY)], cwd=cwd, timeout=timeout,
-                          capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    return subprocess.run(
+        ["bash", "-o", "pipefail", "-c", line.replace("$CA", ENTRY)],
+        cwd=cwd,
+        timeout=timeout,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
 
 
 def error_lines(stderr) -> list[str]:

@@ -15,12 +15,30 @@ from torch import nn
 from torch.nn.utils import weight_norm
 
 HIFIGAN_HPARAMS = {  # config_v1/v2/v3.json of the authors' code
-    "v1": dict(upsample_rates=[8, 8, 2, 2], upsample_kernel_sizes=[16, 16, 4, 4], upsample_initial_channel=512,
-               resblock="1", resblock_kernel_sizes=[3, 7, 11], resblock_dilation_sizes=[[1, 3, 5]] * 3),
-    "v2": dict(upsample_rates=[8, 8, 2, 2], upsample_kernel_sizes=[16, 16, 4, 4], upsample_initial_channel=128,
-               resblock="1", resblock_kernel_sizes=[3, 7, 11], resblock_dilation_sizes=[[1, 3, 5]] * 3),
-    "v3": dict(upsample_rates=[8, 8, 4], upsample_kernel_sizes=[16, 16, 8], upsample_initial_channel=256,
-               resblock="2", resblock_kernel_sizes=[3, 5, 7], resblock_dilation_sizes=[[1, 2], [2, 6], [3, 12]]),
+    "v1": dict(
+        upsample_rates=[8, 8, 2, 2],
+        upsample_kernel_sizes=[16, 16, 4, 4],
+        upsample_initial_channel=512,
+        resblock="1",
+        resblock_kernel_sizes=[3, 7, 11],
+        resblock_dilation_sizes=[[1, 3, 5]] * 3,
+    ),
+    "v2": dict(
+        upsample_rates=[8, 8, 2, 2],
+        upsample_kernel_sizes=[16, 16, 4, 4],
+        upsample_initial_channel=128,
+        resblock="1",
+        resblock_kernel_sizes=[3, 7, 11],
+        resblock_dilation_sizes=[[1, 3, 5]] * 3,
+    ),
+    "v3": dict(
+        upsample_rates=[8, 8, 4],
+        upsample_kernel_sizes=[16, 16, 8],
+        upsample_initial_channel=256,
+        resblock="2",
+        resblock_kernel_sizes=[3, 5, 7],
+        resblock_dilation_sizes=[[1, 2], [2, 6], [3, 12]],
+    ),
 }
 
 
@@ -37,10 +55,8 @@ class HifiResBlock1(nn.Module):
 
     def __init__(self, channels: int, kernel: int, dilations):
         super().__init__()
-        self.convs1 = nn.ModuleList(_wn_conv(channels, channels, kernel, d, same_padding(kernel, d))
-                                    for d in dilations)
-        self.convs2 = nn.ModuleList(_wn_conv(channels, channels, kernel, 1, same_padding(kernel, 1))
-                                    for _ in dilations)
+        self.convs1 = nn.ModuleList(_wn_conv(channels, channels, kernel, d, same_padding(kernel, d)) for d in dilations)
+        self.convs2 = nn.ModuleList(_wn_conv(channels, channels, kernel, 1, same_padding(kernel, 1)) for _ in dilations)
 
     def forward(self, x):
         for first, second in zip(self.convs1, self.convs2):
@@ -54,8 +70,7 @@ class HifiResBlock2(nn.Module):
 
     def __init__(self, channels: int, kernel: int, dilations):
         super().__init__()
-        self.convs = nn.ModuleList(_wn_conv(channels, channels, kernel, d, same_padding(kernel, d))
-                                   for d in dilations)
+        self.convs = nn.ModuleList(_wn_conv(channels, channels, kernel, d, same_padding(kernel, d)) for d in dilations)
 
     def forward(self, x):
         for conv in self.convs:
@@ -71,8 +86,9 @@ class HifiGanGenerator(nn.Module):
         self.num_kernels = len(h["resblock_kernel_sizes"])
         self.conv_pre = _wn_conv(80, initial, 7, 1, 3)
         self.ups = nn.ModuleList(
-            weight_norm(nn.ConvTranspose1d(initial // 2 ** i, initial // 2 ** (i + 1), k, u, padding=(k - u) // 2))
-            for i, (u, k) in enumerate(zip(h["upsample_rates"], h["upsample_kernel_sizes"])))
+            weight_norm(nn.ConvTranspose1d(initial // 2**i, initial // 2 ** (i + 1), k, u, padding=(k - u) // 2))
+            for i, (u, k) in enumerate(zip(h["upsample_rates"], h["upsample_kernel_sizes"]))
+        )
         block = HifiResBlock1 if h["resblock"] == "1" else HifiResBlock2
         self.resblocks = nn.ModuleList()
         for i in range(len(self.ups)):
@@ -97,9 +113,12 @@ class MelGanResnetBlock(nn.Module):
     def __init__(self, dim: int, dilation: int = 1):
         super().__init__()
         self.block = nn.Sequential(
-            nn.LeakyReLU(0.2), nn.ReflectionPad1d(dilation),
+            nn.LeakyReLU(0.2),
+            nn.ReflectionPad1d(dilation),
             weight_norm(nn.Conv1d(dim, dim, kernel_size=3, dilation=dilation)),
-            nn.LeakyReLU(0.2), weight_norm(nn.Conv1d(dim, dim, kernel_size=1)))
+            nn.LeakyReLU(0.2),
+            weight_norm(nn.Conv1d(dim, dim, kernel_size=1)),
+        )
         self.shortcut = weight_norm(nn.Conv1d(dim, dim, kernel_size=1))
 
     def forward(self, x):
@@ -112,10 +131,20 @@ class MelGanGenerator(nn.Module):
         mult = 2 ** len(ratios)
         model = [nn.ReflectionPad1d(3), weight_norm(nn.Conv1d(input_size, mult * ngf, kernel_size=7))]
         for r in ratios:
-            model += [nn.LeakyReLU(0.2),
-                      weight_norm(nn.ConvTranspose1d(mult * ngf, mult * ngf // 2, kernel_size=2 * r, stride=r,
-                                                     padding=r // 2 + r % 2, output_padding=r % 2))]
-            model += [MelGanResnetBlock(mult * ngf // 2, dilation=3 ** j) for j in range(n_residual_layers)]
+            model += [
+                nn.LeakyReLU(0.2),
+                weight_norm(
+                    nn.ConvTranspose1d(
+                        mult * ngf,
+                        mult * ngf // 2,
+                        kernel_size=2 * r,
+                        stride=r,
+                        padding=r // 2 + r % 2,
+                        output_padding=r % 2,
+                    )
+                ),
+            ]
+            model += [MelGanResnetBlock(mult * ngf // 2, dilation=3**j) for j in range(n_residual_layers)]
             mult //= 2
         model += [nn.LeakyReLU(0.2), nn.ReflectionPad1d(3), weight_norm(nn.Conv1d(ngf, 1, kernel_size=7)), nn.Tanh()]
         self.model = nn.Sequential(*model)
@@ -130,6 +159,8 @@ def randomise(module: nn.Module, seed: int = 0) -> nn.Module:
     with torch.no_grad():
         for name, tensor in module.named_parameters():
             scale = 0.5 if name.endswith("weight_g") else 0.2
-            tensor.copy_((torch.rand(tensor.shape, generator=generator) - 0.5) * 2 * scale
-                         + (0.6 if name.endswith("weight_g") else 0.0))
+            tensor.copy_(
+                (torch.rand(tensor.shape, generator=generator) - 0.5) * 2 * scale
+                + (0.6 if name.endswith("weight_g") else 0.0)
+            )
     return module.eval()

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from clitools import ROOT, invoke, tone
 
 import convt_audio
-from clitools import ROOT, invoke, tone
 from convt_audio.errors import AudioError, UsageError
 
 
@@ -58,7 +58,8 @@ def _decoder(tmp_path):
         "  layers:\n"
         "  - {type: conv1d, in_channels: 4, out_channels: 4, kernel_size: 3, dilation: 3, padding: 3}\n"
         "- {type: conv1d, in_channels: 4, out_channels: 1, kernel_size: 7, padding: 3}\n"
-        "- {type: tanh}\n")
+        "- {type: tanh}\n"
+    )
     assert invoke("init", config, "-o", tmp_path / "w.safetensors").exit_code == 0
     return config, tmp_path / "w.safetensors"
 
@@ -83,8 +84,7 @@ def test_a_stream_fed_random_chunks_equals_the_whole_array(tmp_path, kind):
     joined = torch.cat(parts, -1) if kind == "torch" else np.concatenate(parts, -1)
     np.testing.assert_allclose(np.asarray(joined), np.asarray(whole), atol=1e-12)
     stream.reset()  # a new signal: (channels, frames) this time
-    single = np.concatenate([np.asarray(stream.push(np.asarray(x[0])[..., :150])),
-                             np.asarray(stream.flush())], -1)
+    single = np.concatenate([np.asarray(stream.push(np.asarray(x[0])[..., :150])), np.asarray(stream.flush())], -1)
     np.testing.assert_allclose(single, np.asarray(model(np.asarray(x[0])[..., :150])), atol=1e-12)
     with pytest.raises(UsageError, match="has 3 channels"):
         model(np.zeros((3, 50)))
@@ -102,8 +102,10 @@ def test_convert_keeps_every_guarantee_of_run(tmp_path):
     assert sf.info(str(tmp_path / "b.flac")).samplerate == 48000
     with pytest.raises(AudioError, match="already exists"):
         convt_audio.convert(tmp_path / "a.wav", tmp_path / "b.flac", rate=48000)
-    assert convt_audio.convert(tmp_path / "a.wav", tmp_path / "b.flac", rate=48000, skip_existing=True)["status"] \
+    assert (
+        convt_audio.convert(tmp_path / "a.wav", tmp_path / "b.flac", rate=48000, skip_existing=True)["status"]
         == "skipped"
+    )
     before = (tmp_path / "a.wav").read_bytes()
     with pytest.raises(UsageError, match="an input is never overwritten"):
         convt_audio.convert(tmp_path / "a.wav", tmp_path / "a.wav", rate=48000, overwrite=True)

@@ -27,8 +27,9 @@ def test_stream_function_and_streaming_stack_share_defaults():
 
 def test_design_command_defaults_are_the_designers():
     f, c = defaults(design_sinc), defaults(design_sinc_command)
-    assert {k: f[k] for k in ("passband", "stopband", "attenuation")} == \
-        {k: c[k] for k in ("passband", "stopband", "attenuation")}
+    assert {k: f[k] for k in ("passband", "stopband", "attenuation")} == {
+        k: c[k] for k in ("passband", "stopband", "attenuation")
+    }
 
 
 def test_run_command_defaults_are_the_engines():

@@ -50,20 +50,42 @@ def no_leftovers(folder):
 def decoder(tmp_path):
     """A small learned stack (2 channels in, 1 out) with weights from `init`."""
     config = tmp_path / "dec.yaml"
-    config.write_text(yaml.safe_dump({"name": "dec", "weights": "dec.safetensors", "layers": [
-        {"type": "conv1d", "in_channels": 2, "out_channels": 8, "kernel_size": 5, "padding": 2,
-         "padding_mode": "reflect"},
-        {"type": "conv_transpose1d", "in_channels": 8, "out_channels": 4, "kernel_size": 8,
-         "stride": 4, "padding": 2},
-        {"type": "leaky_relu", "negative_slope": 0.1},
-        {"type": "conv1d", "in_channels": 4, "out_channels": 1, "kernel_size": 7, "padding": 3},
-        {"type": "tanh"}]}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "dec",
+                "weights": "dec.safetensors",
+                "layers": [
+                    {
+                        "type": "conv1d",
+                        "in_channels": 2,
+                        "out_channels": 8,
+                        "kernel_size": 5,
+                        "padding": 2,
+                        "padding_mode": "reflect",
+                    },
+                    {
+                        "type": "conv_transpose1d",
+                        "in_channels": 8,
+                        "out_channels": 4,
+                        "kernel_size": 8,
+                        "stride": 4,
+                        "padding": 2,
+                    },
+                    {"type": "leaky_relu", "negative_slope": 0.1},
+                    {"type": "conv1d", "in_channels": 4, "out_channels": 1, "kernel_size": 7, "padding": 3},
+                    {"type": "tanh"},
+                ],
+            }
+        )
+    )
     result = invoke("init", config, "-o", tmp_path / "dec.safetensors", "--seed", 7)
     assert result.exit_code == 0, result.output
     return config
 
 
 # ---------------------------------------------------------------------------------------- run
+
 
 @pytest.mark.parametrize("subtype,channels", [("PCM_16", 1), ("PCM_24", 2), ("FLOAT", 1), ("FLOAT", 2)])
 def test_run_default_config_rates_lengths_subtypes(tmp_path, subtype, channels):
@@ -77,7 +99,7 @@ def test_run_default_config_rates_lengths_subtypes(tmp_path, subtype, channels):
     y, _ = sf.read(str(out), always_2d=True)
     x, _ = sf.read(str(src), always_2d=True, dtype="float32")
     want = engine_output("sinc-x3", None, x.T).T
-    tolerance = {"PCM_16": 2 / 32768, "PCM_24": 2 / 2 ** 23, "FLOAT": 1e-6}[subtype]
+    tolerance = {"PCM_16": 2 / 32768, "PCM_24": 2 / 2**23, "FLOAT": 1e-6}[subtype]
     assert np.abs(y - want).max() <= tolerance
 
 
@@ -159,7 +181,11 @@ def test_batch_folder_recursive_mirrors_paths_and_keeps_going(tmp_path, monkeypa
     assert "b.wav: not a readable audio file" in reports[1]["error"]
     assert result.stderr.count("convt-audio: error:") == 1
     assert sorted(str(p.relative_to("out")) for p in Path("out").rglob("*")) == [
-        "a.wav", "sub", "sub/c.flac", "sub/d.wav"]
+        "a.wav",
+        "sub",
+        "sub/c.flac",
+        "sub/d.wav",
+    ]
     assert no_leftovers(tmp_path) == []
     # --fail-fast stops at the bad file
     result = invoke("run", "in", "-o", "out2", "--recursive", "--fail-fast", "--json")
@@ -201,8 +227,19 @@ def test_json_stdout_is_only_json(tmp_path):
     tone(tmp_path / "a.wav")
     result = invoke("run", tmp_path / "a.wav", "--json")
     report = json.loads(result.stdout)
-    for key in ("input", "output", "input_rate", "output_rate", "frames_in", "frames_out", "seconds",
-                "clipped_samples", "wall_seconds", "realtime_factor", "device"):
+    for key in (
+        "input",
+        "output",
+        "input_rate",
+        "output_rate",
+        "frames_in",
+        "frames_out",
+        "seconds",
+        "clipped_samples",
+        "wall_seconds",
+        "realtime_factor",
+        "device",
+    ):
         assert key in report
     assert report["frames_out"] == 3 * report["frames_in"] and report["device"] == "cpu"
 
@@ -215,6 +252,7 @@ def test_quiet_prints_nothing_on_success(tmp_path):
 
 # ------------------------------------------------------------------------------- bad inputs
 
+
 def _bad_config(tmp_path, layers, name="bad.yaml"):
     path = tmp_path / name
     path.write_text(yaml.safe_dump({"layers": layers}))
@@ -224,22 +262,25 @@ def _bad_config(tmp_path, layers, name="bad.yaml"):
 CT = {"type": "conv_transpose1d", "in_channels": 1, "out_channels": 1, "kernel_size": 4, "stride": 2}
 
 
-@pytest.mark.parametrize("case,code,message", [
-    ("missing", 1, "nope.wav: no such file"),
-    ("not_audio", 1, "junk.wav: not a readable audio file"),
-    ("truncated", 1, "trunc.wav: truncated: the header promises"),
-    ("bad_yaml", 2, "bad.yaml: invalid YAML at line"),
-    ("unknown_key", 2, "bad.yaml: layers[0].kernal: unknown key for conv_transpose1d"),
-    ("bad_param", 2, "bad.yaml: layers[0].stride: must be a positive integer, got 0"),
-    ("missing_tensor", 2, "missing tensor '0.bias' for layers[0] (conv_transpose1d)"),
-    ("bad_shape", 2, "tensor '0.weight' for layers[0] (conv_transpose1d) has shape (1, 1, 3), expected (1, 1, 4)"),
-    ("channels", 1, "a.wav: the file has 3 channels but layers[0].in_channels is 2"),
-    ("too_short", 1, "a.wav: input too short: 3 frames reach layers[0] (conv1d), which needs at least 50"),
-    ("bad_device", 2, "--device: 'tpu' is not one of auto, cpu, cuda, cuda:N"),
-    ("no_cuda", 2, "--device cuda: CUDA is not available"),
-    ("bad_chunk", 2, "--chunk"),
-    ("bad_output_ext", 1, "cannot write .xyz"),
-])
+@pytest.mark.parametrize(
+    "case,code,message",
+    [
+        ("missing", 1, "nope.wav: no such file"),
+        ("not_audio", 1, "junk.wav: not a readable audio file"),
+        ("truncated", 1, "trunc.wav: truncated: the header promises"),
+        ("bad_yaml", 2, "bad.yaml: invalid YAML at line"),
+        ("unknown_key", 2, "bad.yaml: layers[0].kernal: unknown key for conv_transpose1d"),
+        ("bad_param", 2, "bad.yaml: layers[0].stride: must be a positive integer, got 0"),
+        ("missing_tensor", 2, "missing tensor '0.bias' for layers[0] (conv_transpose1d)"),
+        ("bad_shape", 2, "tensor '0.weight' for layers[0] (conv_transpose1d) has shape (1, 1, 3), expected (1, 1, 4)"),
+        ("channels", 1, "a.wav: the file has 3 channels but layers[0].in_channels is 2"),
+        ("too_short", 1, "a.wav: input too short: 3 frames reach layers[0] (conv1d), which needs at least 50"),
+        ("bad_device", 2, "--device: 'tpu' is not one of auto, cpu, cuda, cuda:N"),
+        ("no_cuda", 2, "--device cuda: CUDA is not available"),
+        ("bad_chunk", 2, "--chunk"),
+        ("bad_output_ext", 1, "cannot write .xyz"),
+    ],
+)
 def test_bad_inputs_one_line_and_exit_code(tmp_path, case, code, message):
     if case == "no_cuda" and torch.cuda.is_available():
         pytest.skip("CUDA is available here; the error path needs a machine without it")
@@ -277,8 +318,7 @@ def test_bad_inputs_one_line_and_exit_code(tmp_path, case, code, message):
         args += ["-c", cfg, "-w", tmp_path / "w.safetensors"]
     elif case == "too_short":
         sf.write(str(src), np.zeros(3), 16000)
-        cfg = _bad_config(tmp_path, [{"type": "conv1d", "in_channels": 1, "out_channels": 1,
-                                      "kernel_size": 50}])
+        cfg = _bad_config(tmp_path, [{"type": "conv1d", "in_channels": 1, "out_channels": 1, "kernel_size": 50}])
         invoke("init", cfg, "-o", tmp_path / "w.safetensors")
         args += ["-c", cfg, "-w", tmp_path / "w.safetensors"]
     elif case == "bad_device":
@@ -314,17 +354,32 @@ def test_input_is_never_touched(tmp_path):
     assert src.read_bytes() == before
 
 
-@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129),
-                                         (signal.SIGQUIT, 131)])
+@pytest.mark.parametrize(
+    "signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGQUIT, 131)]
+)
 def test_interrupt_leaves_no_partial_output(tmp_path, signum, code):
     """Ctrl-C (or SIGTERM) during the second file: first output complete, no partial or temp file."""
     tone(tmp_path / "a.wav", seconds=0.2)
     tone(tmp_path / "b.wav", seconds=600, rate=16000)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from cli.main import app; app()", "run", "a.wav", "b.wav", "-o", "out",
-         "--json", "--chunk", "16"],  # 600 s in 16-frame blocks: far longer than the signal takes
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "from cli.main import app; app()",
+            "run",
+            "a.wav",
+            "b.wav",
+            "-o",
+            "out",
+            "--json",
+            "--chunk",
+            "16",
+        ],  # 600 s in 16-frame blocks: far longer than the signal takes
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
     first = json.loads(proc.stdout.readline())  # the first file is done; the second is running
@@ -338,6 +393,7 @@ def test_interrupt_leaves_no_partial_output(tmp_path, signum, code):
 
 
 # ------------------------------------------------------------------------- other commands
+
 
 def test_info_table_and_json(decoder):
     result = invoke("info", decoder)
@@ -354,8 +410,9 @@ def test_info_table_and_json(decoder):
 
 
 def test_info_reports_weight_mismatch_and_circular_buffering(tmp_path):
-    cfg = _bad_config(tmp_path, [{**CT, "padding_mode": "circular"},
-                                 {**CT, "padding_mode": "circular"}], name="circ.yaml")
+    cfg = _bad_config(
+        tmp_path, [{**CT, "padding_mode": "circular"}, {**CT, "padding_mode": "circular"}], name="circ.yaml"
+    )
     torch.save({"0.weight": torch.zeros(1, 1, 3)}, tmp_path / "w.pt")
     result = invoke("info", cfg, "-w", tmp_path / "w.pt", "--json")
     assert result.exit_code == 2
@@ -403,22 +460,55 @@ def test_configs_and_version():
 
 def test_console_script_help_is_fast_and_does_not_import_torch():
     code = "import sys; from cli.main import app; assert 'torch' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True,
-                   env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
 
 
 def test_circular_first_layer_reads_the_file_tail(tmp_path):
     """A circular first convolution gets the input's last frames by seeking, then streams."""
-    cfg = _bad_config(tmp_path, [
-        {"type": "conv_transpose1d", "in_channels": 1, "out_channels": 2, "kernel_size": 9,
-         "stride": 2, "padding": 1, "padding_mode": "circular"},
-        {"type": "conv1d", "in_channels": 2, "out_channels": 1, "kernel_size": 5, "padding": 4,
-         "padding_mode": "reflect"}], name="circ.yaml")
+    cfg = _bad_config(
+        tmp_path,
+        [
+            {
+                "type": "conv_transpose1d",
+                "in_channels": 1,
+                "out_channels": 2,
+                "kernel_size": 9,
+                "stride": 2,
+                "padding": 1,
+                "padding_mode": "circular",
+            },
+            {
+                "type": "conv1d",
+                "in_channels": 2,
+                "out_channels": 1,
+                "kernel_size": 5,
+                "padding": 4,
+                "padding_mode": "reflect",
+            },
+        ],
+        name="circ.yaml",
+    )
     assert invoke("init", cfg, "-o", tmp_path / "w.safetensors", "--seed", 1).exit_code == 0
     src = tmp_path / "a.wav"
     tone(src, seconds=0.3, subtype="FLOAT")
-    result = invoke("run", src, "-c", cfg, "-w", tmp_path / "w.safetensors", "-o", tmp_path / "o.wav",
-                    "--chunk", 100, "--threads", 1)
+    result = invoke(
+        "run",
+        src,
+        "-c",
+        cfg,
+        "-w",
+        tmp_path / "w.safetensors",
+        "-o",
+        tmp_path / "o.wav",
+        "--chunk",
+        100,
+        "--threads",
+        1,
+    )
     assert result.exit_code == 0, result.output
     y, rate = sf.read(str(tmp_path / "o.wav"), always_2d=True, dtype="float32")
     x, _ = sf.read(str(src), always_2d=True, dtype="float32")
@@ -460,8 +550,11 @@ def test_full_disk_leaves_no_partial_output_and_keeps_the_old_one(tmp_path):
 
     done = subprocess.run(
         [sys.executable, "-c", "from cli.main import app; app()", "run", str(src), "-o", str(out), "--overwrite"],
-        preexec_fn=limit, capture_output=True, text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        preexec_fn=limit,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
     assert done.returncode == 1
     assert "o.wav: write failed" in done.stderr and "is the disk full?" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
@@ -475,10 +568,13 @@ def test_unused_tensors_are_a_warning_not_an_error(tmp_path):
     tone(tmp_path / "a.wav")
     result = invoke("run", tmp_path / "a.wav", "-c", cfg, "-w", tmp_path / "w.pt", "-o", tmp_path / "o.wav")
     assert result.exit_code == 0
-    assert "warning: " in result.stderr and "1 tensor(s) not used by the config: discriminator.0.weight" in result.stderr
+    assert (
+        "warning: " in result.stderr and "1 tensor(s) not used by the config: discriminator.0.weight" in result.stderr
+    )
 
 
 # ------------------------------------------------------------------------- inputs are sacred
+
 
 @pytest.mark.parametrize("case", ["into_folder", "default_name", "two_to_one", "hard_link", "symlink"])
 def test_an_output_that_is_an_input_or_another_output_is_refused_up_front(tmp_path, case, monkeypatch):

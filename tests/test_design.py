@@ -30,9 +30,11 @@ def test_exact_length_and_zero_delay_impulse(factor):
     assert int(np.argmax(np.abs(y))) == 100 * factor  # the impulse lands on t = i·L
     # cutoff at the input's Nyquist: original samples are kept exactly (phase 0 is an impulse)
     np.testing.assert_allclose(y[::factor], x[0, 0].numpy(), atol=1e-12)
-    np.testing.assert_allclose(y[100 * factor - factor * 3: 100 * factor + factor * 3 + 1],
-                               y[100 * factor - factor * 3: 100 * factor + factor * 3 + 1][::-1],
-                               atol=1e-12)  # symmetric about the impulse: linear phase, zero delay
+    np.testing.assert_allclose(
+        y[100 * factor - factor * 3 : 100 * factor + factor * 3 + 1],
+        y[100 * factor - factor * 3 : 100 * factor + factor * 3 + 1][::-1],
+        atol=1e-12,
+    )  # symmetric about the impulse: linear phase, zero delay
 
 
 def test_phases_sum_to_one_so_dc_passes_exactly():
@@ -57,7 +59,7 @@ def test_sines_land_at_t_over_L(factor):
     y = stack_for(design_sinc(factor)).forward(torch.from_numpy(x)[None, None])[0, 0].numpy()
     edge = 400 * factor
     err = y[edge:-edge] - want[edge:-edge]
-    snr = 10 * np.log10((want[edge:-edge] ** 2).sum() / (err ** 2).sum())
+    snr = 10 * np.log10((want[edge:-edge] ** 2).sum() / (err**2).sum())
     assert snr > 130
 
 
@@ -84,9 +86,12 @@ def test_builtin_weights_are_the_designs():
         design = design_sinc(factor)
         np.testing.assert_array_equal(stack.params[0]["weight"].flatten().numpy(), design.taps)
         assert sinc_config(design, f"sinc-x{factor}", f"sinc-x{factor}.safetensors")["layers"][0] == {
-            "type": "conv_transpose1d", **{k: getattr(config.layers[0], k) for k in (
-                "in_channels", "out_channels", "kernel_size", "stride", "padding",
-                "output_padding", "bias")}}
+            "type": "conv_transpose1d",
+            **{
+                k: getattr(config.layers[0], k)
+                for k in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "output_padding", "bias")
+            },
+        }
 
 
 def test_streaming_float32_matches_whole_signal():
@@ -97,13 +102,16 @@ def test_streaming_float32_matches_whole_signal():
     assert (streamed - whole).abs().max() <= 1e-5 * max(1.0, whole.abs().max().item())
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(factor=1), "factor: must be an integer >= 2 or a ratio L/M other than 1, got 1"),
-    (dict(factor=3, passband=0.6, stopband=0.55), "passband: must be in (0, stopband)"),
-    (dict(factor=3, passband=0.45, stopband=0.7), "stopband: must be in (passband, 1 − passband]"),
-    (dict(factor=3, stopband=float("nan")), "stopband: must be a finite number, got nan"),
-    (dict(factor=3, attenuation=500), "attenuation: must be between 20 and 200 dB, got 500"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(factor=1), "factor: must be an integer >= 2 or a ratio L/M other than 1, got 1"),
+        (dict(factor=3, passband=0.6, stopband=0.55), "passband: must be in (0, stopband)"),
+        (dict(factor=3, passband=0.45, stopband=0.7), "stopband: must be in (passband, 1 − passband]"),
+        (dict(factor=3, stopband=float("nan")), "stopband: must be a finite number, got nan"),
+        (dict(factor=3, attenuation=500), "attenuation: must be between 20 and 200 dB, got 500"),
+    ],
+)
 def test_design_errors(kwargs, message):
     with pytest.raises(UsageError) as info:
         design_sinc(**kwargs)

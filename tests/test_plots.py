@@ -47,11 +47,14 @@ def test_spectrograms_side_by_side(tmp_path):
     assert is_png(tmp_path / "s.png")
 
 
-@pytest.mark.parametrize("args,message", [
-    (["hifigan-v2", "-w", "x"], "x: weights file not found"),
-    (["sinc-x3", "sinc-x2", "sinc-x4"], "plot takes a config, or two audio files; got 3 arguments"),
-    (["sinc-x3", "-o", "r.txt"], "a plot is written as .png, .pdf, .svg or .jpg"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["hifigan-v2", "-w", "x"], "x: weights file not found"),
+        (["sinc-x3", "sinc-x2", "sinc-x4"], "plot takes a config, or two audio files; got 3 arguments"),
+        (["sinc-x3", "-o", "r.txt"], "a plot is written as .png, .pdf, .svg or .jpg"),
+    ],
+)
 def test_plot_errors(tmp_path, args, message):
     if "-o" not in args:
         args = [*args, "-o", "r.png"]
@@ -67,9 +70,16 @@ def test_a_stack_that_is_no_resampler_is_refused(tmp_path):
 
 
 def test_without_matplotlib_the_message_says_what_to_install(tmp_path):
-    code = ("import sys; sys.modules['matplotlib'] = None; from cli.main import app; "
-            "sys.argv = ['convt-audio', 'plot', 'sinc-x3', '-o', 'r.png']; app()")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import sys; sys.modules['matplotlib'] = None; from cli.main import app; "
+        "sys.argv = ['convt-audio', 'plot', 'sinc-x3', '-o', 'r.png']; app()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 2
     assert done.stderr.strip() == "convt-audio: error: plot needs matplotlib: pip install 'convt-audio[plot]'"

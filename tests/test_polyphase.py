@@ -6,32 +6,43 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
+from helpers import stream_chunks
 from hypothesis import given
 from hypothesis import strategies as st
+from test_stream import chunk_schedules
 
 from convt_audio.layers import Stack
 from convt_audio.polyphase import PolyphaseResampler, eligible
 from convt_audio.specs import Conv1dSpec, ConvTranspose1dSpec
-
-from helpers import stream_chunks
-from test_stream import chunk_schedules
 
 
 @st.composite
 def rational_stacks(draw):
     L = draw(st.integers(1, 12))
     dilation = draw(st.integers(1, 2))
-    up = ConvTranspose1dSpec(1, 1, draw(st.integers(1, 40)), stride=L, padding=draw(st.integers(0, 20)),
-                             output_padding=draw(st.integers(0, max(L, dilation) - 1)), dilation=dilation,
-                             bias=draw(st.booleans()))
+    up = ConvTranspose1dSpec(
+        1,
+        1,
+        draw(st.integers(1, 40)),
+        stride=L,
+        padding=draw(st.integers(0, 20)),
+        output_padding=draw(st.integers(0, max(L, dilation) - 1)),
+        dilation=dilation,
+        bias=draw(st.booleans()),
+    )
     specs = [up]
     if draw(st.booleans()):
         specs.append(Conv1dSpec(1, 1, 1, stride=draw(st.integers(1, 13)), bias=draw(st.booleans()), index=1))
     return specs
 
 
-@given(specs=rational_stacks(), extra=st.integers(0, 300), chunks=chunk_schedules, seed=st.integers(0, 999),
-       batch=st.integers(1, 2))
+@given(
+    specs=rational_stacks(),
+    extra=st.integers(0, 300),
+    chunks=chunk_schedules,
+    seed=st.integers(0, 999),
+    batch=st.integers(1, 2),
+)
 def test_polyphase_engine_equals_the_torch_stack(specs, extra, chunks, seed, batch):
     assert eligible(specs)
     stack = Stack.initialised(specs, seed=seed).to(dtype=torch.float64)
@@ -66,10 +77,12 @@ def test_long_signal_across_many_blocks_in_float32():
 
 
 def test_does_not_import_torch():
-    code = ("import sys, numpy as np; from convt_audio.polyphase import PolyphaseResampler; "
-            "from convt_audio.specs import ConvTranspose1dSpec, Conv1dSpec; "
-            "e = PolyphaseResampler([ConvTranspose1dSpec(1, 1, 5, 2), Conv1dSpec(1, 1, 1, 3, index=1)], "
-            "[{'weight': np.ones((1, 1, 5)), 'bias': np.zeros(1)}, {'weight': np.ones((1, 1, 1))}]); "
-            "s = e.open_stream(1); s.push(np.ones((1, 1, 10))); s.flush(); "
-            "assert 'torch' not in sys.modules")
+    code = (
+        "import sys, numpy as np; from convt_audio.polyphase import PolyphaseResampler; "
+        "from convt_audio.specs import ConvTranspose1dSpec, Conv1dSpec; "
+        "e = PolyphaseResampler([ConvTranspose1dSpec(1, 1, 5, 2), Conv1dSpec(1, 1, 1, 3, index=1)], "
+        "[{'weight': np.ones((1, 1, 5)), 'bias': np.zeros(1)}, {'weight': np.ones((1, 1, 1))}]); "
+        "s = e.open_stream(1); s.push(np.ones((1, 1, 10))); s.flush(); "
+        "assert 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -9,14 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import stream_chunks
 from typer.testing import CliRunner
 
 from cli.main import app
 from convt_audio.config import load_config, parse_config
 from convt_audio.design import design_sinc, resampler_for, sinc_config
 from convt_audio.engines import build_engine
-
-from helpers import stream_chunks
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -55,7 +54,7 @@ def test_rational_resampling_is_exact_in_length_zero_delay_and_clean(fin, fout):
     want = sines(y.shape[0], fout, freqs, phases)
     edge = fout // 20
     err = y[edge:-edge] - want[edge:-edge]
-    snr = 10 * np.log10((want[edge:-edge] ** 2).sum() / (err ** 2).sum())
+    snr = 10 * np.log10((want[edge:-edge] ** 2).sum() / (err**2).sum())
     assert snr > 125
 
 
@@ -139,8 +138,11 @@ def test_rate_is_a_check_with_a_config_and_a_batch_mixes_input_rates(tmp_path):
     assert result.exit_code == 0, result.output
     reports = [json.loads(line) for line in result.stdout.splitlines()]
     assert {r["input_rate"]: r["frames_out"] for r in reports} == {44100: 4800, 16000: 4800}
-    for bad, message in (("44.1q", "--rate: '44.1q' is not a rate in Hz"), ("1e400", "--rate: at most 2147483647 Hz"),
-                         ("44100.5", "--rate: an output rate is a whole number of Hz")):
+    for bad, message in (
+        ("44.1q", "--rate: '44.1q' is not a rate in Hz"),
+        ("1e400", "--rate: at most 2147483647 Hz"),
+        ("44100.5", "--rate: an output rate is a whole number of Hz"),
+    ):
         result = invoke("run", tmp_path / "a.wav", "-r", bad)
         assert result.exit_code == 2 and message in result.stderr
 
@@ -164,11 +166,17 @@ def test_short_r_is_the_rate_and_capital_r_recursive(tmp_path):
 
 def test_rate_does_not_import_torch(tmp_path):
     sf.write(str(tmp_path / "a.wav"), np.zeros(4410), 44100)
-    code = ("import sys; from cli.main import app; sys.argv = ['convt-audio', 'run', 'a.wav', '-r', '48000', '-q'];\n"
-            "try: app()\nexcept SystemExit as e: assert e.code == 0, e.code\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path,
-                   env={"PYTHONPATH": str(ROOT), "CONVT_AUDIO_CACHE": str(tmp_path / "c"), "PATH": "/usr/bin:/bin"})
+    code = (
+        "import sys; from cli.main import app; sys.argv = ['convt-audio', 'run', 'a.wav', '-r', '48000', '-q'];\n"
+        "try: app()\nexcept SystemExit as e: assert e.code == 0, e.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "CONVT_AUDIO_CACHE": str(tmp_path / "c"), "PATH": "/usr/bin:/bin"},
+    )
     assert sf.info(str(tmp_path / "a.48000hz.wav")).frames == 4800
 
 

@@ -56,6 +56,7 @@ CONV = {"type": "conv1d", "in_channels": 1, "out_channels": 1, "kernel_size": 3,
 
 # ------------------------------------------------------------------ 1, 2: non-finite values
 
+
 def test_nan_weights_are_a_weights_error_naming_the_tensor(tmp_path):
     from convt_audio.config import load_config
     from convt_audio.weights import read_tensors
@@ -64,17 +65,34 @@ def test_nan_weights_are_a_weights_error_naming_the_tensor(tmp_path):
     taps[0, 0, 10] = np.nan
     save_file({"0.weight": taps}, str(tmp_path / "nan.safetensors"))
     tone(tmp_path / "n.wav")
-    result = invoke("run", tmp_path / "n.wav", "-c", "sinc-x2", "-w", tmp_path / "nan.safetensors",
-                    "-o", tmp_path / "o.wav", "--clip", "error", "--json")
+    result = invoke(
+        "run",
+        tmp_path / "n.wav",
+        "-c",
+        "sinc-x2",
+        "-w",
+        tmp_path / "nan.safetensors",
+        "-o",
+        tmp_path / "o.wav",
+        "--clip",
+        "error",
+        "--json",
+    )
     assert result.exit_code == 2 and result.stdout == ""
-    one_error_line(result, "tensor '0.weight' for layers[0] holds 1 non-finite value(s) (first nan at index (0, 0, 10))")
+    one_error_line(
+        result, "tensor '0.weight' for layers[0] holds 1 non-finite value(s) (first nan at index (0, 0, 10))"
+    )
     assert not (tmp_path / "o.wav").exists()
     result = invoke("info", "sinc-x2", "-w", tmp_path / "nan.safetensors")
     assert result.exit_code == 2 and "non-finite" in result.stderr
     config = write_config(tmp_path / "c.yaml", [CONV])
-    save_file({"0.weight": np.ones((1, 1, 3), np.float32), "0.bias": np.array([np.inf], np.float32)},
-              str(tmp_path / "inf.safetensors"))
-    result = invoke("run", tmp_path / "n.wav", "-c", config, "-w", tmp_path / "inf.safetensors", "-o", tmp_path / "o.wav")
+    save_file(
+        {"0.weight": np.ones((1, 1, 3), np.float32), "0.bias": np.array([np.inf], np.float32)},
+        str(tmp_path / "inf.safetensors"),
+    )
+    result = invoke(
+        "run", tmp_path / "n.wav", "-c", config, "-w", tmp_path / "inf.safetensors", "-o", tmp_path / "o.wav"
+    )
     assert result.exit_code == 2
     one_error_line(result, "tensor '0.bias' for layers[0] holds 1 non-finite value(s) (first inf")
 
@@ -92,8 +110,9 @@ def test_a_non_finite_input_sample_fails_that_file_naming_the_frame(tmp_path, ba
     assert not any("Warning" in line or "RuntimeWarning" in line for line in lines)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.wav"]
     # asked for: replaced with 0, reported, and the rest of the output is what a 0 there gives
-    result = invoke("run", tmp_path / "f.wav", "-o", tmp_path / "z.wav", "--non-finite", "zero", "--json",
-                    "--subtype", "FLOAT")
+    result = invoke(
+        "run", tmp_path / "f.wav", "-o", tmp_path / "z.wav", "--non-finite", "zero", "--json", "--subtype", "FLOAT"
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["non_finite_input_samples_zeroed"] == 1
     assert "1 NaN/Inf input samples replaced with 0" in result.stderr
@@ -104,8 +123,10 @@ def test_a_non_finite_input_sample_fails_that_file_naming_the_frame(tmp_path, ba
 
 
 def test_non_finite_output_is_counted_and_refused_under_clip_error(tmp_path):
-    config = write_config(tmp_path / "big.yaml", [{"type": "conv1d", "in_channels": 1, "out_channels": 1,
-                                                    "kernel_size": 1, "bias": False}])
+    config = write_config(
+        tmp_path / "big.yaml",
+        [{"type": "conv1d", "in_channels": 1, "out_channels": 1, "kernel_size": 1, "bias": False}],
+    )
     save_file({"0.weight": np.full((1, 1, 1), 1e5, np.float32)}, str(tmp_path / "w.safetensors"))
     tone(tmp_path / "a.wav")  # 0.5 · 1e5 overflows float16 (max 65504)
     args = ["run", tmp_path / "a.wav", "-c", config, "-w", tmp_path / "w.safetensors", "--dtype", "float16"]
@@ -121,6 +142,7 @@ def test_non_finite_output_is_counted_and_refused_under_clip_error(tmp_path):
 
 
 # ------------------------------------------------------------------ 4, 8: bounded configs
+
 
 def test_yaml_alias_bomb_and_deep_nesting_are_refused_fast(tmp_path):
     levels = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
@@ -140,21 +162,27 @@ def test_yaml_alias_bomb_and_deep_nesting_are_refused_fast(tmp_path):
     one_error_line(result, "nested deeper than 64 levels")
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"type": ["conv1d"]}, "layers[0].type: ['conv1d'] is not one of"),
-    ({"stride": 10 ** 12}, "layers[0].stride: must be at most 1048576, got 1000000000000"),
-    ({"dilation": 10 ** 12}, "layers[0].dilation: must be at most 1048576"),
-    ({"stride": 10 ** 29}, "layers[0].stride: must be at most 1048576"),
-    ({"kernel_size": 10 ** 9}, "layers[0].kernel_size: must be at most 16777216"),
-    ({"in_channels": 60000, "out_channels": 60000}, "layers[0]: a weight of shape (60000, 60000, 3) holds"),
-    ({"padding_mode": ["zeros"]}, "layers[0].padding_mode: ['zeros'] is not one of"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"type": ["conv1d"]}, "layers[0].type: ['conv1d'] is not one of"),
+        ({"stride": 10**12}, "layers[0].stride: must be at most 1048576, got 1000000000000"),
+        ({"dilation": 10**12}, "layers[0].dilation: must be at most 1048576"),
+        ({"stride": 10**29}, "layers[0].stride: must be at most 1048576"),
+        ({"kernel_size": 10**9}, "layers[0].kernel_size: must be at most 16777216"),
+        ({"in_channels": 60000, "out_channels": 60000}, "layers[0]: a weight of shape (60000, 60000, 3) holds"),
+        ({"padding_mode": ["zeros"]}, "layers[0].padding_mode: ['zeros'] is not one of"),
+    ],
+)
 @pytest.mark.parametrize("command", ["run", "info", "init"])
 def test_absurd_values_are_config_errors_with_the_key(tmp_path, change, message, command):
     config = write_config(tmp_path / "c.yaml", [{**CONV, **change}])
     tone(tmp_path / "a.wav")
-    args = {"run": ["run", tmp_path / "a.wav", "-c", config, "-o", tmp_path / "o.wav"],
-            "info": ["info", config], "init": ["init", config, "-o", tmp_path / "w.safetensors"]}[command]
+    args = {
+        "run": ["run", tmp_path / "a.wav", "-c", config, "-o", tmp_path / "o.wav"],
+        "info": ["info", config],
+        "init": ["init", config, "-o", tmp_path / "w.safetensors"],
+    }[command]
     result = invoke(*args)
     assert result.exit_code == 2
     one_error_line(result, message)
@@ -163,7 +191,7 @@ def test_absurd_values_are_config_errors_with_the_key(tmp_path, change, message,
 
 def test_init_and_design_refuse_absurd_sizes_and_seeds(tmp_path):
     config = write_config(tmp_path / "c.yaml", [{**CONV}])
-    result = invoke("init", config, "-o", tmp_path / "w.safetensors", "--seed", 10 ** 23)
+    result = invoke("init", config, "-o", tmp_path / "w.safetensors", "--seed", 10**23)
     assert result.exit_code == 2
     one_error_line(result, "seed: must be an integer in [0, 2**63), got 100000000000000000000000")
     many = [{"type": "conv1d", "in_channels": 8192, "out_channels": 8192, "kernel_size": 3} for _ in range(6)]
@@ -185,6 +213,7 @@ def test_threads_are_bounded(tmp_path):
 
 
 # ------------------------------------------------------------------ 9, 10, 13: messages
+
 
 def test_info_without_weights_describes_and_with_bad_weights_says_why_on_stderr(tmp_path):
     config = write_config(tmp_path / "c.yaml", [{**CONV}])
@@ -216,6 +245,7 @@ def test_a_raw_pickle_checkpoint_is_refused_in_one_line(tmp_path):
 
 
 # ------------------------------------------------------------------ 12: no leftovers
+
 
 def test_stale_temporaries_of_dead_runs_are_removed_and_live_ones_kept(tmp_path):
     host = socket.gethostname().replace(".", "_")
@@ -252,24 +282,48 @@ def test_stale_temporaries_of_dead_runs_are_removed_and_live_ones_kept(tmp_path)
 
 # ------------------------------------------------------------------ 14: compressed inputs
 
+
 def test_circular_first_layer_on_mp3_equals_the_decoded_stream(tmp_path):
     rng = np.random.default_rng(1)
     sf.write(str(tmp_path / "x.mp3"), 0.2 * rng.standard_normal(44100 + 77), 44100, format="MP3")
     decoded, rate = sf.read(str(tmp_path / "x.mp3"), dtype="float32")
     sf.write(str(tmp_path / "x.wav"), decoded, rate, subtype="FLOAT")
-    config = write_config(tmp_path / "circ.yaml", [
-        {"type": "conv_transpose1d", "in_channels": 1, "out_channels": 1, "kernel_size": 9, "stride": 2,
-         "padding": 4, "output_padding": 1, "padding_mode": "circular"}])
+    config = write_config(
+        tmp_path / "circ.yaml",
+        [
+            {
+                "type": "conv_transpose1d",
+                "in_channels": 1,
+                "out_channels": 1,
+                "kernel_size": 9,
+                "stride": 2,
+                "padding": 4,
+                "output_padding": 1,
+                "padding_mode": "circular",
+            }
+        ],
+    )
     assert invoke("init", config, "-o", tmp_path / "w.safetensors").exit_code == 0
     for name in ("x.mp3", "x.wav"):
-        result = invoke("run", tmp_path / name, "-c", config, "-w", tmp_path / "w.safetensors",
-                        "-o", tmp_path / f"{name}.out.wav", "--subtype", "FLOAT")
+        result = invoke(
+            "run",
+            tmp_path / name,
+            "-c",
+            config,
+            "-w",
+            tmp_path / "w.safetensors",
+            "-o",
+            tmp_path / f"{name}.out.wav",
+            "--subtype",
+            "FLOAT",
+        )
         assert result.exit_code == 0, result.output
     from_mp3 = sf.read(str(tmp_path / "x.mp3.out.wav"))[0]
     assert np.array_equal(from_mp3, sf.read(str(tmp_path / "x.wav.out.wav"))[0])
 
 
 # ------------------------------------------------------------------ 16: lazy weights
+
 
 def test_an_unused_huge_tensor_is_never_read(tmp_path):
     """An .npz whose unused member declares 10 GB (and holds 16 bytes) loads like a small file."""
@@ -281,12 +335,30 @@ def test_an_unused_huge_tensor_is_never_read(tmp_path):
         np.lib.format.write_array_header_1_0(member, header)
         member.write(b"\0" * 16)
     tone(tmp_path / "a.wav")
-    code = ("import resource, sys; from cli.main import app; sys.argv = ['convt-audio'] + sys.argv[1:]\n"
-            "try: app()\nexcept SystemExit as e: print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-            "e.code, file=sys.stderr)")
-    done = subprocess.run([sys.executable, "-c", code, "run", str(tmp_path / "a.wav"), "-c", str(config), "-w",
-                           str(path), "-o", str(tmp_path / "o.wav")], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
+    code = (
+        "import resource, sys; from cli.main import app; sys.argv = ['convt-audio'] + sys.argv[1:]\n"
+        "try: app()\nexcept SystemExit as e: print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+        "e.code, file=sys.stderr)"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "run",
+            str(tmp_path / "a.wav"),
+            "-c",
+            str(config),
+            "-w",
+            str(path),
+            "-o",
+            str(tmp_path / "o.wav"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+    )
     rss_kb, code = done.stderr.strip().splitlines()[-1].split()
     assert code == "0", done.stderr
     assert "1 tensor(s) not used by the config: optimizer.state" in done.stderr
@@ -299,6 +371,7 @@ def test_an_unused_huge_tensor_is_never_read(tmp_path):
 
 # ------------------------------------------------------------------ 6, 7, 15: permissions
 
+
 @pytest.fixture
 def as_nobody():
     """A world-writable folder and a runner that executes the CLI as an unprivileged user."""
@@ -308,17 +381,25 @@ def as_nobody():
     if setpriv is None:
         pytest.skip("setpriv (util-linux) is not installed")
     base = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-    probe = subprocess.run([*base, sys.executable, "-c", "import convt_audio, cli"], capture_output=True,
-                           cwd="/", env={**os.environ, "PYTHONPATH": str(ROOT)})
+    probe = subprocess.run(
+        [*base, sys.executable, "-c", "import convt_audio, cli"],
+        capture_output=True,
+        cwd="/",
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     if probe.returncode != 0:
         pytest.skip(f"the unprivileged user cannot run this checkout: {probe.stderr.decode()[-200:]}")
     folder = Path(tempfile.mkdtemp(prefix="convt-nobody-"))
     folder.chmod(0o777)
 
     def run(*args):
-        return subprocess.run([*base, sys.executable, "-c", "from cli.main import app; app()", *map(str, args)],
-                              capture_output=True, text=True, cwd=folder,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        return subprocess.run(
+            [*base, sys.executable, "-c", "from cli.main import app; app()", *map(str, args)],
+            capture_output=True,
+            text=True,
+            cwd=folder,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
 
     yield folder, run
     for path in folder.rglob("*"):
@@ -370,16 +451,19 @@ def test_write_errors_name_the_output_and_exit_codes_fit(as_nobody):
     assert list((folder / "ro").iterdir()) == []
 
 
-
 def test_a_damaged_mp3_says_one_line_without_decoder_chatter(tmp_path):
     data = np.random.default_rng(0).standard_normal(48000 * 3) * 0.1
     sf.write(str(tmp_path / "m.mp3"), data, 48000, format="MP3")
     whole = (tmp_path / "m.mp3").read_bytes()
     half = len(whole) // 2
     (tmp_path / "cut.mp3").write_bytes(whole[:half] + b"\0" * 100 + whole[half + 500 : half + 900])
-    done = subprocess.run([sys.executable, "-c", "from cli.main import app; app()", "run", "cut.mp3", "-o", "o.wav",
-                           "-c", "sinc-x3"],
-                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, "-c", "from cli.main import app; app()", "run", "cut.mp3", "-o", "o.wav", "-c", "sinc-x3"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("convt-audio: error: cut.mp3: truncated"), lines

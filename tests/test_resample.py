@@ -7,8 +7,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import soundfile as sf
-
 from clitools import cli, invoke, one_error_line, tone
+
 from convt_audio.config import load_config
 from convt_audio.design import design_sinc, measure_response, resampler_for
 from convt_audio.engines import build_engine
@@ -43,7 +43,7 @@ def spurious_db(y: np.ndarray, rate: float, frequency: float, amplitude: float) 
     if frequency < rate / 2:
         basis = np.stack([np.sin(2 * np.pi * frequency * t), np.cos(2 * np.pi * frequency * t)], 1)
         y = y - basis @ np.linalg.lstsq(basis, y, rcond=None)[0]
-    return float(10 * np.log10(np.mean(y ** 2) / (amplitude ** 2 / 2)))
+    return float(10 * np.log10(np.mean(y**2) / (amplitude**2 / 2)))
 
 
 def tones_for(fin: int, fout: int) -> list[float]:
@@ -87,7 +87,7 @@ def test_exact_length_and_zero_delay(fin, fout):
     want = signal(np.arange(y.shape[0]) / fout)
     middle = slice(y.shape[0] // 5, -y.shape[0] // 5)
     error = y[middle] - want[middle]
-    assert 10 * np.log10(np.mean(want[middle] ** 2) / np.mean(error ** 2)) > 120  # float32 out: ~130 dB
+    assert 10 * np.log10(np.mean(want[middle] ** 2) / np.mean(error**2)) > 120  # float32 out: ~130 dB
 
 
 def test_pink_noise_leaves_the_band_above_the_input_nyquist_empty():
@@ -105,8 +105,9 @@ def test_pink_noise_leaves_the_band_above_the_input_nyquist_empty():
     assert 10 * np.log10(above / band) < -110
 
 
-@pytest.mark.parametrize("fin,fout", [(48048, 48000), (44100, 47999), (44100, 44101), (8000, 7000), (1000, 768000),
-                                      (768000, 1000)])
+@pytest.mark.parametrize(
+    "fin,fout", [(48048, 48000), (44100, 47999), (44100, 44101), (8000, 7000), (1000, 768000), (768000, 1000)]
+)
 def test_any_pair_of_rates_runs(tmp_path, fin, fout):
     """-r for 48048→48000, 44100→47999, 44100→44101 failed (kernel_size … must be at most 65536)."""
     sf.write(str(tmp_path / "a.wav"), 0.3 * np.sin(2 * np.pi * 100 * np.arange(fin) / fin), fin, subtype="FLOAT")
@@ -118,8 +119,7 @@ def test_any_pair_of_rates_runs(tmp_path, fin, fout):
     assert spurious_db(sf.read(str(tmp_path / "b.wav"))[0], fout, 100, 0.3) < -125
 
 
-@pytest.mark.parametrize("factor,rate", [("713", 8000), ("1000/1001", 48048), ("1001/1000", 48000),
-                                         ("147/320", 96000)])
+@pytest.mark.parametrize("factor,rate", [("713", 8000), ("1000/1001", 48048), ("1001/1000", 48000), ("147/320", 96000)])
 def test_what_design_writes_run_and_info_accept(tmp_path, factor, rate):
     """design sinc --factor 713 or 1000/1001 wrote files that run and info then refused."""
     result = invoke("design", "sinc", "--factor", factor, "-o", tmp_path / "d")
@@ -161,8 +161,12 @@ def test_multi_stage_designs_run_literally_on_torch():
 
 def test_allow_aliasing_gives_the_older_band_edges(tmp_path):
     rate = 16000
-    sf.write(str(tmp_path / "a.wav"), 0.5 * np.sin(2 * np.pi * 0.99 * rate / 2 * np.arange(rate) / rate), rate,
-             subtype="FLOAT")
+    sf.write(
+        str(tmp_path / "a.wav"),
+        0.5 * np.sin(2 * np.pi * 0.99 * rate / 2 * np.arange(rate) / rate),
+        rate,
+        subtype="FLOAT",
+    )
     for flags, bound in (([], (-300, -125)), (["--allow-aliasing"], (-40, 0))):
         result = invoke("run", tmp_path / "a.wav", "-r", 44100, "-o", tmp_path / "b.wav", "-y", *flags)
         assert result.exit_code == 0, result.output
@@ -177,8 +181,15 @@ def test_without_config_or_rate_inputs_below_48k_go_to_48k(tmp_path):
     """run in44.wav wrote 132 300 Hz (the default sinc-x3 tripled every rate)."""
     for rate in (8000, 22050, 44100):
         tone(tmp_path / f"in{rate}.wav", rate=rate)
-    result = invoke("run", tmp_path / "in8000.wav", tmp_path / "in22050.wav", tmp_path / "in44100.wav",
-                    "-o", tmp_path / "out/", "--json")
+    result = invoke(
+        "run",
+        tmp_path / "in8000.wav",
+        tmp_path / "in22050.wav",
+        tmp_path / "in44100.wav",
+        "-o",
+        tmp_path / "out/",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["output_rate"] for line in result.stdout.splitlines()] == [48000] * 3
     tone(tmp_path / "in48000.wav", rate=48000)
@@ -186,10 +197,18 @@ def test_without_config_or_rate_inputs_below_48k_go_to_48k(tmp_path):
     for name in ("in48000.wav", "in96000.wav"):
         done = cli("run", tmp_path / name)
         assert done.returncode == 2
-        one_error_line(done.stderr, f"{name}: the input is {name[2:-4]} Hz: without --rate or -c, inputs below "
-                                    f"48000 Hz are upsampled to it; give --rate HZ for another rate, or -c CONFIG")
-    assert sorted(p.name for p in tmp_path.glob("in*")) == ["in22050.wav", "in44100.wav", "in48000.wav",
-                                                           "in8000.wav", "in96000.wav"]
+        one_error_line(
+            done.stderr,
+            f"{name}: the input is {name[2:-4]} Hz: without --rate or -c, inputs below "
+            f"48000 Hz are upsampled to it; give --rate HZ for another rate, or -c CONFIG",
+        )
+    assert sorted(p.name for p in tmp_path.glob("in*")) == [
+        "in22050.wav",
+        "in44100.wav",
+        "in48000.wav",
+        "in8000.wav",
+        "in96000.wav",
+    ]
 
 
 def test_the_response_plot_spans_up_to_the_higher_nyquist_only():

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-from safetensors.numpy import save_file
-
 from clitools import ROOT, cli, invoke, one_error_line, shell, tone
+from safetensors.numpy import save_file
 
 
 @pytest.fixture()
@@ -23,6 +22,7 @@ def cache(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------ an input is never written
+
 
 def test_stdin_onto_its_own_file_is_refused(tmp_path):
     """CA run - -o a.wav -y < a.wav replaced a.wav with its own output."""
@@ -76,7 +76,8 @@ def test_the_stale_part_sweep_never_takes_a_named_input_or_a_copy(tmp_path):
     assert salvaged.read_bytes() == marked.read_bytes() == (tmp_path / "x.wav").read_bytes()
     assert "removed" not in result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(  # .part is no format: .wav
-        [salvaged.with_suffix(".wav").name, marked.with_suffix(".wav").name])
+        [salvaged.with_suffix(".wav").name, marked.with_suffix(".wav").name]
+    )
 
 
 def test_o_dir_puts_a_named_file_at_dir_name(tmp_path, monkeypatch):
@@ -86,8 +87,10 @@ def test_o_dir_puts_a_named_file_at_dir_name(tmp_path, monkeypatch):
     tone(tmp_path / "in" / "a.wav")
     tone(tmp_path / "in" / "deep" / "b.wav")
     assert invoke("run", "in/a.wav", "in/deep/b.wav", "-o", "out/").exit_code == 0
-    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*")) == \
-        ["a.wav", "b.wav"]
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*")) == [
+        "a.wav",
+        "b.wav",
+    ]
     assert invoke("run", "in", "-R", "-o", "tree/").exit_code == 0  # a folder keeps its layout
     assert (tmp_path / "tree" / "deep" / "b.wav").exists()
     tone(tmp_path / "b.wav")
@@ -106,6 +109,7 @@ def test_a_long_output_name_fits_with_its_temporary_name(tmp_path):
 
 
 # ------------------------------------------------------------------ what was promised, or a failure
+
 
 def test_a_stdin_stream_shorter_than_its_header_fails(tmp_path):
     """head -c 197507 speech.wav | CA run - -o o.wav wrote half the file with exit 0."""
@@ -132,11 +136,16 @@ def test_npy_on_stdin_is_mapped_not_held(tmp_path):
     """A 400 MB .npy on stdin peaked at 835 MB (82 MB as a path)."""
     frames = 25_000_000  # 100 MB of float32
     np.lib.format.open_memmap(tmp_path / "big.npy", "w+", np.float32, (1, frames))[:] = 0.25
-    code = ("import resource, sys\nfrom cli.main import app\ntry:\n    app()\nfinally:\n"
-            "    peak = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
-            "    open('peak.txt', 'w').write(peak.split()[1])\n")
-    done = shell(f"{__import__('sys').executable} -c \"{code}\" run - --input-rate 16000 -o - -t raw < big.npy "
-                 f"| wc -c > bytes.txt", tmp_path)
+    code = (
+        "import resource, sys\nfrom cli.main import app\ntry:\n    app()\nfinally:\n"
+        "    peak = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "    open('peak.txt', 'w').write(peak.split()[1])\n"
+    )
+    done = shell(
+        f'{__import__("sys").executable} -c "{code}" run - --input-rate 16000 -o - -t raw < big.npy '
+        f"| wc -c > bytes.txt",
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert int((tmp_path / "bytes.txt").read_text()) == 3 * frames * 4
     assert int((tmp_path / "peak.txt").read_text()) < 220_000  # kB: far below the array's 100 MB twice
@@ -154,15 +163,19 @@ def test_npy_without_channels_names_the_input(tmp_path):
 
 # ------------------------------------------------------------------ closed and broken standard streams
 
-@pytest.mark.parametrize("redirect,code,message", [
-    ("run a.wav -o x.wav >&-", 0, None),
-    ("run a.wav -o x.wav 2>&-", 0, None),
-    ("info sinc-x3 >&-", 2, "standard output is closed; info writes there"),
-    ("configs >&-", 2, "standard output is closed; configs writes there"),
-    ("run a.wav -o - >&-", 2, "standard output is closed; -o - writes there"),
-    ("run a.wav -o x.wav --json >&-", 2, "standard output is closed; --json writes there"),
-    ("run - -o x.wav <&-", 2, "standard input is closed; - reads from it"),
-])
+
+@pytest.mark.parametrize(
+    "redirect,code,message",
+    [
+        ("run a.wav -o x.wav >&-", 0, None),
+        ("run a.wav -o x.wav 2>&-", 0, None),
+        ("info sinc-x3 >&-", 2, "standard output is closed; info writes there"),
+        ("configs >&-", 2, "standard output is closed; configs writes there"),
+        ("run a.wav -o - >&-", 2, "standard output is closed; -o - writes there"),
+        ("run a.wav -o x.wav --json >&-", 2, "standard output is closed; --json writes there"),
+        ("run - -o x.wav <&-", 2, "standard input is closed; - reads from it"),
+    ],
+)
 def test_closed_standard_streams(tmp_path, redirect, code, message):
     """>&- crashed with AttributeError 'NoneType' … isatty; <&- gave OSError [Errno 9]."""
     tone(tmp_path / "a.wav")
@@ -204,15 +217,21 @@ def test_info_into_a_closed_pipe_is_one_line(tmp_path):
 
     read_end, write_end = os.pipe()
     os.close(read_end)  # a reader that has gone away: every write fails
-    done = subprocess.run([sys.executable, "-c", "from cli.main import app; app()", "info", "hifigan-v1"],
-                          stdout=write_end, stderr=subprocess.PIPE, cwd=tmp_path, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, "-c", "from cli.main import app; app()", "info", "hifigan-v1"],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     os.close(write_end)
     assert done.returncode == 1
     one_error_line(done.stderr, "standard output: write failed (Broken pipe)")
 
 
 # ------------------------------------------------------------------ names printed are escaped
+
 
 def test_names_with_control_characters_are_escaped(tmp_path):
     """design -o $'t\\e[2J\\e]0;PWNED\\a\\nX' sent raw ESC, OSC and newline bytes to the terminal."""
@@ -224,9 +243,15 @@ def test_names_with_control_characters_are_escaped(tmp_path):
     done = cli("init", tmp_path / f"{name}.yaml", "-o", tmp_path / f"{name}.pt")
     assert done.returncode == 0 and b"\x1b" not in done.stderr and len(done.stderr.splitlines()) == 1
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"name": "evil\x1b[2J", "description": "bell\a\nnext",
-                                      "layers": [{"type": "relu"}, {"type": "conv1d", "in_channels": 1,
-                                                                    "out_channels": 1, "kernel_size": 1}]}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "evil\x1b[2J",
+                "description": "bell\a\nnext",
+                "layers": [{"type": "relu"}, {"type": "conv1d", "in_channels": 1, "out_channels": 1, "kernel_size": 1}],
+            }
+        )
+    )
     assert cli("init", config, "-o", tmp_path / "c.safetensors").returncode == 0
     done = cli("info", config, "-w", tmp_path / "c.safetensors")
     assert done.returncode == 0, done.stderr
@@ -235,26 +260,47 @@ def test_names_with_control_characters_are_escaped(tmp_path):
 
 # ------------------------------------------------------------------ numbers too big are usage errors
 
-@pytest.mark.parametrize("args,message", [
-    (["run", "a.wav", "-r", "1e400"], "--rate: at most 2147483647 Hz"),
-    (["run", "x.npy", "--input-rate", "1e400", "-o", "o.wav"], "--input-rate: at most 2147483647 Hz"),
-    (["run", "x.npy", "--input-rate", "1e30", "-o", "o.wav"], "--input-rate: at most 2147483647 Hz"),
-    (["run", "x.npy", "--input-rate", "2147483648", "-o", "o.wav"], "--input-rate: at most 2147483647 Hz"),
-    (["run", "x.npy", "--input-rate", "2147483647", "-c", "sinc-x3", "-o", "o.wav"],
-     "--input-rate 2147483647: output sample rate"),
-    (["run", "x.npy", "-c", "big.yaml", "-o", "o.wav"], "output_sample_rate: must be an integer from 1 to 2147483647"),
-    (["info", "sinc-x3", "--input-rate", "1e400"], "--input-rate: at most 2147483647 Hz"),
-    (["run", "a.wav", "-r", "2147483648"], "--rate: at most 2147483647 Hz"),
-    (["run", "a.wav", "-r", "1000000000"], "--rate: resampling goes up to 6144000 Hz (8 × 768 kHz), got '1000000000'"),
-    (["design", "sinc", "--factor", "3", "--stopband", "nan", "-o", "d"], "--stopband: must be a finite number"),
-    (["design", "sinc", "--factor", "200000", "-o", "d"], "--factor 200000: needs a 42,400,001-tap kernel at 140 dB"),
-])
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["run", "a.wav", "-r", "1e400"], "--rate: at most 2147483647 Hz"),
+        (["run", "x.npy", "--input-rate", "1e400", "-o", "o.wav"], "--input-rate: at most 2147483647 Hz"),
+        (["run", "x.npy", "--input-rate", "1e30", "-o", "o.wav"], "--input-rate: at most 2147483647 Hz"),
+        (["run", "x.npy", "--input-rate", "2147483648", "-o", "o.wav"], "--input-rate: at most 2147483647 Hz"),
+        (
+            ["run", "x.npy", "--input-rate", "2147483647", "-c", "sinc-x3", "-o", "o.wav"],
+            "--input-rate 2147483647: output sample rate",
+        ),
+        (
+            ["run", "x.npy", "-c", "big.yaml", "-o", "o.wav"],
+            "output_sample_rate: must be an integer from 1 to 2147483647",
+        ),
+        (["info", "sinc-x3", "--input-rate", "1e400"], "--input-rate: at most 2147483647 Hz"),
+        (["run", "a.wav", "-r", "2147483648"], "--rate: at most 2147483647 Hz"),
+        (
+            ["run", "a.wav", "-r", "1000000000"],
+            "--rate: resampling goes up to 6144000 Hz (8 × 768 kHz), got '1000000000'",
+        ),
+        (["design", "sinc", "--factor", "3", "--stopband", "nan", "-o", "d"], "--stopband: must be a finite number"),
+        (
+            ["design", "sinc", "--factor", "200000", "-o", "d"],
+            "--factor 200000: needs a 42,400,001-tap kernel at 140 dB",
+        ),
+    ],
+)
 def test_numbers_too_big_are_one_usage_line(tmp_path, cache, args, message):
     """OverflowError, 'I' format requires …, 37-line tracebacks, a --factor the user never gave."""
     tone(tmp_path / "a.wav")
     np.save(tmp_path / "x.npy", np.zeros((1, 100), np.float32))
-    (tmp_path / "big.yaml").write_text(yaml.safe_dump({"output_sample_rate": 2147483648, "layers": [
-        {"type": "conv1d", "in_channels": 1, "out_channels": 1, "kernel_size": 1}]}))
+    (tmp_path / "big.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "output_sample_rate": 2147483648,
+                "layers": [{"type": "conv1d", "in_channels": 1, "out_channels": 1, "kernel_size": 1}],
+            }
+        )
+    )
     done = cli(*args, cwd=tmp_path, timeout=60)
     assert done.returncode == 2, done.stderr
     one_error_line(done.stderr, message)
@@ -263,6 +309,7 @@ def test_numbers_too_big_are_one_usage_line(tmp_path, cache, args, message):
 
 
 # ------------------------------------------------------------------ a cache is checked, never trusted
+
 
 def test_a_tampered_or_foreign_cache_entry_is_redesigned(tmp_path, cache):
     """A sinc-x2 config copied to sinc-160-147.yaml made 88200 Hz audio; taps ×0.5 were used as they were."""
@@ -324,6 +371,7 @@ def test_nothing_unusable_is_designed_or_cached(tmp_path, cache):
 
 # ------------------------------------------------------------------ every resource bounded first
 
+
 def _write_config(path, layers):
     path.write_text(yaml.safe_dump({"layers": layers}))
     return path
@@ -333,8 +381,10 @@ def test_the_budget_follows_ulimit():
     import subprocess
     import sys
 
-    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY)); "
-            "from convt_audio.pipeline import memory_budget; print(memory_budget())")
+    code = (
+        "import resource; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY)); "
+        "from convt_audio.pipeline import memory_budget; print(memory_budget())"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) == (3 << 30) // 2
@@ -342,13 +392,30 @@ def test_the_budget_follows_ulimit():
 
 def test_a_block_too_big_for_memory_is_refused_first(tmp_path):
     """2 × conv_transpose1d (k=65536, s=65536) on one frame asked for 17 GB for one block."""
-    wide = {"type": "conv_transpose1d", "in_channels": 1, "out_channels": 1, "kernel_size": 65536,
-            "stride": 65536, "bias": False}
+    wide = {
+        "type": "conv_transpose1d",
+        "in_channels": 1,
+        "out_channels": 1,
+        "kernel_size": 65536,
+        "stride": 65536,
+        "bias": False,
+    }
     config = _write_config(tmp_path / "c.yaml", [wide, dict(wide)])
     assert invoke("init", config, "-o", tmp_path / "w.safetensors").exit_code == 0
     np.save(tmp_path / "one.npy", np.ones((1, 1), np.float32))
-    done = cli("run", tmp_path / "one.npy", "--input-rate", "1/4294967296", "-c", config, "-w",
-               tmp_path / "w.safetensors", "-o", tmp_path / "o.wav", timeout=60)
+    done = cli(
+        "run",
+        tmp_path / "one.npy",
+        "--input-rate",
+        "1/4294967296",
+        "-c",
+        config,
+        "-w",
+        tmp_path / "w.safetensors",
+        "-o",
+        tmp_path / "o.wav",
+        timeout=60,
+    )
     assert done.returncode == 1
     one_error_line(done.stderr, "one.npy: layers[1] would hold 17,180,393,472 bytes (17.2 GB")
     assert b"over the memory budget" in done.stderr and b"CONVT_AUDIO_MAX_MEMORY" in done.stderr
@@ -357,17 +424,22 @@ def test_a_block_too_big_for_memory_is_refused_first(tmp_path):
 
 def test_automatic_blocks_shrink_to_the_budget_and_give_the_same_samples(tmp_path, monkeypatch):
     """A 45,000-branch parallel took 3.3 GB for 1 s of audio and grew with the length."""
-    config = _write_config(tmp_path / "c.yaml", [
-        {"type": "conv1d", "in_channels": 1, "out_channels": 1, "kernel_size": 3, "padding": 1},
-        {"type": "parallel", "branches": [[{"type": "relu"}] for _ in range(300)]}])
+    config = _write_config(
+        tmp_path / "c.yaml",
+        [
+            {"type": "conv1d", "in_channels": 1, "out_channels": 1, "kernel_size": 3, "padding": 1},
+            {"type": "parallel", "branches": [[{"type": "relu"}] for _ in range(300)]},
+        ],
+    )
     assert invoke("init", config, "-o", tmp_path / "w.safetensors").exit_code == 0
     tone(tmp_path / "a.wav", seconds=2)
     common = ["-c", config, "-w", tmp_path / "w.safetensors", "--subtype", "FLOAT"]
     assert invoke("run", tmp_path / "a.wav", *common, "-o", tmp_path / "free.wav").exit_code == 0
     monkeypatch.setenv("CONVT_AUDIO_MAX_MEMORY", "4M")  # 300 branches × 4 bytes: ~800 frames a block
     assert invoke("run", tmp_path / "a.wav", *common, "-o", tmp_path / "tight.wav").exit_code == 0
-    np.testing.assert_allclose(sf.read(str(tmp_path / "tight.wav"))[0], sf.read(str(tmp_path / "free.wav"))[0],
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        sf.read(str(tmp_path / "tight.wav"))[0], sf.read(str(tmp_path / "free.wav"))[0], rtol=1e-6, atol=1e-6
+    )
     from convt_audio.config import load_config
     from convt_audio.engines import build_engine
     from convt_audio.pipeline import fit_chunk
@@ -391,7 +463,7 @@ def test_an_output_larger_than_the_free_space_is_refused_first(tmp_path, monkeyp
 
     tone(tmp_path / "a.wav")
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 ** 6, 0, 10 ** 4))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 0, 10**4))
     result = invoke("run", tmp_path / "a.wav", "-o", tmp_path / "o.wav")
     assert result.exit_code == 1
     one_error_line(result.stderr, "o.wav: the output needs 48 kB (24,000 frames × 1 channel(s) of PCM_16), but")
@@ -402,22 +474,35 @@ def test_an_output_larger_than_the_free_space_is_refused_first(tmp_path, monkeyp
 
 # ------------------------------------------------------------------ weights: the right tensor, every bit
 
+
 def _weight_norm_checkpoint(tmp_path, zero=False):
     import torch
 
     torch.manual_seed(0)
-    module = torch.nn.Sequential(torch.nn.utils.weight_norm(torch.nn.Conv1d(1, 4, 5, padding=2)),
-                                 torch.nn.LeakyReLU(0.1),
-                                 torch.nn.utils.weight_norm(torch.nn.ConvTranspose1d(4, 1, 4, stride=2, padding=1)))
+    module = torch.nn.Sequential(
+        torch.nn.utils.weight_norm(torch.nn.Conv1d(1, 4, 5, padding=2)),
+        torch.nn.LeakyReLU(0.1),
+        torch.nn.utils.weight_norm(torch.nn.ConvTranspose1d(4, 1, 4, stride=2, padding=1)),
+    )
     state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     if zero:
         state["0.weight_v"][:] = 0
     torch.save(state, tmp_path / "wn.pt")
-    config = _write_config(tmp_path / "wn.yaml", [
-        {"type": "conv1d", "in_channels": 1, "out_channels": 4, "kernel_size": 5, "padding": 2},
-        {"type": "leaky_relu", "negative_slope": 0.1},
-        {"type": "conv_transpose1d", "in_channels": 4, "out_channels": 1, "kernel_size": 4, "stride": 2,
-         "padding": 1}])
+    config = _write_config(
+        tmp_path / "wn.yaml",
+        [
+            {"type": "conv1d", "in_channels": 1, "out_channels": 4, "kernel_size": 5, "padding": 2},
+            {"type": "leaky_relu", "negative_slope": 0.1},
+            {
+                "type": "conv_transpose1d",
+                "in_channels": 4,
+                "out_channels": 1,
+                "kernel_size": 4,
+                "stride": 2,
+                "padding": 1,
+            },
+        ],
+    )
     return module, config
 
 
@@ -428,8 +513,24 @@ def test_float64_folds_weight_norm_in_float64(tmp_path):
     module, config = _weight_norm_checkpoint(tmp_path)
     x = np.random.default_rng(0).uniform(-0.9, 0.9, 4000)
     np.save(tmp_path / "x.npy", x[None])
-    result = invoke("run", tmp_path / "x.npy", "--input-rate", 8000, "-c", config, "-w", tmp_path / "wn.pt",
-                    "--dtype", "float64", "--subtype", "DOUBLE", "-o", tmp_path / "y.wav", "--chunk", 7)
+    result = invoke(
+        "run",
+        tmp_path / "x.npy",
+        "--input-rate",
+        8000,
+        "-c",
+        config,
+        "-w",
+        tmp_path / "wn.pt",
+        "--dtype",
+        "float64",
+        "--subtype",
+        "DOUBLE",
+        "-o",
+        tmp_path / "y.wav",
+        "--chunk",
+        7,
+    )
     assert result.exit_code == 0, result.output
     with torch.no_grad():
         expected = module.double()(torch.from_numpy(x)[None, None]).numpy()[0, 0]
@@ -446,6 +547,7 @@ def test_a_zero_norm_v_is_named(tmp_path):
 
 
 # ------------------------------------------------------------------ smaller cases
+
 
 def test_plot_of_a_silent_file(tmp_path):
     """plot a.wav silent.wav gave 'ValueError: minvalue must be less than or equal to maxvalue'."""

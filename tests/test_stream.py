@@ -31,10 +31,18 @@ def stacks(draw, max_convs=4, modes=PADDING_MODES):
         kernel = draw(st.integers(1, 7))
         stride = draw(st.integers(1, 4))
         dilation = draw(st.integers(1, 3))
-        common = dict(in_channels=channels, out_channels=out_channels, kernel_size=kernel,
-                      stride=stride, padding=draw(st.integers(0, 6)), groups=groups,
-                      bias=draw(st.booleans()), dilation=dilation,
-                      padding_mode=draw(st.sampled_from(modes)), index=index)
+        common = dict(
+            in_channels=channels,
+            out_channels=out_channels,
+            kernel_size=kernel,
+            stride=stride,
+            padding=draw(st.integers(0, 6)),
+            groups=groups,
+            bias=draw(st.booleans()),
+            dilation=dilation,
+            padding_mode=draw(st.sampled_from(modes)),
+            index=index,
+        )
         if draw(st.integers(0, 3)):  # mostly transposed
             op = draw(st.integers(0, max(stride, dilation) - 1))
             specs.append(ConvTranspose1dSpec(**common, output_padding=op))
@@ -44,8 +52,9 @@ def stacks(draw, max_convs=4, modes=PADDING_MODES):
         channels = out_channels
         if draw(st.booleans()):
             kind = draw(st.sampled_from(ACTIVATION_CHOICES))
-            specs.append(SnakeSpec(channels, index=len(specs)) if kind == "snake"
-                         else ActivationSpec(kind, index=len(specs)))
+            specs.append(
+                SnakeSpec(channels, index=len(specs)) if kind == "snake" else ActivationSpec(kind, index=len(specs))
+            )
     return specs
 
 
@@ -58,21 +67,27 @@ def _seeded(specs, seed):
 
 
 chunk_schedules = st.one_of(
-    st.just([1]), st.just([7]), st.just([4096]),
+    st.just([1]),
+    st.just([7]),
+    st.just([4096]),
     st.lists(st.integers(1, 13), min_size=1, max_size=6),
     st.lists(st.sampled_from([1, 2, 3, 5, 64, 100]), min_size=2, max_size=5),
 )
 
 
-@given(specs=stacks(), extra=st.integers(0, 40), chunks=chunk_schedules, seed=st.integers(0, 999),
-       kernel=st.sampled_from(["transposed", "polyphase", "auto"]))
+@given(
+    specs=stacks(),
+    extra=st.integers(0, 40),
+    chunks=chunk_schedules,
+    seed=st.integers(0, 999),
+    kernel=st.sampled_from(["transposed", "polyphase", "auto"]),
+)
 def test_streaming_equals_whole_signal(specs, extra, chunks, seed, kernel):
     stack = _seeded(specs, seed).to(dtype=torch.float64)
     frames = stack.min_input_frames() + extra
     if frames > 3000:
         return
-    x = torch.randn(2, stack.in_channels, frames, dtype=torch.float64,
-                    generator=torch.Generator().manual_seed(seed))
+    x = torch.randn(2, stack.in_channels, frames, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     whole = stack.forward(x)
     streamed = run_chunked(stack, x, chunks, kernel=kernel)
     assert streamed.shape == whole.shape
@@ -88,13 +103,17 @@ def test_streaming_at_the_shortest_input(specs, chunks, seed):
     torch.testing.assert_close(run_chunked(stack, x, chunks), stack.forward(x), rtol=1e-9, atol=1e-9)
 
 
-@given(mode=st.sampled_from(PADDING_MODES), stride=st.integers(1, 4), kernel=st.integers(1, 6),
-       padding=st.integers(0, 6), chunks=chunk_schedules)
+@given(
+    mode=st.sampled_from(PADDING_MODES),
+    stride=st.integers(1, 4),
+    kernel=st.integers(1, 6),
+    padding=st.integers(0, 6),
+    chunks=chunk_schedules,
+)
 def test_single_output_frame(mode, stride, kernel, padding, chunks):
     """Inputs that give L_out = 1 exactly."""
     for frames in range(1, 12):
-        spec = ConvTranspose1dSpec(1, 2, kernel_size=kernel, stride=stride, padding=padding,
-                                   padding_mode=mode)
+        spec = ConvTranspose1dSpec(1, 2, kernel_size=kernel, stride=stride, padding=padding, padding_mode=mode)
         if spec.output_frames(frames) == 1:
             stack = Stack.initialised([spec]).to(dtype=torch.float64)
             x = torch.randn(1, 1, frames, dtype=torch.float64)
@@ -115,10 +134,15 @@ def test_float32_within_the_contract_tolerance(specs, chunks, seed):
     assert (streamed - whole).abs().max().item() <= bound
 
 
-@given(padding=st.integers(0, 6), kernel=st.integers(1, 7), stride=st.integers(1, 3),
-       frames=st.integers(1, 40), chunks=chunk_schedules, transposed=st.booleans())
-def test_circular_first_layer_with_tail_streams_in_bounded_memory(padding, kernel, stride, frames,
-                                                                  chunks, transposed):
+@given(
+    padding=st.integers(0, 6),
+    kernel=st.integers(1, 7),
+    stride=st.integers(1, 3),
+    frames=st.integers(1, 40),
+    chunks=chunk_schedules,
+    transposed=st.booleans(),
+)
+def test_circular_first_layer_with_tail_streams_in_bounded_memory(padding, kernel, stride, frames, chunks, transposed):
     cls = ConvTranspose1dSpec if transposed else Conv1dSpec
     spec = cls(1, 1, kernel_size=kernel, stride=stride, padding=padding, padding_mode="circular")
     stack = Stack.initialised([spec]).to(dtype=torch.float64)
@@ -126,13 +150,13 @@ def test_circular_first_layer_with_tail_streams_in_bounded_memory(padding, kerne
         return
     x = torch.randn(1, 1, frames, dtype=torch.float64)
     need = leading_circular_frames(stack)
-    tail = x[..., max(0, frames - need):]
+    tail = x[..., max(0, frames - need) :]
     streamer = StreamingStack(stack, tail=tail)
     assert streamer.buffering_layers == []
     sizes, pos, parts = chunks, 0, []
     i = 0
     while pos < frames:
-        parts.append(streamer.push(x[..., pos: pos + sizes[i % len(sizes)]]))
+        parts.append(streamer.push(x[..., pos : pos + sizes[i % len(sizes)]]))
         pos += sizes[i % len(sizes)]
         i += 1
     parts.append(streamer.flush(x[..., :0]))
@@ -140,11 +164,13 @@ def test_circular_first_layer_with_tail_streams_in_bounded_memory(padding, kerne
 
 
 def test_circular_without_tail_buffers_and_says_so():
-    specs = [ConvTranspose1dSpec(1, 1, kernel_size=5, stride=2, padding_mode="circular"),
-             ConvTranspose1dSpec(1, 1, kernel_size=5, stride=2, padding_mode="circular", index=1)]
+    specs = [
+        ConvTranspose1dSpec(1, 1, kernel_size=5, stride=2, padding_mode="circular"),
+        ConvTranspose1dSpec(1, 1, kernel_size=5, stride=2, padding_mode="circular", index=1),
+    ]
     stack = Stack.initialised(specs)
     x = torch.randn(1, 1, 30)
-    streamer = StreamingStack(stack, tail=x[..., -leading_circular_frames(stack):])
+    streamer = StreamingStack(stack, tail=x[..., -leading_circular_frames(stack) :])
     assert streamer.buffering_layers == ["layers[1]"]
     assert StreamingStack(stack).buffering_layers == ["layers[0]", "layers[1]"]
 
@@ -172,11 +198,14 @@ def test_streaming_too_short_input_is_an_error():
 
 
 def test_polyphase_and_transposed_kernels_agree_on_a_decoder_stack():
-    specs = [Conv1dSpec(1, 16, 7, padding=3),
-             ConvTranspose1dSpec(16, 8, 16, stride=8, padding=4, index=1),
-             ActivationSpec("leaky_relu", 0.1, index=2),
-             ConvTranspose1dSpec(8, 4, 4, stride=2, padding=1, dilation=1, groups=2, index=3),
-             Conv1dSpec(4, 1, 7, padding=3, index=4), ActivationSpec("tanh", index=5)]
+    specs = [
+        Conv1dSpec(1, 16, 7, padding=3),
+        ConvTranspose1dSpec(16, 8, 16, stride=8, padding=4, index=1),
+        ActivationSpec("leaky_relu", 0.1, index=2),
+        ConvTranspose1dSpec(8, 4, 4, stride=2, padding=1, dilation=1, groups=2, index=3),
+        Conv1dSpec(4, 1, 7, padding=3, index=4),
+        ActivationSpec("tanh", index=5),
+    ]
     stack = Stack.initialised(specs)
     x = torch.randn(1, 1, 500)
     whole = stack.forward(x)

@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from reference_vocoders import HifiGanGenerator, MelGanGenerator, randomise
 from typer.testing import CliRunner
 
 from cli.main import app
 from convt_audio.config import load_config
 from convt_audio.stream import run_chunked
 from convt_audio.weights import load_stack
-
-from reference_vocoders import HifiGanGenerator, MelGanGenerator, randomise
 
 runner = CliRunner()
 
@@ -67,8 +66,21 @@ def test_run_equals_the_official_module(tmp_path, name, frames):
     np.save(tmp_path / "mel.npy", mel)
     with torch.no_grad():
         expected = module(torch.from_numpy(mel)[None]).numpy()[0]
-    result = invoke("run", tmp_path / "mel.npy", "-c", name, "-w", checkpoint, "-o", tmp_path / "out.wav",
-                    "--subtype", "FLOAT", "--chunk", 7, "--json")
+    result = invoke(
+        "run",
+        tmp_path / "mel.npy",
+        "-c",
+        name,
+        "-w",
+        checkpoint,
+        "-o",
+        tmp_path / "out.wav",
+        "--subtype",
+        "FLOAT",
+        "--chunk",
+        7,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["output_rate"] == 22050 and report["input_rate"] == pytest.approx(22050 / 256)
@@ -97,11 +109,14 @@ def test_a_folder_of_mels_batches_and_needs_no_rate(tmp_path):
     (tmp_path / "mels" / "sub").mkdir(parents=True)
     np.save(tmp_path / "mels" / "a.npy", _mel(20, 1))
     np.save(tmp_path / "mels" / "sub" / "b.npy", _mel(33, 2)[None])  # (1, 80, frames) as mel functions return
-    result = invoke("run", tmp_path / "mels", "--recursive", "-c", "hifigan-v3", "-w", checkpoint, "-o", tmp_path / "wavs",
-                    "--json")
+    result = invoke(
+        "run", tmp_path / "mels", "--recursive", "-c", "hifigan-v3", "-w", checkpoint, "-o", tmp_path / "wavs", "--json"
+    )
     assert result.exit_code == 0, result.output
-    assert sorted(p.relative_to(tmp_path / "wavs").as_posix() for p in (tmp_path / "wavs").rglob("*.wav")) == \
-        ["a.wav", "sub/b.wav"]
+    assert sorted(p.relative_to(tmp_path / "wavs").as_posix() for p in (tmp_path / "wavs").rglob("*.wav")) == [
+        "a.wav",
+        "sub/b.wav",
+    ]
     assert sf.info(str(tmp_path / "wavs" / "sub" / "b.wav")).frames == 33 * 256
 
 
@@ -110,11 +125,23 @@ def test_fractional_input_rate_and_its_check(tmp_path):
     checkpoint = _checkpoint(tmp_path, "hifigan-v3", module)
     np.save(tmp_path / "m.npy", _mel(12))
     for rate in ("86.1328125", "22050/256", "86.13"):
-        result = invoke("run", tmp_path / "m.npy", "-c", "hifigan-v3", "-w", checkpoint, "--input-rate", rate,
-                        "-o", tmp_path / "o.wav", "--overwrite")
+        result = invoke(
+            "run",
+            tmp_path / "m.npy",
+            "-c",
+            "hifigan-v3",
+            "-w",
+            checkpoint,
+            "--input-rate",
+            rate,
+            "-o",
+            tmp_path / "o.wav",
+            "--overwrite",
+        )
         assert result.exit_code == 0, result.output
-    result = invoke("run", tmp_path / "m.npy", "-c", "hifigan-v3", "-w", checkpoint, "--input-rate", 100,
-                    "-o", tmp_path / "p.wav")
+    result = invoke(
+        "run", tmp_path / "m.npy", "-c", "hifigan-v3", "-w", checkpoint, "--input-rate", 100, "-o", tmp_path / "p.wav"
+    )
     assert result.exit_code == 2  # the user's own --input-rate, refused before any file runs
     assert "--input-rate 100: input rate 100 Hz × 256 = 25600 Hz, but" in result.stderr and "22050 Hz" in result.stderr
     assert not (tmp_path / "p.wav").exists()
@@ -122,12 +149,19 @@ def test_fractional_input_rate_and_its_check(tmp_path):
     assert result.exit_code == 2 and "--input-rate: 'fast' is not a rate in Hz" in result.stderr
 
 
-@pytest.mark.parametrize("case,code,message", [
-    ("no_weights", 2, "hifigan-v1: this built-in architecture ships without weights; pass the trained "
-                      "generator's checkpoint with -w CHECKPOINT"),
-    ("transposed", 1, "looks like (frames, channels)"),
-    ("wrong_model", 2, "missing tensor 'generator.conv_pre.weight'"),
-])
+@pytest.mark.parametrize(
+    "case,code,message",
+    [
+        (
+            "no_weights",
+            2,
+            "hifigan-v1: this built-in architecture ships without weights; pass the trained "
+            "generator's checkpoint with -w CHECKPOINT",
+        ),
+        ("transposed", 1, "looks like (frames, channels)"),
+        ("wrong_model", 2, "missing tensor 'generator.conv_pre.weight'"),
+    ],
+)
 def test_vocoder_bad_inputs(tmp_path, case, code, message):
     mel = _mel(16)
     args = ["run", tmp_path / "mel.npy", "-c", "hifigan-v1", "-o", tmp_path / "out.wav"]
@@ -178,8 +212,21 @@ def test_cuda_vocoder_equals_the_module(tmp_path):
     np.save(tmp_path / "mel.npy", mel)
     with torch.no_grad():
         expected = module(torch.from_numpy(mel)[None]).numpy()[0]
-    result = invoke("run", tmp_path / "mel.npy", "-c", "hifigan-v2", "-w", checkpoint, "--device", "cuda",
-                    "-o", tmp_path / "g.wav", "--subtype", "FLOAT", "--json")
+    result = invoke(
+        "run",
+        tmp_path / "mel.npy",
+        "-c",
+        "hifigan-v2",
+        "-w",
+        checkpoint,
+        "--device",
+        "cuda",
+        "-o",
+        tmp_path / "g.wav",
+        "--subtype",
+        "FLOAT",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["device"].startswith("cuda")
     _close(sf.read(str(tmp_path / "g.wav"), dtype="float32", always_2d=True)[0].T, expected)

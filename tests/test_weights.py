@@ -14,11 +14,17 @@ from convt_audio.weights import fold_weight_norm, load_stack, match_tensors, rea
 
 LAYERS = [
     {"type": "conv1d", "in_channels": 1, "out_channels": 8, "kernel_size": 7, "padding": 3},
-    {"type": "conv_transpose1d", "in_channels": 8, "out_channels": 4, "kernel_size": 8, "stride": 4,
-     "padding": 2},
+    {"type": "conv_transpose1d", "in_channels": 8, "out_channels": 4, "kernel_size": 8, "stride": 4, "padding": 2},
     {"type": "leaky_relu", "negative_slope": 0.1},
-    {"type": "conv_transpose1d", "in_channels": 4, "out_channels": 2, "kernel_size": 4, "stride": 2,
-     "padding": 1, "groups": 2},
+    {
+        "type": "conv_transpose1d",
+        "in_channels": 4,
+        "out_channels": 2,
+        "kernel_size": 4,
+        "stride": 2,
+        "padding": 1,
+        "groups": 2,
+    },
     {"type": "conv1d", "in_channels": 2, "out_channels": 1, "kernel_size": 7, "padding": 3},
     {"type": "tanh"},
 ]
@@ -67,17 +73,41 @@ def test_hifigan_style_nested_checkpoint_with_keys(tmp_path):
     torch.manual_seed(1)
     ups = nn.ModuleList([parametrizations.weight_norm(nn.ConvTranspose1d(4, 2, 4, 2, 1))])
     post = nn.Conv1d(2, 1, 3, padding=1)
-    checkpoint = {"generator": {**{f"ups.{k}": v for k, v in ups.state_dict().items()},
-                                **{f"conv_post.{k}": v for k, v in post.state_dict().items()}},
-                  "optimizer": {"step": 10}, "epoch": 3}
+    checkpoint = {
+        "generator": {
+            **{f"ups.{k}": v for k, v in ups.state_dict().items()},
+            **{f"conv_post.{k}": v for k, v in post.state_dict().items()},
+        },
+        "optimizer": {"step": 10},
+        "epoch": 3,
+    }
     path = tmp_path / "g_00100000"
     path = path.with_suffix(".pt")
     torch.save(checkpoint, path)
-    config = parse_config({"weights_prefix": "generator.", "layers": [
-        {"type": "conv_transpose1d", "in_channels": 4, "out_channels": 2, "kernel_size": 4,
-         "stride": 2, "padding": 1, "key": "ups.0"},
-        {"type": "conv1d", "in_channels": 2, "out_channels": 1, "kernel_size": 3, "padding": 1,
-         "key": "conv_post"}]})
+    config = parse_config(
+        {
+            "weights_prefix": "generator.",
+            "layers": [
+                {
+                    "type": "conv_transpose1d",
+                    "in_channels": 4,
+                    "out_channels": 2,
+                    "kernel_size": 4,
+                    "stride": 2,
+                    "padding": 1,
+                    "key": "ups.0",
+                },
+                {
+                    "type": "conv1d",
+                    "in_channels": 2,
+                    "out_channels": 1,
+                    "kernel_size": 3,
+                    "padding": 1,
+                    "key": "conv_post",
+                },
+            ],
+        }
+    )
     stack, unused = load_stack(config, path)
     assert unused == []
     x = torch.randn(1, 4, 20)
@@ -104,8 +134,7 @@ def test_missing_tensor_names_tensor_and_shape(tmp_path):
     torch.save(state, path)
     with pytest.raises(WeightsError) as info:
         load_stack(parse_config({"layers": LAYERS}), path)
-    assert str(info.value).startswith(
-        f"{path}: missing tensor '4.bias' for layers[4] (conv1d), expected shape (1,)")
+    assert str(info.value).startswith(f"{path}: missing tensor '4.bias' for layers[4] (conv1d), expected shape (1,)")
 
 
 def test_wrong_shape_names_expected_and_found(tmp_path):
@@ -115,8 +144,9 @@ def test_wrong_shape_names_expected_and_found(tmp_path):
     write_tensors(path, state)
     with pytest.raises(WeightsError) as info:
         load_stack(parse_config({"layers": LAYERS}), path)
-    assert str(info.value) == (f"{path}: tensor '0.weight' for layers[0] (conv1d) has shape "
-                               f"(8, 1, 5), expected (8, 1, 7)")
+    assert str(info.value) == (
+        f"{path}: tensor '0.weight' for layers[0] (conv1d) has shape (8, 1, 5), expected (8, 1, 7)"
+    )
 
 
 def test_pickled_code_is_refused(tmp_path):
@@ -126,12 +156,15 @@ def test_pickled_code_is_refused(tmp_path):
         read_tensors(path)
 
 
-@pytest.mark.parametrize("name,content,message", [
-    ("w.safetensors", b"not a safetensors file", "cannot read weights"),
-    ("w.npz", b"PK junk", "cannot read weights"),
-    ("w.pt", b"junk", "cannot load checkpoint"),
-    ("w.bin", b"", "unknown weights format '.bin'"),
-])
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("w.safetensors", b"not a safetensors file", "cannot read weights"),
+        ("w.npz", b"PK junk", "cannot read weights"),
+        ("w.pt", b"junk", "cannot load checkpoint"),
+        ("w.bin", b"", "unknown weights format '.bin'"),
+    ],
+)
 def test_unreadable_weights(tmp_path, name, content, message):
     path = tmp_path / name
     path.write_bytes(content)
@@ -161,7 +194,7 @@ def test_weight_norm_folding_along_other_dims():
         np.testing.assert_allclose(folded["a.weight"], want, rtol=1e-12)
         assert sources["a.weight"] == ["a.weight_g", "a.weight_v"]
     folded, _ = fold_weight_norm({"a.weight_g": np.array(2.0), "a.weight_v": v})
-    np.testing.assert_allclose(folded["a.weight"], v * 2 / np.sqrt((v ** 2).sum()))
+    np.testing.assert_allclose(folded["a.weight"], v * 2 / np.sqrt((v**2).sum()))
 
 
 def test_integer_tensors_are_refused():
