@@ -12,17 +12,10 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
-from typer.testing import CliRunner
+from clitools import invoke
 
-from cli.main import app
 from convt_audio.config import load_config
 from convt_audio.weights import load_stack
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def tone(path, seconds=0.5, rate=16000, channels=1, subtype="PCM_16", amplitude=0.5):

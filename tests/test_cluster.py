@@ -11,13 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from typer.testing import CliRunner
-
-from cli.main import app
+from clitools import invoke
 
 ray = pytest.importorskip("ray", reason="the [ray] extra (.ci/run installs it)")
 ROOT = Path(__file__).resolve().parents[1]
-runner = CliRunner()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -27,10 +24,6 @@ def cluster():
     connect("local", 2)  # one real local cluster (2 CPUs) for the module; the CLI joins it
     yield
     ray.shutdown()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def corpus(folder: Path, files: int = 6, seconds: float = 0.5) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from clitools import invoke
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -15,10 +16,6 @@ from cli.main import app
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 pytest.importorskip("matplotlib", reason="the [plot] extra (.ci/run installs it)")
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def is_png(path):

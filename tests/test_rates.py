@@ -9,20 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from clitools import invoke
 from helpers import stream_chunks
-from typer.testing import CliRunner
 
-from cli.main import app
 from convt_audio.config import load_config, parse_config
 from convt_audio.design import design_sinc, resampler_for, sinc_config
 from convt_audio.engines import build_engine
 
 ROOT = Path(__file__).resolve().parents[1]
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(autouse=True)

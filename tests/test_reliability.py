@@ -20,18 +20,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
+from clitools import invoke
 from safetensors.numpy import save_file
-from typer.testing import CliRunner
-
-from cli.main import app
 
 ROOT = Path(__file__).resolve().parents[1]
-runner = CliRunner()
 NOBODY = 65534
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def one_error_line(result, text):

@@ -11,18 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from typer.testing import CliRunner
-
-from cli.main import app
+from clitools import invoke
 
 ROOT = Path(__file__).resolve().parents[1]
-runner = CliRunner()
 SOX = shutil.which("sox")
 needs_sox = pytest.mark.skipif(SOX is None, reason="sox is not installed (.ci/run installs it with apt)")
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def cli(*args, stdin=None, cwd=None, env=None):

@@ -11,19 +11,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from clitools import invoke
 from reference_vocoders import HifiGanGenerator, MelGanGenerator, randomise
-from typer.testing import CliRunner
 
-from cli.main import app
 from convt_audio.config import load_config
 from convt_audio.stream import run_chunked
 from convt_audio.weights import load_stack
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def _mel(frames: int, seed: int = 0) -> np.ndarray:
