@@ -536,7 +536,14 @@ def run(
         from convt_audio.audio_io import STDIO, STREAM_TYPES, output_types
         from convt_audio.config import parse_rate
         from convt_audio.errors import ConvtAudioError, UsageError
-        from convt_audio.pipeline import RunnerRecipe, RunOptions, check_outputs, clean_stale_parts, plan_jobs
+        from convt_audio.pipeline import (
+            RunnerRecipe,
+            RunOptions,
+            check_outputs,
+            clean_stale_parts,
+            plan_jobs,
+            usable_cpus,
+        )
 
         rate = parse_rate(input_rate) if input_rate is not None else None
         target = None
@@ -569,8 +576,9 @@ def run(
                 "name an output file or folder"
             )
         jobs_list = plan_jobs(inputs, output, recursive, kind)
-        # torch's threads are shared by the --jobs files run here (a cluster worker has its own)
-        per_file_threads = max(1, (threads or os.cpu_count() or 1) // jobs) if ray is None else threads
+        # torch's threads are shared by the --jobs files run here (a cluster worker has its own),
+        # out of the CPUs this process may use (taskset, cpusets), not the machine's count
+        per_file_threads = max(1, (threads or usable_cpus()) // jobs) if ray is None else threads
         recipe = RunnerRecipe(
             config,
             None if weights is None else str(weights),

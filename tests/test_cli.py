@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
-from clitools import invoke
+from clitools import ROOT, invoke
 
 from convt_audio.config import load_config
 from convt_audio.weights import load_stack
@@ -596,3 +596,30 @@ def test_an_output_that_is_an_input_or_another_output_is_refused_up_front(tmp_pa
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert {p: p.read_bytes() for p in tmp_path.rglob("*.wav") if p.is_file()} == before
     assert not [p for p in tmp_path.rglob("*.part")]
+
+
+def test_torch_threads_follow_the_cpus_this_process_may_use(tmp_path, decoder):
+    """os.cpu_count() counts the machine's CPUs; under taskset or a cpuset fewer are ours."""
+    import os
+    import subprocess
+    import sys
+
+    if not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2:
+        pytest.skip("needs CPU affinity and two CPUs")
+    tone(tmp_path / "a.wav", channels=2)
+    code = (
+        "import os, sys; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); import torch\n"
+        "from cli.main import app\n"
+        "try: app()\n"
+        "except SystemExit as exit: assert exit.code == 0, exit.code\n"
+        "print(torch.get_num_threads())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "run", "a.wav", "-c", str(decoder), "-o", "o.wav", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1"]
