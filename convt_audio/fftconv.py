@@ -124,6 +124,8 @@ class FFTStream:
         self.made = engine.skip  # absolute output index of the next output made (negative: dropped)
         self.emitted = 0  # outputs after decimation returned
         self.flushed = False
+        self.pending: list[np.ndarray] = []  # chunks not yet joined to the buffer (small pushes
+        self.pending_frames = 0  # join once a window is complete, not once per push)
 
     def _run(self, end: int) -> list[np.ndarray]:
         """Window the inputs while a whole window lies before absolute input ``end``."""
@@ -155,15 +157,25 @@ class FFTStream:
         if self.flushed:
             raise RuntimeError("push after flush")
         if chunk.shape[-1]:
-            self.buffer = np.concatenate([self.buffer, np.asarray(chunk[:, 0, :], dtype=np.float64)], axis=-1)
+            self.pending.append(np.array(chunk[:, 0, :], dtype=np.float64))
+            self.pending_frames += chunk.shape[-1]
             self.received += chunk.shape[-1]
+        if self.buffer.shape[-1] + self.pending_frames < self.engine.N:
+            return self._keep([], None)  # no whole window yet
+        self._join()
         return self._keep(self._run(self.start + self.buffer.shape[-1]), None)
+
+    def _join(self) -> None:
+        if self.pending:
+            self.buffer = np.concatenate([self.buffer, *self.pending], axis=-1)
+            self.pending, self.pending_frames = [], 0
 
     def flush(self) -> np.ndarray:
         """End the stream: inputs past the end are zeros; return the remaining output frames."""
         engine = self.engine
         engine.check_frames(self.received)
         self.flushed = True
+        self._join()
         total = engine.output_frames(self.received)  # after decimation
         last = (total - 1) * engine.M  # the last output made that is kept
         outs = []
