@@ -178,26 +178,26 @@ def parse_factor(factor) -> Fraction:
     return ratio
 
 
+MARGIN_DB = 4.0  # Kaiser's length formula lands a dB short of its target; measured ≥ the target with this
+
+
 def _zero_crossings(up: int, passband: float, stopband: float, attenuation: float) -> int:
     """Zero crossings of the sinc on each side (taps per phase / 2): what Kaiser's formula asks
-    for a transition from ``passband`` to ``stopband`` (fractions of the stage's input rate)."""
+    for ``attenuation`` (+ :data:`MARGIN_DB`) across a transition from ``passband`` to
+    ``stopband`` (fractions of the stage's input rate)."""
     transition = 2 * math.pi * (stopband - passband) / up  # rad/sample at the rate L·fin
-    taps_needed = (attenuation - 7.95) / (2.285 * transition) + 1
+    taps_needed = (attenuation + MARGIN_DB - 7.95) / (2.285 * transition) + 1
     return max(1, math.ceil((taps_needed - 1) / (2 * up)))
-
-
-MARGIN_DB = 4.0  # Kaiser's length formula lands a dB short of its target; measured ≥ the target with this
 
 
 def _kaiser_stage(up: int, down: int, passband: float, stopband: float, attenuation: float) -> Stage:
     """A zero-delay Kaiser-windowed sinc stage; edges are fractions of its input rate. Each of
     the L phases sums to 1, so DC passes exactly."""
-    attenuation += MARGIN_DB
-    zeros = _zero_crossings(up, passband, stopband, attenuation)
-    half = up * zeros
+    half = up * _zero_crossings(up, passband, stopband, attenuation)
     n = np.arange(-half, half + 1, dtype=np.float64)
     cutoff = (passband + stopband) / 2  # fraction of the input rate
-    taps = 2 * cutoff * np.sinc(2 * cutoff * n / up) * np.kaiser(2 * half + 1, kaiser_beta(attenuation))
+    window = np.kaiser(2 * half + 1, kaiser_beta(attenuation + MARGIN_DB))
+    taps = 2 * cutoff * np.sinc(2 * cutoff * n / up) * window
     for phase in range(up):
         taps[phase::up] /= taps[phase::up].sum()
     return Stage(up, down, taps, passband, stopband)
@@ -228,7 +228,7 @@ def check_size(ratio: Fraction, stages, attenuation: float) -> None:
     """Refuse, before designing, a resampler that ``run`` could not load (a kernel or a stride
     over the layer bounds)."""
     for up, down, passband, stopband in stages:
-        kernel = 2 * up * _zero_crossings(up, passband, stopband, attenuation + MARGIN_DB) + 1
+        kernel = 2 * up * _zero_crossings(up, passband, stopband, attenuation) + 1
         problems = []
         if kernel > MAX_KERNEL:
             problems.append(f"a {kernel:,}-tap kernel at {attenuation:g} dB (at most {MAX_KERNEL:,})")
@@ -313,13 +313,10 @@ def measure_response(stages, passband: float = PASSBAND, stopband: float = STOPB
     from 0 to the higher Nyquist frequency; band edges as fractions of the lower rate."""
     if isinstance(stages, SincDesign):
         stages = [(stage.up, stage.down, stage.taps) for stage in stages.stages]
-    ratio, rate, gain = Fraction(1), Fraction(1), None
-    freqs = None
-    for up, down, _ in stages:
-        ratio *= Fraction(up, down)
+    ratio = math.prod(Fraction(up, down) for up, down, _ in stages)
     low, high = float(min(1, ratio)), float(max(1, ratio))
     freqs = np.linspace(0, high / 2, points)
-    gain = np.ones_like(freqs)
+    gain, rate = np.ones_like(freqs), Fraction(1)  # rate: each stage's input rate, in input rates
     for up, down, taps in stages:
         gain *= _stage_gain(np.asarray(taps, dtype=np.float64).reshape(-1), float(rate * up), freqs)
         rate *= Fraction(up, down)
@@ -487,16 +484,12 @@ def resampler_for(input_rate, output_rate, cache: Path | None = None, allow_alia
     key = _design_key(ratio, passband, stopband, ATTENUATION)
     path = folder / f"{name}.safetensors"
     taps = _read_cached(path, key, len(stages))
-    if taps is None:
-        design = design_sinc(ratio, passband, stopband, ATTENUATION)
-        _write_cached(path, key, [stage.taps for stage in design.stages])
-    else:
-        design = SincDesign(
-            tuple(Stage(up, down, t, p, s) for (up, down, p, s), t in zip(stages, taps)),
-            passband,
-            stopband,
-            ATTENUATION,
-        )
+    if taps is None:  # the plan is checked already: design its stages
+        taps = [_kaiser_stage(up, down, p, s, ATTENUATION).taps for up, down, p, s in stages]
+        _write_cached(path, key, taps)
+    design = SincDesign(
+        tuple(Stage(up, down, t, p, s) for (up, down, p, s), t in zip(stages, taps)), passband, stopband, ATTENUATION
+    )
     data = sinc_config(design, name, f"{name}.safetensors")
     del data["weights"]
     config = parse_config(data, source=f"<{name}, {path}>")
