@@ -287,39 +287,21 @@ def plan_jobs(
     return [Job(src, output / _writable_name(relative, kind)) for src, relative in pairs] + problems
 
 
-def _identity(path: Path | str) -> tuple[int, int] | None:
-    """``(device, inode)`` of an existing file, else None; for ``-`` as a source, the regular file
-    behind standard input (``< a.wav``)."""
+def _identity(path: Path | str, stdio: int = 0) -> tuple[int, int] | None:
+    """``(device, inode)`` of the file ``path`` names, else None; for ``-``, the regular file
+    behind descriptor ``stdio`` (0: ``< a.wav``; 1: ``> a.wav``)."""
+    import stat
+
     try:
+        if str(path) == STDIO:
+            info = os.fstat(stdio)
+            return (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else None
         # a path through a folder that does not exist yet (sub/../a.wav) names what it will once
         # the folder is made: its resolved form
-        info = os.fstat(0) if str(path) == STDIO else os.stat(path if os.path.exists(path) else Path(path).resolve())
+        info = os.stat(path if os.path.exists(path) else Path(path).resolve())
     except OSError:
         return None
-    import stat
-
-    return (info.st_dev, info.st_ino) if str(path) != STDIO or stat.S_ISREG(info.st_mode) else None
-
-
-def _stdout_identity() -> tuple[int, int] | None:
-    """The regular file behind standard output (``> a.wav``), else None."""
-    import stat
-
-    try:
-        info = os.fstat(1)
-    except OSError:
-        return None
-    return (info.st_dev, info.st_ino) if stat.S_ISREG(info.st_mode) else None
-
-
-def _same_file(dest: Path, source: Path) -> bool:
-    """True when an output and an input name one file, whichever way: the same resolved path
-    (whether it exists yet or not), the same inode (symlinks, hard links), or the file behind
-    standard input or output."""
-    if STDIO not in (str(dest), str(source)) and dest.resolve() == source.resolve():
-        return True
-    dest_id = _stdout_identity() if str(dest) == STDIO else _identity(dest)
-    return dest_id is not None and dest_id == _identity(source)
+    return info.st_dev, info.st_ino
 
 
 class Runner:
@@ -475,22 +457,31 @@ def check_outputs(jobs: list[Job], runner: Runner, input_rate=None, kind: str | 
             if job.dest is None and rate is not None:
                 job = Job(job.source, default_name(job.source, rate, kind))
         named.append(job)
-    sources = [job.source for job in named]
+    # every input by resolved path (whether it exists yet or not) and by inode (symlinks, hard
+    # links, the file behind standard input): each output is looked up, not compared with all
+    by_path: dict[Path, Path] = {}
+    by_inode: dict[tuple[int, int], Path] = {}
+    for job in named:
+        if str(job.source) != STDIO:
+            by_path.setdefault(job.source.resolve(), job.source)
+        inode = _identity(job.source, stdio=0)
+        if inode is not None:
+            by_inode.setdefault(inode, job.source)
     owners: dict[Path, Path] = {}
     for job in named:
         if job.dest is None or job.error is not None:
             continue
-        for source in sources:
-            if _same_file(job.dest, source):
-                dest = "standard output" if str(job.dest) == STDIO else job.dest
-                what = "the file standard input reads" if str(source) == STDIO else f"the input {source}"
-                raise UsageError(
-                    f"{dest}: the output of {job.source} is {what}; "
-                    f"choose another output (an input is never overwritten)"
-                )
-        if str(job.dest) == STDIO:
+        key = None if str(job.dest) == STDIO else job.dest.resolve()
+        inode = _identity(job.dest, stdio=1)
+        source = by_path.get(key) or (by_inode.get(inode) if inode is not None else None)
+        if source is not None:
+            dest = "standard output" if key is None else job.dest
+            what = "the file standard input reads" if str(source) == STDIO else f"the input {source}"
+            raise UsageError(
+                f"{dest}: the output of {job.source} is {what}; choose another output (an input is never overwritten)"
+            )
+        if key is None:
             continue
-        key = job.dest.resolve()
         if key in owners:
             raise UsageError(f"{owners[key]} and {job.source} would both write {job.dest}")
         owners[key] = job.source
