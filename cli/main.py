@@ -209,7 +209,6 @@ design_app = typer.Typer(
 app.add_typer(design_app, name="design")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-MAX_RESAMPLE_RATE = 8 * 768000  # Hz: --rate without -c (a check of a config's rate may name any)
 
 # how this command line spells the library's parameters in messages (convt_audio.errors.option)
 FLAGS = {
@@ -534,7 +533,7 @@ def run(
         raise typer.Exit(EXIT_USAGE)
     try:
         from convt_audio.audio_io import STDIO, STREAM_TYPES, output_types
-        from convt_audio.config import parse_rate
+        from convt_audio.config import parse_rate, whole_rate
         from convt_audio.errors import ConvtAudioError, UsageError
         from convt_audio.pipeline import (
             RunnerRecipe,
@@ -546,16 +545,7 @@ def run(
         )
 
         rate = parse_rate(input_rate) if input_rate is not None else None
-        target = None
-        if target_rate is not None:
-            target = parse_rate(target_rate, "target_rate")
-            if target.denominator != 1:
-                raise UsageError(f"--rate: an output rate is a whole number of Hz, got {target_rate!r}")
-            target = int(target)
-            if config is None and target > MAX_RESAMPLE_RATE:
-                raise UsageError(
-                    f"--rate: resampling goes up to {MAX_RESAMPLE_RATE} Hz (8 × 768 kHz), got {target_rate!r}"
-                )
+        target = None if target_rate is None else whole_rate(target_rate)
         if threads is not None and threads > 4 * (os.cpu_count() or 1):
             raise UsageError(
                 f"--threads: at most {4 * (os.cpu_count() or 1)} on this machine "

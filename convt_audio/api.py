@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UsageError, option
+from .errors import UsageError
 
 
 def _as_array(x, what: str) -> tuple[np.ndarray, bool]:
@@ -32,13 +32,14 @@ def _as_array(x, what: str) -> tuple[np.ndarray, bool]:
     return array, is_torch
 
 
-def _rate(value, name: str) -> Fraction:
-    """A rate argument (Hz, ``"48k"``), a :class:`UsageError` naming ``name`` if it is none."""
-    from .config import parse_rate
+def _rate(value, name: str, whole: str | None = None) -> Fraction | int:
+    """A rate argument (Hz, ``"48k"``; with ``whole``, the noun of a whole number of Hz), a
+    :class:`UsageError` naming ``name`` if it is none."""
+    from .config import parse_rate, whole_rate
     from .errors import ConfigError
 
     try:
-        return parse_rate(value, name)
+        return parse_rate(value, name) if whole is None else whole_rate(value, name, whole)
     except ConfigError as exc:
         raise UsageError(exc.args[0]) from None
 
@@ -70,10 +71,7 @@ def resample(x, sr_in, sr_out, *, axis: int = 0, allow_aliasing: bool = False) -
     from .design import resampler_for
     from .engines import build_engine
 
-    rate_in, rate_out = _rate(sr_in, "sr_in"), _rate(sr_out, "sr_out")
-    for name, rate in (("sr_in", rate_in), ("sr_out", rate_out)):
-        if rate.denominator != 1:
-            raise UsageError(f"{option(name)}: a sample rate is a whole number of Hz, got {float(rate):g}")
+    rate_in, rate_out = _rate(sr_in, "sr_in", "a sample rate"), _rate(sr_out, "sr_out", "a sample rate")
     array, _ = _as_array(x, "x")
     if array.ndim == 0:
         raise UsageError("x: expected an array of frames, got a scalar")
@@ -82,7 +80,7 @@ def resample(x, sr_in, sr_out, *, axis: int = 0, allow_aliasing: bool = False) -
         raise UsageError("x: has no frames")
     if rate_in == rate_out:
         return array.copy()
-    config, params = resampler_for(int(rate_in), int(rate_out), allow_aliasing=allow_aliasing)
+    config, params = resampler_for(rate_in, rate_out, allow_aliasing=allow_aliasing)
     dtype = "float64" if array.dtype == np.float64 else "float32"
     engine = build_engine(config, params, "cpu", dtype)
     lead = moved.shape[:-1]
@@ -208,12 +206,7 @@ def convert(
     unknown = set(options) - recipe_keys - option_keys
     if unknown:
         raise UsageError(f"convert: unknown option(s) {sorted(unknown)}; allowed: {sorted(recipe_keys | option_keys)}")
-    target = None
-    if rate is not None:
-        target = _rate(rate, "target_rate")
-        if target.denominator != 1:
-            raise UsageError(f"{option('target_rate')}: an output rate is a whole number of Hz, got {rate!r}")
-        target = int(target)
+    target = None if rate is None else _rate(rate, "target_rate", "an output rate")
     recipe = RunnerRecipe(
         None if config is None else str(config),
         None if weights is None else str(weights),

@@ -126,6 +126,15 @@ def parse_rate(text, what: str = "input_rate") -> Fraction:
     return rate
 
 
+def whole_rate(text, what: str = "target_rate", noun: str = "an output rate") -> int:
+    """A sample rate that must be a whole number of Hz (``48000``, ``48k``), as :func:`parse_rate`
+    reads it."""
+    rate = parse_rate(text, what)
+    if rate.denominator != 1:
+        raise ConfigError(f"{option(what)}: {noun} is a whole number of Hz, got {text!r}")
+    return int(rate)
+
+
 def builtin_configs() -> dict[str, Path]:
     """Built-in config names → their YAML files (installed with the package)."""
     folder = resources.files("convt_audio.configs")

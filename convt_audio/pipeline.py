@@ -363,6 +363,7 @@ class Runner:
 
 
 DEFAULT_RATE = 48000  # run with neither a config nor --rate: inputs below it are resampled to it
+MAX_RESAMPLE_RATE = 8 * 768000  # Hz: --rate without a config (a check of a config's rate may name any)
 
 
 @dataclass(frozen=True)
@@ -389,6 +390,11 @@ class RunnerRecipe:
             return build_engine(config, params, self.device, self.dtype, self.deterministic)
 
         if self.config is None:
+            if self.target_rate is not None and self.target_rate > MAX_RESAMPLE_RATE:
+                raise UsageError(
+                    f"{option('target_rate')}: resampling goes up to {MAX_RESAMPLE_RATE} Hz (8 × 768 kHz), "
+                    f"got {self.target_rate}"
+                )
             if self.weights is not None:
                 raise UsageError(
                     f"{option('weights')} needs {option('config')}: without one the resampler is "

@@ -110,6 +110,8 @@ def test_convert_keeps_every_guarantee_of_run(tmp_path):
     with pytest.raises(UsageError, match="an input is never overwritten"):
         convt_audio.convert(tmp_path / "a.wav", tmp_path / "a.wav", rate=48000, overwrite=True)
     assert (tmp_path / "a.wav").read_bytes() == before
+    with pytest.raises(UsageError, match=re.escape("target_rate: resampling goes up to 6144000 Hz")):
+        convt_audio.convert(tmp_path / "a.wav", tmp_path / "c.wav", rate=10**9)  # the bound run -r has
     with pytest.raises(UsageError, match="unknown option"):
         convt_audio.convert(tmp_path / "a.wav", tmp_path / "c.wav", colour="blue")
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["a.wav", "b.flac"]

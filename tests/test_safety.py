@@ -280,7 +280,7 @@ def test_names_with_control_characters_are_escaped(tmp_path):
         (["run", "a.wav", "-r", "2147483648"], "--rate: at most 2147483647 Hz"),
         (
             ["run", "a.wav", "-r", "1000000000"],
-            "--rate: resampling goes up to 6144000 Hz (8 × 768 kHz), got '1000000000'",
+            "--rate: resampling goes up to 6144000 Hz (8 × 768 kHz), got 1000000000",
         ),
         (["design", "sinc", "--factor", "3", "--stopband", "nan", "-o", "d"], "--stopband: must be a finite number"),
         (
