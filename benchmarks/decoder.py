@@ -29,7 +29,7 @@ from _common import convt_audio, machine, matmul_peak, median_process, median_ti
 
 from convt_audio.config import load_config  # noqa: E402
 from convt_audio.report import describe  # noqa: E402
-from convt_audio.stream import StreamingStack  # noqa: E402
+from convt_audio.stack import StreamingStack  # noqa: E402
 from convt_audio.weights import load_stack  # noqa: E402
 
 RATE = 1500

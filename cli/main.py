@@ -825,7 +825,7 @@ def init(
     try:
         from convt_audio.config import load_config
         from convt_audio.errors import UsageError
-        from convt_audio.layers import Stack
+        from convt_audio.stack import Stack
         from convt_audio.weights import write_tensors
 
         cfg = load_config(config)

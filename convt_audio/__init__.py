@@ -7,8 +7,8 @@ The engine is importable without the command line::
     model = convt_audio.load("sinc-x3")                # model(x), model.stream(): (channels, frames)
     record = convt_audio.convert("in.wav", "out.wav", rate=48000)
 
-Names are imported on first use, so ``import convt_audio`` (and configs, specs, the NumPy
-interpolator) does not load torch until something needs it.
+Names are imported on first use, so ``import convt_audio`` (and configs, layer kinds, the
+NumPy resampler) does not load torch until something needs it.
 """
 
 from __future__ import annotations
@@ -30,18 +30,19 @@ _EXPORTS = {
     "InputTooShortError": "errors",
     "UsageError": "errors",
     "WeightsError": "errors",
-    "ActivationSpec": "specs",
-    "Conv1dSpec": "specs",
-    "ConvTranspose1dSpec": "specs",
-    "SnakeSpec": "specs",
-    "ResidualSpec": "specs",
-    "ParallelSpec": "specs",
-    "Stack": "layers",
-    "extend": "layers",
-    "StreamingStack": "stream",
-    "StreamingModule": "stream",
-    "run_chunked": "stream",
-    "stream": "stream",
+    "ActivationSpec": "kinds",
+    "Conv1dSpec": "kinds",
+    "ConvTranspose1dSpec": "kinds",
+    "SnakeSpec": "kinds",
+    "ResidualSpec": "kinds",
+    "ParallelSpec": "kinds",
+    "KINDS": "kinds",
+    "Stack": "stack",
+    "extend": "padding",
+    "StreamingStack": "stack",
+    "run_chunked": "stack",
+    "stream": "stack",
+    "StreamingModule": "streaming",
     "load_stack": "weights",
     "read_tensors": "weights",
     "resample": "api",

@@ -15,26 +15,12 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import AudioError, ConfigError, option
-from .specs import (
-    ACTIVATIONS,
-    BLOCK_TYPES,
-    CONV_TYPES,
-    ActivationSpec,
-    LayerSpec,
-    ParallelSpec,
-    ResidualSpec,
-    SnakeSpec,
-    chain,
-    input_channels,
-    leaves,
-    rate_of,
-    spec_fields,
-)
+from .kinds import parse_sequence
+from .shapes import chain, index_paths, input_channels, leaves, rate_of
 
 CHANNEL_MODES = ("auto", "joint", "per_channel")
 TOP_LEVEL_KEYS = ("name", "description", "weights", "weights_prefix", "channels", "output_sample_rate", "layers")
 DEFAULT_CONFIG = "sinc-x3"
-_ACTIVATION_FIELDS = {"leaky_relu": "negative_slope", "elu": "alpha"}
 
 
 @dataclass(frozen=True)
@@ -221,95 +207,13 @@ class _ConfigLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
-def _scalar_int(value: Any) -> Any:
-    """PyTorch's ``int or tuple``: ``3`` or ``[3]``."""
-    if isinstance(value, (list, tuple)) and len(value) == 1:
-        return value[0]
-    return value
-
-
-def _parse_layer(entry: Any, index: int, where: str, key_path: str, prefix: str, names: list) -> LayerSpec:
-    """One entry of a ``layers:`` list (a block recursively); appends its leaves' tensor names."""
-    if not isinstance(entry, Mapping):
-        raise ConfigError(f"{where}: must be a mapping with a 'type', got {entry!r}")
-    entry = dict(entry)
-    kind = entry.pop("type", None)
-    allowed_types = sorted([*CONV_TYPES, *ACTIVATIONS, "snake", *BLOCK_TYPES])
-    if kind is None:
-        raise ConfigError(f"{where}.type: required (one of {allowed_types})")
-    if not isinstance(kind, str) or kind not in allowed_types:
-        raise ConfigError(f"{where}.type: {kind!r} is not one of {allowed_types}")
-    if kind in BLOCK_TYPES:
-        return _parse_block(kind, entry, index, where, key_path, prefix, names)
-    key = entry.pop("key", None)
-    if key is not None and (not isinstance(key, (str, int)) or isinstance(key, bool) or key == ""):
-        raise ConfigError(f"{where}.key: must be a non-empty string, got {key!r}")
-    key = key_path if key is None else str(key)
-
-    if kind in CONV_TYPES:
-        cls = CONV_TYPES[kind]
-        allowed = [f for f in spec_fields(cls) if f != "key"]
-        required = ("in_channels", "out_channels", "kernel_size")
-    elif kind in ACTIVATIONS:
-        allowed = [_ACTIVATION_FIELDS[kind]] if kind in _ACTIVATION_FIELDS else []
-        required = ()
-    else:  # snake
-        allowed, required = ["channels"], ("channels",)
-    for name in entry:
-        if name not in allowed:
-            raise ConfigError(f"{where}.{name}: unknown key for {kind} (allowed: {sorted([*allowed, 'key', 'type'])})")
-    for name in required:
-        if name not in entry:
-            raise ConfigError(f"{where}.{name}: required for {kind}")
-
-    if kind in CONV_TYPES:
-        values = {
-            name: value if name in ("padding_mode", "bias") else _scalar_int(value) for name, value in entry.items()
-        }
-        if "padding" in values and isinstance(values["padding"], str):
-            raise ConfigError(f"{where}.padding: must be an integer >= 0, got {values['padding']!r}")
-        spec = cls(**values, key=key, index=index, path=where)
-    elif kind == "snake":
-        spec = SnakeSpec(channels=_scalar_int(entry["channels"]), index=index, path=where)
-    else:
-        spec = ActivationSpec(kind, entry.get(_ACTIVATION_FIELDS.get(kind, ""), None), index=index, path=where)
-    spec.validate()
-    names.append({tensor: f"{prefix}{key}.{tensor}" for tensor in spec.tensor_shapes()})
-    return spec
-
-
-def _parse_sequence(entries: Any, where: str, key_path: str, prefix: str, names: list) -> tuple:
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"{where}: must be a non-empty list of layers, got {entries!r}")
+def tensor_names(specs, prefix: str = "") -> tuple:
+    """Per leaf (depth first), its tensors' names: ``<prefix><key>.<tensor>``, where the key is
+    the leaf's ``key:`` or its index path (``i``, ``i.j`` in a residual, ``i.b.j`` in a parallel)."""
     return tuple(
-        _parse_layer(entry, j, f"{where}[{j}]", f"{key_path}{j}", prefix, names) for j, entry in enumerate(entries)
+        {tensor: f"{prefix}{getattr(leaf, 'key', None) or path}.{tensor}" for tensor in leaf.tensor_shapes()}
+        for leaf, path in zip(leaves(specs), index_paths(specs))
     )
-
-
-def _parse_block(kind: str, entry: dict, index: int, where: str, key_path: str, prefix: str, names: list) -> LayerSpec:
-    allowed = ["layers"] if kind == "residual" else ["branches", "reduce"]
-    for name in entry:
-        if name not in allowed:
-            raise ConfigError(f"{where}.{name}: unknown key for {kind} (allowed: {sorted([*allowed, 'type'])})")
-    if kind == "residual":
-        if "layers" not in entry:
-            raise ConfigError(f"{where}.layers: required for residual (the layers f of x + f(x))")
-        layers = _parse_sequence(entry["layers"], f"{where}.layers", f"{key_path}.", prefix, names)
-        spec = ResidualSpec(layers, index=index, path=where)
-    else:
-        branches = entry.get("branches")
-        if not isinstance(branches, list) or not branches:
-            raise ConfigError(
-                f"{where}.branches: must be a non-empty list of branches (lists of layers), got {branches!r}"
-            )
-        parsed = tuple(
-            _parse_sequence(branch, f"{where}.branches[{b}]", f"{key_path}.{b}.", prefix, names)
-            for b, branch in enumerate(branches)
-        )
-        reduce = entry.get("reduce", "sum")
-        spec = ParallelSpec(parsed, reduce, index=index, path=where)
-    spec.validate()
-    return spec
 
 
 def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = None, default_name: str = "") -> Config:
@@ -334,15 +238,13 @@ def _parse_config(data: Any, source: str, base_dir: Path | None, default_name: s
     prefix = data.get("weights_prefix") or ""
     if not isinstance(prefix, str):
         raise ConfigError(f"weights_prefix: must be a string, got {prefix!r}")
-    names: list = []
-    specs = [
-        _parse_layer(entry, index, f"layers[{index}]", str(index), prefix, names) for index, entry in enumerate(layers)
-    ]
+    specs = parse_sequence(layers, "layers")
+    names = tensor_names(specs, prefix)
     input_channels(specs)  # a stack of activations alone has no channel count
     chain(specs)
     seen: dict[str, str] = {}
-    for spec, tensor_names in zip(leaves(specs), names):
-        for full in tensor_names.values():
+    for spec, names_of_leaf in zip(leaves(specs), names):
+        for full in names_of_leaf.values():
             if full in seen:
                 raise ConfigError(f"{spec.where}.key: tensor name {full!r} is also used by {seen[full]}")
             seen[full] = spec.where
@@ -365,7 +267,7 @@ def _parse_config(data: Any, source: str, base_dir: Path | None, default_name: s
         name=data.get("name") or default_name or "config",
         description=data.get("description") or "",
         layers=tuple(specs),
-        tensor_names=tuple(names),
+        tensor_names=names,
         weights=weights,
         weights_prefix=prefix,
         channels=channels,

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UsageError, option
-from .specs import MAX_KERNEL, MAX_STRIDE
+from .kinds.base import MAX_KERNEL, MAX_STRIDE
 
 PASSBAND, STOPBAND = 0.455, 0.5  # alias-free: fractions of the lower rate (0.91 × its Nyquist, its Nyquist)
 ALIASING_EDGES = (0.45, 0.55)  # the older edges, across the Nyquist frequency (allow_aliasing)

@@ -4,7 +4,7 @@ Two engines share one interface (``open_stream(batch, tail)`` → ``push``/``flu
 ``[batch, channels, frames]`` arrays, plus the shape facts of :class:`StackShape`):
 
 - :class:`TorchEngine` streams any stack with torch on the CPU or a CUDA device;
-- :class:`~convt_audio.polyphase.ResamplerChain` streams one-channel resampler stacks (the
+- :class:`~convt_audio.resampler.ResamplerChain` streams one-channel resampler stacks (the
   built-in ``sinc-xL`` configs, ``design sinc`` outputs and ``--rate``'s designs: one or more
   L/M stages) with NumPy, without importing torch, on the CPU: a stage with a long kernel by
   FFT (:mod:`~convt_audio.fftconv`), the others computing only the output samples they keep.
@@ -21,8 +21,8 @@ import numpy as np
 
 from .config import Config
 from .errors import DeviceError, option
-from .polyphase import ResamplerChain, chain_eligible
-from .specs import StackShape, widest_activation
+from .resampler import ResamplerChain, chain_eligible
+from .shapes import StackShape, widest_activation
 
 DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
 KERNELS = ("auto", "transposed", "polyphase", "numpy")
@@ -72,6 +72,18 @@ def build_engine(
     The NumPy resampler serves eligible configs on the CPU (``kernel`` ``auto`` or ``numpy``,
     float32/float64); everything else runs on torch.
     """
+    if choose_engine(config, device, dtype, kernel) == "numpy-resampler":
+        return ResamplerChain(config.layers, params, dtype)
+    return TorchEngine.build(config, params, device, dtype, deterministic, kernel)
+
+
+def choose_engine(config: Config, device: str = "auto", dtype: str = "float32", kernel: str = "auto") -> str:
+    """``"numpy-resampler"`` or ``"torch"``: the one place that decides (``info`` reports it).
+
+    The NumPy resampler serves resampler stacks on the CPU (``kernel`` ``auto`` or ``numpy``,
+    float32/float64) — the CPU being ``cpu``, or ``auto`` on a machine without an NVIDIA driver;
+    everything else runs on torch. Never imports torch.
+    """
     check_device_name(device)
     if dtype not in DTYPE_NAMES:
         raise DeviceError(f"{option('dtype')}: {dtype!r} is not one of {sorted(DTYPE_NAMES)}")
@@ -83,13 +95,11 @@ def build_engine(
         raise DeviceError(
             "kernel numpy: needs a one-channel conv_transpose1d (then a kernel-1 conv1d) config in float32/64 on cpu"
         )
-    if numpy_ok and on_cpu and kernel in ("auto", "numpy"):
-        return ResamplerChain(config.layers, params, dtype)
-    return TorchEngine.build(config, params, device, dtype, deterministic, kernel)
+    return "numpy-resampler" if numpy_ok and on_cpu and kernel in ("auto", "numpy") else "torch"
 
 
 class TorchEngine(StackShape):
-    """Streams a torch :class:`~convt_audio.layers.Stack` on its device, NumPy in and out."""
+    """Streams a torch :class:`~convt_audio.stack.Stack` on its device, NumPy in and out."""
 
     name = "torch"
 
@@ -115,7 +125,7 @@ class TorchEngine(StackShape):
     ) -> "TorchEngine":
         import torch
 
-        from .layers import Stack
+        from .stack import Stack
 
         target = resolve_device(device)
         torch.backends.cuda.matmul.allow_tf32 = False  # exact float32, as on the CPU
@@ -144,7 +154,7 @@ class TorchEngine(StackShape):
         return max(chunk, self.min_input_frames())
 
     def leading_circular_frames(self) -> int:
-        from .stream import leading_circular_frames
+        from .stack import leading_circular_frames
 
         return leading_circular_frames(self.stack)
 
@@ -163,7 +173,7 @@ class TorchStream:
     def __init__(self, engine: TorchEngine, batch: int, tail: np.ndarray | None, overlap: bool | None = None):
         import torch
 
-        from .stream import StreamingStack
+        from .stack import StreamingStack
 
         self.torch = torch
         self.engine = engine

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from .polyphase import eligible, stage_gain
-from .specs import StackShape
+from .shapes import StackShape
 
 MAX_WINDOW_OUTPUTS = 1 << 22  # 32 MB of float64 outputs per window: a ×768 stage gets 4096 inputs
 MIN_WINDOW = 16384  # inputs per FFT window (more if the kernel reaches far): 10 min of stereo 44.1 → 48 kHz took 7 % less CPU than with 8192, 13 % less than 4096

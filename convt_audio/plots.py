@@ -39,7 +39,7 @@ def resampler_response(config, params):
     """The measured response (:class:`~convt_audio.design.Response`) of a resampler stack, every
     stage included, or a UsageError for a stack that is not one."""
     from .design import measure_response
-    from .polyphase import resampler_stages
+    from .resampler import resampler_stages
 
     stages = resampler_stages(config.layers)
     if stages is None:

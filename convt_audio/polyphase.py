@@ -28,7 +28,8 @@ import math
 
 import numpy as np
 
-from .specs import Conv1dSpec, ConvTranspose1dSpec, StackShape
+from .kinds.conv import Conv1dSpec, ConvTranspose1dSpec
+from .shapes import StackShape
 
 GROUP_OUTPUTS = 64  # P is the smallest multiple of the pattern's period reaching this
 SUB_OUTPUTS = 64  # at most this many outputs a slice, each slice with its own narrower window
@@ -202,120 +203,6 @@ class PolyphaseStream:
         self.buffer = np.concatenate([self.buffer, np.zeros((self.batch, pad))], axis=-1)
         self._compute(need)
         return self._emit(total)
-
-    def reset(self) -> None:
-        self.__init__(self.engine, self.batch)
-
-
-# --------------------------------------------------------------------------------------------
-# multi-stage resamplers: a chain of such stages
-
-
-def resampler_stages(specs) -> list[tuple] | None:
-    """Split a stack into :func:`eligible` stages (a transposed convolution, then optionally a
-    kernel-1 decimation), or None when it is not such a chain."""
-    stages, i = [], 0
-    specs = list(specs)
-    while i < len(specs):
-        take = 2 if i + 1 < len(specs) and isinstance(specs[i + 1], Conv1dSpec) else 1
-        stage = tuple(specs[i : i + take])
-        if not eligible(stage):
-            return None
-        stages.append(stage)
-        i += take
-    return stages or None
-
-
-def chain_eligible(specs) -> bool:
-    return resampler_stages(specs) is not None
-
-
-FFT_MIN_TAPS_PER_PHASE = 48  # below, a stage's direct products cost less than its FFTs
-
-
-def stage_kernel(stage) -> str:
-    """How a stage is computed: ``fft`` for a long zero-delay kernel without much decimation,
-    else ``polyphase`` (only the kept outputs, as matrix products)."""
-    from .fftconv import fft_eligible
-
-    up = stage[0]
-    down = stage[1].stride if len(stage) == 2 else 1
-    if fft_eligible(stage) and up.kernel_size // up.stride >= FFT_MIN_TAPS_PER_PHASE and down <= 2:
-        return "fft"
-    return "polyphase"
-
-
-class ResamplerChain(StackShape):
-    """The NumPy engine for resampler stacks: each stage by FFT or as polyphase products
-    (:func:`stage_kernel`), float64 between stages, ``dtype`` out of the last.
-
-    Same interface as the torch engine: ``open_stream(batch)`` → push/flush/reset on ``[B, 1, n]``.
-    """
-
-    name = "numpy-resampler"
-    device = "cpu"
-
-    def __init__(self, specs, params, dtype: str = "float32"):
-        from .fftconv import FFTStage
-
-        stages = resampler_stages(specs)
-        assert stages is not None
-        self.specs = tuple(specs)
-        self.dtype = np.dtype(dtype)
-        self.stages = []
-        index = 0
-        for number, stage in enumerate(stages):
-            stage_params = params[index : index + len(stage)]
-            index += len(stage)
-            kind = FFTStage if stage_kernel(stage) == "fft" else PolyphaseResampler
-            inner = "float64" if number < len(stages) - 1 else dtype
-            self.stages.append(kind(stage, stage_params, inner))
-
-    def kernels(self) -> list[str]:
-        return [stage.name.split("-", 1)[1] for stage in self.stages]
-
-    def preferred_chunk(self) -> int:
-        """Input frames per block: about 16k (whole FFT windows or polyphase groups of the first
-        stage). benchmarks/resample.py, 10 min of stereo 44.1 → 48 kHz: 8k cost 30 % more CPU
-        time, 32k and 64k the same CPU time as 16k but 5 and 11 MB more peak memory."""
-        first = self.stages[0]
-        unit = getattr(first, "step", None) or getattr(first, "A", 1)
-        return max(unit * max(1, (1 << 14) // unit), self.min_input_frames())
-
-    def leading_circular_frames(self) -> int:
-        return 0
-
-    def open_stream(self, batch: int, tail: np.ndarray | None = None) -> "ChainStream":
-        return ChainStream(self, batch)
-
-
-class ChainStream:
-    """A stream through every stage: what one stage makes, the next takes at once."""
-
-    def __init__(self, engine: ResamplerChain, batch: int):
-        self.engine = engine
-        self.batch = batch
-        self.streams = [stage.open_stream(batch) for stage in engine.stages]
-        self.received = 0
-        self.flushed = False
-
-    def push(self, chunk: np.ndarray) -> np.ndarray:
-        if self.flushed:
-            raise RuntimeError("push after flush")
-        self.received += chunk.shape[-1]
-        for stream in self.streams:
-            chunk = stream.push(chunk)
-        return chunk
-
-    def flush(self) -> np.ndarray:
-        if self.flushed:
-            raise RuntimeError("flush after flush")
-        self.engine.check_frames(self.received)
-        self.flushed = True
-        out = self.streams[0].flush()
-        for stream in self.streams[1:]:
-            out = np.concatenate([stream.push(out), stream.flush()], axis=-1)
-        return out
 
     def reset(self) -> None:
         self.__init__(self.engine, self.batch)

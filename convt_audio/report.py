@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
 
-from .specs import (
-    _Block,
-    _ConvSpec,
+from .shapes import (
     flops_of,
     input_channels,
     leading_convs,
@@ -75,13 +73,9 @@ def buffering(specs: Sequence) -> dict[str, str]:
     leading = {id(spec) for spec in leading_convs(specs)}
     held = {}
     for spec in leaves(specs):
-        if not isinstance(spec, _ConvSpec):
-            continue
-        left = spec.extension()[0]
-        if spec.padding_mode == "circular" and left:
-            held[spec.where] = "input tail (seek)" if id(spec) in leading else "whole input"
-        elif spec.padding_mode == "reflect" and left:
-            held[spec.where] = f"first {left + 1} frames"
+        what = spec.holds(id(spec) in leading)
+        if what:
+            held[spec.where] = what
     return held
 
 
@@ -104,21 +98,9 @@ def layer_rows(specs: Sequence) -> list[dict]:
                 "flops_per_input_frame": _number(Fraction(math.ceil(flops_of([spec])))),
                 "params": parameter_count(spec),
             }
-            if isinstance(spec, _ConvSpec):
-                row.update(
-                    {
-                        "kernel": spec.kernel_size,
-                        "stride": spec.stride,
-                        "padding": spec.padding,
-                        "output_padding": getattr(spec, "output_padding", None),
-                        "groups": spec.groups,
-                        "dilation": spec.dilation,
-                        "padding_mode": spec.padding_mode,
-                        "buffers": held.get(spec.where, ""),
-                    }
-                )
-            elif isinstance(spec, _Block) and spec.type == "parallel":
-                row.update({"reduce": spec.reduce, "branches": len(spec.branches)})
+            row.update(spec.info_columns())
+            if spec.where in held or "buffers" in row:
+                row["buffers"] = held.get(spec.where, "")
             rows.append(row)
             for child in spec.sequences():
                 visit(child, depth + 1, c_in)
@@ -137,19 +119,18 @@ CHANNEL_MODES = {
 
 
 def engine_plan(config, device: str = "auto") -> dict:
-    """Which engine :func:`~convt_audio.engines.build_engine` will pick, and how each layer runs
+    """The engine :func:`~convt_audio.engines.choose_engine` picks, and how each layer runs
     (without importing torch)."""
-    from .engines import cuda_may_exist
-    from .polyphase import resampler_stages, stage_kernel
+    from .engines import choose_engine
+    from .resampler import resampler_stages, stage_kernel
 
-    stages = resampler_stages(config.layers)
-    if stages is not None and (device == "cpu" or (device == "auto" and not cuda_may_exist())):
+    if choose_engine(config, device) == "numpy-resampler":
         how = {
             "fft": "an FFT (overlap-save, the whole kernel's spectrum)",
             "polyphase": "matrix products computing only the output samples kept",
         }
         kernels, parts = {}, []
-        for number, stage in enumerate(stages, 1):
+        for number, stage in enumerate(resampler_stages(config.layers), 1):
             kind = stage_kernel(stage)
             kernels[stage[0].where] = kind
             ratio = f"x{stage[0].stride}" if len(stage) == 1 else f"{stage[0].stride}/{stage[1].stride}"
@@ -161,11 +142,7 @@ def engine_plan(config, device: str = "auto") -> dict:
             "how": f"NumPy in float64: {'; '.join(parts)}; torch is not loaded",
         }
     target = "cuda if available, else cpu" if device == "auto" else device
-    kernels = {
-        leaf.where: leaf.auto_kernel()
-        for leaf in leaves(config.layers)
-        if isinstance(leaf, _ConvSpec) and leaf.type == "conv_transpose1d"
-    }
+    kernels = {leaf.where: leaf.computed_as() for leaf in leaves(config.layers) if leaf.computed_as()}
     return {
         "engine": "torch",
         "device": target,

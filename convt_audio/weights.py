@@ -3,7 +3,7 @@
 Formats: ``.safetensors`` and ``.npz`` (read with NumPy, no torch import); ``.pt``/``.pth``/
 ``.ckpt`` loaded by torch with ``weights_only=True`` (never unpickling code), nested dicts
 flattened with ".". Tensors are matched to layers as NumPy arrays; :func:`load_stack` makes the
-torch :class:`~convt_audio.layers.Stack`.
+torch :class:`~convt_audio.stack.Stack`.
 """
 
 from __future__ import annotations
@@ -320,14 +320,14 @@ def load_params(config: Config, weights: str | Path | None = None) -> tuple[list
 
 
 def load_stack(config: Config, weights: str | Path | None = None, dtype: Any = "float32"):
-    """The config's torch :class:`~convt_audio.layers.Stack` and the unused tensor names.
+    """The config's torch :class:`~convt_audio.stack.Stack` and the unused tensor names.
 
     Tensors become ``dtype`` (a torch dtype or its name; ``None`` keeps them as stored, e.g.
     float64 filter taps that a later ``stack.to(dtype=torch.float64)`` should not lose).
     """
     import torch
 
-    from .layers import Stack
+    from .stack import Stack
 
     params, unused = load_params(config, weights)
     if isinstance(dtype, str):

@@ -5,7 +5,7 @@ import inspect
 from cli.main import design_sinc_command, run
 from convt_audio.design import design_sinc
 from convt_audio.engines import build_engine
-from convt_audio.stream import StreamingStack, stream
+from convt_audio.stack import StreamingStack, stream
 
 
 def defaults(fn) -> dict:

@@ -9,8 +9,8 @@ from test_stream import chunk_schedules
 
 from convt_audio.config import load_config, parse_config
 from convt_audio.errors import ConfigError
-from convt_audio.layers import Stack
-from convt_audio.specs import (
+from convt_audio.kinds import (
+    ACTIVATIONS,
     PADDING_MODES,
     ActivationSpec,
     Conv1dSpec,
@@ -18,14 +18,18 @@ from convt_audio.specs import (
     ParallelSpec,
     ResidualSpec,
     SnakeSpec,
-    leaves,
 )
-from convt_audio.stream import StreamingStack, leading_circular_frames, run_chunked
+from convt_audio.shapes import leaves
+from convt_audio.stack import Stack, StreamingStack, leading_circular_frames, run_chunked
 
 
 def _pointwise(draw, channels):
-    kind = draw(st.sampled_from(["relu", "leaky_relu", "tanh", "elu", "silu", "snake"]))
-    return SnakeSpec(channels) if kind == "snake" else ActivationSpec(kind, 0.2 if kind == "leaky_relu" else None)
+    kind = draw(st.sampled_from([*ACTIVATIONS, "snake"]))
+    return (
+        SnakeSpec(channels)
+        if kind == "snake"
+        else ActivationSpec(kind, **({"negative_slope": 0.2} if kind == "leaky_relu" else {}))
+    )
 
 
 def _keeping(draw, channels, depth):
@@ -184,7 +188,7 @@ def test_blocks_compute_what_they_say():
     b = torch.nn.Conv1d(4, 4, 5, padding=2, dilation=1)
     c = torch.nn.ConvTranspose1d(4, 4, 3, padding=1)
     specs = [
-        ResidualSpec((ActivationSpec("leaky_relu", 0.1), Conv1dSpec(4, 4, 3, padding=1))),
+        ResidualSpec((ActivationSpec("leaky_relu", negative_slope=0.1), Conv1dSpec(4, 4, 3, padding=1))),
         ParallelSpec(((Conv1dSpec(4, 4, 5, padding=2),), (ConvTranspose1dSpec(4, 4, 3, padding=1),)), "mean"),
     ]
     params = [

@@ -7,7 +7,7 @@ import yaml
 
 from convt_audio.config import builtin_configs, channel_plan, load_config, parse_config
 from convt_audio.errors import AudioError, ConfigError
-from convt_audio.layers import ActivationSpec, Conv1dSpec, ConvTranspose1dSpec, SnakeSpec
+from convt_audio.kinds import ActivationSpec, Conv1dSpec, ConvTranspose1dSpec, SnakeSpec
 
 UP = {"type": "conv_transpose1d", "in_channels": 1, "out_channels": 2, "kernel_size": 4, "stride": 2}
 
@@ -42,7 +42,7 @@ def test_full_config_parses(tmp_path):
     assert config.name == "dec" and config.channels == "joint"
     assert config.weights == tmp_path / "w.safetensors"
     assert isinstance(config.layers[0], ConvTranspose1dSpec) and config.layers[0].kernel_size == 4
-    assert config.layers[1] == ActivationSpec("leaky_relu", 0.1)
+    assert config.layers[1] == ActivationSpec("leaky_relu", negative_slope=0.1)
     assert isinstance(config.layers[2], SnakeSpec) and isinstance(config.layers[3], Conv1dSpec)
     assert config.tensor_names[0] == {"weight": "generator.ups.0.weight", "bias": "generator.ups.0.bias"}
     assert config.tensor_names[2] == {"alpha": "generator.2.alpha"}

@@ -7,8 +7,8 @@ import torch
 from convt_audio.config import load_config
 from convt_audio.design import ALIASING_EDGES, design_sinc, measure_response, sinc_config
 from convt_audio.errors import UsageError
-from convt_audio.layers import ConvTranspose1dSpec, Stack
-from convt_audio.stream import run_chunked
+from convt_audio.kinds import ConvTranspose1dSpec
+from convt_audio.stack import Stack, run_chunked
 from convt_audio.weights import load_stack
 
 

@@ -8,7 +8,7 @@ from helpers import stream_chunks
 from convt_audio.config import load_config, parse_config
 from convt_audio.engines import TorchEngine, TorchStream, build_engine
 from convt_audio.errors import DeviceError, InputTooShortError
-from convt_audio.polyphase import ResamplerChain
+from convt_audio.resampler import ResamplerChain
 from convt_audio.weights import load_params
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -59,7 +59,7 @@ DECODER = {
 
 def decoder_params(seed=0):
     config = parse_config(DECODER)
-    from convt_audio.layers import Stack
+    from convt_audio.stack import Stack
 
     stack = Stack.initialised(config.layers, seed)
     params = [{k: v.numpy() for k, v in p.items()} for p in stack.params]
@@ -73,7 +73,7 @@ def run(engine, x, sizes, batch=1, tail=None, **kw):
 
 
 def whole(config, params, x, dtype=torch.float64):
-    from convt_audio.layers import Stack
+    from convt_audio.stack import Stack
 
     stack = Stack(config.layers, [{k: torch.from_numpy(v).to(dtype) for k, v in p.items()} for p in params])
     return stack.forward(torch.from_numpy(x).to(dtype)).numpy()

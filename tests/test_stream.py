@@ -6,17 +6,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from convt_audio.errors import InputTooShortError
-from convt_audio.layers import (
-    PADDING_MODES,
-    ActivationSpec,
-    Conv1dSpec,
-    ConvTranspose1dSpec,
-    SnakeSpec,
-    Stack,
-)
-from convt_audio.stream import StreamingStack, leading_circular_frames, run_chunked
+from convt_audio.kinds import ACTIVATIONS, PADDING_MODES, ActivationSpec, Conv1dSpec, ConvTranspose1dSpec, SnakeSpec
+from convt_audio.stack import Stack, StreamingStack, leading_circular_frames, run_chunked
 
-ACTIVATION_CHOICES = ["relu", "leaky_relu", "tanh", "sigmoid", "elu", "gelu", "silu", "snake"]
+ACTIVATION_CHOICES = [*ACTIVATIONS, "snake"]  # every activation of the table, and the snake
 
 
 @st.composite
@@ -201,7 +194,7 @@ def test_polyphase_and_transposed_kernels_agree_on_a_decoder_stack():
     specs = [
         Conv1dSpec(1, 16, 7, padding=3),
         ConvTranspose1dSpec(16, 8, 16, stride=8, padding=4, index=1),
-        ActivationSpec("leaky_relu", 0.1, index=2),
+        ActivationSpec("leaky_relu", negative_slope=0.1, index=2),
         ConvTranspose1dSpec(8, 4, 4, stride=2, padding=1, dilation=1, groups=2, index=3),
         Conv1dSpec(4, 1, 7, padding=3, index=4),
         ActivationSpec("tanh", index=5),

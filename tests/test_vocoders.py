@@ -15,7 +15,7 @@ from clitools import invoke
 from reference_vocoders import HifiGanGenerator, MelGanGenerator, randomise
 
 from convt_audio.config import load_config
-from convt_audio.stream import run_chunked
+from convt_audio.stack import run_chunked
 from convt_audio.weights import load_stack
 
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from convt_audio.config import parse_config
 from convt_audio.errors import ConfigError, WeightsError
-from convt_audio.stream import run_chunked
+from convt_audio.stack import run_chunked
 from convt_audio.weights import fold_weight_norm, load_stack, match_tensors, read_tensors, write_tensors
 
 LAYERS = [

@@ -1,0 +1,30 @@
+"""The layer kinds and their registry: ``type:`` name → kind class (README.md, "Configs").
+
+Each kind is one class (:mod:`.base` says what it owns); importing this package registers them
+all. A new kind is one class decorated with :func:`~.base.register` in a module imported here; a
+new activation is one line of :data:`~.activations.ACTIVATIONS`.
+"""
+
+from __future__ import annotations
+
+from .activations import ACTIVATIONS, ActivationSpec, SnakeSpec
+from .base import KINDS, Kind, parse_layer, parse_sequence, register
+from .blocks import REDUCTIONS, ParallelSpec, ResidualSpec
+from .conv import PADDING_MODES, Conv1dSpec, ConvTranspose1dSpec
+
+__all__ = [
+    "ACTIVATIONS",
+    "KINDS",
+    "PADDING_MODES",
+    "REDUCTIONS",
+    "ActivationSpec",
+    "Conv1dSpec",
+    "ConvTranspose1dSpec",
+    "Kind",
+    "ParallelSpec",
+    "ResidualSpec",
+    "SnakeSpec",
+    "parse_layer",
+    "parse_sequence",
+    "register",
+]

@@ -1,0 +1,236 @@
+"""The convolutions' torch half: whole-signal forward and exact streaming forms.
+
+Imported by :mod:`.conv` when a layer runs, so that parsing a config never imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputTooShortError
+from ..padding import Extender, extend
+from ..streaming import StreamingModule
+
+
+def conv_transpose1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec) -> torch.Tensor:
+    """Whole-signal transposed convolution with the padding modes README.md defines ("Padding modes"), ``[B, C_in, L]`` in.
+
+    The input is extended per ``padding_mode``, transposed-convolved with no padding, and the
+    ``padding`` crop taken from the result (bias-only frames where ``output_padding`` reaches
+    past it). With ``zeros`` this equals ``torch.nn.functional.conv_transpose1d``.
+    """
+    frames = x.shape[-1]
+    out_frames = spec.output_frames(frames)
+    if out_frames < 1:
+        raise InputTooShortError(
+            f"input too short: {spec.where} ({spec.type}) gets {frames} frames and needs at least "
+            f"{spec.min_input_frames()}"
+        )
+    left, right = spec.extension()
+    full = F.conv_transpose1d(
+        extend(x, left, right, spec.padding_mode),
+        weight,
+        None,
+        spec.stride,
+        0,
+        0,
+        spec.groups,
+        spec.dilation,
+    )
+    offset = spec.padding + left * spec.stride
+    y = full[..., offset : offset + out_frames]
+    if y.shape[-1] < out_frames:
+        y = F.pad(y, (0, out_frames - y.shape[-1]))
+    if bias is not None:
+        y = y + bias[:, None]
+    return y
+
+
+def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec) -> torch.Tensor:
+    """Whole-signal convolution: extend by ``padding`` per ``padding_mode``, then no padding."""
+    frames = x.shape[-1]
+    if spec.output_frames(frames) < 1:
+        raise InputTooShortError(
+            f"input too short: {spec.where} ({spec.type}) gets {frames} frames and needs at least "
+            f"{spec.min_input_frames()}"
+        )
+    x = extend(x, spec.padding, spec.padding, spec.padding_mode)
+    return F.conv1d(x, weight, bias, spec.stride, 0, spec.dilation, spec.groups)
+
+
+def polyphase_weight(weight: torch.Tensor, spec) -> torch.Tensor:
+    """Rewrite a transposed-conv weight as a Conv1d weight with ``out_channels·stride`` outputs.
+
+    Tap k lands at raw offset ``k·d = m·s + r``: phase r, delay m. Output channel ``c·s + r`` of
+    the Conv1d is phase r of channel c; its kernel (flipped, cross-correlation) holds the taps of
+    that phase at ``M − m``, ``M = ⌊d(K−1)/s⌋``. Groups stay contiguous.
+    """
+    c_in, c_out_g, kernel = weight.shape
+    s, d, groups = spec.stride, spec.dilation, spec.groups
+    delays = (spec.receptive - 1) // s
+    c_in_g = c_in // groups
+    poly = weight.new_zeros(groups, c_out_g, s, c_in_g, delays + 1)
+    w = weight.reshape(groups, c_in_g, c_out_g, kernel).permute(0, 2, 1, 3)  # g, co, ci, k
+    for k in range(kernel):
+        m, r = divmod(k * d, s)
+        poly[:, :, r, :, delays - m] += w[..., k]
+    return poly.reshape(groups * c_out_g * s, c_in_g, delays + 1)
+
+
+class StreamingConvTranspose1d(StreamingModule):
+    """Exact streaming transposed convolution by overlap-add of partial sums.
+
+    Extended input frame j adds its kernel at raw positions ``j·s + k·d``; output t is raw
+    ``t + padding + left·s``. After frames j < E, raw positions < ``E·s`` are final::
+
+        input  j:      0       1       2          stride 3, kernel 5
+        raw    u:  0 1 2 3 4
+                         3 4 5 6 7
+                               6 7 8 9 10     -> after input j, raw u < 3(j+1) is final
+
+    ``state.partial`` holds the ``d(K−1) + 1 − s`` raw positions still open (none when that is
+    ≤ 0: then the kernel leaves gaps of zeros), plus finished frames not yet emitted: those past
+    the output length a still-growing input guarantees (output_padding and padding decide the
+    end, and the end is only known at :meth:`flush`). Bias is added to finished frames only.
+    """
+
+    @dataclass
+    class State:
+        extended: int = 0  # extended input frames consumed (E)
+        partial: torch.Tensor | None = None  # raw positions [partial_start, E·s + max(overlap, 0))
+        partial_start: int = 0
+        emitted: int = 0  # output frames returned so far
+
+    def __init__(
+        self,
+        spec,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        tail: torch.Tensor | None = None,
+        kernel: str = "transposed",
+    ):
+        self.spec, self.weight, self.bias, self.kernel = spec, weight, bias, kernel
+        left, right = spec.extension()
+        self.extender = Extender(spec.padding_mode, left, right, tail)
+        self.children = (self.extender,)
+        self.offset = spec.padding + left * spec.stride
+        self.overlap = spec.receptive - spec.stride
+        if kernel == "polyphase":
+            self.poly_weight = polyphase_weight(weight, spec)
+        super().__init__()
+
+    def _full(self, x: torch.Tensor) -> torch.Tensor:
+        """Transposed convolution of a chunk with no padding: ``n·s + overlap`` raw frames."""
+        spec = self.spec
+        if self.kernel == "polyphase":
+            delays = (spec.receptive - 1) // spec.stride
+            phases = F.conv1d(F.pad(x, (delays, delays)), self.poly_weight, None, 1, 0, 1, spec.groups)
+            batch, _, steps = phases.shape
+            raw = phases.view(batch, spec.out_channels, spec.stride, steps).transpose(2, 3)
+            raw = raw.reshape(batch, spec.out_channels, steps * spec.stride)
+            return raw[..., : x.shape[-1] * spec.stride + self.overlap]
+        return F.conv_transpose1d(x, self.weight, None, spec.stride, 0, 0, spec.groups, spec.dilation)
+
+    def _accumulate(self, x: torch.Tensor) -> None:
+        state = self.state
+        frames = x.shape[-1]
+        if not frames:
+            return
+        raw = self._full(x)
+        if self.overlap < 0:  # gaps between kernels: finished zeros
+            raw = F.pad(raw, (0, -self.overlap))
+        base = state.extended * self.spec.stride
+        if state.partial is None:
+            state.partial, state.partial_start = raw, base
+        else:
+            finished = base - state.partial_start
+            still_open = state.partial.shape[-1] - finished
+            if still_open > 0:
+                raw[..., :still_open] += state.partial[..., finished:]
+            state.partial = torch.cat([state.partial[..., :finished], raw], -1) if finished else raw
+        state.extended += frames
+
+    def _emit(self, end: int) -> torch.Tensor:
+        """Return output frames [emitted, end), padded with zeros past the raw output."""
+        state = self.state
+        if state.partial is None or end <= state.emitted:
+            return self._empty(self.spec.out_channels)
+        start = state.emitted + self.offset - state.partial_start
+        stop = end + self.offset - state.partial_start
+        y = state.partial[..., start:stop]
+        if y.shape[-1] < stop - start:
+            y = F.pad(y, (0, stop - start - y.shape[-1]))
+        state.partial = state.partial[..., stop:].clone()  # a copy: the chunk-sized base can go
+        state.partial_start += stop
+        state.emitted = end
+        return y + self.bias[:, None] if self.bias is not None else y
+
+    @property
+    def buffers_whole_input(self) -> bool:
+        return self.extender.holds_whole_input
+
+    def _push(self, chunk: torch.Tensor) -> torch.Tensor:
+        self._accumulate(self.extender.push(chunk))
+        final_raw = self.state.extended * self.spec.stride - self.offset
+        at_least = self.spec.output_frames(self.extender.state.frames)
+        return self._emit(min(final_raw, at_least))
+
+    def _flush(self) -> torch.Tensor:
+        self._accumulate(self.extender.flush())
+        return self._emit(self.spec.output_frames(self.extender.state.frames))
+
+
+class StreamingConv1d(StreamingModule):
+    """Exact streaming convolution: ``state.window`` keeps the extended inputs not yet consumed.
+
+    Output q reads extended inputs ``q·s … q·s + d(K−1)``; every complete window is computed as
+    soon as its last input arrives, and the inputs before the next window's start are dropped
+    (with stride > receptive field, some not yet arrived: ``skip`` counts those)::
+
+        extended j:  0 1 2 3 4 5 6 7          kernel 3, stride 2
+        output q=0:  0 1 2
+               q=1:      2 3 4
+               q=2:          4 5 6    -> after input 4, q ≤ 1 is final; window keeps j ≥ 4
+    """
+
+    @dataclass
+    class State:
+        window: torch.Tensor | None = None  # extended inputs from the next window's start
+        skip: int = 0  # extended inputs still to drop before the next window starts
+
+    def __init__(self, spec, weight: torch.Tensor, bias: torch.Tensor | None, tail: torch.Tensor | None = None):
+        self.spec, self.weight, self.bias = spec, weight, bias
+        left, right = spec.extension()
+        self.extender = Extender(spec.padding_mode, left, right, tail)
+        self.children = (self.extender,)
+        super().__init__()
+
+    def _convolve(self, x: torch.Tensor) -> torch.Tensor:
+        state, spec = self.state, self.spec
+        if state.skip:  # stride jumped past the inputs we had: drop those frames as they come
+            dropped = min(state.skip, x.shape[-1])
+            x, state.skip = x[..., dropped:], state.skip - dropped
+            if state.skip:
+                return self._empty(spec.out_channels)
+        if state.window is not None and state.window.shape[-1]:
+            x = torch.cat([state.window, x], -1) if x.shape[-1] else state.window
+        count = (x.shape[-1] - spec.receptive) // spec.stride + 1 if x.shape[-1] >= spec.receptive else 0
+        state.window = x[..., count * spec.stride :].clone()  # a copy: x, chunk-sized, can go
+        state.skip = max(0, count * spec.stride - x.shape[-1])
+        if not count:
+            return self._empty(spec.out_channels)
+        used = x[..., : (count - 1) * spec.stride + spec.receptive]
+        return F.conv1d(used, self.weight, self.bias, spec.stride, 0, spec.dilation, spec.groups)
+
+    @property
+    def buffers_whole_input(self) -> bool:
+        return self.extender.holds_whole_input
+
+    def _push(self, chunk: torch.Tensor) -> torch.Tensor:
+        return self._convolve(self.extender.push(chunk))
+
+    def _flush(self) -> torch.Tensor:
+        return self._convolve(self.extender.flush())

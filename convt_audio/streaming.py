@@ -1,0 +1,142 @@
+"""The streaming protocol, spoken by every layer, block, stack and engine.
+
+Every streaming piece is a :class:`StreamingModule`: ``push(chunk) -> the frames now final``,
+``flush() -> the rest``, ``reset()`` to start a new stream, a push after flush refused, and the
+state it carries between chunks in one declared dataclass (``self.state``). Concatenating
+everything a stream returns gives the whole-signal output — the same frames, ``L_out`` of them,
+no crossfade, no shift — for any chunk sizes, 1 frame included.
+
+Each layer kind (:mod:`convt_audio.kinds`) returns its streaming form from ``spec.streamer()``:
+leaves own their partial sums or input windows; composites stream their children
+(:class:`StreamingSequential` chains them; a residual holds the input frames its body has not yet
+matched, a parallel block each branch's surplus). Memory is bounded by the layers' state and the
+branches' lag, never by the stream's length.
+
+This module knows no layer kind and does not import torch itself: it moves whatever arrays its
+children return (torch tensors here, NumPy arrays in the resampling engine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+UNBOUNDED = 1 << 62
+
+
+def cat(parts: Sequence):
+    """Join ``[..., frames]`` tensors along frames, skipping empty ones."""
+    parts = [p for p in parts if p.shape[-1]] or list(parts[:1])
+    if len(parts) == 1:
+        return parts[0]
+    if type(parts[0]).__module__ == "numpy":
+        import numpy
+
+        return numpy.concatenate(parts, axis=-1)
+    import torch
+
+    return torch.cat(parts, dim=-1)
+
+
+class StreamingModule:
+    """The streaming protocol: ``push``, ``flush``, ``reset``; state in ``self.state``.
+
+    Subclasses declare ``State`` (a dataclass: what is carried between chunks), implement
+    ``_push(chunk)`` and ``_flush()``, and list their streaming children in ``children``.
+    Chunks are ``[batch, channels, frames]``; ``frames`` may be 0.
+    """
+
+    @dataclass
+    class State:
+        pass
+
+    children: tuple = ()
+    buffers_whole_input = False  # True for a layer that holds its whole input until flush
+
+    def __init__(self) -> None:
+        self._like: Tensor | None = None  # an empty [B, C_in, 0] tensor of the stream's kind
+        self._flushed = False
+        self.state = self.State()
+
+    def reset(self) -> None:
+        """Forget the stream: back to the state before the first push."""
+        self._like, self._flushed = None, False
+        self.state = self.State()
+        for child in self.children:
+            child.reset()
+
+    def push(self, chunk: Tensor) -> Tensor:
+        """Take input frames; return the output frames now final."""
+        if self._flushed:
+            raise RuntimeError(f"{type(self).__name__}: push after flush; reset() starts a new stream")
+        if self._like is None:
+            self._like = chunk[..., :0]
+        return self._push(chunk)
+
+    def flush(self) -> Tensor:
+        """End the stream; return every output frame not yet returned."""
+        if self._flushed:
+            raise RuntimeError(f"{type(self).__name__}: flushed twice; reset() starts a new stream")
+        if self._like is None:
+            raise RuntimeError(f"{type(self).__name__}: flush before any push")
+        self._flushed = True
+        return self._flush()
+
+    def _empty(self, channels: int | None = None) -> Tensor:
+        like = self._like
+        return like.new_zeros(like.shape[0], like.shape[1] if channels is None else channels, 0)
+
+    def _push(self, chunk: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _flush(self) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class StreamingPointwise(StreamingModule):
+    """An activation: no state, every frame is finished at once."""
+
+    def __init__(self, spec, params):
+        self.spec, self.params = spec, params
+        super().__init__()
+
+    def _push(self, chunk: Tensor) -> Tensor:
+        return self.spec.forward(chunk, self.params)
+
+    def _flush(self) -> Tensor:
+        return self._empty()
+
+
+class StreamingSequential(StreamingModule):
+    """Children one after the other: each push runs through all of them.
+
+    ``tail`` (the input's last frames, for a leading ``circular`` convolution) goes to the first
+    child that is not pointwise, through the pointwise ones before it.
+    """
+
+    def __init__(self, specs: Sequence, params: Sequence, tail: Tensor | None = None, kernel: str = "auto"):
+        children = []
+        for spec, spec_params in zip(specs, params):
+            children.append(spec.streamer(spec_params, tail, kernel))
+            if tail is not None:
+                tail = spec.forward(tail, spec_params) if spec.pointwise else None
+        self.specs, self.children = tuple(specs), tuple(children)
+        super().__init__()
+
+    def _push(self, chunk: Tensor) -> Tensor:
+        for child in self.children:
+            chunk = child.push(chunk)
+        return chunk
+
+    def _flush(self) -> Tensor:
+        pending = None
+        for child in self.children:
+            parts = []
+            if pending is not None and pending.shape[-1]:
+                parts.append(child.push(pending))
+            parts.append(child.flush())
+            pending = cat(parts)
+        return pending
