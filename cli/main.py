@@ -535,14 +535,8 @@ def run(
         from convt_audio.audio_io import STDIO, STREAM_TYPES, output_types
         from convt_audio.config import parse_rate, whole_rate
         from convt_audio.errors import ConvtAudioError, UsageError
-        from convt_audio.pipeline import (
-            RunnerRecipe,
-            RunOptions,
-            check_outputs,
-            clean_stale_parts,
-            plan_jobs,
-            usable_cpus,
-        )
+        from convt_audio.planning import check_outputs, clean_stale_parts, plan_jobs
+        from convt_audio.runner import RunnerRecipe, RunOptions, usable_cpus
 
         rate = parse_rate(input_rate) if input_rate is not None else None
         target = None if target_rate is None else whole_rate(target_rate)
@@ -637,7 +631,8 @@ def run(
 
 
 def _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug, cluster=None) -> int:
-    from convt_audio.pipeline import BatchEvents, run_batch
+    from convt_audio.batch import BatchEvents, run_batch
+    from convt_audio.filestream import FileReport
 
     from .rich_utils import progress_bars
 
@@ -669,38 +664,38 @@ def _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug
                 traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
             self.bars.line(f"convt-audio: error: {message}")
             if as_json:
-                emit({"input": str(job.source), "output": output, "status": "error", "error": message})
+                emit(FileReport(str(job.source), output, "error", error=message).as_dict())
 
         def finished(self, job, report):
             bars = self.bars
-            if report.get("clipped_samples"):  # even under -q: a loud file was changed
-                share = report["clipped_samples"] / max(1, report["frames_out"] * report["channels_out"])
+            if report.clipped_samples:  # even under -q: a loud file was changed
+                share = report.clipped_samples / max(1, report.frames_out * report.channels_out)
                 bars.line(
-                    f"convt-audio: warning: {one_line(report['output'])}: {report['clipped_samples']} "
+                    f"convt-audio: warning: {one_line(report.output)}: {report.clipped_samples} "
                     f"samples clipped ({100 * share:.3g} %); --clip rescale scales the file to fit, "
                     f"--subtype FLOAT keeps every value"
                 )
-            if report.get("non_finite_output_samples"):
-                written = " written as 0 or ±1" if report["subtype"] not in ("FLOAT", "DOUBLE") else ""
+            if report.non_finite_output_samples:
+                written = " written as 0 or ±1" if report.subtype not in ("FLOAT", "DOUBLE") else ""
                 bars.line(
-                    f"convt-audio: warning: {one_line(report['output'])}: "
-                    f"{report['non_finite_output_samples']} NaN/Inf output samples (an overflow){written}"
+                    f"convt-audio: warning: {one_line(report.output)}: "
+                    f"{report.non_finite_output_samples} NaN/Inf output samples (an overflow){written}"
                 )
-            if report.get("non_finite_input_samples_zeroed") and not quiet:
+            if report.non_finite_input_samples_zeroed and not quiet:
                 bars.line(
-                    f"convt-audio: warning: {one_line(report['input'])}: "
-                    f"{report['non_finite_input_samples_zeroed']} NaN/Inf input samples replaced with 0"
+                    f"convt-audio: warning: {one_line(report.input)}: "
+                    f"{report.non_finite_input_samples_zeroed} NaN/Inf input samples replaced with 0"
                 )
             if as_json:
-                emit(report)
-            elif not quiet and report["status"] == "ok":
-                gain = f", scaled by {report['gain_db']:+.2f} dB" if report.get("gain_db") else ""
+                emit(report.as_dict())
+            elif not quiet and report.status == "ok":
+                gain = f", scaled by {report.gain_db:+.2f} dB" if report.gain_db else ""
                 bars.line(
-                    f"{one_line(report['input'])} -> {one_line(report['output'])} ({report['seconds']:.2f} s "
-                    f"at {report['output_rate']} Hz, {report['speed_x_realtime']:.1f}x real time{gain})"
+                    f"{one_line(report.input)} -> {one_line(report.output)} ({report.seconds:.2f} s "
+                    f"at {report.output_rate} Hz, {report.speed_x_realtime:.1f}x real time{gain})"
                 )
-            elif not quiet and report["status"] == "skipped":
-                bars.line(f"{one_line(report['input'])}: skipped, {one_line(report['output'])} exists")
+            elif not quiet and report.status == "skipped":
+                bars.line(f"{one_line(report.input)}: skipped, {one_line(report.output)} exists")
 
     interrupts = _Interrupts(cancel)
     try:

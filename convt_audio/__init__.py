@@ -49,6 +49,7 @@ _EXPORTS = {
     "load": "api",
     "convert": "api",
     "Model": "api",
+    "FileReport": "filestream",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -188,18 +188,21 @@ def load(config=None, weights=None, *, device: str = "auto", dtype: str = "float
 
 def convert(
     src, dst, *, config=None, weights=None, rate=None, overwrite: bool = False, skip_existing: bool = False, **options
-) -> dict:
+):
     """Run one file as ``convt-audio run SRC -o DST`` does — clash checks, atomic write,
-    non-finite policy, memory bounds — and return the record ``--json`` prints.
+    non-finite policy, memory bounds — and return its
+    :class:`~convt_audio.filestream.FileReport`, the record ``--json`` prints (``.as_dict()``).
 
     ``rate`` is ``--rate`` (Hz; without ``config``, the resampler is chosen for the file's rate);
-    ``options`` are :class:`~convt_audio.pipeline.RunOptions` fields (``subtype``, ``clip``,
+    ``options`` are :class:`~convt_audio.runner.RunOptions` fields (``subtype``, ``clip``,
     ``non_finite``, ``channels``, ``chunk``, ``input_rate``, ``kind``) and ``device``, ``dtype``,
     ``allow_aliasing``. Raises :class:`~convt_audio.errors.ConvtAudioError` subclasses.
     """
     from dataclasses import fields
 
-    from .pipeline import RunnerRecipe, RunOptions, check_outputs, plan_jobs, process_file
+    from .filestream import process_file
+    from .planning import check_outputs, plan_jobs
+    from .runner import RunnerRecipe, RunOptions
 
     recipe_keys = {"device", "dtype", "deterministic", "threads", "allow_aliasing"}
     option_keys = {f.name for f in fields(RunOptions)} - {"overwrite", "skip_existing"}

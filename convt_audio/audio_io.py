@@ -1,22 +1,18 @@
-"""Block-wise audio reading and writing with python-soundfile; atomic outputs.
+"""Block-wise audio reading and writing with python-soundfile: formats, sources and sinks.
 
 Nothing here holds a whole file: sources yield ``[channels, frames]`` blocks, sinks take them.
-Outputs are written to a temporary file beside the destination and renamed only when complete.
+Where outputs are written (a temporary file renamed when complete) is :mod:`convt_audio.atomic`.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import shutil
-import socket
-import stat
 import struct
 import sys
 import tempfile
 import threading
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -38,8 +34,6 @@ _RATES = {
     "mp3": (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000),
 }
 _CARRIED_SUBTYPES = ("PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def audio_extensions() -> set[str]:
@@ -89,134 +83,6 @@ def choose_subtype(fmt: str, requested: str | None, input_subtype: str | None, w
     if input_subtype in _CARRIED_SUBTYPES and sf.check_format(fmt, input_subtype):
         return input_subtype
     return sf.default_subtype(fmt)
-
-
-_PART = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.]+)-(?P<pid>\d+)\.[A-Za-z0-9_]{8}\.part$")
-
-
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
-
-
-PART_MARK = "user.convt-audio"  # an extended attribute only our temporary outputs carry
-_PART_MARK_VALUE = b"part"
-
-
-def _part_stem(dest: Path) -> str:
-    """The output's name as its temporary files carry it: cut (at a character boundary) so that
-    ``.<name>.<host>-<pid>.<8 random>.part`` fits the file system's limit on a name."""
-    try:
-        limit = os.pathconf(dest.parent if str(dest.parent) else ".", "PC_NAME_MAX")
-    except (OSError, ValueError):
-        limit = 255
-    room = limit - len(os.fsencode(f"..{_host()}-{'9' * 10}.12345678.part"))  # any pid fits
-    name = os.fsencode(dest.name)
-    if len(name) <= room:
-        return dest.name
-    return os.fsdecode(name[: max(1, room)].decode("utf-8", "ignore").encode()) or "x"
-
-
-def part_prefix(dest: Path) -> str:
-    """Temporary outputs are ``.<name>.<host>-<pid>.<8 random>.part``: whose they are is in the name."""
-    return f".{_part_stem(dest)}.{_host()}-{os.getpid()}."
-
-
-def _marked(path: Path) -> bool:
-    """True when ``path`` carries the mark that :func:`atomic_path` puts on its temporary files."""
-    try:
-        return os.getxattr(path, PART_MARK, follow_symlinks=False) == _PART_MARK_VALUE
-    except (OSError, AttributeError):
-        return False
-
-
-def remove_stale_parts(
-    folder: str | Path, older_than: float, name: str | None = None, keep: set | frozenset = frozenset()
-) -> list[Path]:
-    """Remove our temporary outputs in ``folder`` left by runs that died (SIGKILL, power loss);
-    with ``name``, only those of that one output (no scan of the whole folder).
-
-    A file is ours and stale only when its name has our pattern, it names this host, it carries
-    our extended attribute (a copy made by ``cp`` does not: a file someone salvaged is never
-    taken) or is empty (killed before it was marked: nothing to lose), the process it names is
-    gone, and it was last written before ``older_than`` (a time stamp). A live process — a concurrent run, or a reused pid — keeps its file; other
-    hosts' files (a shared folder) are left to them; so is every path in ``keep`` (resolved
-    paths: the run's inputs). On a file system without extended attributes nothing is removed.
-    """
-    removed = []
-    try:
-        # a glob for one output's parts (its name escaped), else every entry of the folder
-        paths = (
-            list(Path(folder).glob(f".{glob.escape(_part_stem(Path(folder) / name))}.*.part"))
-            if name is not None
-            else [Path(entry.path) for entry in os.scandir(folder)]
-        )
-    except OSError:
-        return removed
-    host = _host()
-    for path in paths:
-        match = _PART.match(path.name)
-        if not match or match.group("host") != host:
-            continue
-        if _alive(int(match.group("pid"))):
-            continue  # a live process's (ours to leave)
-        with suppress(OSError):
-            info = path.lstat()
-            # marked, or empty: a run killed between creating its file and marking it left no data
-            if (
-                stat.S_ISREG(info.st_mode)
-                and info.st_mtime < older_than
-                and (_marked(path) or info.st_size == 0)
-                and path.resolve() not in keep
-            ):
-                path.unlink()
-                removed.append(path)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    """True while process ``pid`` runs (a zombie, killed but not yet reaped, is not running)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # another user's, alive
-    with suppress(OSError, IndexError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return True
-
-
-@contextmanager
-def atomic_path(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; on success move it onto ``dest``, else delete it.
-
-    With ``overwrite=False`` the final step refuses to replace a file that appeared meanwhile.
-    """
-    dest = Path(dest)
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=part_prefix(dest), suffix=".part", dir=dest.parent)
-    except OSError as exc:
-        raise AudioError(f"{dest}: cannot write in {dest.parent} ({exc.strerror})") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    with suppress(OSError, AttributeError):  # no extended attributes here: stale parts are then kept
-        os.setxattr(tmp, PART_MARK, _PART_MARK_VALUE)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        try:
-            if overwrite:
-                os.replace(tmp, dest)
-            else:
-                os.link(tmp, dest)  # fails if dest exists: never clobbers
-                os.unlink(tmp)
-        except FileExistsError:
-            raise AudioError(f"{dest}: appeared while writing; not replaced") from None
-        except OSError as exc:
-            raise AudioError(f"{dest}: cannot write ({exc.strerror})") from None
-    finally:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def _check_not_truncated(handle: sf.SoundFile, path: Path) -> None:

@@ -2,7 +2,7 @@
 
 Ray Core actors rather than Ray Data: each worker is an actor that builds its engine once (the
 config and weights are loaded once per worker, not per file) and streams whole files through
-:func:`~convt_audio.pipeline.process_file`, exactly as the local path does — files are read and
+:func:`~convt_audio.filestream.process_file`, exactly as the local path does — files are read and
 written by the workers on a filesystem every node sees, so the driver only sends job
 descriptions and receives reports, never audio. A free actor is handed the next file as soon as
 it finishes one (backpressure: at most one file in flight per worker), and reports come back in
@@ -22,12 +22,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from .audio_io import STDIO
+from .batch import BatchEvents, BatchResult
 from .errors import UsageError, option
-from .pipeline import BatchEvents, BatchResult, Job, RunnerRecipe, RunOptions
+from .planning import Job
+from .runner import RunnerRecipe, RunOptions
 
 RETRIES = 3  # a file is retried on a restarted worker this many times
 
@@ -138,8 +140,9 @@ class Worker:
         ``token`` names this job in its batch: an attempt after one that died once its output was
         renamed into place finds the output marked with it, and reports it without writing again.
         """
-        from .audio_io import remove_stale_parts
-        from .pipeline import failure_line, process_file
+        from .atomic import remove_stale_parts
+        from .batch import failure_line
+        from .filestream import process_file
 
         job = Job(Path(source), None if dest is None else Path(dest), error, token)
         if job.dest is not None and str(job.dest) != STDIO:
@@ -228,8 +231,8 @@ def run_batch_ray(
                 continue
             events.ended(job)
             if status == "ok":
-                payload = {**payload, "input": str(job.source), "output": _as_given(payload["output"], job)}
-                if payload["status"] == "skipped":
+                payload = replace(payload, input=str(job.source), output=_as_given(payload.output, job))
+                if payload.status == "skipped":
                     result.skipped += 1
                 else:
                     result.written += 1
@@ -245,7 +248,7 @@ def run_batch_ray(
         _stop(ray, actors)
         if cancel.is_set():  # the files that were being written: their workers are gone, so are the parts
             _wait_gone(hosts)
-            from .pipeline import clean_stale_parts
+            from .planning import clean_stale_parts
 
             clean_stale_parts([job for job in jobs if job.dest is not None and str(job.dest) != STDIO], time.time())
     return result
@@ -255,7 +258,7 @@ def _forget_parts(job: Job) -> None:
     """After the last attempt at a job died: its workers' temporary outputs go (they are dead)."""
     if job.dest is None or str(job.dest) == STDIO:
         return
-    from .audio_io import remove_stale_parts
+    from .atomic import remove_stale_parts
 
     dest = Path(_absolute_path(job.dest))
     remove_stale_parts(dest.parent, time.time() + 1, dest.name)

@@ -344,7 +344,7 @@ def write_sinc(design: SincDesign, stem: str | Path, overwrite: bool = False) ->
     """Write ``<stem>.yaml`` and ``<stem>.safetensors`` (taps kept in float64) atomically."""
     import yaml
 
-    from .audio_io import atomic_path
+    from .atomic import atomic_path
     from .weights import write_tensors
 
     stem = Path(stem)
@@ -419,7 +419,7 @@ def _read_cached(path: Path, key: str, count: int) -> list[np.ndarray] | None:
 
 def _write_cached(path: Path, key: str, taps: list[np.ndarray]) -> None:
     """Keep the stages' taps at ``path``; a cache that cannot be written (read-only, full) is skipped."""
-    from .audio_io import atomic_path
+    from .atomic import atomic_path
 
     try:
         from safetensors.numpy import save_file

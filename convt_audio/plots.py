@@ -25,7 +25,7 @@ def _pyplot():
 
 
 def _save(figure, output: Path) -> None:
-    from .audio_io import atomic_path
+    from .atomic import atomic_path
 
     output = Path(output)
     suffix = output.suffix.lower().lstrip(".")

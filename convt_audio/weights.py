@@ -344,7 +344,7 @@ def load_stack(config: Config, weights: str | Path | None = None, dtype: Any = "
 
 def write_tensors(path: str | Path, tensors: Mapping[str, Any]) -> None:
     """Write tensors (torch or NumPy) atomically as ``.safetensors``, ``.pt``/``.pth`` or ``.npz``."""
-    from .audio_io import atomic_path
+    from .atomic import atomic_path
 
     path = Path(path)
     suffix = path.suffix.lower()

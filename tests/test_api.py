@@ -98,14 +98,17 @@ def test_load_picks_the_engine_the_command_line_picks():
 def test_convert_keeps_every_guarantee_of_run(tmp_path):
     tone(tmp_path / "a.wav", rate=44100)
     record = convt_audio.convert(tmp_path / "a.wav", tmp_path / "b.flac", rate=48000)
-    assert record["status"] == "ok" and record["output_rate"] == 48000 and record["frames_out"] == 24000
+    assert record.status == "ok" and record.output_rate == 48000 and record.frames_out == 24000
+    assert record.as_dict()["frames_out"] == 24000 and "reason" not in record.as_dict()
     assert sf.info(str(tmp_path / "b.flac")).samplerate == 48000
     with pytest.raises(AudioError, match="already exists"):
         convt_audio.convert(tmp_path / "a.wav", tmp_path / "b.flac", rate=48000)
-    assert (
-        convt_audio.convert(tmp_path / "a.wav", tmp_path / "b.flac", rate=48000, skip_existing=True)["status"]
-        == "skipped"
-    )
+    assert convt_audio.convert(tmp_path / "a.wav", tmp_path / "b.flac", rate=48000, skip_existing=True).as_dict() == {
+        "input": str(tmp_path / "a.wav"),
+        "output": str(tmp_path / "b.flac"),
+        "status": "skipped",
+        "reason": "output exists",
+    }
     before = (tmp_path / "a.wav").read_bytes()
     with pytest.raises(UsageError, match="an input is never overwritten"):
         convt_audio.convert(tmp_path / "a.wav", tmp_path / "a.wav", rate=48000, overwrite=True)
@@ -115,6 +118,26 @@ def test_convert_keeps_every_guarantee_of_run(tmp_path):
     with pytest.raises(UsageError, match="unknown option"):
         convt_audio.convert(tmp_path / "a.wav", tmp_path / "c.wav", colour="blue")
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["a.wav", "b.flac"]
+
+
+def test_the_json_record_is_the_file_report(tmp_path):
+    """--json prints FileReport.as_dict(): the same keys, in the dataclass's order, for each status."""
+    import json
+    from dataclasses import fields
+
+    from convt_audio.filestream import FileReport
+
+    tone(tmp_path / "a.wav", rate=16000)
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    result = invoke("run", tmp_path / "a.wav", tmp_path / "bad.wav", "-o", tmp_path / "out", "--json", "-c", "sinc-x3")
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["status"] for r in records] == ["ok", "error"]
+    order = [f.name for f in fields(FileReport)]
+    for record in records:
+        assert FileReport.from_dict(record).as_dict() == record
+        assert list(record) == sorted(record, key=order.index)
+    assert set(records[0]) == set(order) - {"reason", "error", "gain_db", "resumed"}
+    assert set(records[1]) == {"input", "output", "status", "error"}
 
 
 def test_the_readme_python_examples_run(tmp_path, monkeypatch):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from convt_audio.audio_io import AudioSink, atomic_path, choose_subtype, format_for, open_source
+from convt_audio.atomic import atomic_path
+from convt_audio.audio_io import AudioSink, choose_subtype, format_for, open_source
 from convt_audio.errors import AudioError, UsageError
 
 

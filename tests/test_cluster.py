@@ -59,8 +59,10 @@ def test_same_outputs_and_exit_code_as_a_local_run(tmp_path, monkeypatch):
 
 
 def test_a_worker_killed_mid_file_is_retried_and_every_output_is_written_once(tmp_path):
+    from convt_audio.batch import BatchEvents
     from convt_audio.cluster import run_batch_ray
-    from convt_audio.pipeline import BatchEvents, RunnerRecipe, RunOptions, check_outputs, plan_jobs
+    from convt_audio.planning import check_outputs, plan_jobs
+    from convt_audio.runner import RunnerRecipe, RunOptions
 
     corpus(tmp_path / "in", files=4, seconds=8)
     recipe = RunnerRecipe("sinc-x3")
@@ -86,7 +88,7 @@ def test_a_worker_killed_mid_file_is_retried_and_every_output_is_written_once(tm
 
     class Events(BatchEvents):
         def finished(self, job, report):
-            finished.append(report["output"])
+            finished.append(report.output)
 
     try:
         result = run_batch_ray("local", recipe, jobs, RunOptions(chunk=16), 2, events=Events())
@@ -106,8 +108,10 @@ def test_resume_after_an_interruption(tmp_path, monkeypatch):
     corpus(tmp_path / "in", files=6)
     (tmp_path / "in" / "bad.wav").unlink()
     (tmp_path / "in" / "mel.npy").unlink()
+    from convt_audio.batch import BatchEvents
     from convt_audio.cluster import run_batch_ray
-    from convt_audio.pipeline import BatchEvents, RunnerRecipe, RunOptions, check_outputs, plan_jobs
+    from convt_audio.planning import check_outputs, plan_jobs
+    from convt_audio.runner import RunnerRecipe, RunOptions
 
     recipe = RunnerRecipe("sinc-x2")
     jobs = check_outputs(plan_jobs(["in"], "out/", True), recipe.build()[0])
@@ -307,7 +311,7 @@ def test_a_retry_after_the_rename_reports_the_file_without_writing_it_again(tmp_
     """Worker SIGKILLed after renaming out/long1.wav, before reporting: 'already exists' (exit 1), or
     with -y the file renamed into place twice."""
     from convt_audio.cluster import Worker
-    from convt_audio.pipeline import RunOptions
+    from convt_audio.runner import RunOptions
 
     sf.write(str(tmp_path / "a.wav"), 0.1 * np.ones(1600), 16000, subtype="PCM_16")
     for options in (RunOptions(), RunOptions(overwrite=True)):
@@ -320,10 +324,9 @@ def test_a_retry_after_the_rename_reports_the_file_without_writing_it_again(tmp_
             0, str(tmp_path / "a.wav"), str(out), None, None, "batch-0"
         )
         assert first[1] == again[1] == "ok", again
-        assert again[2]["resumed"] and again[2]["frames_out"] == first[2]["frames_out"] == 4800
-        assert {k: again[2][k] for k in ("output_rate", "channels_out", "subtype", "engine")} == {
-            k: first[2][k] for k in ("output_rate", "channels_out", "subtype", "engine")
-        }
+        assert again[2].resumed and again[2].frames_out == first[2].frames_out == 4800
+        facts = ("output_rate", "channels_out", "subtype", "engine")
+        assert {k: getattr(again[2], k) for k in facts} == {k: getattr(first[2], k) for k in facts}
         assert out.stat().st_ino == inode and out.read_bytes() == written  # not written twice
         # another batch's job for the same output is an ordinary existing file
         other = worker.process(0, str(tmp_path / "a.wav"), str(out), None, None, "batch-1")

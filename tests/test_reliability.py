@@ -263,7 +263,7 @@ def test_stale_temporaries_of_dead_runs_are_removed_and_live_ones_kept(tmp_path)
     assert not stale.exists() and not empty.exists()
     assert live.exists() and other_host.exists() and mine.exists() and unmarked.exists()
     # scoped to one output (a cluster retry): only that output's stale parts go
-    from convt_audio.audio_io import remove_stale_parts
+    from convt_audio.atomic import remove_stale_parts
 
     for name in ("x.wav", "y[1].wav"):
         (tmp_path / "out" / f".{name}.{host}-{dead_pid}.abcd_123.part").write_bytes(b"x")

@@ -383,7 +383,7 @@ def test_the_budget_follows_ulimit():
 
     code = (
         "import resource; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY)); "
-        "from convt_audio.pipeline import memory_budget; print(memory_budget())"
+        "from convt_audio.runner import memory_budget; print(memory_budget())"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -442,7 +442,7 @@ def test_automatic_blocks_shrink_to_the_budget_and_give_the_same_samples(tmp_pat
     )
     from convt_audio.config import load_config
     from convt_audio.engines import build_engine
-    from convt_audio.pipeline import fit_chunk
+    from convt_audio.runner import fit_chunk
     from convt_audio.weights import load_params
 
     cfg = load_config(config)

@@ -1,0 +1,479 @@
+"""One file streamed end to end: read in blocks by a reader thread, pushed through the engine
+its :class:`~convt_audio.runner.Runner` picks, written by a writer thread to a temporary file
+renamed into place when complete (:mod:`convt_audio.atomic`), or to standard output; the
+result is a :class:`FileReport`, the record ``--json`` prints."""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from contextlib import suppress
+from dataclasses import dataclass, fields
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .atomic import atomic_path
+from .audio_io import (
+    PCM_BITS,
+    STDIO,
+    STREAM_TYPES,
+    AudioSink,
+    StdoutSink,
+    check_rate,
+    choose_subtype,
+    format_for,
+    open_source,
+)
+from .config import channel_plan
+from .errors import AudioError, UsageError, option
+from .planning import Job, default_name
+from .runner import Runner, RunOptions, fit_chunk, size_text
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """What happened to one file: the record ``--json`` prints (one JSON object per line) and
+    :func:`convt_audio.convert` returns.
+
+    ``status`` is ``ok`` (written), ``skipped`` (``--skip-existing`` and the output exists:
+    ``reason``) or ``error`` (``error``: the one line printed). The figures are set for ``ok``;
+    ``gain_db`` only with ``--clip rescale``, ``resumed`` only when a cluster retry found its
+    output already written. :meth:`as_dict` leaves out what does not apply.
+    """
+
+    input: str
+    output: str | None
+    status: str
+    reason: str | None = None
+    error: str | None = None
+    input_rate: int | float | None = None  # Hz
+    output_rate: int | None = None
+    channels_in: int | None = None
+    channels_out: int | None = None
+    frames_in: int | None = None  # per channel
+    frames_out: int | None = None
+    clipped_samples: int | None = None
+    non_finite_output_samples: int | None = None
+    non_finite_input_samples_zeroed: int | None = None
+    subtype: str | None = None
+    device: str | None = None
+    engine: str | None = None
+    gain_db: float | None = None
+    resumed: bool | None = None
+    seconds: float | None = None  # of input audio
+    wall_seconds: float | None = None
+    realtime_factor: float | None = None  # wall / audio seconds (None for no audio)
+    speed_x_realtime: float | None = None
+
+    _ONLY_WHEN_SET = ("reason", "error", "gain_db", "resumed")
+
+    def as_dict(self) -> dict:
+        """The JSON record: ``input``, ``output``, ``status``, then what applies to the status."""
+        record = {"input": self.input, "output": self.output, "status": self.status}
+        for f in fields(self)[3:]:
+            value = getattr(self, f.name)
+            if value is not None or (self.status == "ok" and f.name not in self._ONLY_WHEN_SET):
+                record[f.name] = value
+        return record
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "FileReport":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in known})
+
+
+def check_finite(block: np.ndarray, start: int, path, mode: str = "error") -> int:
+    """Refuse (or, with ``mode="zero"``, zero in place) NaN/Inf samples of a ``[channels, n]``
+    block whose first frame is ``start``; return how many were replaced."""
+    finite = np.isfinite(block)
+    if finite.all():
+        return 0
+    if mode == "zero":
+        bad = int(block.size - np.count_nonzero(finite))
+        block[~finite] = 0.0
+        return bad
+    channel, frame = (int(i) for i in np.argwhere(~finite)[0])
+    raise AudioError(
+        f"{path}: non-finite sample ({block[channel, frame]}) at frame {start + frame}, "
+        f"channel {channel}; pass {option('non_finite', 'zero')} to replace such samples with 0"
+    )
+
+
+class Cancelled(Exception):
+    """The batch was interrupted (Ctrl-C) while this file ran."""
+
+
+def _prefetch(blocks: Iterator[np.ndarray], stop: threading.Event, depth: int = 3) -> Iterator[np.ndarray]:
+    """Read blocks in a thread so decoding overlaps with compute."""
+    items: queue.Queue = queue.Queue(depth)
+    done = object()
+
+    def offer(item) -> bool:
+        """Queue ``item`` unless the consumer stopped (it may never take another)."""
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def reader() -> None:
+        try:
+            for block in blocks:
+                if not offer(block):
+                    return
+            offer(done)
+        except BaseException as exc:  # re-raised in the consumer
+            offer(exc)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _Writer:
+    """Writes blocks in a thread so encoding overlaps with compute; errors surface on the next call."""
+
+    def __init__(self, sink: AudioSink, depth: int = 3):
+        self.sink = sink
+        self.items: queue.Queue = queue.Queue(depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            block = self.items.get()
+            if block is None:
+                return
+            if self.error is None:
+                try:
+                    self.sink.write(block)
+                except BaseException as exc:
+                    self.error = exc
+
+    def put(self, block: np.ndarray) -> None:
+        if self.error is not None:
+            raise self.error
+        self.items.put(block)
+
+    def finish(self) -> None:
+        self.items.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def process_file(
+    runner: Runner,
+    job: Job,
+    options: RunOptions,
+    cancel: threading.Event | None = None,
+    progress: Callable[[int, int | None, float], None] | None = None,
+) -> FileReport:
+    """Stream one file through the engine its :class:`Runner` picks; return its :class:`FileReport`.
+
+    Raises :class:`AudioError` (or a subclass) for a
+    bad input, with ``.output`` set once the output name is known; nothing is left at the
+    output unless the whole file was written.
+    """
+    started = time.perf_counter()
+    if job.error is not None:
+        raise AudioError(job.error)
+    hint = runner.config
+    input_rate = options.input_rate
+    if input_rate is None and hint is not None:
+        input_rate = hint.feature_rate()
+    with open_source(job.source, input_rate, hint.in_channels if hint is not None else 1) as source:
+        try:
+            config, engine = runner.pick(source.rate)
+        except AudioError as exc:
+            raise type(exc)(f"{job.source}: {exc.args[0]}") from None
+        per_channel = channel_plan(config, source.channels, options.channels) == "per_channel"
+        out_rate = config.output_rate(source.rate)
+        dest = job.dest or default_name(job.source, out_rate, options.kind)
+        names = {"input": str(job.source), "output": str(dest)}
+        try:
+            if str(dest) != STDIO:
+                check_rate(dest, out_rate)
+            written = _marked_done(dest, job.token)  # a cluster retry after the file was renamed into place
+            if written is None:
+                _check_destination(dest, job, options)
+                if options.skip_existing and str(dest) != STDIO and dest.exists():
+                    return FileReport(**names, status="skipped", reason="output exists")
+                try:
+                    if source.frames is not None:  # a pipe's length shows at its end: checked then
+                        engine.check_frames(source.frames)
+                except AudioError as exc:
+                    raise type(exc)(f"{job.source}: {exc.args[0]}") from None
+                written = _write(engine, source, dest, out_rate, per_channel, options, cancel, progress, job.token)
+        except AudioError as exc:
+            exc.output = str(dest)
+            raise
+    wall = time.perf_counter() - started
+    seconds = float(written["frames_in"] / Fraction(source.rate))
+    return FileReport.from_dict(
+        {
+            **written,
+            **names,
+            "status": "ok",
+            "input_rate": int(source.rate) if Fraction(source.rate).denominator == 1 else float(source.rate),
+            "output_rate": out_rate,
+            "channels_in": source.channels,
+            "seconds": seconds,
+            "wall_seconds": wall,
+            "realtime_factor": wall / seconds if seconds else None,
+            "speed_x_realtime": seconds / wall if wall else None,
+        }
+    )
+
+
+def _check_destination(dest: Path, job: Job, options: RunOptions) -> None:
+    """An existing output is refused unless ``--overwrite`` (or skipped, by the caller)."""
+    if str(dest) == STDIO or not dest.exists():
+        return
+    if dest.resolve() == job.source.resolve():
+        raise AudioError(f"{dest}: is the input itself; not overwritten")
+    if not options.overwrite and not options.skip_existing:
+        raise AudioError(f"{dest}: already exists (pass {option('overwrite')} or {option('skip_existing')})")
+
+
+JOB_MARK = "user.convt-audio.job"  # on a cluster job's output: the job's token and its counts
+
+
+def _mark(path: Path, token: str, counts: dict) -> None:
+    import json
+
+    with suppress(OSError, AttributeError):
+        os.setxattr(path, JOB_MARK, json.dumps({"token": token, **counts}).encode())
+
+
+def _marked_done(dest: Path, token: str | None) -> dict | None:
+    """The counts this job recorded on ``dest`` when an earlier attempt wrote it, else None."""
+    import json
+
+    if token is None or str(dest) == STDIO:
+        return None
+    try:
+        record = json.loads(os.getxattr(dest, JOB_MARK))
+    except (OSError, AttributeError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.pop("token", None) != token:
+        return None
+    return {**record, "resumed": True}
+
+
+def _write(
+    engine,
+    source,
+    dest: Path,
+    out_rate: int,
+    per_channel: bool,
+    options: RunOptions,
+    cancel,
+    progress,
+    token: str | None = None,
+) -> dict:
+    """Stream ``source`` through ``engine`` into a temporary file renamed onto ``dest`` (or to
+    standard output when ``dest`` is ``-``)."""
+    to_stdout = str(dest) == STDIO
+    if to_stdout:
+        kind = options.kind or "wav"
+        if kind not in STREAM_TYPES:
+            raise UsageError(
+                f"{option('output', '-')}: {option('kind', kind)} cannot be streamed; use one of {list(STREAM_TYPES)}"
+            )
+        fmt, where = ("FLAC" if kind == "flac" else "WAV"), f"<stdout>.{kind}"
+    else:
+        fmt, where = format_for(dest), str(dest)
+    subtype = choose_subtype(fmt, options.subtype, source.subtype, where)
+    out_channels = engine.out_channels * (source.channels if per_channel else 1)
+    read_dtype = "float64" if engine.dtype == np.float64 else "float32"
+    chunk = fit_chunk(engine, options.chunk, source.channels if per_channel else 1)
+    if not to_stdout:
+        _check_space(dest, fmt, subtype, source, engine, out_channels)
+
+    tail_frames = engine.leading_circular_frames()
+    tail = None
+    if tail_frames:
+        tail_block = source.tail(tail_frames, read_dtype)
+        check_finite(tail_block, source.frames - tail_block.shape[-1], source.path, options.non_finite)
+        tail = _shaped(tail_block, per_channel)
+    run = _Pass(engine, source, chunk, read_dtype, per_channel, tail, out_channels, options, cancel, progress)
+    gain, clip = 1.0, options.clip
+    if clip == "rescale":
+        clip = "clamp"
+        if subtype not in ("FLOAT", "DOUBLE"):  # integer outputs: a first pass measures the peak
+            gain = _rescale_gain(subtype, _peak(run))
+
+    def report(counts: dict) -> dict:
+        facts = {
+            "output_rate": out_rate,
+            "channels_out": out_channels,
+            **counts,
+            "subtype": subtype,
+            "device": engine.device,
+            "engine": engine.name,
+        }
+        if options.clip == "rescale":
+            facts["gain_db"] = 20 * float(np.log10(gain))
+        return facts
+
+    if to_stdout:
+        frames = None if source.frames is None else engine.output_frames(source.frames)
+        return report(_stream_into(StdoutSink(kind, out_rate, out_channels, subtype, clip, frames, gain), run))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AudioError(f"{dest}: cannot create its folder {dest.parent} ({exc.strerror})") from None
+    with atomic_path(dest, overwrite=options.overwrite) as tmp:
+        sink = AudioSink(tmp, out_rate, out_channels, fmt, subtype, clip, label=str(dest), gain=gain)
+        facts = report(_stream_into(sink, run))
+        if token is not None:  # renamed with the file: a retry of this job reports it, never rewrites it
+            _mark(tmp, token, facts)
+    return facts
+
+
+_UNCOMPRESSED = ("WAV", "WAVEX", "W64", "RF64", "AIFF", "CAF", "AU", "FLAC")  # FLAC: at most about PCM's size
+_SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
+
+
+def _check_space(dest: Path, fmt: str, subtype: str, source, engine, out_channels: int) -> None:
+    """Refuse, before any work, an uncompressed (or FLAC) output whose PCM size is larger than
+    the free space of its folder (a ×10⁶ stack on a short input would otherwise fill the disk
+    before failing)."""
+    import shutil
+
+    if source.frames is None or fmt not in _UNCOMPRESSED or subtype not in _SAMPLE_BYTES:
+        return
+    needed = engine.output_frames(source.frames) * out_channels * _SAMPLE_BYTES[subtype]
+    folder = dest.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if needed > free:
+        raise AudioError(
+            f"{dest}: the output needs {size_text(needed)} ({engine.output_frames(source.frames):,} frames × "
+            f"{out_channels} channel(s) of {subtype}), but {folder} has {size_text(free)} free"
+        )
+
+
+class _PeakSink:
+    """A sink that only measures: the largest finite |sample| (the first pass of rescale)."""
+
+    def __init__(self) -> None:
+        self.peak, self.frames, self.clipped, self.non_finite = 0.0, 0, 0, 0
+
+    def write(self, block: np.ndarray) -> None:
+        if block.size:
+            finite = np.abs(block[np.isfinite(block)])
+            if finite.size:
+                self.peak = max(self.peak, float(finite.max()))
+            self.frames += block.shape[-1]
+
+    def close(self) -> None:
+        pass
+
+
+def _peak(run: "_Pass") -> float:
+    """Run the whole file once without writing; return the output's peak."""
+    if run.source.frames is None:
+        raise AudioError(
+            f"{run.source.path}: {option('clip', 'rescale')} reads the input twice, which a pipe cannot give; pass a file"
+        )
+    sink = _PeakSink()
+    _stream_into(sink, run)
+    return sink.peak
+
+
+def _rescale_gain(subtype: str, peak: float) -> float:
+    """The gain that brings ``peak`` to the largest positive step of the PCM ``subtype`` (≤ 1)."""
+    steps = 2.0 ** (PCM_BITS.get(subtype, 16) - 1)
+    limit = (steps - 1) / steps
+    return min(1.0, limit / peak) if peak > 0 else 1.0
+
+
+def _shaped(block: np.ndarray, per_channel: bool) -> np.ndarray:
+    """``[channels, n]`` → ``[batch, channels, n]``: each channel a batch item, or one item."""
+    return block[:, None, :] if per_channel else block[None]
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """One pass of a file through its engine: what :func:`_stream_into` needs."""
+
+    engine: object
+    source: object  # an AudioSource
+    chunk: int  # input frames per block
+    read_dtype: str
+    per_channel: bool
+    tail: np.ndarray | None  # the input's last frames, for a leading circular layer
+    out_channels: int
+    options: RunOptions
+    cancel: threading.Event | None
+    progress: Callable[[int, int | None, float], None] | None
+
+
+def _stream_into(sink, run: _Pass) -> dict:
+    """Read ``source`` in blocks, push them through a stream of ``engine``, write into ``sink``."""
+    engine, source, cancel, progress, out_channels = run.engine, run.source, run.cancel, run.progress, run.out_channels
+    stream = engine.open_stream(source.channels if run.per_channel else 1, run.tail)
+    stop = threading.Event()
+    writer = _Writer(sink)
+    try:
+        done = replaced = 0
+        for block in _prefetch(source.blocks(run.chunk, run.read_dtype), stop):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(str(source.path))
+            replaced += check_finite(block, done, source.path, run.options.non_finite)
+            writer.put(stream.push(_shaped(block, run.per_channel)).reshape(out_channels, -1))
+            done += block.shape[-1]
+            if progress:
+                progress(done, source.frames, float(source.rate))
+        if not done:
+            raise AudioError(f"{source.path}: no audio frames")
+        try:
+            tail_out = stream.flush()
+        except AudioError as exc:  # too short: known only now for a pipe
+            raise type(exc)(f"{source.path}: {exc.args[0]}") from None
+        writer.put(tail_out.reshape(out_channels, -1))
+    except BaseException:
+        stop.set()
+        _abandon(writer)
+        with suppress(AudioError):
+            sink.close()
+        raise
+    writer.finish()
+    sink.close()
+    return {
+        "frames_in": done,
+        "frames_out": sink.frames,
+        "clipped_samples": sink.clipped,
+        "non_finite_output_samples": sink.non_finite,
+        "non_finite_input_samples_zeroed": replaced,
+    }
+
+
+def _abandon(writer: _Writer) -> None:
+    """Stop the writer after a failure without raising its own error over the first one."""
+    writer.items.put(None)
+    writer.thread.join()

@@ -1,0 +1,218 @@
+"""What runs the files: the options of a run, the engine per file (:class:`Runner`), built from
+a small picklable :class:`RunnerRecipe`, and the CPU and memory it may use."""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import suppress
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+from .config import Config
+from .errors import AudioError, UsageError, option
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run files (the ``run`` command's options, minus file selection)."""
+
+    chunk: int | None = None  # input frames per block; None: the engine's preferred size
+    channels: str | None = None  # overrides the config's channels mode
+    input_rate: Fraction | int | None = None  # for .npy inputs; None: the config's feature rate
+    subtype: str | None = None
+    clip: str = "clamp"
+    overwrite: bool = False
+    skip_existing: bool = False
+    non_finite: str = "error"  # NaN/Inf input samples: "error" (the file fails) or "zero" (replaced)
+    kind: str | None = None  # --type: the container of outputs the tool names, and of -o -
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (``taskset``, a container's cpuset), not the machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+MEMORY_ENV = "CONVT_AUDIO_MAX_MEMORY"  # bytes, or with a K/M/G/T suffix: the budget of one file's buffers
+
+
+def memory_budget() -> int:
+    """Bytes one file's stream may hold: ``$CONVT_AUDIO_MAX_MEMORY`` if set, else half of the
+    physical memory, or of this process's cgroup or ``ulimit -v``/``-d`` limit if lower."""
+    text = os.environ.get(MEMORY_ENV, "").strip()
+    if text:
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+        scale = units.get(text[-1:].upper(), 1)
+        try:
+            value = float(text[:-1] if scale != 1 else text) * scale
+        except ValueError:
+            value = float("nan")
+        if not value > 0 or value == float("inf"):
+            raise UsageError(f"{MEMORY_ENV}: {text!r} is not a size in bytes (e.g. 2G, 512M)")
+        return int(value)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 << 30
+    with suppress(OSError, ValueError):
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    with suppress(ImportError, OSError, ValueError):
+        import resource
+
+        for which in (resource.RLIMIT_AS, resource.RLIMIT_DATA):  # ulimit -v / -d
+            soft = resource.getrlimit(which)[0]
+            if soft != resource.RLIM_INFINITY and soft > 0:
+                total = min(total, soft)
+    return total // 2
+
+
+def size_text(count: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{int(count)} bytes"
+
+
+def fit_chunk(engine, chunk: int | None, batch: int, budget: int | None = None) -> int:
+    """The input frames per block: ``chunk`` (the user's) or the engine's preferred size, shrunk
+    (when automatic) until the block's buffers fit a quarter of the memory budget; a block that
+    cannot fit the budget even at its smallest is refused, naming the layer and the bytes."""
+    budget = memory_budget() if budget is None else budget
+    size = chunk or engine.preferred_chunk()
+    smallest = max(1, engine.min_input_frames())
+    if chunk is None:
+        while size > smallest and engine.block_bytes(size, batch)[0] > budget // 4:
+            size = max(smallest, size // 2)
+    total, where, most = engine.block_bytes(size, batch)
+    if total > budget:
+        advice = f"a smaller --chunk (it is {size})" if chunk is not None else "a stack with smaller strides"
+        raise AudioError(
+            f"{where} would hold {most:,} bytes ({size_text(most)}; all layers {size_text(total)}) for one "
+            f"block of {size} input frame(s) × {batch}, over the memory budget of {size_text(budget)} "
+            f"(${MEMORY_ENV} sets it); use {advice}"
+        )
+    return size
+
+
+class Runner:
+    """What runs each file: one config and its engine, or — with ``target_rate`` and no config —
+    the resampler for each input rate (:func:`~convt_audio.design.resampler_for`), built once per
+    ratio with ``build(config, params)`` (:func:`~convt_audio.engines.build_engine`).
+
+    With both a config and ``target_rate``, the rate is a check: a file the config does not turn
+    into ``target_rate`` fails.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        engine=None,
+        target_rate: int | None = None,
+        build: Callable | None = None,
+        allow_aliasing: bool = False,
+        upsample_only: bool = False,
+    ):
+        if config is None and (target_rate is None or build is None):
+            raise ValueError("a Runner needs a config and engine, or a target rate and a builder")
+        self.config, self.engine, self.target_rate, self.build = config, engine, target_rate, build
+        self.allow_aliasing = allow_aliasing
+        self.upsample_only = upsample_only  # the default target (no config, no rate): inputs below it only
+        self._by_ratio: dict[Fraction, tuple] = {}
+        self._lock = threading.Lock()
+
+    def output_rate(self, input_rate) -> int:
+        if self.config is None:
+            return self.target_rate
+        rate = self.config.output_rate(input_rate)
+        if self.target_rate is not None and rate != self.target_rate:
+            raise AudioError(
+                f"{self.config.name} turns {float(input_rate):g} Hz into {rate} Hz, not the "
+                f"{self.target_rate} Hz asked for (leave out the config to resample to any rate)"
+            )
+        return rate
+
+    def pick(self, input_rate) -> tuple:
+        """``(config, engine)`` for a file at ``input_rate``."""
+        if self.config is not None:
+            self.output_rate(input_rate)
+            return self.config, self.engine
+        from .design import resampler_for
+
+        ratio = Fraction(self.target_rate) / Fraction(input_rate)
+        if self.upsample_only and ratio <= 1:
+            raise UsageError(
+                f"the input is {float(input_rate):g} Hz: without {option('target_rate')} or "
+                f"{option('config')}, inputs below {self.target_rate} Hz are upsampled to it; give "
+                f"{option('target_rate', 'HZ')} for another rate, or {option('config', 'CONFIG')}"
+            )
+        with self._lock:  # --jobs threads share one engine per ratio
+            if ratio not in self._by_ratio:
+                config, params = resampler_for(input_rate, self.target_rate, allow_aliasing=self.allow_aliasing)
+                self._by_ratio[ratio] = (config, self.build(config, params))
+            return self._by_ratio[ratio]
+
+
+DEFAULT_RATE = 48000  # run with neither a config nor --rate: inputs below it are resampled to it
+MAX_RESAMPLE_RATE = 8 * 768000  # Hz: --rate without a config (a check of a config's rate may name any)
+
+
+@dataclass(frozen=True)
+class RunnerRecipe:
+    """How to build a :class:`Runner` — small and picklable, so that each cluster worker loads
+    the config and weights itself, once (:mod:`convt_audio.cluster`)."""
+
+    config: str | None = None  # a path or built-in name; None with target_rate: chosen per input rate
+    weights: str | None = None
+    target_rate: int | None = None  # None with config None: DEFAULT_RATE, for inputs below it
+    device: str = "auto"
+    dtype: str = "float32"
+    deterministic: bool = False
+    threads: int | None = None
+    allow_aliasing: bool = False  # --allow-aliasing: the older band edges (0.45/0.55 of the lower rate)
+
+    def build(self) -> tuple[Runner, list[str]]:
+        """The runner, and the names of weight tensors the config does not use."""
+        from .config import load_config
+        from .engines import build_engine
+        from .weights import load_params
+
+        def make(config, params):
+            return build_engine(config, params, self.device, self.dtype, self.deterministic)
+
+        if self.config is None:
+            if self.target_rate is not None and self.target_rate > MAX_RESAMPLE_RATE:
+                raise UsageError(
+                    f"{option('target_rate')}: resampling goes up to {MAX_RESAMPLE_RATE} Hz (8 × 768 kHz), "
+                    f"got {self.target_rate}"
+                )
+            if self.weights is not None:
+                raise UsageError(
+                    f"{option('weights')} needs {option('config')}: without one the resampler is "
+                    f"chosen for each input rate"
+                )
+            return Runner(
+                target_rate=self.target_rate or DEFAULT_RATE,
+                build=make,
+                allow_aliasing=self.allow_aliasing,
+                upsample_only=self.target_rate is None,
+            ), []
+        if self.allow_aliasing:
+            raise UsageError(
+                f"{option('allow_aliasing')} chooses the band edges of the resampler that "
+                f"{option('target_rate')} designs; {option('config')} brings its own filter"
+            )
+        config = load_config(self.config)
+        params, unused = load_params(config, self.weights)
+        engine = make(config, params)
+        if engine.name == "torch" and self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        return Runner(config, engine, self.target_rate), unused
