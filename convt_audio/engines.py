@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from .config import Config
 from .errors import DeviceError, option
 from .resampler import ResamplerChain, chain_eligible
 from .shapes import StackShape, widest_activation
+from .streaming import StreamingModule
 
 DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
 KERNELS = ("auto", "transposed", "polyphase", "numpy")
@@ -162,13 +164,18 @@ class TorchEngine(StackShape):
         return TorchStream(self, batch, tail)
 
 
-class TorchStream:
-    """One file's stream on a torch device.
+class TorchStream(StreamingModule):
+    """One file's stream on a torch device, NumPy ``[B, C, n]`` blocks in and out.
 
     On CUDA, host blocks go up from pinned memory without blocking, and each result is copied
     back into pinned memory and handed out one block later (``overlap``), so the copy runs
     while the next block computes.
     """
+
+    @dataclass
+    class State:
+        in_flight: deque = field(default_factory=deque)  # (event or None, host tensor) copies under way
+        like: object = None  # an empty [B, C, 0] tensor on the device: flush's shape when nothing came
 
     def __init__(self, engine: TorchEngine, batch: int, tail: np.ndarray | None, overlap: bool | None = None):
         import torch
@@ -179,11 +186,11 @@ class TorchStream:
         self.engine = engine
         self.cuda = engine.torch_device is not None and engine.torch_device.type == "cuda"
         self.overlap = self.cuda if overlap is None else overlap
-        self.in_flight: deque = deque()  # (event or None, host tensor) copies under way
-        self.like = None
         self.streamer = StreamingStack(
             engine.stack, tail=None if tail is None else self._up(tail), kernel=engine.kernel
         )
+        self.children = (self.streamer,)
+        super().__init__()
 
     def _up(self, block: np.ndarray):
         x = self.torch.from_numpy(block)
@@ -203,10 +210,10 @@ class TorchStream:
         if self.cuda:
             event = self.torch.cuda.Event()
             event.record()
-        self.in_flight.append((event, host))
+        self.state.in_flight.append((event, host))
         done = []
-        while len(self.in_flight) > keep:
-            event, ready = self.in_flight.popleft()
+        while len(self.state.in_flight) > keep:
+            event, ready = self.state.in_flight.popleft()
             if event is not None:
                 event.synchronize()
             done.append(ready.numpy())
@@ -214,13 +221,15 @@ class TorchStream:
             return np.zeros((y.shape[0], y.shape[1], 0), dtype=np.float32)
         return done[0] if len(done) == 1 else np.concatenate(done, axis=-1)
 
-    def push(self, block: np.ndarray) -> np.ndarray:
+    def _push(self, block: np.ndarray) -> np.ndarray:
         """``[B, C, n]`` input frames in; the output frames now final (one block late on CUDA)."""
         x = self._up(block)
-        self.like = x[..., :0]
+        self.state.like = x[..., :0]
         return self._down(self.streamer.push(x), keep=1)
 
-    def flush(self) -> np.ndarray:
-        """End the stream; every remaining output frame."""
+    def _check_end(self) -> None:
         self.engine.check_frames(self.streamer.frames_in)
-        return self._down(self.streamer.flush(self.like), keep=0)
+
+    def _flush(self) -> np.ndarray:
+        """Every remaining output frame."""
+        return self._down(self.streamer.flush(self.state.like), keep=0)

@@ -23,10 +23,13 @@ points and one ``irfft`` of L·N points make L·N outputs. A decimation by M kee
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from .polyphase import eligible, stage_gain
 from .shapes import StackShape
+from .streaming import StreamingModule
 
 MAX_WINDOW_OUTPUTS = 1 << 22  # 32 MB of float64 outputs per window: a ×768 stage gets 4096 inputs
 MIN_WINDOW = 16384  # inputs per FFT window (more if the kernel reaches far): 10 min of stereo 44.1 → 48 kHz took 7 % less CPU than with 8192, 13 % less than 4096
@@ -112,79 +115,82 @@ class FFTStage(StackShape):
         return full[:, start : start + self.L * self.step]
 
 
-class FFTStream:
+class FFTStream(StreamingModule):
     """One file's stream through an :class:`FFTStage`: inputs not yet windowed, outputs kept."""
+
+    @dataclass
+    class State:
+        start: int  # absolute input index of buffer[:, 0]; zeros before 0
+        buffer: np.ndarray
+        made: int  # absolute output index of the next output made (negative: dropped)
+        received: int = 0
+        emitted: int = 0  # outputs after decimation returned
+        pending: list = field(default_factory=list)  # chunks not yet joined to the buffer (small pushes
+        pending_frames: int = 0  # join once a window is complete, not once per push)
 
     def __init__(self, engine: FFTStage, batch: int):
         self.engine = engine
         self.batch = batch
-        self.start = engine.a0  # absolute input index of buffer[:, 0]; zeros before 0
-        self.buffer = np.zeros((batch, -engine.a0))
-        self.received = 0
-        self.made = engine.skip  # absolute output index of the next output made (negative: dropped)
-        self.emitted = 0  # outputs after decimation returned
-        self.flushed = False
-        self.pending: list[np.ndarray] = []  # chunks not yet joined to the buffer (small pushes
-        self.pending_frames = 0  # join once a window is complete, not once per push)
+        super().__init__()
+
+    def initial_state(self) -> "FFTStream.State":
+        engine = self.engine
+        return self.State(engine.a0, np.zeros((self.batch, -engine.a0)), engine.skip)
 
     def _run(self, end: int) -> list[np.ndarray]:
         """Window the inputs while a whole window lies before absolute input ``end``."""
         engine, outs = self.engine, []
-        while self.start + engine.N <= end:
-            outs.append(engine.window(self.buffer[:, : engine.N]))
-            self.buffer = self.buffer[:, engine.step :]
-            self.start += engine.step
+        while self.state.start + engine.N <= end:
+            outs.append(engine.window(self.state.buffer[:, : engine.N]))
+            self.state.buffer = self.state.buffer[:, engine.step :]
+            self.state.start += engine.step
         return outs
 
     def _keep(self, outs: list[np.ndarray], total: int | None) -> np.ndarray:
         """Decimate the outputs made, drop those before 0 (and past ``total``), add the offset."""
         engine = self.engine
         made = np.concatenate(outs, axis=-1) if outs else np.zeros((self.batch, 0))
-        first = self.made
-        self.made += made.shape[-1]
+        first = self.state.made
+        self.state.made += made.shape[-1]
         # absolute outputs first … first + n − 1; keep u ≥ 0, u ≡ 0 (mod M), u // M ≥ emitted
-        begin = max(self.emitted * engine.M, first)
+        begin = max(self.state.emitted * engine.M, first)
         begin += (-begin) % engine.M
-        stop = self.made if total is None else min(self.made, (total - 1) * engine.M + 1)
+        stop = self.state.made if total is None else min(self.state.made, (total - 1) * engine.M + 1)
         kept = made[:, begin - first : max(begin - first, stop - first) : engine.M]
-        self.emitted += kept.shape[-1]
+        self.state.emitted += kept.shape[-1]
         if engine.offset:
             kept = kept + engine.offset
         return kept.astype(engine.dtype, copy=False)[:, None, :]
 
-    def push(self, chunk: np.ndarray) -> np.ndarray:
+    def _push(self, chunk: np.ndarray) -> np.ndarray:
         """Take ``[B, 1, n]`` input frames; return the ``[B, 1, m]`` output frames now final."""
-        if self.flushed:
-            raise RuntimeError("push after flush")
         if chunk.shape[-1]:
-            self.pending.append(np.array(chunk[:, 0, :], dtype=np.float64))
-            self.pending_frames += chunk.shape[-1]
-            self.received += chunk.shape[-1]
-        if self.buffer.shape[-1] + self.pending_frames < self.engine.N:
+            self.state.pending.append(np.array(chunk[:, 0, :], dtype=np.float64))
+            self.state.pending_frames += chunk.shape[-1]
+            self.state.received += chunk.shape[-1]
+        if self.state.buffer.shape[-1] + self.state.pending_frames < self.engine.N:
             return self._keep([], None)  # no whole window yet
         self._join()
-        return self._keep(self._run(self.start + self.buffer.shape[-1]), None)
+        return self._keep(self._run(self.state.start + self.state.buffer.shape[-1]), None)
 
     def _join(self) -> None:
-        if self.pending:
-            self.buffer = np.concatenate([self.buffer, *self.pending], axis=-1)
-            self.pending, self.pending_frames = [], 0
+        if self.state.pending:
+            self.state.buffer = np.concatenate([self.state.buffer, *self.state.pending], axis=-1)
+            self.state.pending, self.state.pending_frames = [], 0
 
-    def flush(self) -> np.ndarray:
+    def _check_end(self) -> None:
+        self.engine.check_frames(self.state.received)
+
+    def _flush(self) -> np.ndarray:
         """End the stream: inputs past the end are zeros; return the remaining output frames."""
         engine = self.engine
-        engine.check_frames(self.received)
-        self.flushed = True
         self._join()
-        total = engine.output_frames(self.received)  # after decimation
+        total = engine.output_frames(self.state.received)  # after decimation
         last = (total - 1) * engine.M  # the last output made that is kept
         outs = []
-        while self.made + sum(o.shape[-1] for o in outs) <= last:
-            missing = self.start + engine.N - (self.start + self.buffer.shape[-1])
+        while self.state.made + sum(o.shape[-1] for o in outs) <= last:
+            missing = self.state.start + engine.N - (self.state.start + self.state.buffer.shape[-1])
             if missing > 0:
-                self.buffer = np.concatenate([self.buffer, np.zeros((self.batch, missing))], axis=-1)
-            outs.extend(self._run(self.start + self.buffer.shape[-1]))
+                self.state.buffer = np.concatenate([self.state.buffer, np.zeros((self.batch, missing))], axis=-1)
+            outs.extend(self._run(self.state.start + self.state.buffer.shape[-1]))
         return self._keep(outs, total)
-
-    def reset(self) -> None:
-        self.__init__(self.engine, self.batch)

@@ -25,11 +25,13 @@ has arrived, frames past the end are zeros, and exactly ``⌈U/M⌉`` frames com
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from .kinds.conv import Conv1dSpec, ConvTranspose1dSpec
 from .shapes import StackShape
+from .streaming import StreamingModule
 
 GROUP_OUTPUTS = 64  # P is the smallest multiple of the pattern's period reaching this
 SUB_OUTPUTS = 64  # at most this many outputs a slice, each slice with its own narrower window
@@ -133,76 +135,80 @@ class PolyphaseResampler(StackShape):
         return PolyphaseStream(self, batch)
 
 
-class PolyphaseStream:
+class PolyphaseStream(StreamingModule):
     """One file's stream: the inputs a group still needs, and groups computed but not emitted."""
+
+    @dataclass
+    class State:
+        start: int  # absolute input index of buffer[:, 0]; zeros before 0
+        buffer: np.ndarray  # [B, inputs] from ``start``
+        ready: np.ndarray  # computed outputs [emitted, groups·P)
+        received: int = 0  # input frames pushed
+        groups: int = 0  # groups computed
+        emitted: int = 0  # output frames returned
 
     def __init__(self, engine: PolyphaseResampler, batch: int):
         self.engine = engine
         self.batch = batch
-        self.start = min(engine.lo, 0)  # absolute input index of buffer[:, 0]; zeros before 0
-        self.buffer = np.zeros((batch, -self.start))
-        self.received = 0  # input frames pushed
-        self.groups = 0  # groups computed
-        self.emitted = 0  # output frames returned
-        self.ready = np.zeros((batch, 0))  # computed outputs [emitted, groups·P)
+        super().__init__()
+
+    def initial_state(self) -> "PolyphaseStream.State":
+        start = min(self.engine.lo, 0)
+        return self.State(start, np.zeros((self.batch, -start)), np.zeros((self.batch, 0)))
 
     def _compute(self, available: int) -> None:
         """Compute every group whose inputs lie below absolute index ``available``."""
         engine = self.engine
         last = (available - 1 - engine.lo - engine.W + 1) // engine.A  # last computable group
-        if last < self.groups:
+        if last < self.state.groups:
             return
         outputs = []
-        while self.groups <= last:
-            count = min(engine.block_groups, last - self.groups + 1)
+        while self.state.groups <= last:
+            count = min(engine.block_groups, last - self.state.groups + 1)
             out = np.empty((self.batch, count, engine.P))
             for j0, j1, lo, width, matrix in engine.slices:
-                first = self.groups * engine.A + lo - self.start
+                first = self.state.groups * engine.A + lo - self.state.start
                 span = (count - 1) * engine.A + width
                 windows = np.lib.stride_tricks.sliding_window_view(
-                    self.buffer[:, first : first + span], width, axis=-1
+                    self.state.buffer[:, first : first + span], width, axis=-1
                 )[:, :: engine.A]
                 rows = np.ascontiguousarray(windows).reshape(self.batch * count, width)
                 out[:, :, j0:j1] = (rows @ matrix).reshape(self.batch, count, j1 - j0)
             outputs.append(out.reshape(self.batch, count * engine.P))
-            self.groups += count
-        self.ready = np.concatenate([self.ready, *outputs], axis=-1)
+            self.state.groups += count
+        self.state.ready = np.concatenate([self.state.ready, *outputs], axis=-1)
         # inputs before the next group's window go (those present: A can exceed the window W)
-        keep = min(self.groups * engine.A + engine.lo - self.start, self.buffer.shape[-1])
-        self.buffer = self.buffer[:, keep:].copy()
-        self.start += keep
+        keep = min(self.state.groups * engine.A + engine.lo - self.state.start, self.state.buffer.shape[-1])
+        self.state.buffer = self.state.buffer[:, keep:].copy()
+        self.state.start += keep
 
     def _emit(self, end: int) -> np.ndarray:
-        count = max(0, end - self.emitted)
-        y = self.ready[:, :count]
-        self.ready = self.ready[:, count:]
-        self.emitted += count
+        count = max(0, end - self.state.emitted)
+        y = self.state.ready[:, :count]
+        self.state.ready = self.state.ready[:, count:]
+        self.state.emitted += count
         if self.engine.offset:
             y = y + self.engine.offset
         return y.astype(self.engine.dtype)[:, None, :]
 
-    def push(self, chunk: np.ndarray) -> np.ndarray:
+    def _push(self, chunk: np.ndarray) -> np.ndarray:
         """Take ``[B, 1, n]`` input frames; return the ``[B, 1, m]`` output frames now final."""
-        if getattr(self, "flushed", False):
-            raise RuntimeError("push after flush")
         if chunk.shape[-1]:
-            self.buffer = np.concatenate([self.buffer, chunk[:, 0, :]], axis=-1)
-            self.received += chunk.shape[-1]
-            self._compute(self.received)
-        return self._emit(min(self.groups * self.engine.P, self.engine.output_frames(self.received)))
+            self.state.buffer = np.concatenate([self.state.buffer, chunk[:, 0, :]], axis=-1)
+            self.state.received += chunk.shape[-1]
+            self._compute(self.state.received)
+        return self._emit(min(self.state.groups * self.engine.P, self.engine.output_frames(self.state.received)))
 
-    def flush(self) -> np.ndarray:
+    def _check_end(self) -> None:
+        self.engine.check_frames(self.state.received)
+
+    def _flush(self) -> np.ndarray:
         """End the stream: inputs past the end are zeros; return the remaining output frames."""
         engine = self.engine
-        engine.check_frames(self.received)
-        self.flushed = True
-        total = self.engine.output_frames(self.received)
+        total = self.engine.output_frames(self.state.received)
         groups = -(-total // engine.P)
         need = (groups - 1) * engine.A + engine.lo + engine.W  # absolute end of the last window
-        pad = max(0, need - (self.start + self.buffer.shape[-1]))
-        self.buffer = np.concatenate([self.buffer, np.zeros((self.batch, pad))], axis=-1)
+        pad = max(0, need - (self.state.start + self.state.buffer.shape[-1]))
+        self.state.buffer = np.concatenate([self.state.buffer, np.zeros((self.batch, pad))], axis=-1)
         self._compute(need)
         return self._emit(total)
-
-    def reset(self) -> None:
-        self.__init__(self.engine, self.batch)

@@ -9,12 +9,15 @@ they keep (:mod:`~convt_audio.polyphase`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .fftconv import FFTStage, fft_eligible
 from .kinds.conv import Conv1dSpec
 from .polyphase import PolyphaseResampler, eligible
 from .shapes import StackShape
+from .streaming import StreamingModule
 
 
 def resampler_stages(specs) -> list[tuple] | None:
@@ -91,33 +94,30 @@ class ResamplerChain(StackShape):
         return ChainStream(self, batch)
 
 
-class ChainStream:
+class ChainStream(StreamingModule):
     """A stream through every stage: what one stage makes, the next takes at once."""
+
+    @dataclass
+    class State:
+        received: int = 0
 
     def __init__(self, engine: ResamplerChain, batch: int):
         self.engine = engine
         self.batch = batch
-        self.streams = [stage.open_stream(batch) for stage in engine.stages]
-        self.received = 0
-        self.flushed = False
+        self.children = tuple(stage.open_stream(batch) for stage in engine.stages)
+        super().__init__()
 
-    def push(self, chunk: np.ndarray) -> np.ndarray:
-        if self.flushed:
-            raise RuntimeError("push after flush")
-        self.received += chunk.shape[-1]
-        for stream in self.streams:
+    def _push(self, chunk: np.ndarray) -> np.ndarray:
+        self.state.received += chunk.shape[-1]
+        for stream in self.children:
             chunk = stream.push(chunk)
         return chunk
 
-    def flush(self) -> np.ndarray:
-        if self.flushed:
-            raise RuntimeError("flush after flush")
-        self.engine.check_frames(self.received)
-        self.flushed = True
-        out = self.streams[0].flush()
-        for stream in self.streams[1:]:
+    def _check_end(self) -> None:
+        self.engine.check_frames(self.state.received)
+
+    def _flush(self) -> np.ndarray:
+        out = self.children[0].flush()
+        for stream in self.children[1:]:
             out = np.concatenate([stream.push(out), stream.flush()], axis=-1)
         return out
-
-    def reset(self) -> None:
-        self.__init__(self.engine, self.batch)

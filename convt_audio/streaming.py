@@ -59,12 +59,16 @@ class StreamingModule:
     def __init__(self) -> None:
         self._like: Tensor | None = None  # an empty [B, C_in, 0] tensor of the stream's kind
         self._flushed = False
-        self.state = self.State()
+        self.state = self.initial_state()
+
+    def initial_state(self):
+        """The state before the first push (``State()`` unless it depends on the module)."""
+        return self.State()
 
     def reset(self) -> None:
         """Forget the stream: back to the state before the first push."""
         self._like, self._flushed = None, False
-        self.state = self.State()
+        self.state = self.initial_state()
         for child in self.children:
             child.reset()
 
@@ -80,10 +84,14 @@ class StreamingModule:
         """End the stream; return every output frame not yet returned."""
         if self._flushed:
             raise RuntimeError(f"{type(self).__name__}: flushed twice; reset() starts a new stream")
+        self._check_end()
         if self._like is None:
             raise RuntimeError(f"{type(self).__name__}: flush before any push")
         self._flushed = True
         return self._flush()
+
+    def _check_end(self) -> None:
+        """Raise if the stream cannot end here (an engine: too few frames for its stack)."""
 
     def _empty(self, channels: int | None = None) -> Tensor:
         like = self._like
