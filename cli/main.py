@@ -24,6 +24,7 @@ import typer
 from typer.core import TyperGroup
 
 from convt_audio.errors import one_line
+from convt_audio.options import CHANNEL_MODES, CLIP_MODES, DTYPE_NAMES, NON_FINITE_MODES, SUBTYPES
 
 # click's exception classes as the installed Typer raises them (it may vendor click)
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -237,36 +238,16 @@ FLAGS = {
 }
 
 
-class Channels(str, Enum):
-    auto = "auto"
-    joint = "joint"
-    per_channel = "per_channel"
+def _choices(name: str, values) -> type:
+    """A Typer choice type built from the library's own tuple of allowed words."""
+    return Enum(name, {value: value for value in values}, type=str)
 
 
-class DType(str, Enum):
-    float32 = "float32"
-    float64 = "float64"
-    float16 = "float16"
-    bfloat16 = "bfloat16"
-
-
-class Subtype(str, Enum):
-    PCM_16 = "PCM_16"
-    PCM_24 = "PCM_24"
-    PCM_32 = "PCM_32"
-    FLOAT = "FLOAT"
-    DOUBLE = "DOUBLE"
-
-
-class Clip(str, Enum):
-    clamp = "clamp"
-    error = "error"
-    rescale = "rescale"
-
-
-class NonFinite(str, Enum):
-    error = "error"
-    zero = "zero"
+Channels = _choices("Channels", CHANNEL_MODES)
+DType = _choices("DType", DTYPE_NAMES)
+Subtype = _choices("Subtype", SUBTYPES)
+Clip = _choices("Clip", CLIP_MODES)
+NonFinite = _choices("NonFinite", NON_FINITE_MODES)
 
 
 def _err(message: str) -> None:

@@ -16,9 +16,9 @@ import yaml
 
 from .errors import AudioError, ConfigError, option
 from .kinds import parse_sequence
+from .options import CHANNEL_MODES
 from .shapes import chain, index_paths, input_channels, leaves, rate_of
 
-CHANNEL_MODES = ("auto", "joint", "per_channel")
 TOP_LEVEL_KEYS = ("name", "description", "weights", "weights_prefix", "channels", "output_sample_rate", "layers")
 DEFAULT_CONFIG = "sinc-x3"
 

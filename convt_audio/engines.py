@@ -22,12 +22,10 @@ import numpy as np
 
 from .config import Config
 from .errors import DeviceError, option
+from .options import DTYPE_NAMES, KERNELS
 from .resampler import ResamplerChain, chain_eligible
 from .shapes import StackShape, widest_activation
 from .streaming import StreamingModule
-
-DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")
-KERNELS = ("auto", "transposed", "polyphase", "numpy")
 
 
 def cuda_may_exist() -> bool:

@@ -13,6 +13,7 @@ from typing import Callable
 
 from .config import Config
 from .errors import AudioError, UsageError, option
+from .options import CHANNEL_MODES, CLIP_MODES, NON_FINITE_MODES
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,15 @@ class RunOptions:
     skip_existing: bool = False
     non_finite: str = "error"  # NaN/Inf input samples: "error" (the file fails) or "zero" (replaced)
     kind: str | None = None  # --type: the container of outputs the tool names, and of -o -
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("clip", CLIP_MODES),
+            ("non_finite", NON_FINITE_MODES),
+            ("channels", (None, *CHANNEL_MODES)),
+        ):
+            if getattr(self, name) not in allowed:
+                raise UsageError(f"{option(name)}: {getattr(self, name)!r} is not one of {[a for a in allowed if a]}")
 
 
 def usable_cpus() -> int:

@@ -120,6 +120,15 @@ def test_convert_keeps_every_guarantee_of_run(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["a.wav", "b.flac"]
 
 
+def test_convert_refuses_words_the_command_line_would_not_offer(tmp_path):
+    tone(tmp_path / "a.wav", rate=44100)
+    with pytest.raises(UsageError, match=r"clip.*'bogus' is not one of \['clamp', 'error', 'rescale'\]"):
+        convt_audio.convert(tmp_path / "a.wav", tmp_path / "b.wav", rate=48000, clip="bogus")
+    with pytest.raises(UsageError, match="non_finite"):
+        convt_audio.convert(tmp_path / "a.wav", tmp_path / "b.wav", rate=48000, non_finite="skip")
+    assert not (tmp_path / "b.wav").exists()
+
+
 def test_the_json_record_is_the_file_report(tmp_path):
     """--json prints FileReport.as_dict(): the same keys, in the dataclass's order, for each status."""
     import json

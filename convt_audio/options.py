@@ -1,0 +1,9 @@
+"""The words each option accepts, in one place: the library checks them, the command line offers
+them (its choices are built from these tuples, never restated)."""
+
+CHANNEL_MODES = ("auto", "joint", "per_channel")  # a config's channels:, --channels
+DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16")  # --dtype
+KERNELS = ("auto", "transposed", "polyphase", "numpy")  # how the engine computes transposed layers
+CLIP_MODES = ("clamp", "error", "rescale")  # --clip: samples past full scale in a PCM output
+NON_FINITE_MODES = ("error", "zero")  # --non-finite: NaN/Inf input samples
+SUBTYPES = ("PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")  # --subtype's choices (libsndfile names)
