@@ -2,13 +2,12 @@
 Python examples, run as they are written."""
 
 import re
-import shutil
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from clitools import ROOT, invoke, tone
+from clitools import invoke, tone
 
 import convt_audio
 from convt_audio.errors import AudioError, UsageError
@@ -147,14 +146,3 @@ def test_the_json_record_is_the_file_report(tmp_path):
         assert list(record) == sorted(record, key=order.index)
     assert set(records[0]) == set(order) - {"reason", "error", "gain_db", "resumed"}
     assert set(records[1]) == {"input", "output", "status", "error"}
-
-
-def test_the_readme_python_examples_run(tmp_path, monkeypatch):
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
-    assert blocks, "README.md has no Python examples"
-    shutil.copytree(ROOT / "samples", tmp_path / "samples")
-    monkeypatch.chdir(tmp_path)
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), {})
-    assert sf.info("speech-48k.flac").samplerate == 48000
