@@ -195,6 +195,8 @@ TORCH_ACTIVATIONS = {
     "silu": torch.nn.SiLU(),
     "leaky_relu": torch.nn.LeakyReLU(),
     "elu": torch.nn.ELU(),
+    "hardtanh": torch.nn.Hardtanh(),
+    "clamp": lambda x: torch.clamp(x, min=-1.0, max=1.0),
 }
 
 
@@ -216,10 +218,30 @@ def test_activations(kind):
     torch.testing.assert_close(run_chunked(stack, x, 7), want)
 
 
+def config_conv():
+    return {"type": "conv1d", "in_channels": 1, "out_channels": 1, "kernel_size": 1}
+
+
 def test_activation_parameters_and_snake():
     x = torch.linspace(-3, 3, 50)
     torch.testing.assert_close(ActivationSpec("leaky_relu", negative_slope=0.2).forward(x), F.leaky_relu(x, 0.2))
     torch.testing.assert_close(ActivationSpec("elu", alpha=0.5).forward(x), F.elu(x, 0.5))
+    config = parse_config(
+        {
+            "layers": [
+                {"type": "conv1d", "in_channels": 1, "out_channels": 1, "kernel_size": 1},
+                {"type": "hardtanh", "min_val": -0.5, "max_val": 0.25},
+                {"type": "clamp", "min": -0.1},
+            ]
+        }
+    )
+    assert config.layers[1] == ActivationSpec("hardtanh", min_val=-0.5, max_val=0.25)
+    torch.testing.assert_close(config.layers[1].forward(x), F.hardtanh(x, -0.5, 0.25))
+    torch.testing.assert_close(config.layers[2].forward(x), x.clamp(-0.1, 1.0))
+    with pytest.raises(ConfigError, match=r"layers\[1\]\.min_val: 2.0 is above max_val = 1.0"):
+        parse_config({"layers": [config_conv(), {"type": "hardtanh", "min_val": 2.0}]})
+    with pytest.raises(ConfigError, match=r"layers\[1\]\.max: unknown key for hardtanh"):
+        parse_config({"layers": [config_conv(), {"type": "hardtanh", "max": 2.0}]})
     alpha = torch.tensor([0.5, 2.0]).reshape(1, 2, 1)
     spec = SnakeSpec(2)
     stack = Stack([Conv1dSpec(1, 2, 1, bias=False), spec], [{"weight": torch.ones(2, 1, 1)}, {"alpha": alpha}])

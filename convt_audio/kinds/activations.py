@@ -21,6 +21,8 @@ ACTIVATIONS: dict[str, tuple[Callable, dict[str, float]]] = {
     "silu": (lambda F, x: F.silu(x), {}),
     "leaky_relu": (lambda F, x, negative_slope: F.leaky_relu(x, negative_slope), {"negative_slope": 0.01}),
     "elu": (lambda F, x, alpha: F.elu(x, alpha), {"alpha": 1.0}),
+    "hardtanh": (lambda F, x, min_val, max_val: F.hardtanh(x, min_val, max_val), {"min_val": -1.0, "max_val": 1.0}),
+    "clamp": (lambda F, x, min, max: x.clamp(min, max), {"min": -1.0, "max": 1.0}),  # BigVGAN v2's last step
 }
 
 
@@ -61,6 +63,10 @@ class ActivationSpec(Pointwise):
             raise ConfigError(f"{self.where}.type: {self.type!r} is not an activation")
         for name, value in self.params:
             check_number(self.where, name, value)
+        values = dict(self.params)
+        for low, high in (("min_val", "max_val"), ("min", "max")):  # hardtanh's and clamp's bounds
+            if low in values and values[low] > values[high]:
+                raise ConfigError(f"{self.where}.{low}: {values[low]} is above {high} = {values[high]}")
 
     def forward(self, x, params=None):
         import torch.nn.functional as F
