@@ -231,6 +231,10 @@ def fold_weight_norm(tensors: Mapping[str, np.ndarray]) -> tuple[dict[str, np.nd
     return out, sources
 
 
+def _without_units(shape) -> tuple[int, ...]:
+    return tuple(n for n in shape if n != 1)
+
+
 def _shape_of(tensors: Mapping, name: str) -> tuple[int, ...]:
     return tuple(tensors.shape(name)) if hasattr(tensors, "shape") else tuple(np.shape(tensors[name]))
 
@@ -260,7 +264,9 @@ def match_tensors(
                     f"expected shape {tuple(expected)}{hint}"
                 )
             shape = _shape_of(tensors, pair[1] if pair else full)
-            if shape != tuple(expected):
+            # only unit axes differ (BigVGAN's snake alpha is (C,), ours (1, C, 1)): the same numbers
+            reshaped = shape != tuple(expected) and _without_units(shape) == _without_units(expected)
+            if shape != tuple(expected) and not reshaped:
                 raise WeightsError(
                     f"{source}: tensor {(pair[1] if pair else full)!r} for {spec.where} ({spec.type}) "
                     f"has shape {shape}, expected {tuple(expected)}"
@@ -278,7 +284,7 @@ def match_tensors(
                 _check_values(source, f"{full} (folded from {pair[0]}, {pair[1]})", array, spec.where)
             else:
                 array = np.asarray(tensors[full])
-            layer[local] = array
+            layer[local] = array.reshape(expected) if reshaped else array
             used.update(pair or [full])
         params.append(layer)
     return params, sorted(name for name in tensors if name not in used)

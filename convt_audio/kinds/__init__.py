@@ -7,7 +7,8 @@ new activation is one line of :data:`~.activations.ACTIVATIONS`.
 
 from __future__ import annotations
 
-from .activations import ACTIVATIONS, ActivationSpec, SnakeSpec
+from .activations import ACTIVATIONS, ActivationSpec, SnakeBetaSpec, SnakeSpec
+from .alias_free import AliasFreeSpec
 from .base import KINDS, Kind, parse_layer, parse_sequence, register
 from .blocks import REDUCTIONS, ParallelSpec, ResidualSpec
 from .conv import PADDING_MODES, Conv1dSpec, ConvTranspose1dSpec
@@ -18,11 +19,13 @@ __all__ = [
     "PADDING_MODES",
     "REDUCTIONS",
     "ActivationSpec",
+    "AliasFreeSpec",
     "Conv1dSpec",
     "ConvTranspose1dSpec",
     "Kind",
     "ParallelSpec",
     "ResidualSpec",
+    "SnakeBetaSpec",
     "SnakeSpec",
     "parse_layer",
     "parse_sequence",

@@ -77,15 +77,23 @@ class ActivationSpec(Pointwise):
 
 @dataclass(frozen=True)
 class _Snake(Pointwise):
-    """Shared by the snakes: a per-channel learned activation, tensors (1, channels, 1)."""
+    """Shared by the snakes: per-channel learned tensors of shape (1, channels, 1) (a checkpoint's
+    (channels,) loads too); with ``logscale`` the tensors hold logarithms (BigVGAN's
+    ``alpha_logscale``: exp() is taken before use, and they start at 0 instead of 1)."""
 
     channels: int
+    logscale: bool = False
     key: str | None = None
 
     int_fields: ClassVar[tuple] = ("channels",)
 
     def validate(self) -> None:
         check_int(self.where, "channels", self.channels, 1, MAX_CHANNELS)
+        if not isinstance(self.logscale, bool):
+            raise ConfigError(f"{self.where}.logscale: must be true or false, got {self.logscale!r}")
+
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: (1, self.channels, 1) for name in self.tensor_names}
 
     def input_channels(self) -> int | None:
         return self.channels
@@ -100,20 +108,36 @@ class _Snake(Pointwise):
     def init_params(self, generator=None) -> dict:
         import torch
 
-        return {name: torch.ones(shape) for name, shape in self.tensor_shapes().items()}
+        start = torch.zeros if self.logscale else torch.ones
+        return {name: start(shape) for name, shape in self.tensor_shapes().items()}
+
+    def _scaled(self, tensor):
+        return tensor.exp() if self.logscale else tensor
 
 
 @register
 @dataclass(frozen=True)
 class SnakeSpec(_Snake):
-    """Snake ``y = x + sin²(αx)/(α + 1e-9)`` with a learned α of shape (1, C, 1)."""
+    """Snake ``y = x + sin²(αx)/(α + 1e-9)`` with a learned α."""
 
     type: str = field(default="snake", init=False)
     names: ClassVar[tuple] = ("snake",)
-
-    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {"alpha": (1, self.channels, 1)}
+    tensor_names: ClassVar[tuple] = ("alpha",)
 
     def forward(self, x, params):
-        alpha = params["alpha"]
+        alpha = self._scaled(params["alpha"])
         return x + (alpha * x).sin() ** 2 / (alpha + 1e-9)
+
+
+@register
+@dataclass(frozen=True)
+class SnakeBetaSpec(_Snake):
+    """BigVGAN's SnakeBeta ``y = x + sin²(αx)/(β + 1e-9)``: α sets the frequency, β the magnitude."""
+
+    type: str = field(default="snake_beta", init=False)
+    names: ClassVar[tuple] = ("snake_beta",)
+    tensor_names: ClassVar[tuple] = ("alpha", "beta")
+
+    def forward(self, x, params):
+        alpha, beta = self._scaled(params["alpha"]), self._scaled(params["beta"])
+        return x + (1.0 / (beta + 1e-9)) * (x * alpha).sin() ** 2
