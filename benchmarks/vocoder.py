@@ -9,12 +9,13 @@ Prints, in one run:
    script needs for 10 s and 60 s (it grows with the length; the 30-minute figure is extrapolated,
    not run: ``--plain-long`` runs it).
 
-Usage: python benchmarks/vocoder.py [--quick] [--plain-long]
+Usage: python benchmarks/vocoder.py [--quick] [--busy] [--bf16] [--plain-long] [--skip-memory]
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import warnings
@@ -45,6 +46,8 @@ g.load_state_dict(torch.load(sys.argv[3], map_location="cpu", weights_only=True)
 g.eval()
 mel = torch.from_numpy(np.load(sys.argv[1]))[None]
 with torch.inference_mode():
+    if len(sys.argv) > 5:  # the module's TorchScript: traced on the mel, then run
+        g = torch.jit.trace(g, mel[..., :64])
     y = g(mel)[0]
 sf.write(sys.argv[2], y.numpy().T, 22050, subtype="FLOAT")
 """
@@ -65,6 +68,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20 s instead of 60 s, 5-minute long mel")
     parser.add_argument("--plain-long", action="store_true", help="also run the plain script on the long mel")
+    parser.add_argument("--busy", action="store_true", help="also measure beside a CPU-bound process")
+    parser.add_argument("--bf16", action="store_true", help="also run convt-audio with --dtype bfloat16 (SNR printed)")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the 10 s vs long-mel memory part")
     args = parser.parse_args()
     seconds = 20 if args.quick else 60
     long_seconds = 300 if args.quick else 1800
@@ -106,42 +112,57 @@ def main() -> None:
         "--overwrite",
         "-q",
     ]
-    plain_t, plain_rss = median_process(plain, 3)
-    ours_t, ours_rss = median_process(ours, 3)
-    a, _ = sf.read(str(work / "p.wav"), dtype="float32")
-    b, _ = sf.read(str(work / "c.wav"), dtype="float32")
-    delta = float(np.abs(a - b).max()) if a.shape == b.shape else float("inf")
+    script = [*plain, "torchscript"]
+    ours16 = [*ours[:7], "-o", str(work / "c16.wav"), "--subtype", "FLOAT", "--dtype", "bfloat16", "--overwrite", "-q"]
     audio_s = frames * HOP / RATE
-    print(
-        f"\nHiFi-GAN V1, {frames} mel frames -> {audio_s:.1f} s at {RATE} Hz, {flops / 1e9:.0f} GFLOP; "
-        f"float32 matmul peak {peak:.0f} GFLOP/s (same run); whole processes, median of 3"
-    )
-    print(
-        table(
-            [
-                [
-                    "plain script: the module on the whole mel",
-                    f"{plain_t:.2f}",
-                    "1.00",
-                    f"{plain_t / audio_s:.3f}",
-                    f"{flops / plain_t / 1e9:.0f}",
-                    f"{flops / plain_t / 1e9 / peak:.2f}",
-                    plain_rss // 1024,
-                ],
-                [
-                    "convt-audio run -c hifigan-v1",
-                    f"{ours_t:.2f}",
-                    f"{ours_t / plain_t:.2f}",
-                    f"{ours_t / audio_s:.3f}",
-                    f"{flops / ours_t / 1e9:.0f}",
-                    f"{flops / ours_t / 1e9 / peak:.2f}",
-                    ours_rss // 1024,
-                ],
-            ],
-            ["process", "seconds", "× plain", "RTF", "GFLOP/s", "of peak", "peak RSS MB"],
+    conditions = [("quiet", None)] + ([("beside a busy process", "while True: pass")] if args.busy else [])
+    for condition, hog in conditions:
+        busy = subprocess.Popen([sys.executable, "-c", hog]) if hog else None
+        try:
+            plain_t, plain_rss = median_process(plain, 3)
+            script_t, script_rss = median_process(script, 3)
+            ours_t, ours_rss = median_process(ours, 3)
+            bf16_t, bf16_rss = median_process(ours16, 3) if args.bf16 else (0, 0)
+        finally:
+            if busy is not None:
+                busy.kill()
+        a, _ = sf.read(str(work / "p.wav"), dtype="float32")
+        b, _ = sf.read(str(work / "c.wav"), dtype="float32")
+        delta = float(np.abs(a - b).max()) if a.shape == b.shape else float("inf")
+        print(
+            f"\nHiFi-GAN V1, {frames} mel frames -> {audio_s:.1f} s at {RATE} Hz, {flops / 1e9:.0f} GFLOP; "
+            f"float32 matmul peak {peak:.0f} GFLOP/s (same run); whole processes, {condition}, median of 3"
         )
-    )
-    print(f"outputs equal: {delta <= 1e-5} (max |Δ| {delta:.2e}); GFLOP/s include start-up and I/O")
+        rows = []
+        for name, t, rss in (
+            ("plain script: the module (eager) on the whole mel", plain_t, plain_rss),
+            ("plain script: the module's TorchScript", script_t, script_rss),
+            ("convt-audio run -c hifigan-v1", ours_t, ours_rss),
+            *((("convt-audio run ... --dtype bfloat16", bf16_t, bf16_rss),) if args.bf16 else ()),
+        ):
+            rows.append(
+                [
+                    name,
+                    f"{t:.2f}",
+                    f"{t / script_t:.2f}",
+                    f"{t / audio_s:.3f}",
+                    f"{flops / t / 1e9:.0f}",
+                    f"{flops / t / 1e9 / peak:.2f}",
+                    rss // 1024,
+                    f"{rss / script_rss:.2f}",
+                ]
+            )
+        print(
+            table(rows, ["process", "seconds", "× TorchScript", "RTF", "GFLOP/s", "of peak", "peak RSS MB", "RSS × TS"])
+        )
+        print(f"outputs equal: {delta <= 1e-5} (max |Δ| {delta:.2e}); GFLOP/s include start-up and I/O")
+    if args.bf16:
+        ref, _ = sf.read(str(work / "c.wav"), dtype="float64")
+        low, _ = sf.read(str(work / "c16.wav"), dtype="float64")
+        snr = 10 * np.log10(np.sum(ref**2) / np.sum((ref - low) ** 2))
+        print(f"bfloat16 output against float32: SNR {snr:.1f} dB")
+    if args.skip_memory:
+        return
 
     # 2. memory: short vs long
     rss = {}

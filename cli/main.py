@@ -773,6 +773,8 @@ def info(
                 f"{facts['flops_per_second_of_audio'] / 1e9:.3f} GFLOP per second of audio",
                 f"weights:         {(facts['weights'] or '(none)') + ': ' + status if weights_ok else status}",
             ]
+            if cfg.features is not None:
+                lines.append(f"features:        {cfg.features.describe()} (convt-audio mel computes them)")
             if facts["buffers_whole_input"]:
                 lines.append(
                     f"memory:          {', '.join(facts['buffers_whole_input'])} hold their whole "
@@ -787,6 +789,31 @@ def info(
     if not weights_ok:
         _err(status)
         raise typer.Exit(EXIT_USAGE)
+
+
+@app.command()
+def mel(
+    input: Path = typer.Argument(..., help="Audio file."),
+    config: str = typer.Option(
+        ..., "-c", "--config", help="Config (file or built-in name) whose features: to compute."
+    ),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="The .npy to write (default <stem>.mel.npy)."),
+    overwrite: bool = typer.Option(False, "-y", "--overwrite", metavar="", help="Replace an existing output."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", metavar="", help="No summary line."),
+    debug: bool = typer.Option(False, "--debug", metavar="", help="Show tracebacks."),
+) -> None:
+    """Compute the log-mel features a vocoder config expects (its features: recipe), as a .npy for run."""
+    try:
+        from convt_audio.config import load_config
+        from convt_audio.mel import write_mel
+
+        cfg = load_config(config)
+        dest = output or input.with_name(f"{input.stem}.mel.npy")
+        done = write_mel(input, dest, cfg, overwrite=overwrite)
+    except Exception as exc:
+        raise _fail(exc, debug) from None
+    if not quiet:
+        _note(f"{input} -> {dest}: {done['n_mels']} × {done['frames']} frames; {cfg.features.describe()}")
 
 
 @app.command()

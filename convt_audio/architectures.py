@@ -102,6 +102,19 @@ def hifigan(version: str) -> dict:
         "weights_prefix": "generator.",
         "channels": "joint",
         "output_sample_rate": SAMPLE_RATE,
+        # meldataset.mel_spectrogram of the authors' code with config_v1/v2/v3.json's numbers
+        "features": {
+            "sample_rate": SAMPLE_RATE,
+            "n_fft": 1024,
+            "hop_length": hop,
+            "win_length": 1024,
+            "n_mels": 80,
+            "fmin": 0.0,
+            "fmax": 8000.0,
+            "magnitude_eps": 1e-9,
+            "log": "e",
+            "clamp": 1e-5,
+        },
         "layers": layers,
     }
 
@@ -158,6 +171,19 @@ def melgan(ngf: int = 32, n_residual_layers: int = 3, ratios=(8, 8, 2, 2)) -> di
         ),
         "channels": "joint",
         "output_sample_rate": SAMPLE_RATE,
+        # mel2wav/modules.py Audio2Mel of the authors' code: no fmax (Nyquist), |X| without eps, log10
+        "features": {
+            "sample_rate": SAMPLE_RATE,
+            "n_fft": 1024,
+            "hop_length": hop,
+            "win_length": 1024,
+            "n_mels": 80,
+            "fmin": 0.0,
+            "fmax": None,
+            "magnitude_eps": 0.0,
+            "log": "10",
+            "clamp": 1e-5,
+        },
         "layers": layers,
     }
 

@@ -203,16 +203,22 @@ def _npy_2d(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _feature_source(path, array: np.ndarray, input_rate, expected_channels, label: str | None = None) -> AudioSource:
+def _feature_source(
+    path, array: np.ndarray, input_rate, expected_channels, label: str | None = None, mapped: bool = True
+) -> AudioSource:
     """A ``(channels, frames)`` float array as a source: an ``.npy`` file, mapped block by block
-    (``label`` names it in messages: ``<stdin>`` for standard input's spooled copy)."""
+    (``label`` names it in messages: ``<stdin>`` for standard input's spooled copy), or a tensor
+    already in memory (``mapped=False``: a ``.pt`` file)."""
     mapped_path, path = path, label or path
+    kind = ".npy" if mapped else Path(path).suffix.lower()
     if input_rate is None:
-        raise AudioError(f"{path}: .npy inputs need {option('input_rate', 'HZ')} (or a config with output_sample_rate)")
+        raise AudioError(
+            f"{path}: {kind} inputs need {option('input_rate', 'HZ')} (or a config with output_sample_rate)"
+        )
     array = _npy_2d(array)
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
         raise AudioError(
-            f"{path}: .npy input must be a float array of shape (channels, frames), got "
+            f"{path}: {kind} input must be a float array of shape (channels, frames), got "
             f"{array.dtype} {tuple(array.shape)}"
         )
     if array.shape[0] != expected_channels and array.shape[1] == expected_channels:
@@ -226,11 +232,17 @@ def _feature_source(path, array: np.ndarray, input_rate, expected_channels, labe
         )
     if 0 in array.shape:
         raise AudioError(
-            f"{path}: .npy input of shape {tuple(array.shape)} has no {'channels' if array.shape[0] == 0 else 'frames'}"
+            f"{path}: {kind} input of shape {tuple(array.shape)} has no {'channels' if array.shape[0] == 0 else 'frames'}"
         )
     subtype = "DOUBLE" if array.dtype == np.float64 else "FLOAT"  # keep every bit of a float array
     return AudioSource(
-        Path(path), input_rate, array.shape[0], array.shape[1], subtype, _array=array, _map_path=Path(mapped_path)
+        Path(path),
+        input_rate,
+        array.shape[0],
+        array.shape[1],
+        subtype,
+        _array=array,
+        _map_path=Path(mapped_path) if mapped else None,
     )
 
 
@@ -310,8 +322,28 @@ def _open_stdin(input_rate, expected_channels: int | None) -> AudioSource:
     )
 
 
+TENSOR_SUFFIXES = (".pt", ".pth")  # a torch tensor saved with torch.save: features as a TTS model returns them
+
+
+def _load_tensor(path: Path) -> np.ndarray:
+    """A float tensor from a ``torch.save`` file, loaded with ``weights_only=True`` (no code runs)."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        value = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        raise AudioError(f"{path}: not a readable torch tensor file ({str(exc).splitlines()[0][:200]})") from None
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        what = type(value).__name__ if not isinstance(value, torch.Tensor) else f"a {value.dtype} tensor"
+        raise AudioError(f"{path}: holds {what}; expected one float tensor (channels, frames)")
+    return value.detach().float().numpy() if value.dtype == torch.bfloat16 else value.detach().numpy()
+
+
 def open_source(path: str | Path, input_rate=None, expected_channels: int | None = None) -> AudioSource:
-    """Open an audio file (anything libsndfile reads) or a ``.npy`` ``(channels, frames)`` array.
+    """Open an audio file (anything libsndfile reads), or a ``.npy`` or ``.pt`` ``(channels, frames)`` array.
 
     ``input_rate`` (Hz, an int or a Fraction such as 22050/256 for mel frames) is the rate of
     ``.npy`` inputs; ``expected_channels`` (the stack's) lets a short feature array have more
@@ -330,6 +362,8 @@ def open_source(path: str | Path, input_rate=None, expected_channels: int | None
         except (OSError, ValueError) as exc:
             raise AudioError(f"{path}: not a readable .npy array: {str(exc).splitlines()[0]}") from None
         return _feature_source(path, array, input_rate, expected_channels)
+    if path.suffix.lower() in TENSOR_SUFFIXES:
+        return _feature_source(path, _load_tensor(path), input_rate, expected_channels, mapped=False)
     try:
         with open(path, "rb"):
             pass

@@ -15,11 +15,21 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import AudioError, ConfigError, option
+from .features import MelRecipe
 from .kinds import parse_sequence
 from .options import CHANNEL_MODES
 from .shapes import chain, index_paths, input_channels, leaves, rate_of
 
-TOP_LEVEL_KEYS = ("name", "description", "weights", "weights_prefix", "channels", "output_sample_rate", "layers")
+TOP_LEVEL_KEYS = (
+    "name",
+    "description",
+    "weights",
+    "weights_prefix",
+    "channels",
+    "output_sample_rate",
+    "features",
+    "layers",
+)
 DEFAULT_CONFIG = "sinc-x3"
 
 
@@ -36,6 +46,7 @@ class Config:
     channels: str = "auto"
     output_sample_rate: int | None = None
     source: str = "<config>"
+    features: MelRecipe | None = None  # how the features this stack decodes are made (vocoders)
 
     @property
     def in_channels(self) -> int:
@@ -263,6 +274,20 @@ def _parse_config(data: Any, source: str, base_dir: Path | None, default_name: s
     for key in ("name", "description"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise ConfigError(f"{key}: must be a string, got {data[key]!r}")
+    features = None
+    if data.get("features") is not None:
+        features = MelRecipe.from_config(data["features"], base_dir)
+        if features.n_mels != input_channels(specs):
+            raise ConfigError(
+                f"features.n_mels: {features.n_mels} bands, but layers take {input_channels(specs)} channels"
+            )
+        made = Fraction(features.sample_rate, features.hop_length) * rate_of(specs)
+        if made != rate:
+            raise ConfigError(
+                f"features: {features.sample_rate} Hz / hop {features.hop_length} × the layers' "
+                f"{rate_of(specs)} is {float(made):g} Hz; output_sample_rate must be set to it "
+                f"(got {rate})"
+            )
     config = Config(
         name=data.get("name") or default_name or "config",
         description=data.get("description") or "",
@@ -273,6 +298,7 @@ def _parse_config(data: Any, source: str, base_dir: Path | None, default_name: s
         channels=channels,
         output_sample_rate=rate,
         source=source,
+        features=features,
     )
     return config
 

@@ -292,3 +292,53 @@ class Activation1d(nn.Module):
         x = self.upsample(x)
         x = self.act(x)
         return self.downsample(x)
+
+
+# --------------------------------------------------------------------------------------------
+# the features the checkpoints were trained on (librosa's filterbank, as the authors' code uses it)
+
+
+def hifigan_mel_spectrogram(y, n_fft, num_mels, sampling_rate, hop_size, win_size, fmin, fmax, center=False):
+    """meldataset.mel_spectrogram of HiFi-GAN's official code (complex STFT in today's torch)."""
+    from librosa.filters import mel as librosa_mel_fn
+
+    mel_basis = torch.from_numpy(
+        librosa_mel_fn(sr=sampling_rate, n_fft=n_fft, n_mels=num_mels, fmin=fmin, fmax=fmax)
+    ).float()
+    hann_window = torch.hann_window(win_size)
+    y = F.pad(y.unsqueeze(1), (int((n_fft - hop_size) / 2), int((n_fft - hop_size) / 2)), mode="reflect")
+    y = y.squeeze(1)
+    spec = torch.stft(
+        y, n_fft, hop_length=hop_size, win_length=win_size, window=hann_window, center=center,
+        pad_mode="reflect", normalized=False, onesided=True, return_complex=True,
+    )  # fmt: skip
+    spec = torch.sqrt(torch.view_as_real(spec).pow(2).sum(-1) + (1e-9))
+    spec = torch.matmul(mel_basis, spec)
+    return torch.log(torch.clamp(spec, min=1e-5) * 1)
+
+
+class Audio2Mel(nn.Module):
+    """mel2wav/modules.py of MelGAN's official code."""
+
+    def __init__(self, n_fft=1024, hop_length=256, win_length=1024, sampling_rate=22050, n_mel_channels=80,
+                 mel_fmin=0.0, mel_fmax=None):  # fmt: skip
+        super().__init__()
+        from librosa.filters import mel as librosa_mel_fn
+
+        window = torch.hann_window(win_length).float()
+        mel_basis = librosa_mel_fn(sr=sampling_rate, n_fft=n_fft, n_mels=n_mel_channels, fmin=mel_fmin, fmax=mel_fmax)
+        self.register_buffer("mel_basis", torch.from_numpy(mel_basis).float())
+        self.register_buffer("window", window)
+        self.n_fft, self.hop_length, self.win_length = n_fft, hop_length, win_length
+
+    def forward(self, audio):
+        p = (self.n_fft - self.hop_length) // 2
+        audio = F.pad(audio, (p, p), "reflect").squeeze(1)
+        fft = torch.stft(
+            audio, n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.win_length, window=self.window,
+            center=False, return_complex=True,
+        )  # fmt: skip
+        real_part, imag_part = torch.view_as_real(fft).unbind(-1)
+        magnitude = torch.sqrt(real_part**2 + imag_part**2)
+        mel_output = torch.matmul(self.mel_basis, magnitude)
+        return torch.log10(torch.clamp(mel_output, min=1e-5))

@@ -106,6 +106,7 @@ def test_the_shell_tour_runs_line_by_line(tmp_path):
     for name, rate in rates.items():
         assert sf.info(str(tmp_path / name)).samplerate == rate, name
     assert sf.info(str(tmp_path / "speech.wav")).frames == 12 * 256
+    assert np.load(tmp_path / "in.mel.npy").shape[0] == 80
     for name in ("random.safetensors", "my-x4.yaml", "my-x4.safetensors", "up44-48.yaml", "response.png", "spec.png"):
         assert (tmp_path / name).stat().st_size > 0, name
 
