@@ -231,3 +231,47 @@ class TorchStream(StreamingModule):
     def _flush(self) -> np.ndarray:
         """Every remaining output frame."""
         return self._down(self.streamer.flush(self.state.like), keep=0)
+
+
+class ChainedEngine(StackShape):
+    """A config's stack on its engine, then a resampler on the NumPy engine: ``-c CONFIG -r HZ``
+    as one stream (a vocoder's 22050 Hz out, 48000 Hz written). Each output channel of the first
+    is resampled on its own; the samples are those of two runs joined by a pipe."""
+
+    def __init__(self, first, second, specs: tuple):
+        self.first, self.second = first, second
+        self.specs = specs  # the config's layers, then the resampler's (re-indexed after them)
+        self.name = f"{first.name}+{second.name}"
+        self.device, self.dtype = first.device, first.dtype
+
+    def preferred_chunk(self) -> int:
+        return self.first.preferred_chunk()
+
+    def leading_circular_frames(self) -> int:
+        return self.first.leading_circular_frames()
+
+    def open_stream(self, batch: int, tail: np.ndarray | None = None) -> "ChainedStream":
+        return ChainedStream(self, batch, tail)
+
+
+class ChainedStream(StreamingModule):
+    """The first engine's stream feeding the second's, channel by channel."""
+
+    def __init__(self, engine: ChainedEngine, batch: int, tail: np.ndarray | None):
+        self.engine = engine
+        self.channels = engine.first.out_channels
+        self.children = (engine.first.open_stream(batch, tail), engine.second.open_stream(batch * self.channels))
+        super().__init__()
+
+    def _hand_on(self, y: np.ndarray) -> np.ndarray:
+        batch = y.shape[0]
+        flat = np.ascontiguousarray(y).reshape(batch * self.channels, 1, y.shape[-1])
+        return self.children[1].push(flat).reshape(batch, self.channels, -1)
+
+    def _push(self, chunk: np.ndarray) -> np.ndarray:
+        return self._hand_on(self.children[0].push(chunk))
+
+    def _flush(self) -> np.ndarray:
+        last = self._hand_on(self.children[0].flush())
+        rest = self.children[1].flush().reshape(last.shape[0], self.channels, -1)
+        return np.concatenate([last, rest], axis=-1)

@@ -11,6 +11,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from .config import Config
 from .errors import AudioError, UsageError, option
 from .options import CHANNEL_MODES, CLIP_MODES, NON_FINITE_MODES
@@ -116,8 +118,9 @@ class Runner:
     the resampler for each input rate (:func:`~convt_audio.design.resampler_for`), built once per
     ratio with ``build(config, params)`` (:func:`~convt_audio.engines.build_engine`).
 
-    With both a config and ``target_rate``, the rate is a check: a file the config does not turn
-    into ``target_rate`` fails.
+    With both a config and ``target_rate``, the config's output is resampled to ``target_rate``
+    where it differs (``-c hifigan-v1 -r 48000``): one stream, the config's engine then the NumPy
+    resampler (:class:`~convt_audio.engines.ChainedEngine`), built once per rate.
     """
 
     def __init__(
@@ -141,19 +144,20 @@ class Runner:
         if self.config is None:
             return self.target_rate
         rate = self.config.output_rate(input_rate)
-        if self.target_rate is not None and rate != self.target_rate:
-            raise AudioError(
-                f"{self.config.name} turns {float(input_rate):g} Hz into {rate} Hz, not the "
-                f"{self.target_rate} Hz asked for (leave out the config to resample to any rate)"
-            )
-        return rate
+        return rate if self.target_rate is None else self.target_rate
 
     def pick(self, input_rate) -> tuple:
         """``(config, engine)`` for a file at ``input_rate``."""
-        if self.config is not None:
-            self.output_rate(input_rate)
-            return self.config, self.engine
         from .design import resampler_for
+
+        if self.config is not None:
+            rate = self.config.output_rate(input_rate)
+            if self.target_rate is None or rate == self.target_rate:
+                return self.config, self.engine
+            with self._lock:
+                if rate not in self._by_ratio:
+                    self._by_ratio[rate] = self._chained(rate, resampler_for)
+                return self._by_ratio[rate]
 
         ratio = Fraction(self.target_rate) / Fraction(input_rate)
         if self.upsample_only and ratio <= 1:
@@ -167,6 +171,28 @@ class Runner:
                 config, params = resampler_for(input_rate, self.target_rate, allow_aliasing=self.allow_aliasing)
                 self._by_ratio[ratio] = (config, self.build(config, params))
             return self._by_ratio[ratio]
+
+    def _chained(self, rate: int, resampler_for) -> tuple:
+        """The config followed by the resampler from its ``rate`` to the target."""
+        from dataclasses import replace
+
+        from .engines import ChainedEngine, build_engine
+
+        design, params = resampler_for(rate, self.target_rate, allow_aliasing=self.allow_aliasing)
+        dtype = "float64" if self.engine.dtype == np.float64 else "float32"
+        resampler = build_engine(design, params, "cpu", dtype)
+        offset = len(self.config.layers)
+        layers = self.config.layers + tuple(
+            replace(spec, index=offset + i, path=None) for i, spec in enumerate(design.layers)
+        )
+        config = replace(
+            self.config,
+            name=f"{self.config.name} then {rate}->{self.target_rate} Hz",
+            layers=layers,
+            tensor_names=self.config.tensor_names + design.tensor_names,
+            output_sample_rate=self.target_rate,
+        )
+        return config, ChainedEngine(self.engine, resampler, layers)
 
 
 DEFAULT_RATE = 48000  # run with neither a config nor --rate: inputs below it are resampled to it
@@ -213,10 +239,15 @@ class RunnerRecipe:
                 allow_aliasing=self.allow_aliasing,
                 upsample_only=self.target_rate is None,
             ), []
-        if self.allow_aliasing:
+        if self.allow_aliasing and self.target_rate is None:
             raise UsageError(
                 f"{option('allow_aliasing')} chooses the band edges of the resampler that "
-                f"{option('target_rate')} designs; {option('config')} brings its own filter"
+                f"{option('target_rate')} designs; {option('config')} alone brings its own filter"
+            )
+        if self.target_rate is not None and self.target_rate > MAX_RESAMPLE_RATE:
+            raise UsageError(
+                f"{option('target_rate')}: resampling goes up to {MAX_RESAMPLE_RATE} Hz (8 × 768 kHz), "
+                f"got {self.target_rate}"
             )
         config = load_config(self.config)
         params, unused = load_params(config, self.weights)
@@ -225,4 +256,4 @@ class RunnerRecipe:
             import torch
 
             torch.set_num_threads(self.threads)
-        return Runner(config, engine, self.target_rate), unused
+        return Runner(config, engine, self.target_rate, allow_aliasing=self.allow_aliasing), unused

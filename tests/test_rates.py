@@ -121,13 +121,19 @@ def test_rate_equal_to_the_input_copies_unchanged_and_integer_ratios_use_the_bui
     assert not cache.exists()  # nothing designed: sinc-x3 ships
 
 
-def test_rate_is_a_check_with_a_config_and_a_batch_mixes_input_rates(tmp_path):
-    sf.write(str(tmp_path / "a.wav"), np.zeros(4410), 44100)
+def test_a_config_then_a_rate_chains_a_resampler_and_a_batch_mixes_input_rates(tmp_path):
+    """-c then -r: the config's output resampled to -r in the same stream, as two runs piped."""
+    rng = np.random.default_rng(0)
+    sf.write(str(tmp_path / "a.wav"), 0.1 * rng.normal(size=4410), 44100, subtype="FLOAT")
     sf.write(str(tmp_path / "b.wav"), np.zeros(1600), 16000)
-    result = invoke("run", tmp_path / "a.wav", "-r", 48000, "-c", "sinc-x2", "-o", tmp_path / "o.wav")
-    assert result.exit_code == 1
-    assert "a.wav: sinc-x2 turns 44100 Hz into 88200 Hz, not the 48000 Hz asked for" in result.stderr
-    assert not (tmp_path / "o.wav").exists()
+    result = invoke("run", tmp_path / "a.wav", "-r", 48000, "-c", "sinc-x2", "-o", tmp_path / "o.wav", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["output_rate"] == 48000 and report["frames_out"] == 4800
+    assert report["engine"] == "numpy-resampler+numpy-resampler"
+    invoke("run", tmp_path / "a.wav", "-c", "sinc-x2", "-o", tmp_path / "x2.wav", "--subtype", "FLOAT")
+    invoke("run", tmp_path / "x2.wav", "-r", 48000, "-o", tmp_path / "two.wav", "--subtype", "FLOAT")
+    assert np.array_equal(sf.read(str(tmp_path / "o.wav"))[0], sf.read(str(tmp_path / "two.wav"))[0])
     result = invoke("run", tmp_path / "a.wav", tmp_path / "b.wav", "-r", 48000, "-o", tmp_path / "out", "--json")
     assert result.exit_code == 0, result.output
     reports = [json.loads(line) for line in result.stdout.splitlines()]

@@ -96,6 +96,23 @@ def test_streaming_at_irregular_chunks_equals_the_official_module(tmp_path, name
         _close(run_chunked(stack, mel, chunks).numpy(), expected)
 
 
+def test_a_vocoder_then_a_rate_is_one_stream(tmp_path):
+    """-c hifigan-v2 -r 48000: the vocoder's 22050 Hz resampled in the same run, the same samples
+    as the vocoder's run piped into run -r."""
+    module = _module("hifigan-v2")
+    checkpoint = _checkpoint(tmp_path, "hifigan-v2", module)
+    np.save(tmp_path / "mel.npy", _mel(30))
+    common = ["-c", "hifigan-v2", "-w", checkpoint, "--subtype", "FLOAT"]
+    result = invoke("run", tmp_path / "mel.npy", *common, "-r", "48k", "-o", tmp_path / "48.wav", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["output_rate"] == 48000 and report["engine"] == "torch+numpy-resampler"
+    assert report["frames_out"] == -(-30 * 256 * 48000 // 22050)
+    assert invoke("run", tmp_path / "mel.npy", *common, "-o", tmp_path / "22.wav").exit_code == 0
+    assert invoke("run", tmp_path / "22.wav", "-r", "48000", "-o", tmp_path / "piped.wav").exit_code == 0
+    assert np.array_equal(sf.read(str(tmp_path / "48.wav"))[0], sf.read(str(tmp_path / "piped.wav"))[0])
+
+
 def test_a_folder_of_mels_batches_and_needs_no_rate(tmp_path):
     module = _module("hifigan-v3")
     checkpoint = _checkpoint(tmp_path, "hifigan-v3", module)
