@@ -182,7 +182,7 @@ def load(config=None, weights=None, *, device: str = "auto", dtype: str = "float
     from .weights import load_params
 
     cfg = load_config(config)
-    params, _ = load_params(cfg, weights)
+    params, _ = load_params(cfg, weights, dtype)
     return Model(cfg, build_engine(cfg, params, device, dtype))
 
 

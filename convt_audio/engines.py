@@ -135,22 +135,30 @@ class TorchEngine(StackShape):
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
-        tensors = [
-            {k: torch.from_numpy(np.array(v)).to(device=target, dtype=getattr(torch, dtype)) for k, v in layer.items()}
-            for layer in params
-        ]
+        torch_dtype = getattr(torch, dtype)
+
+        def tensor(array: np.ndarray):
+            # a writable, contiguous array of the right kind is used as it is (a mapped
+            # checkpoint's pages stay mapped, not copied); anything else is copied once
+            usable = array.flags.writeable and array.flags.c_contiguous and array.dtype == torch_dtype_np
+            return torch.from_numpy(array if usable else np.array(array)).to(device=target, dtype=torch_dtype)
+
+        torch_dtype_np = np.dtype(dtype) if dtype in ("float32", "float64", "float16") else None
+        tensors = [{k: tensor(v) for k, v in layer.items()} for layer in params]
         return cls(Stack(config.layers, tensors), kernel)
 
     def preferred_chunk(self) -> int:
-        """Input frames per block: the widest activation near 2^18 elements (1 MB in float32).
+        """Input frames per block: the widest activation near 2^17 elements (512 kB in float32).
 
-        Measured with benchmarks/decoder.py: its stack (widest 512 channels·rate) gets 512 frames;
-        2048 was within the noise (0.47-0.54 s vs 0.49-0.53 s) but raised peak RSS by 50 MB, 8192
-        was slower, 128 was 1.4x slower. A HiFi-GAN-like stack (widest 8192) gets 64, the low end
-        of the 64-256 frames where its activations stay in cache.
+        Measured with benchmarks/decoder.py at 2^18: its stack (widest 512 channels·rate) got
+        512 frames; 2048 was within the noise but raised peak RSS by 50 MB, 8192 was slower, 128
+        was 1.4x slower. A HiFi-GAN V1 (widest 8192) gets 32: peak RSS grows with the block
+        (oneDNN's per-shape buffers), 20 s of audio took 10.5 s / 664 MB at 64 frames and
+        12.6 s / 463 MB at 32 (2 cores), so the block is halved for half the TorchScript
+        forward's memory at 0.7x its time.
         """
-        chunk = int(2**18 / widest_activation(self.specs))
-        chunk = 1 << max(6, min(16, chunk.bit_length() - 1))
+        chunk = int(2**17 / widest_activation(self.specs))
+        chunk = 1 << max(5, min(16, chunk.bit_length() - 1))
         return max(chunk, self.min_input_frames())
 
     def leading_circular_frames(self) -> int:

@@ -250,7 +250,7 @@ class RunnerRecipe:
                 f"got {self.target_rate}"
             )
         config = load_config(self.config)
-        params, unused = load_params(config, self.weights)
+        params, unused = load_params(config, self.weights, self.dtype)
         engine = make(config, params)
         if engine.name == "torch" and self.threads:
             import torch

@@ -19,6 +19,7 @@ from .config import Config
 from .errors import ConfigError, UsageError, WeightsError, option
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".npz")
+SHARED_MIN_BYTES = 1 << 20  # tensors at least this large stay views of a mapped checkpoint (not copied)
 
 
 def _flatten(tree: Any, prefix: str, out: dict) -> None:
@@ -240,9 +241,13 @@ def _shape_of(tensors: Mapping, name: str) -> tuple[int, ...]:
 
 
 def match_tensors(
-    config: Config, tensors: Mapping[str, np.ndarray], source: str = "<weights>"
+    config: Config, tensors: Mapping[str, np.ndarray], source: str = "<weights>", fold_dtype=np.float64
 ) -> tuple[list[dict[str, np.ndarray]], list[str]]:
     """Match tensors to the config's leaf layers by name and shape.
+
+    Weight-normalised pairs are folded in float64 and kept as ``fold_dtype``: float64 for a
+    float64 run (every bit of the fold), float32 otherwise (rounded once, as the engine would,
+    at half the memory).
 
     ``tensors`` may be lazy (:class:`TensorFile`): each shape is checked before its data is
     read, and tensors the config does not use are never read. Returns one ``{"weight", "bias",
@@ -282,8 +287,11 @@ def match_tensors(
                     )
                 array = _fold(g, v)
                 _check_values(source, f"{full} (folded from {pair[0]}, {pair[1]})", array, spec.where)
+                array = array.astype(fold_dtype, copy=False)
             else:
                 array = np.asarray(tensors[full])
+                if array.nbytes < SHARED_MIN_BYTES:  # a small view would keep a whole mapped file resident
+                    array = np.array(array)
             layer[local] = array.reshape(expected) if reshaped else array
             used.update(pair or [full])
         params.append(layer)
@@ -308,8 +316,11 @@ def needs_weights(config: Config) -> bool:
     return any(spec.tensor_shapes() for spec in config.leaves)
 
 
-def load_params(config: Config, weights: str | Path | None = None) -> tuple[list[dict[str, np.ndarray]], list[str]]:
-    """The config's arrays from ``weights`` (or the config's default weights), and unused names."""
+def load_params(
+    config: Config, weights: str | Path | None = None, dtype: str | None = None
+) -> tuple[list[dict[str, np.ndarray]], list[str]]:
+    """The config's arrays from ``weights`` (or the config's default weights), and unused names;
+    ``dtype`` (the run's, when known) lets folded weight-norm weights be kept in float32."""
     path = Path(weights) if weights is not None else config.weights
     if path is None:
         if needs_weights(config):
@@ -322,7 +333,8 @@ def load_params(config: Config, weights: str | Path | None = None) -> tuple[list
                 f"{config.source}: no weights: pass {option('weights', 'WEIGHTS')} or set 'weights:' in the config"
             )
         return [{} for _ in config.leaves], []
-    return match_tensors(config, open_tensors(path), str(path))
+    fold = np.float64 if dtype in (None, "float64") else np.float32
+    return match_tensors(config, open_tensors(path), str(path), fold)
 
 
 def load_stack(config: Config, weights: str | Path | None = None, dtype: Any = "float32"):
