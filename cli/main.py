@@ -729,7 +729,7 @@ def info(
     try:
         from convt_audio.config import load_config, parse_rate
         from convt_audio.report import summary
-        from convt_audio.weights import load_params, needs_weights
+        from convt_audio.weights import layout_of, load_params, needs_weights
 
         cfg = load_config(config)
         rate = parse_rate(input_rate) if input_rate is not None else (cfg.feature_rate() or 16000)
@@ -744,11 +744,13 @@ def info(
             status = "ok" if weights_path else "not needed"
         if unused:
             status = f"ok, {len(unused)} tensor(s) unused"
+        layout = layout_of(cfg, weights_path) if weights_path and cfg.layouts else None
         weights_ok = True
     except Exception as exc:
         status = (exc.render(FLAGS) if hasattr(exc, "render") else str(exc)).splitlines()[0]
-        weights_ok = False
+        weights_ok, layout = False, None
     facts = summary(cfg, rate, weights_path, status)
+    facts["weights_layout"] = layout  # which of the config's checkpoint layouts the file has
     try:
         if as_json:
             typer.echo(json.dumps(facts))
@@ -771,7 +773,8 @@ def info(
                 f"parameters:      {facts['parameters']:,}",
                 f"cost:            {facts['flops_per_input_frame']:,} FLOP per input frame, "
                 f"{facts['flops_per_second_of_audio'] / 1e9:.3f} GFLOP per second of audio",
-                f"weights:         {(facts['weights'] or '(none)') + ': ' + status if weights_ok else status}",
+                f"weights:         {(facts['weights'] or '(none)') + ': ' + status if weights_ok else status}"
+                + (f" (layout {layout})" if layout else ""),
             ]
             if cfg.features is not None:
                 lines.append(f"features:        {cfg.features.describe()} (convt-audio mel computes them)")

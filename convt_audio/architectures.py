@@ -1,4 +1,4 @@
-"""Published vocoder generators written as configs: HiFi-GAN V1/V2/V3 and MelGAN.
+"""Published vocoder generators written as configs: HiFi-GAN V1/V2/V3, MelGAN, BigVGAN v2, DAC.
 
 Each function returns a config mapping (ready for YAML) with the paper's official
 hyper-parameters and the official checkpoints' tensor names, so that a checkpoint trained with
@@ -12,6 +12,10 @@ the authors' code loads as it is (weight-norm tensors are folded on load):
 - MelGAN (Kumar et al. 2019, the authors' ``mel2wav/modules.py``): the generator's state_dict,
   ``model.<i>`` as its ``nn.Sequential`` numbers them (ReflectionPad1d and activations count);
   each ResnetBlock ``shortcut(x) + block(x)`` is a ``parallel`` block with ``reduce: sum``.
+- BigVGAN v2 (Lee et al. 2023, NVIDIA's ``bigvgan.py``): ``bigvgan_generator.pt`` holds
+  ``{"generator": state_dict}``; HiFi-GAN's layout with AMPBlock1 (each activation an
+  ``alias_free`` SnakeBeta, its stored up/down filters recomputed, not read), ``ups.i.0``, no bias
+  on ``conv_post`` and a clamp instead of tanh.
 
 The YAML files in ``configs/`` are these functions' output (a test keeps them equal).
 """
@@ -102,6 +106,20 @@ def hifigan(version: str) -> dict:
         "weights_prefix": "generator.",
         "channels": "joint",
         "output_sample_rate": SAMPLE_RATE,
+        # parallel-wavegan/ESPnet trainer checkpoints (checkpoint-*steps.pkl) of HiFiGANGenerator
+        "layouts": [
+            {
+                "name": "parallel-wavegan",
+                "prefix": "model.generator.",
+                "map": [
+                    ["^conv_pre\\.", "input_conv."],
+                    ["^ups\\.(\\d+)\\.", "upsamples.\\1.1."],
+                    ["^resblocks\\.(\\d+)\\.convs\\.(\\d+)\\.", "blocks.\\1.convs1.\\2.1."],  # ResBlock2
+                    ["^resblocks\\.(\\d+)\\.(convs[12])\\.(\\d+)\\.", "blocks.\\1.\\2.\\3.1."],
+                    ["^conv_post\\.", "output_conv.1."],
+                ],
+            }
+        ],
         # meldataset.mel_spectrogram of the authors' code with config_v1/v2/v3.json's numbers
         "features": {
             "sample_rate": SAMPLE_RATE,
@@ -188,10 +206,170 @@ def melgan(ngf: int = 32, n_residual_layers: int = 3, ratios=(8, 8, 2, 2)) -> di
     }
 
 
+BIGVGAN = {
+    # sampling_rate, num_mels, n_fft/hop/win, upsample_rates, upsample_kernel_sizes (NVIDIA's
+    # configs/bigvgan_v2_*.json; all: initial channels 1536, AMPBlock1 kernels 3/7/11 with
+    # dilations 1/3/5, snakebeta with log-scale parameters, no bias and no tanh at the end)
+    "bigvgan-v2-22khz-80band-256x": (22050, 80, (1024, 256, 1024), [4, 4, 2, 2, 2, 2], [8, 8, 4, 4, 4, 4]),
+    "bigvgan-v2-24khz-100band-256x": (24000, 100, (1024, 256, 1024), [4, 4, 2, 2, 2, 2], [8, 8, 4, 4, 4, 4]),
+    "bigvgan-v2-44khz-128band-512x": (44100, 128, (2048, 512, 2048), [8, 4, 2, 2, 2, 2], [16, 8, 4, 4, 4, 4]),
+}
+
+
+def _amp(key: str, channels: int, activation: str = "snake_beta") -> dict:
+    """BigVGAN's Activation1d(SnakeBeta(channels, alpha_logscale=True)) at ``key``."""
+    return {
+        "type": "alias_free",
+        "activation": {"type": activation, "channels": channels, "logscale": True},
+        "key": key,
+    }
+
+
+def bigvgan(
+    name: str,
+    initial: int = 1536,
+    rb_kernels=(3, 7, 11),
+    rb_dilations=((1, 3, 5), (1, 3, 5), (1, 3, 5)),
+    bias_at_final: bool = False,
+    tanh_at_final: bool = False,
+) -> dict:
+    """BigVGAN v2 (Lee et al. 2023, NVIDIA's ``bigvgan.py``) with AMPBlock1: ``conv_pre``,
+    ``ups.i.0``, ``resblocks.n.convs1.m``/``convs2.m`` with ``activations.2m``/``2m+1``
+    (anti-aliased SnakeBeta), ``activation_post``, ``conv_post``, then clamp to ±1."""
+    rate, mels, (n_fft, hop, win), rates, kernels = BIGVGAN[name]
+    layers = [_conv(mels, initial, 7, "conv_pre", padding=3)]
+    channels = initial
+    for i, (u, k) in enumerate(zip(rates, kernels)):
+        out = initial // 2 ** (i + 1)
+        layers.append(
+            {
+                "type": "conv_transpose1d",
+                "in_channels": channels,
+                "out_channels": out,
+                "kernel_size": k,
+                "stride": u,
+                "padding": (k - u) // 2,
+                "key": f"ups.{i}.0",
+            }
+        )
+        branches = []
+        for j, (rk, rd) in enumerate(zip(rb_kernels, rb_dilations)):
+            n = i * len(rb_kernels) + j
+            blocks = []
+            for m, d in enumerate(rd):
+                body = [
+                    _amp(f"resblocks.{n}.activations.{2 * m}", out),
+                    _conv(out, out, rk, f"resblocks.{n}.convs1.{m}", d, _get_padding(rk, d)),
+                    _amp(f"resblocks.{n}.activations.{2 * m + 1}", out),
+                    _conv(out, out, rk, f"resblocks.{n}.convs2.{m}", 1, _get_padding(rk, 1)),
+                ]
+                blocks.append({"type": "residual", "layers": body})
+            branches.append(blocks)
+        layers.append({"type": "parallel", "reduce": "mean", "branches": branches})
+        channels = out
+    layers += [
+        _amp("activation_post", channels),
+        _conv(channels, 1, 7, "conv_post", padding=3, **({} if bias_at_final else {"bias": False})),
+        {"type": "tanh"} if tanh_at_final else {"type": "clamp", "min": -1.0, "max": 1.0},
+    ]
+    upsampling = 1
+    for u in rates:
+        upsampling *= u
+    return {
+        "name": name,
+        "description": (
+            f"BigVGAN v2 generator (Lee et al. 2023): {mels}-band log-mel at {rate}/{hop} Hz in, {rate} Hz "
+            f"audio out; AMPBlock1 with anti-aliased SnakeBeta; NVIDIA's bigvgan_generator.pt loads with -w"
+        ),
+        "weights_prefix": "generator.",
+        "channels": "joint",
+        "output_sample_rate": rate,
+        # meldataset.mel_spectrogram of NVIDIA's code (fmax null: Nyquist)
+        "features": {
+            "sample_rate": rate,
+            "n_fft": n_fft,
+            "hop_length": hop,
+            "win_length": win,
+            "n_mels": mels,
+            "fmin": 0.0,
+            "fmax": None,
+            "magnitude_eps": 1e-9,
+            "log": "e",
+            "clamp": 1e-5,
+        },
+        "layers": layers,
+    }
+
+
+DAC = {
+    # sample_rate, decoder_rates (descript-audio-codec conf/final/*.yml; all: latent 1024, decoder_dim 1536)
+    "dac-44khz": (44100, [8, 8, 4, 2]),
+    "dac-24khz": (24000, [8, 5, 4, 2]),
+    "dac-16khz": (16000, [8, 5, 4, 2]),
+}
+
+
+def dac(name: str, latent: int = 1024, dim: int = 1536) -> dict:
+    """Descript Audio Codec's decoder (Kumar et al. 2023, ``dac/model/dac.py``): the quantized
+    latent z (``latent`` channels at rate / hop) in, audio out. ``weights.pth`` holds
+    ``{"state_dict": …, "metadata": …}``; the decoder is ``decoder.model.<i>``: a conv, one
+    DecoderBlock per rate (Snake1d, ConvTranspose1d k=2s, ResidualUnits with dilations 1/3/9:
+    Snake1d, conv k7, Snake1d, conv k1, x + y), Snake1d, conv k7, tanh."""
+    rate, rates = DAC[name]
+
+    def snake(channels: int, key: str) -> dict:
+        return {"type": "snake", "channels": channels, "key": key}
+
+    layers = [_conv(latent, dim, 7, "0", padding=3)]
+    out = dim
+    for i, stride in enumerate(rates):
+        c_in, out = dim // 2**i, dim // 2 ** (i + 1)
+        block = f"{i + 1}.block"
+        layers += [
+            snake(c_in, f"{block}.0"),
+            {
+                "type": "conv_transpose1d",
+                "in_channels": c_in,
+                "out_channels": out,
+                "kernel_size": 2 * stride,
+                "stride": stride,
+                "padding": -(-stride // 2),
+                "key": f"{block}.1",
+            },
+        ]
+        for j, dilation in enumerate((1, 3, 9)):
+            unit = f"{block}.{j + 2}.block"
+            body = [
+                snake(out, f"{unit}.0"),
+                _conv(out, out, 7, f"{unit}.1", dilation, 3 * dilation),
+                snake(out, f"{unit}.2"),
+                _conv(out, out, 1, f"{unit}.3"),
+            ]
+            layers.append({"type": "residual", "layers": body})
+    n = len(rates) + 1
+    layers += [snake(out, f"{n}"), _conv(out, 1, 7, f"{n + 1}", padding=3), {"type": "tanh"}]
+    hop = 1
+    for stride in rates:
+        hop *= stride
+    return {
+        "name": name,
+        "description": (
+            f"Descript Audio Codec decoder (Kumar et al. 2023): the {latent}-channel quantized latent z at "
+            f"{rate}/{hop} Hz in, {rate} Hz audio out; the released weights_*.pth load with -w"
+        ),
+        "weights_prefix": "state_dict.decoder.model.",
+        "channels": "joint",
+        "output_sample_rate": rate,
+        "layers": layers,
+    }
+
+
 def architectures() -> dict[str, dict]:
     """Every built-in architecture config, by name."""
     configs = {f"hifigan-{v}": hifigan(v) for v in HIFIGAN}
     configs["melgan"] = melgan()
+    configs.update({name: bigvgan(name) for name in BIGVGAN})
+    configs.update({name: dac(name) for name in DAC})
     return configs
 
 

@@ -28,9 +28,56 @@ TOP_LEVEL_KEYS = (
     "channels",
     "output_sample_rate",
     "features",
+    "layouts",
     "layers",
 )
 DEFAULT_CONFIG = "sinc-x3"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Another trainer's names for the same tensors: ``prefix`` replaces ``weights_prefix`` and
+    each ``(pattern, replacement)`` of ``map`` rewrites a default name (without prefix), in order,
+    as ``re.sub`` does (the first pattern that matches wins)."""
+
+    name: str
+    prefix: str = ""
+    map: tuple = ()
+
+    def rename(self, name: str) -> str:
+        for pattern, replacement in self.map:
+            renamed, count = pattern.subn(replacement, name, count=1)
+            if count:
+                return self.prefix + renamed
+        return self.prefix + name
+
+
+def _parse_layouts(data: Any) -> tuple:
+    import re
+
+    if not isinstance(data, list):
+        raise ConfigError(f"layouts: must be a list of {{name, prefix, map}}, got {data!r}")
+    layouts = []
+    for i, entry in enumerate(data):
+        where = f"layouts[{i}]"
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+            raise ConfigError(f"{where}: must be a mapping with a name, got {entry!r}")
+        for key in entry:
+            if key not in ("name", "prefix", "map"):
+                raise ConfigError(f"{where}.{key}: unknown key (allowed: ['map', 'name', 'prefix'])")
+        prefix = entry.get("prefix") or ""
+        if not isinstance(prefix, str):
+            raise ConfigError(f"{where}.prefix: must be a string, got {prefix!r}")
+        rules = []
+        for j, rule in enumerate(entry.get("map") or []):
+            if not (isinstance(rule, list) and len(rule) == 2 and all(isinstance(r, str) for r in rule)):
+                raise ConfigError(f"{where}.map[{j}]: must be [pattern, replacement], got {rule!r}")
+            try:
+                rules.append((re.compile(rule[0]), rule[1]))
+            except re.error as exc:
+                raise ConfigError(f"{where}.map[{j}]: {rule[0]!r} is not a regular expression ({exc})") from None
+        layouts.append(Layout(entry["name"], prefix, tuple(rules)))
+    return tuple(layouts)
 
 
 @dataclass(frozen=True)
@@ -47,6 +94,7 @@ class Config:
     output_sample_rate: int | None = None
     source: str = "<config>"
     features: MelRecipe | None = None  # how the features this stack decodes are made (vocoders)
+    layouts: tuple = ()  # other checkpoint layouts: Layout(name, prefix, map), tried after the default
 
     @property
     def in_channels(self) -> int:
@@ -56,6 +104,13 @@ class Config:
     def is_builtin(self) -> bool:
         """True for the configs that ship with the package."""
         return any(str(path) == self.source for path in builtin_configs().values())
+
+    def names_in(self, layout: Layout | None) -> tuple:
+        """``tensor_names`` as ``layout`` spells them (None: the config's own names)."""
+        if layout is None:
+            return self.tensor_names
+        strip = len(self.weights_prefix)
+        return tuple({k: layout.rename(v[strip:]) for k, v in names.items()} for names in self.tensor_names)
 
     @property
     def leaves(self) -> list:
@@ -299,6 +354,7 @@ def _parse_config(data: Any, source: str, base_dir: Path | None, default_name: s
         output_sample_rate=rate,
         source=source,
         features=features,
+        layouts=_parse_layouts(data["layouts"]) if data.get("layouts") is not None else (),
     )
     return config
 

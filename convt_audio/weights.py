@@ -240,6 +240,29 @@ def _shape_of(tensors: Mapping, name: str) -> tuple[int, ...]:
     return tuple(tensors.shape(name)) if hasattr(tensors, "shape") else tuple(np.shape(tensors[name]))
 
 
+def recognise_layout(config: Config, tensors: Mapping):
+    """The first of the config's layouts (its own names first, then ``layouts:``) whose every
+    tensor the file holds (a weight or its weight-norm pair), or None when none fits."""
+    for layout in (None, *config.layouts):
+        names = config.names_in(layout)
+        if all(
+            full in tensors or _weight_norm_sources(tensors, full)
+            for leaf_names in names
+            for full in leaf_names.values()
+        ):
+            return layout
+    return None
+
+
+def layout_of(config: Config, weights: str | Path) -> str | None:
+    """The name of the layout a weights file matches (``default`` for the config's own names),
+    or None when the config declares no other layouts."""
+    if not config.layouts:
+        return None
+    layout = recognise_layout(config, open_tensors(Path(weights)))
+    return "default" if layout is None else layout.name
+
+
 def match_tensors(
     config: Config, tensors: Mapping[str, np.ndarray], source: str = "<weights>", fold_dtype=np.float64
 ) -> tuple[list[dict[str, np.ndarray]], list[str]]:
@@ -252,11 +275,28 @@ def match_tensors(
     ``tensors`` may be lazy (:class:`TensorFile`): each shape is checked before its data is
     read, and tensors the config does not use are never read. Returns one ``{"weight", "bias",
     "alpha"}`` dict of arrays per leaf layer (depth first through blocks), and the names of the
-    tensors the config does not use.
+    tensors under the prefix it reads (the layout's) that it does not use.
     """
+    from .shapes import index_paths
+
     used: set[str] = set()
     params = []
-    for spec, names in zip(config.leaves, config.tensor_names):
+    paths = index_paths(config.layers)
+    layout = recognise_layout(config, tensors) if config.layouts else None
+    all_names = config.names_in(layout)
+    for spec, names, path in zip(config.leaves, all_names, paths):
+        default_base = f"{config.weights_prefix}{getattr(spec, 'key', None) or path}."
+        base = layout.rename(default_base[len(config.weights_prefix) :]) if layout else default_base
+        for local, expected in spec.computed_tensors().items():  # stored, but computed by the kind
+            if base + local in tensors:
+                stored = np.asarray(tensors[base + local])
+                if stored.shape != expected.shape or not np.allclose(stored, expected, rtol=1e-5, atol=1e-7):
+                    raise WeightsError(
+                        f"{source}: tensor {base + local!r} for {spec.where} ({spec.type}) differs from the "
+                        f"one its parameters give (shape {stored.shape}, expected {expected.shape}): the "
+                        f"checkpoint was trained with other settings"
+                    )
+                used.add(base + local)
         layer: dict[str, np.ndarray] = {}
         for local, expected in spec.tensor_shapes().items():
             full = names[local]
@@ -264,9 +304,10 @@ def match_tensors(
             if full not in tensors and pair is None:
                 close = difflib.get_close_matches(full, list(tensors), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
+                tried = f" (layouts tried: {', '.join(['default', *(x.name for x in config.layouts)])})"
                 raise WeightsError(
                     f"{source}: missing tensor {full!r} for {spec.where} ({spec.type}), "
-                    f"expected shape {tuple(expected)}{hint}"
+                    f"expected shape {tuple(expected)}{hint}{tried if config.layouts else ''}"
                 )
             shape = _shape_of(tensors, pair[1] if pair else full)
             # only unit axes differ (BigVGAN's snake alpha is (C,), ours (1, C, 1)): the same numbers
@@ -295,7 +336,10 @@ def match_tensors(
             layer[local] = array.reshape(expected) if reshaped else array
             used.update(pair or [full])
         params.append(layer)
-    return params, sorted(name for name in tensors if name not in used)
+    # unused: only what lies under the prefix read (an encoder, a discriminator or an optimizer
+    # elsewhere in the checkpoint is not the config's business)
+    prefix = layout.prefix if layout else config.weights_prefix
+    return params, sorted(name for name in tensors if name not in used and name.startswith(prefix))
 
 
 def _check_values(source: str, name: str, array: np.ndarray, where: str) -> None:

@@ -342,3 +342,266 @@ class Audio2Mel(nn.Module):
         magnitude = torch.sqrt(real_part**2 + imag_part**2)
         mel_output = torch.matmul(self.mel_basis, magnitude)
         return torch.log10(torch.clamp(mel_output, min=1e-5))
+
+
+# --------------------------------------------------------------------------------------------
+# BigVGAN v2's generator (bigvgan.py of NVIDIA's repository), AMPBlock1 and the torch Activation1d
+
+BIGVGAN_HPARAMS = {  # configs/bigvgan_v2_*.json
+    "bigvgan-v2-22khz-80band-256x": dict(num_mels=80, upsample_rates=[4, 4, 2, 2, 2, 2], upsample_kernel_sizes=[8, 8, 4, 4, 4, 4]),
+    "bigvgan-v2-24khz-100band-256x": dict(num_mels=100, upsample_rates=[4, 4, 2, 2, 2, 2], upsample_kernel_sizes=[8, 8, 4, 4, 4, 4]),
+    "bigvgan-v2-44khz-128band-512x": dict(num_mels=128, upsample_rates=[8, 4, 2, 2, 2, 2], upsample_kernel_sizes=[16, 8, 4, 4, 4, 4]),
+}  # fmt: skip
+
+
+class AMPBlock1(nn.Module):
+    def __init__(self, channels, kernel_size=3, dilation=(1, 3, 5), snake_logscale=True):
+        super().__init__()
+        self.convs1 = nn.ModuleList(
+            [_wn_conv(channels, channels, kernel_size, d, same_padding(kernel_size, d)) for d in dilation]
+        )
+        self.convs2 = nn.ModuleList(
+            [_wn_conv(channels, channels, kernel_size, 1, same_padding(kernel_size, 1)) for _ in dilation]
+        )
+        self.num_layers = len(self.convs1) + len(self.convs2)
+        self.activations = nn.ModuleList(
+            [
+                Activation1d(activation=SnakeBeta(channels, alpha_logscale=snake_logscale))
+                for _ in range(self.num_layers)
+            ]
+        )
+
+    def forward(self, x):
+        acts1, acts2 = self.activations[::2], self.activations[1::2]
+        for c1, c2, a1, a2 in zip(self.convs1, self.convs2, acts1, acts2):
+            xt = a1(x)
+            xt = c1(xt)
+            xt = a2(xt)
+            xt = c2(xt)
+            x = xt + x
+        return x
+
+
+class BigVGAN(nn.Module):
+    def __init__(self, name, upsample_initial_channel=1536, resblock_kernel_sizes=(3, 7, 11),
+                 resblock_dilation_sizes=((1, 3, 5), (1, 3, 5), (1, 3, 5)), use_bias_at_final=False,
+                 use_tanh_at_final=False):  # fmt: skip
+        super().__init__()
+        h = BIGVGAN_HPARAMS[name]
+        self.num_kernels = len(resblock_kernel_sizes)
+        self.num_upsamples = len(h["upsample_rates"])
+        self.conv_pre = weight_norm(nn.Conv1d(h["num_mels"], upsample_initial_channel, 7, 1, padding=3))
+        self.ups = nn.ModuleList()
+        for i, (u, k) in enumerate(zip(h["upsample_rates"], h["upsample_kernel_sizes"])):
+            self.ups.append(
+                nn.ModuleList(
+                    [
+                        weight_norm(
+                            nn.ConvTranspose1d(
+                                upsample_initial_channel // (2**i),
+                                upsample_initial_channel // (2 ** (i + 1)),
+                                k,
+                                u,
+                                padding=(k - u) // 2,
+                            )
+                        )
+                    ]
+                )
+            )
+        self.resblocks = nn.ModuleList()
+        for i in range(len(self.ups)):
+            ch = upsample_initial_channel // (2 ** (i + 1))
+            for k, d in zip(resblock_kernel_sizes, resblock_dilation_sizes):
+                self.resblocks.append(AMPBlock1(ch, k, d))
+        self.activation_post = Activation1d(activation=SnakeBeta(ch, alpha_logscale=True))
+        self.use_bias_at_final = use_bias_at_final
+        self.conv_post = weight_norm(nn.Conv1d(ch, 1, 7, 1, padding=3, bias=use_bias_at_final))
+        self.use_tanh_at_final = use_tanh_at_final
+
+    def forward(self, x):
+        x = self.conv_pre(x)
+        for i in range(self.num_upsamples):
+            for i_up in range(len(self.ups[i])):
+                x = self.ups[i][i_up](x)
+            xs = None
+            for j in range(self.num_kernels):
+                if xs is None:
+                    xs = self.resblocks[i * self.num_kernels + j](x)
+                else:
+                    xs += self.resblocks[i * self.num_kernels + j](x)
+            x = xs / self.num_kernels
+        x = self.activation_post(x)
+        x = self.conv_post(x)
+        if self.use_tanh_at_final:
+            x = torch.tanh(x)
+        else:
+            x = torch.clamp(x, min=-1.0, max=1.0)
+        return x
+
+
+# --------------------------------------------------------------------------------------------
+# parallel-wavegan's HiFiGANGenerator (parallel_wavegan/models/hifigan.py, layers/residual_block.py)
+
+
+class PwgResidualBlock(nn.Module):
+    def __init__(self, kernel_size=3, channels=512, dilations=(1, 3, 5), use_additional_convs=True, slope=0.1):
+        super().__init__()
+        self.use_additional_convs = use_additional_convs
+        self.convs1 = nn.ModuleList()
+        if use_additional_convs:
+            self.convs2 = nn.ModuleList()
+        for dilation in dilations:
+            self.convs1 += [
+                nn.Sequential(
+                    nn.LeakyReLU(slope),
+                    nn.Conv1d(
+                        channels, channels, kernel_size, 1, dilation=dilation, padding=(kernel_size - 1) // 2 * dilation
+                    ),  # fmt: skip
+                )
+            ]
+            if use_additional_convs:
+                self.convs2 += [
+                    nn.Sequential(
+                        nn.LeakyReLU(slope),
+                        nn.Conv1d(channels, channels, kernel_size, dilation=1, padding=(kernel_size - 1) // 2),
+                    )
+                ]
+
+    def forward(self, x):
+        for idx in range(len(self.convs1)):
+            xt = self.convs1[idx](x)
+            if self.use_additional_convs:
+                xt = self.convs2[idx](xt)
+            x = xt + x
+        return x
+
+
+class PwgHiFiGANGenerator(nn.Module):
+    def __init__(self, in_channels=80, out_channels=1, channels=512, kernel_size=7, upsample_scales=(8, 8, 2, 2),
+                 upsample_kernel_sizes=(16, 16, 4, 4), resblock_kernel_sizes=(3, 7, 11),
+                 resblock_dilations=((1, 3, 5), (1, 3, 5), (1, 3, 5)), use_additional_convs=True):  # fmt: skip
+        super().__init__()
+        self.num_upsamples = len(upsample_kernel_sizes)
+        self.num_blocks = len(resblock_kernel_sizes)
+        self.input_conv = nn.Conv1d(in_channels, channels, kernel_size, padding=(kernel_size - 1) // 2)
+        self.upsamples = nn.ModuleList()
+        self.blocks = nn.ModuleList()
+        for i in range(len(upsample_kernel_sizes)):
+            self.upsamples += [
+                nn.Sequential(
+                    nn.LeakyReLU(0.1),
+                    nn.ConvTranspose1d(
+                        channels // (2**i),
+                        channels // (2 ** (i + 1)),
+                        upsample_kernel_sizes[i],
+                        upsample_scales[i],
+                        padding=upsample_scales[i] // 2 + upsample_scales[i] % 2,
+                        output_padding=upsample_scales[i] % 2,
+                    ),  # fmt: skip
+                )
+            ]
+            for j in range(len(resblock_kernel_sizes)):
+                self.blocks += [
+                    PwgResidualBlock(
+                        resblock_kernel_sizes[j],
+                        channels // (2 ** (i + 1)),
+                        resblock_dilations[j],
+                        use_additional_convs,
+                    )  # fmt: skip
+                ]
+        self.output_conv = nn.Sequential(
+            nn.LeakyReLU(),
+            nn.Conv1d(channels // (2 ** (i + 1)), out_channels, kernel_size, padding=(kernel_size - 1) // 2),
+            nn.Tanh(),
+        )
+
+        def _apply_weight_norm(m):
+            if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
+                weight_norm(m)
+
+        self.apply(_apply_weight_norm)
+
+    def forward(self, c):
+        c = self.input_conv(c)
+        for i in range(self.num_upsamples):
+            c = self.upsamples[i](c)
+            cs = 0.0
+            for j in range(self.num_blocks):
+                cs += self.blocks[i * self.num_blocks + j](c)
+            c = cs / self.num_blocks
+        return self.output_conv(c)
+
+
+# --------------------------------------------------------------------------------------------
+# Descript Audio Codec's decoder (dac/model/dac.py, dac/nn/layers.py)
+
+DAC_HPARAMS = {"dac-44khz": [8, 8, 4, 2], "dac-24khz": [8, 5, 4, 2], "dac-16khz": [8, 5, 4, 2]}
+
+
+def dac_snake(x, alpha):
+    shape = x.shape
+    x = x.reshape(shape[0], shape[1], -1)
+    x = x + (alpha + 1e-9).reciprocal() * torch.sin(alpha * x).pow(2)
+    return x.reshape(shape)
+
+
+class Snake1d(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
+
+    def forward(self, x):
+        return dac_snake(x, self.alpha)
+
+
+class ResidualUnit(nn.Module):
+    def __init__(self, dim=16, dilation=1):
+        super().__init__()
+        pad = ((7 - 1) * dilation) // 2
+        self.block = nn.Sequential(
+            Snake1d(dim),
+            weight_norm(nn.Conv1d(dim, dim, kernel_size=7, dilation=dilation, padding=pad)),
+            Snake1d(dim),
+            weight_norm(nn.Conv1d(dim, dim, kernel_size=1)),
+        )
+
+    def forward(self, x):
+        y = self.block(x)
+        pad = (x.shape[-1] - y.shape[-1]) // 2
+        if pad > 0:
+            x = x[..., pad:-pad]
+        return x + y
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, input_dim=16, output_dim=8, stride=1):
+        super().__init__()
+        self.block = nn.Sequential(
+            Snake1d(input_dim),
+            weight_norm(
+                nn.ConvTranspose1d(
+                    input_dim, output_dim, kernel_size=2 * stride, stride=stride, padding=math.ceil(stride / 2)
+                )
+            ),  # fmt: skip
+            ResidualUnit(output_dim, dilation=1),
+            ResidualUnit(output_dim, dilation=3),
+            ResidualUnit(output_dim, dilation=9),
+        )
+
+    def forward(self, x):
+        return self.block(x)
+
+
+class DacDecoder(nn.Module):
+    def __init__(self, input_channel, channels, rates, d_out=1):
+        super().__init__()
+        layers = [weight_norm(nn.Conv1d(input_channel, channels, kernel_size=7, padding=3))]
+        for i, stride in enumerate(rates):
+            input_dim = channels // 2**i
+            output_dim = channels // 2 ** (i + 1)
+            layers += [DecoderBlock(input_dim, output_dim, stride)]
+        layers += [Snake1d(output_dim), weight_norm(nn.Conv1d(output_dim, d_out, kernel_size=7, padding=3)), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.model(x)

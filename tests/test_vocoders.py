@@ -240,3 +240,40 @@ def test_cuda_vocoder_equals_the_module(tmp_path):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["device"].startswith("cuda")
     _close(sf.read(str(tmp_path / "g.wav"), dtype="float32", always_2d=True)[0].T, expected)
+
+
+@pytest.mark.parametrize("name", ["hifigan-v1", "hifigan-v3"])
+def test_a_parallel_wavegan_trainer_checkpoint_loads_into_the_builtin(tmp_path, name):
+    """checkpoint-*steps.pkl of parallel-wavegan's trainer ({"model": {"generator", ...}, "optimizer",
+    "steps"}): recognised by its names, decoded as its own HiFiGANGenerator decodes, named by info -w."""
+    from reference_vocoders import HIFIGAN_HPARAMS, PwgHiFiGANGenerator
+
+    h = HIFIGAN_HPARAMS[name.split("-")[1]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = randomise(
+            PwgHiFiGANGenerator(
+                channels=h["upsample_initial_channel"],
+                upsample_scales=h["upsample_rates"],
+                upsample_kernel_sizes=h["upsample_kernel_sizes"],
+                resblock_kernel_sizes=h["resblock_kernel_sizes"],
+                resblock_dilations=h["resblock_dilation_sizes"],
+                use_additional_convs=h["resblock"] == "1",
+            ),
+            seed=4,
+        )
+    checkpoint = tmp_path / "checkpoint-400000steps.pkl"
+    torch.save(
+        {"model": {"generator": module.state_dict(), "discriminator": {}}, "optimizer": {}, "steps": 400000},
+        checkpoint,
+    )
+    stack, unused = load_stack(load_config(name), checkpoint, dtype=None)
+    assert unused == ["steps"] or unused == []
+    mel = torch.from_numpy(_mel(17, seed=2))[None]
+    with torch.no_grad():
+        expected = module.double()(mel.double()).numpy()
+    got = run_chunked(stack.to(dtype=torch.float64), mel.double(), [7]).numpy()
+    assert float(np.abs(got - expected).max()) <= 1e-9 * float(np.abs(expected).max())
+    result = invoke("info", name, "-w", checkpoint)
+    assert result.exit_code == 0, result.stderr
+    assert "layout parallel-wavegan" in result.stdout

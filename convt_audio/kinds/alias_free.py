@@ -27,14 +27,7 @@ from functools import lru_cache
 from typing import ClassVar
 
 from ..errors import ConfigError
-from ..shapes import (
-    block_elements,
-    first_starved,
-    flops_of,
-    frames_through,
-    min_input_frames,
-    span_through,
-)
+from ..shapes import block_elements, first_starved, flops_of, min_input_frames, span_through
 from ..streaming import StreamingModule, StreamingSequential
 from .base import Kind, check_int, check_keys, parse_key, parse_layer, register
 from .conv import Conv1dSpec, ConvTranspose1dSpec
@@ -153,6 +146,16 @@ class AliasFreeSpec(Kind):
     def init_params(self, generator=None) -> dict:
         return {f"act.{name}": tensor for name, tensor in self.activation.init_params(generator).items()}
 
+    def computed_tensors(self) -> dict:
+        """BigVGAN's registered filter buffers: recomputed here, checked against a checkpoint's."""
+        u, d = self.up_ratio, self.down_ratio
+        up = kaiser_sinc_filter(0.5 / u, 0.6 / u, self.up_kernel_size)
+        down = kaiser_sinc_filter(0.5 / d, 0.6 / d, self.down_kernel_size)
+        return {
+            "upsample.filter": up.numpy().reshape(1, 1, -1),
+            "downsample.lowpass.filter": down.numpy().reshape(1, 1, -1),
+        }
+
     def input_channels(self) -> int | None:
         return self.activation.input_channels()
 
@@ -163,7 +166,15 @@ class AliasFreeSpec(Kind):
         return self.activation.check_channels(channels)
 
     def output_frames(self, frames: int) -> int:
-        return frames_through(self.stage(), frames)
+        """``frames·U`` out of the upsampler, then ``⌊(n + 2⌊K/2⌋ − K')/D⌋ + 1`` out of the
+        low-pass (K' = K + 1 for an even K: its zero tap); the same as :func:`frames_through`
+        on :meth:`stage`, without building it (configs probe lengths by the thousand)."""
+        if frames < 1:
+            return 0
+        upsampled = frames * self.up_ratio
+        kernel = self.down_kernel_size + (self.down_kernel_size % 2 == 0)
+        usable = upsampled + 2 * (self.down_kernel_size // 2) - kernel
+        return usable // self.down_ratio + 1 if usable >= 0 else 0
 
     def min_input_frames(self) -> int:
         return min_input_frames(self.stage())
@@ -175,7 +186,8 @@ class AliasFreeSpec(Kind):
         return Fraction(self.up_ratio, self.down_ratio)
 
     def period(self) -> int:
-        return self.up_ratio * self.down_ratio
+        """Input frames after which the frame count repeats: D / gcd(U, D) (1 for ×2 then ↓2)."""
+        return self.down_ratio // math.gcd(self.up_ratio, self.down_ratio)
 
     def input_span(self, first: int, last: int) -> tuple[int, int]:
         return span_through(self.stage(), first, last)

@@ -168,6 +168,11 @@ class Kind:
         """PyTorch's default initialisation of this layer's tensors (none by default)."""
         return {}
 
+    def computed_tensors(self) -> dict:
+        """Tensors a checkpoint of this layer may hold that the kind computes instead of reading
+        (BigVGAN's stored filters): local name → the array expected; checked when present."""
+        return {}
+
     # -- shape facts -----------------------------------------------------------------------------
     def input_channels(self) -> int | None:
         """The channels this layer requires, when it names them (a convolution, a snake)."""
