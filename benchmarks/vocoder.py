@@ -1,4 +1,5 @@
-"""HiFi-GAN V1 (random weights): `convt-audio run` on a mel vs a plain script running the module.
+"""A built-in vocoder (random weights; HiFi-GAN V1 by default, --model for BigVGAN v2 or DAC):
+`convt-audio run` against plain scripts running the official module, eager and TorchScript.
 
 Prints, in one run:
 1. whole processes on a mel for 60 s of 22.05 kHz audio: ``convt-audio run mel.npy -c hifigan-v1``
@@ -29,37 +30,41 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 from _common import convt_audio, machine, matmul_peak, median_process, run_process, table  # noqa: E402
-from reference_vocoders import HifiGanGenerator, randomise  # noqa: E402
+from reference_vocoders import checkpoint_of, randomise, reference  # noqa: E402
 
 from convt_audio.config import load_config  # noqa: E402
 from convt_audio.report import describe  # noqa: E402
 
-HOP, RATE = 256, 22050
+MODEL = "hifigan-v1"  # set from --model
+HOP, RATE, BANDS = 256, 22050, 80
 
 PLAIN = """
 import sys, warnings, numpy as np, soundfile as sf, torch
 sys.path.insert(0, sys.argv[4])
-from reference_vocoders import HifiGanGenerator
+from reference_vocoders import load_checkpoint, reference
 warnings.simplefilter("ignore")
-g = HifiGanGenerator("v1")
-g.load_state_dict(torch.load(sys.argv[3], map_location="cpu", weights_only=True)["generator"])
-g.eval()
+name, rate = sys.argv[5], int(sys.argv[6])
+g = load_checkpoint(name, reference(name), sys.argv[3])
 mel = torch.from_numpy(np.load(sys.argv[1]))[None]
 with torch.inference_mode():
-    if len(sys.argv) > 5:  # the module's TorchScript: traced on the mel, then run
+    if len(sys.argv) > 7:  # the module's TorchScript: traced on the input, then run
         g = torch.jit.trace(g, mel[..., :64])
     y = g(mel)[0]
-sf.write(sys.argv[2], y.numpy().T, 22050, subtype="FLOAT")
+sf.write(sys.argv[2], y.numpy().T, rate, subtype="FLOAT")
 """
 
 
 def write_mel(path: Path, seconds: float) -> int:
-    """A smooth log-mel-like (80, frames) array; 30 minutes is only 62 MB."""
+    """A smooth log-mel-like (bands, frames) array (for DAC: its latent z); 30 minutes of an
+    80-band mel is only 62 MB."""
     frames = int(np.ceil(seconds * RATE / HOP))
     rng = np.random.default_rng(0)
     t = np.arange(frames, dtype=np.float32)
-    bands = np.arange(80, dtype=np.float32)[:, None]
-    mel = -6 + 3 * np.sin(t / 17 + bands / 9) * np.cos(bands / 23) + 0.5 * rng.standard_normal((80, frames))
+    bands = np.arange(BANDS, dtype=np.float32)[:, None]
+    if MODEL.startswith("dac"):
+        mel = rng.standard_normal((BANDS, frames))
+    else:
+        mel = -6 + 3 * np.sin(t / 17 + bands / 9) * np.cos(bands / 23) + 0.5 * rng.standard_normal((BANDS, frames))
     np.save(path, mel.astype(np.float32))
     return frames
 
@@ -71,18 +76,26 @@ def main() -> None:
     parser.add_argument("--busy", action="store_true", help="also measure beside a CPU-bound process")
     parser.add_argument("--bf16", action="store_true", help="also run convt-audio with --dtype bfloat16 (SNR printed)")
     parser.add_argument("--skip-memory", action="store_true", help="skip the 10 s vs long-mel memory part")
+    parser.add_argument(
+        "--model", default="hifigan-v1", help="a built-in: hifigan-v1, bigvgan-v2-22khz-80band-256x, dac-44khz"
+    )
+    parser.add_argument("--seconds", type=float, help="audio seconds (default 60, 20 with --quick)")
     args = parser.parse_args()
-    seconds = 20 if args.quick else 60
+    global MODEL, HOP, RATE, BANDS
+    config = load_config(args.model)
+    MODEL, HOP, RATE, BANDS = args.model, int(config.rate_factor()), config.output_sample_rate, config.in_channels
+    seconds = args.seconds or (20 if args.quick else 60)
     long_seconds = 300 if args.quick else 1800
     work = Path(tempfile.mkdtemp(prefix="convt-vocoder-"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        generator = randomise(HifiGanGenerator("v1"), seed=0)
-    checkpoint = work / "g_00000000"
-    torch.save({"generator": generator.state_dict()}, checkpoint)
+        generator = randomise(reference(MODEL), seed=0)
+    checkpoint = work / "checkpoint.pt"
+    torch.save(checkpoint_of(MODEL, generator), checkpoint)
+    del generator
     print(f"machine: {machine()}")
     peak = matmul_peak()
-    per_frame = describe(load_config("hifigan-v1").layers).flops_per_input_frame
+    per_frame = describe(config.layers).flops_per_input_frame
 
     # 1. whole processes
     mel = work / f"mel{seconds}.npy"
@@ -96,13 +109,15 @@ def main() -> None:
         str(work / "p.wav"),
         str(checkpoint),
         str(HERE.parent / "tests"),
+        MODEL,
+        str(RATE),
     ]
     ours = [
         convt_audio(),
         "run",
         str(mel),
         "-c",
-        "hifigan-v1",
+        MODEL,
         "-w",
         str(checkpoint),
         "-o",
@@ -130,14 +145,14 @@ def main() -> None:
         b, _ = sf.read(str(work / "c.wav"), dtype="float32")
         delta = float(np.abs(a - b).max()) if a.shape == b.shape else float("inf")
         print(
-            f"\nHiFi-GAN V1, {frames} mel frames -> {audio_s:.1f} s at {RATE} Hz, {flops / 1e9:.0f} GFLOP; "
+            f"\n{MODEL}, {frames} input frames -> {audio_s:.1f} s at {RATE} Hz, {flops / 1e9:.0f} GFLOP; "
             f"float32 matmul peak {peak:.0f} GFLOP/s (same run); whole processes, {condition}, median of 3"
         )
         rows = []
         for name, t, rss in (
             ("plain script: the module (eager) on the whole mel", plain_t, plain_rss),
             ("plain script: the module's TorchScript", script_t, script_rss),
-            ("convt-audio run -c hifigan-v1", ours_t, ours_rss),
+            (f"convt-audio run -c {MODEL}", ours_t, ours_rss),
             *((("convt-audio run ... --dtype bfloat16", bf16_t, bf16_rss),) if args.bf16 else ()),
         ):
             rows.append(
@@ -175,7 +190,7 @@ def main() -> None:
                 "run",
                 str(path),
                 "-c",
-                "hifigan-v1",
+                MODEL,
                 "-w",
                 str(checkpoint),
                 "-o",

@@ -45,6 +45,19 @@ def _conv(c_in: int, c_out: int, kernel: int, key: str, dilation: int = 1, paddi
     return layer
 
 
+def _up(c_in: int, c_out: int, kernel: int, stride: int, key: str, padding: int | None = None) -> dict:
+    """A ConvTranspose1d upsampler; padding (kernel − stride)/2 unless given."""
+    return {
+        "type": "conv_transpose1d",
+        "in_channels": c_in,
+        "out_channels": c_out,
+        "kernel_size": kernel,
+        "stride": stride,
+        "padding": (kernel - stride) // 2 if padding is None else padding,
+        "key": key,
+    }
+
+
 def _get_padding(kernel: int, dilation: int) -> int:
     return (kernel * dilation - dilation) // 2
 
@@ -75,17 +88,7 @@ def hifigan(version: str) -> dict:
     for i, (u, k) in enumerate(zip(rates, kernels)):
         out = initial // 2 ** (i + 1)
         layers.append({"type": "leaky_relu", "negative_slope": LRELU_SLOPE})
-        layers.append(
-            {
-                "type": "conv_transpose1d",
-                "in_channels": channels,
-                "out_channels": out,
-                "kernel_size": k,
-                "stride": u,
-                "padding": (k - u) // 2,
-                "key": f"ups.{i}",
-            }
-        )
+        layers.append(_up(channels, out, k, u, f"ups.{i}"))
         branches = [
             _resblock(kind, i * len(rb_kernels) + j, out, rk, rd)
             for j, (rk, rd) in enumerate(zip(rb_kernels, rb_dilations))
@@ -241,17 +244,7 @@ def bigvgan(
     channels = initial
     for i, (u, k) in enumerate(zip(rates, kernels)):
         out = initial // 2 ** (i + 1)
-        layers.append(
-            {
-                "type": "conv_transpose1d",
-                "in_channels": channels,
-                "out_channels": out,
-                "kernel_size": k,
-                "stride": u,
-                "padding": (k - u) // 2,
-                "key": f"ups.{i}.0",
-            }
-        )
+        layers.append(_up(channels, out, k, u, f"ups.{i}.0"))
         branches = []
         for j, (rk, rd) in enumerate(zip(rb_kernels, rb_dilations)):
             n = i * len(rb_kernels) + j
@@ -327,15 +320,7 @@ def dac(name: str, latent: int = 1024, dim: int = 1536) -> dict:
         block = f"{i + 1}.block"
         layers += [
             snake(c_in, f"{block}.0"),
-            {
-                "type": "conv_transpose1d",
-                "in_channels": c_in,
-                "out_channels": out,
-                "kernel_size": 2 * stride,
-                "stride": stride,
-                "padding": -(-stride // 2),
-                "key": f"{block}.1",
-            },
+            _up(c_in, out, 2 * stride, stride, f"{block}.1", padding=-(-stride // 2)),
         ]
         for j, dilation in enumerate((1, 3, 9)):
             unit = f"{block}.{j + 2}.block"

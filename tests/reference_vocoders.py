@@ -605,3 +605,39 @@ class DacDecoder(nn.Module):
 
     def forward(self, x):
         return self.model(x)
+
+
+# --------------------------------------------------------------------------------------------
+# by built-in name (benchmarks/vocoder.py builds its peers with these)
+
+
+def reference(name: str) -> nn.Module:
+    """The official module for a built-in config's name, full size, default init."""
+    if name.startswith("hifigan"):
+        return HifiGanGenerator(name.split("-")[1])
+    if name.startswith("bigvgan"):
+        return BigVGAN(name)
+    if name.startswith("dac"):
+        return DacDecoder(1024, 1536, DAC_HPARAMS[name])
+    if name == "melgan":
+        return MelGanGenerator()
+    raise ValueError(name)
+
+
+def checkpoint_of(name: str, module: nn.Module) -> dict:
+    """What the authors' code saves: the layout each built-in reads."""
+    if name.startswith(("hifigan", "bigvgan")):
+        return {"generator": module.state_dict()}
+    if name.startswith("dac"):
+        return {"state_dict": {f"decoder.{k}": v for k, v in module.state_dict().items()}, "metadata": {}}
+    return module.state_dict()
+
+
+def load_checkpoint(name: str, module: nn.Module, path) -> nn.Module:
+    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    if name.startswith(("hifigan", "bigvgan")):
+        state = state["generator"]
+    elif name.startswith("dac"):
+        state = {k[len("decoder.") :]: v for k, v in state["state_dict"].items() if k.startswith("decoder.")}
+    module.load_state_dict(state)
+    return module.eval()
