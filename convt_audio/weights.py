@@ -196,11 +196,14 @@ WEIGHT_NORM_PAIRS = (
 )
 
 
-def _fold(g: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """``weight = g · v / ‖v‖``, computed and returned in float64: a float64 run keeps every
-    bit of it, a float32 one rounds it once when the engine takes it."""
-    g64, v64 = np.asarray(g, dtype=np.float64), np.asarray(v, dtype=np.float64)
-    return v64 * (g64 / _norm_except(v64, g64))
+def _fold(g: np.ndarray, v: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """``weight = g · v / ‖v‖`` in ``dtype``: float64 for a float64 run (every bit of it), else
+    float32 as ``torch.nn.utils.weight_norm`` computes it (no float64 copy of a large ``v``)."""
+    g, v = np.asarray(g, dtype=dtype), np.asarray(v, dtype=dtype)
+    norm = _norm_except(v, g)
+    if not (norm > 0).all():
+        raise ZeroDivisionError
+    return v * (g / norm)
 
 
 def _weight_norm_sources(tensors: Mapping, name: str) -> list[str] | None:
@@ -320,15 +323,14 @@ def match_tensors(
             for name in pair or [full]:  # each tensor as the file holds it
                 _check_values(source, name, np.asarray(tensors[name]), spec.where)
             if pair:
-                g, v = (np.asarray(tensors[name], dtype=np.float64) for name in pair)
-                if not (_norm_except(v, g) > 0).all():
+                try:
+                    array = _fold(tensors[pair[0]], tensors[pair[1]], fold_dtype)
+                except ZeroDivisionError:
                     raise WeightsError(
                         f"{source}: tensor {pair[1]!r} for {spec.where} has a zero norm where weight "
                         f"norm divides by it (weight = g·v/‖v‖); a trained checkpoint never has one"
-                    )
-                array = _fold(g, v)
+                    ) from None
                 _check_values(source, f"{full} (folded from {pair[0]}, {pair[1]})", array, spec.where)
-                array = array.astype(fold_dtype, copy=False)
             else:
                 array = np.asarray(tensors[full])
                 if array.nbytes < SHARED_MIN_BYTES:  # a small view would keep a whole mapped file resident
