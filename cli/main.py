@@ -801,6 +801,9 @@ def mel(
         ..., "-c", "--config", help="Config (file or built-in name) whose features: to compute."
     ),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="The .npy to write (default <stem>.mel.npy)."),
+    stats: Optional[Path] = typer.Option(
+        None, "--stats", help="A .npz of mean and scale to normalise with (a recipe's stats; overrides the config's)."
+    ),
     overwrite: bool = typer.Option(False, "-y", "--overwrite", metavar="", help="Replace an existing output."),
     quiet: bool = typer.Option(False, "-q", "--quiet", metavar="", help="No summary line."),
     debug: bool = typer.Option(False, "--debug", metavar="", help="Show tracebacks."),
@@ -811,6 +814,10 @@ def mel(
         from convt_audio.mel import write_mel
 
         cfg = load_config(config)
+        if stats is not None and cfg.features is not None:
+            from dataclasses import replace
+
+            cfg = replace(cfg, features=replace(cfg.features, stats=str(stats)))
         dest = output or input.with_name(f"{input.stem}.mel.npy")
         done = write_mel(input, dest, cfg, overwrite=overwrite)
     except Exception as exc:

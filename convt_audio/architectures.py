@@ -349,12 +349,89 @@ def dac(name: str, latent: int = 1024, dim: int = 1536) -> dict:
     }
 
 
+PWG_MELGAN = {
+    # parallel-wavegan's egs/ljspeech/voc1/conf: melgan.v1 and multi_band_melgan.v2
+    # (channels, upsample_scales, stacks, out_channels = subbands)
+    "pwg-melgan": (512, [8, 8, 2, 2], 3, 1),
+    "pwg-multiband-melgan": (384, [8, 4, 2], 4, 4),
+}
+
+
+def pwg_melgan(name: str, channels: int | None = None) -> dict:
+    """parallel-wavegan's MelGANGenerator (``parallel_wavegan/models/melgan.py``), its names
+    ``melgan.<i>`` as its ``nn.Sequential`` numbers them (paddings and activations count); each
+    ResidualStack ``stack(x) + skip_layer(x)`` a ``parallel`` sum. With several output channels
+    (multi-band MelGAN) a ``pqmf_synthesis`` joins the subbands. Trainer checkpoints
+    (``checkpoint-*steps.pkl``) hold ``{"model": {"generator": …}}``."""
+    width, scales, stacks, subbands = PWG_MELGAN[name]
+    width = channels or width
+    lrelu = {"type": "leaky_relu", "negative_slope": 0.2}
+    layers = [_conv(MELS, width, 7, "melgan.1", padding=3, padding_mode="reflect")]
+    index, c = 2, width
+    for i, scale in enumerate(scales):
+        out = width // 2 ** (i + 1)
+        layers += [
+            lrelu,
+            _up(c, out, 2 * scale, scale, f"melgan.{index + 1}", padding=scale // 2 + scale % 2),
+        ]
+        if scale % 2:
+            layers[-1]["output_padding"] = 1
+        index += 2
+        for j in range(stacks):
+            d = 3**j
+            stack = [
+                lrelu,
+                _conv(out, out, 3, f"melgan.{index}.stack.2", d, d, padding_mode="reflect"),
+                lrelu,
+                _conv(out, out, 1, f"melgan.{index}.stack.4"),
+            ]
+            skip = [_conv(out, out, 1, f"melgan.{index}.skip_layer")]
+            layers.append({"type": "parallel", "reduce": "sum", "branches": [stack, skip]})
+            index += 1
+        c = out
+    layers += [lrelu, _conv(c, subbands, 7, f"melgan.{index + 2}", padding=3, padding_mode="reflect"), {"type": "tanh"}]
+    if subbands > 1:
+        layers.append({"type": "pqmf_synthesis", "subbands": subbands})
+    hop = subbands
+    for scale in scales:
+        hop *= scale
+    kind = "multi-band MelGAN with PQMF synthesis" if subbands > 1 else "MelGAN"
+    return {
+        "name": name,
+        "description": (
+            f"parallel-wavegan's {kind} (its LJSpeech recipe's numbers): 80-band log10-mel at "
+            f"{SAMPLE_RATE}/{hop} Hz, normalised by the recipe's stats, in; {SAMPLE_RATE} Hz audio out; "
+            f"trainer checkpoints (checkpoint-*steps.pkl) load with -w"
+        ),
+        "weights_prefix": "model.generator.",
+        "channels": "joint",
+        "output_sample_rate": SAMPLE_RATE,
+        # parallel_wavegan/bin/preprocess.py logmelfilterbank: librosa.stft (centred), |X|, log10;
+        # the recipe normalises with its stats.h5: give them to `mel --stats`
+        "features": {
+            "sample_rate": SAMPLE_RATE,
+            "n_fft": 1024,
+            "hop_length": hop,
+            "win_length": 1024,
+            "n_mels": MELS,
+            "fmin": 80.0,
+            "fmax": 7600.0,
+            "padding": "center",
+            "magnitude_eps": 0.0,
+            "log": "10",
+            "clamp": 1e-10,
+        },
+        "layers": layers,
+    }
+
+
 def architectures() -> dict[str, dict]:
     """Every built-in architecture config, by name."""
     configs = {f"hifigan-{v}": hifigan(v) for v in HIFIGAN}
     configs["melgan"] = melgan()
     configs.update({name: bigvgan(name) for name in BIGVGAN})
     configs.update({name: dac(name) for name in DAC})
+    configs.update({name: pwg_melgan(name) for name in PWG_MELGAN})
     return configs
 
 

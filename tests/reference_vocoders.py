@@ -641,3 +641,97 @@ def load_checkpoint(name: str, module: nn.Module, path) -> nn.Module:
         state = {k[len("decoder.") :]: v for k, v in state["state_dict"].items() if k.startswith("decoder.")}
     module.load_state_dict(state)
     return module.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# parallel-wavegan's MelGANGenerator, ResidualStack (layers/residual_stack.py) and PQMF (layers/pqmf.py)
+
+
+class PwgResidualStack(nn.Module):
+    def __init__(self, kernel_size=3, channels=32, dilation=1):
+        super().__init__()
+        self.stack = nn.Sequential(
+            nn.LeakyReLU(0.2),
+            nn.ReflectionPad1d((kernel_size - 1) // 2 * dilation),
+            nn.Conv1d(channels, channels, kernel_size, dilation=dilation),
+            nn.LeakyReLU(0.2),
+            nn.Conv1d(channels, channels, 1),
+        )
+        self.skip_layer = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, c):
+        return self.stack(c) + self.skip_layer(c)
+
+
+class PwgMelGANGenerator(nn.Module):
+    def __init__(self, in_channels=80, out_channels=1, kernel_size=7, channels=512, upsample_scales=(8, 8, 2, 2),
+                 stack_kernel_size=3, stacks=3):  # fmt: skip
+        super().__init__()
+        layers = [nn.ReflectionPad1d((kernel_size - 1) // 2), nn.Conv1d(in_channels, channels, kernel_size)]
+        for i, upsample_scale in enumerate(upsample_scales):
+            layers += [nn.LeakyReLU(0.2)]
+            layers += [
+                nn.ConvTranspose1d(
+                    channels // (2**i),
+                    channels // (2 ** (i + 1)),
+                    upsample_scale * 2,
+                    stride=upsample_scale,
+                    padding=upsample_scale // 2 + upsample_scale % 2,
+                    output_padding=upsample_scale % 2,
+                )  # fmt: skip
+            ]
+            for j in range(stacks):
+                layers += [PwgResidualStack(stack_kernel_size, channels // (2 ** (i + 1)), stack_kernel_size**j)]
+        layers += [nn.LeakyReLU(0.2)]
+        layers += [
+            nn.ReflectionPad1d((kernel_size - 1) // 2),
+            nn.Conv1d(channels // (2 ** (i + 1)), out_channels, kernel_size),
+        ]
+        layers += [nn.Tanh()]
+        self.melgan = nn.Sequential(*layers)
+
+        def _apply_weight_norm(m):
+            if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
+                weight_norm(m)
+
+        self.apply(_apply_weight_norm)
+        self.pqmf = None
+
+    def forward(self, c):
+        return self.melgan(c)
+
+
+def design_prototype_filter(taps=62, cutoff_ratio=0.142, beta=9.0):
+    import numpy as np
+    from scipy.signal.windows import kaiser
+
+    omega_c = np.pi * cutoff_ratio
+    with np.errstate(invalid="ignore"):
+        h_i = np.sin(omega_c * (np.arange(taps + 1) - 0.5 * taps)) / (np.pi * (np.arange(taps + 1) - 0.5 * taps))
+    h_i[taps // 2] = np.cos(0) * cutoff_ratio
+    return h_i * kaiser(taps + 1, beta)
+
+
+class PQMF(nn.Module):
+    def __init__(self, subbands=4, taps=62, cutoff_ratio=0.142, beta=9.0):
+        super().__init__()
+        import numpy as np
+
+        h_proto = design_prototype_filter(taps, cutoff_ratio, beta)
+        h_synthesis = np.zeros((subbands, len(h_proto)))
+        for k in range(subbands):
+            h_synthesis[k] = (
+                2 * h_proto
+                * np.cos((2 * k + 1) * (np.pi / (2 * subbands)) * (np.arange(taps + 1) - (taps / 2)) - (-1) ** k * np.pi / 4)
+            )  # fmt: skip
+        self.register_buffer("synthesis_filter", torch.from_numpy(h_synthesis).float().unsqueeze(0))
+        updown_filter = torch.zeros((subbands, subbands, subbands)).float()
+        for k in range(subbands):
+            updown_filter[k, k, 0] = 1.0
+        self.register_buffer("updown_filter", updown_filter)
+        self.subbands = subbands
+        self.pad_fn = nn.ConstantPad1d(taps // 2, 0.0)
+
+    def synthesis(self, x):
+        x = F.conv_transpose1d(x, self.updown_filter * self.subbands, stride=self.subbands)
+        return F.conv1d(self.pad_fn(x), self.synthesis_filter)

@@ -153,3 +153,25 @@ def test_alias_free_bad_configs_name_the_field(activation, message):
                 ]
             }
         )
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    subbands=st.integers(2, 5),
+    half_taps=st.integers(1, 40),
+    frames=st.integers(1, 60),
+    schedule=chunk_schedules,
+)
+def test_pqmf_synthesis_equals_parallel_wavegans_and_streams(subbands, half_taps, frames, schedule):
+    """The PQMF synthesis kind against parallel-wavegan's PQMF.synthesis (float64), whole and streamed."""
+    from reference_vocoders import PQMF
+
+    taps = 2 * half_taps
+    config = parse_config({"layers": [{"type": "pqmf_synthesis", "subbands": subbands, "taps": taps}]})
+    stack = Stack.initialised(config.layers).to(dtype=torch.float64)
+    x = torch.from_numpy(np.random.default_rng(frames).normal(size=(2, subbands, frames)))
+    with torch.no_grad():
+        want = PQMF(subbands, taps).double().synthesis(x)
+    assert stack.output_frames(frames) == want.shape[-1] == subbands * frames
+    torch.testing.assert_close(stack.forward(x), want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(run_chunked(stack, x, schedule), want, rtol=0, atol=1e-12)

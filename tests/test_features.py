@@ -179,3 +179,22 @@ def test_features_section_is_checked_against_the_layers():
         parse_config({"layers": layers, "features": {**features, "window": "hann"}, "output_sample_rate": 16000})
     with pytest.raises(ConfigError, match=r"features\.log: '2' is not one of"):
         parse_config({"layers": layers, "features": {**features, "log": "2"}, "output_sample_rate": 16000})
+
+
+def test_mel_normalises_with_a_recipes_stats(tmp_path):
+    """pwg-multiband-melgan's recipe: librosa's centred STFT, log10, then (x − mean) / scale."""
+    y = _speech(tmp_path / "s.wav", seconds=0.8)
+    mean, scale = np.linspace(-4, -2, 80), np.linspace(0.5, 1.5, 80)
+    np.savez(tmp_path / "stats.npz", mean=mean, scale=scale)
+    result = invoke("mel", tmp_path / "s.wav", "-c", "pwg-multiband-melgan", "--stats", tmp_path / "stats.npz")
+    assert result.exit_code == 0, result.stderr
+    ours = np.load(tmp_path / "s.mel.npy")
+    # parallel_wavegan/bin/preprocess.py logmelfilterbank, then the StandardScaler's transform
+    spc = np.abs(librosa.stft(y, n_fft=1024, hop_length=256, win_length=1024, window="hann", pad_mode="reflect")).T
+    basis = librosa.filters.mel(sr=22050, n_fft=1024, n_mels=80, fmin=80, fmax=7600)
+    want = ((np.log10(np.maximum(1e-10, spc @ basis.T)) - mean) / scale).T
+    assert ours.shape == want.shape
+    np.testing.assert_allclose(ours, want, rtol=0, atol=2e-4)
+    result = invoke("mel", tmp_path / "s.wav", "-c", "pwg-multiband-melgan", "--stats", tmp_path / "nope.npz", "-y")
+    assert result.exit_code == 2
+    one_error_line(result.stderr, "nope.npz: cannot read mean and scale")

@@ -12,6 +12,7 @@ from .alias_free import AliasFreeSpec
 from .base import KINDS, Kind, parse_layer, parse_sequence, register
 from .blocks import REDUCTIONS, ParallelSpec, ResidualSpec
 from .conv import PADDING_MODES, Conv1dSpec, ConvTranspose1dSpec
+from .pqmf import PqmfSynthesisSpec
 
 __all__ = [
     "ACTIVATIONS",
@@ -24,6 +25,7 @@ __all__ = [
     "ConvTranspose1dSpec",
     "Kind",
     "ParallelSpec",
+    "PqmfSynthesisSpec",
     "ResidualSpec",
     "SnakeBetaSpec",
     "SnakeSpec",

@@ -27,10 +27,9 @@ from functools import lru_cache
 from typing import ClassVar
 
 from ..errors import ConfigError
-from ..shapes import block_elements, first_starved, flops_of, min_input_frames, span_through
-from ..streaming import StreamingModule, StreamingSequential
 from .base import Kind, check_int, check_keys, parse_key, parse_layer, register
 from .conv import Conv1dSpec, ConvTranspose1dSpec
+from .stage import ComputedStage
 
 MAX_RATIO = 16
 MAX_FILTER = 1024
@@ -60,7 +59,7 @@ def kaiser_sinc_filter(cutoff: float, half_width: float, kernel_size: int):
 
 @register
 @dataclass(frozen=True)
-class AliasFreeSpec(Kind):
+class AliasFreeSpec(ComputedStage):
     """A pointwise ``activation`` between an ×``up_ratio`` and a ↓``down_ratio`` filter."""
 
     activation: Kind
@@ -133,7 +132,7 @@ class AliasFreeSpec(Kind):
         up = up.to(**as_like) * self.up_ratio  # ×U in the compute dtype (3·f is not exact in float32)
         return up.expand(channels, 1, -1).contiguous(), down.to(**as_like).expand(channels, 1, -1).contiguous()
 
-    def _params(self, like, params) -> list:
+    def stage_params(self, like, params) -> list:
         up, down = self.filters(like, like.shape[1])
         inner = {name.removeprefix("act."): tensor for name, tensor in params.items()}
         return [{"weight": up}, inner, {"weight": down}]
@@ -176,28 +175,12 @@ class AliasFreeSpec(Kind):
         usable = upsampled + 2 * (self.down_kernel_size // 2) - kernel
         return usable // self.down_ratio + 1 if usable >= 0 else 0
 
-    def min_input_frames(self) -> int:
-        return min_input_frames(self.stage())
-
-    def first_starved(self, frames: int):
-        return first_starved(self.stage(), frames)
-
     def rate(self) -> Fraction:
         return Fraction(self.up_ratio, self.down_ratio)
 
     def period(self) -> int:
         """Input frames after which the frame count repeats: D / gcd(U, D) (1 for ×2 then ↓2)."""
         return self.down_ratio // math.gcd(self.up_ratio, self.down_ratio)
-
-    def input_span(self, first: int, last: int) -> tuple[int, int]:
-        return span_through(self.stage(), first, last)
-
-    def flops_per_frame(self) -> Fraction:
-        return flops_of(self.stage())
-
-    def held_elements(self, channels: int | None, channels_out: int | None, held: int) -> int:
-        frames = max(1, held * self.down_ratio // self.up_ratio + 1)
-        return sum(n for _, n in block_elements(self.stage(channels), frames, Fraction(1), channels))
 
     def info_columns(self) -> dict:
         return {
@@ -208,29 +191,3 @@ class AliasFreeSpec(Kind):
             "down_kernel_size": self.down_kernel_size,
             "padding_mode": "replicate",
         }
-
-    def forward(self, x, params):
-        from ..shapes import forward
-
-        return forward(self.stage(x.shape[1]), self._params(x, params), x)
-
-    def streamer(self, params, tail=None, kernel: str = "auto"):
-        return StreamingAliasFree(self, params, kernel)
-
-
-class StreamingAliasFree(StreamingModule):
-    """The stage's three kinds streamed in sequence; built at the first chunk, whose dtype and
-    device the computed filters take."""
-
-    def __init__(self, spec: AliasFreeSpec, params: dict, kernel: str = "auto"):
-        self.spec, self.params, self.kernel = spec, params, kernel
-        super().__init__()
-
-    def _push(self, chunk):
-        if not self.children:
-            stage = self.spec.stage(chunk.shape[1])
-            self.children = (StreamingSequential(stage, self.spec._params(chunk, self.params), None, self.kernel),)
-        return self.children[0].push(chunk)
-
-    def _flush(self):
-        return self.children[0].flush()
