@@ -58,6 +58,14 @@ def _up(c_in: int, c_out: int, kernel: int, stride: int, key: str, padding: int 
     }
 
 
+def _recipe(rate, n_fft, hop, mels, fmax, fmin=0.0, eps=1e-9, log="e", clamp=1e-5, padding=None) -> dict:
+    """A ``features:`` section: the window is n_fft long."""
+    recipe = {"sample_rate": rate, "n_fft": n_fft, "hop_length": hop, "win_length": n_fft, "n_mels": mels}
+    recipe.update({"fmin": fmin, "fmax": fmax, **({"padding": padding} if padding else {})})
+    recipe.update({"magnitude_eps": eps, "log": log, "clamp": clamp})
+    return recipe
+
+
 def _get_padding(kernel: int, dilation: int) -> int:
     return (kernel * dilation - dilation) // 2
 
@@ -124,18 +132,7 @@ def hifigan(version: str) -> dict:
             }
         ],
         # meldataset.mel_spectrogram of the authors' code with config_v1/v2/v3.json's numbers
-        "features": {
-            "sample_rate": SAMPLE_RATE,
-            "n_fft": 1024,
-            "hop_length": hop,
-            "win_length": 1024,
-            "n_mels": 80,
-            "fmin": 0.0,
-            "fmax": 8000.0,
-            "magnitude_eps": 1e-9,
-            "log": "e",
-            "clamp": 1e-5,
-        },
+        "features": _recipe(SAMPLE_RATE, 1024, hop, 80, 8000.0),
         "layers": layers,
     }
 
@@ -193,18 +190,7 @@ def melgan(ngf: int = 32, n_residual_layers: int = 3, ratios=(8, 8, 2, 2)) -> di
         "channels": "joint",
         "output_sample_rate": SAMPLE_RATE,
         # mel2wav/modules.py Audio2Mel of the authors' code: no fmax (Nyquist), |X| without eps, log10
-        "features": {
-            "sample_rate": SAMPLE_RATE,
-            "n_fft": 1024,
-            "hop_length": hop,
-            "win_length": 1024,
-            "n_mels": 80,
-            "fmin": 0.0,
-            "fmax": None,
-            "magnitude_eps": 0.0,
-            "log": "10",
-            "clamp": 1e-5,
-        },
+        "features": _recipe(SAMPLE_RATE, 1024, hop, 80, None, eps=0.0, log="10"),
         "layers": layers,
     }
 
@@ -278,18 +264,7 @@ def bigvgan(
         "channels": "joint",
         "output_sample_rate": rate,
         # meldataset.mel_spectrogram of NVIDIA's code (fmax null: Nyquist)
-        "features": {
-            "sample_rate": rate,
-            "n_fft": n_fft,
-            "hop_length": hop,
-            "win_length": win,
-            "n_mels": mels,
-            "fmin": 0.0,
-            "fmax": None,
-            "magnitude_eps": 1e-9,
-            "log": "e",
-            "clamp": 1e-5,
-        },
+        "features": _recipe(rate, n_fft, hop, mels, None),
         "layers": layers,
     }
 
@@ -408,19 +383,7 @@ def pwg_melgan(name: str, channels: int | None = None) -> dict:
         "output_sample_rate": SAMPLE_RATE,
         # parallel_wavegan/bin/preprocess.py logmelfilterbank: librosa.stft (centred), |X|, log10;
         # the recipe normalises with its stats.h5: give them to `mel --stats`
-        "features": {
-            "sample_rate": SAMPLE_RATE,
-            "n_fft": 1024,
-            "hop_length": hop,
-            "win_length": 1024,
-            "n_mels": MELS,
-            "fmin": 80.0,
-            "fmax": 7600.0,
-            "padding": "center",
-            "magnitude_eps": 0.0,
-            "log": "10",
-            "clamp": 1e-10,
-        },
+        "features": _recipe(SAMPLE_RATE, 1024, hop, MELS, 7600.0, 80.0, 0.0, "10", 1e-10, "center"),
         "layers": layers,
     }
 
