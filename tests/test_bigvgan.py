@@ -92,3 +92,28 @@ def test_info_shows_the_recipe_and_the_alias_free_rows():
     assert result.exit_code == 0, result.stderr
     assert "100-band log-mel at 24000 Hz: n_fft 1024, hop 256" in result.stdout
     assert "alias_free" in result.stdout and "parameters:      11" in result.stdout
+
+
+def test_the_full_size_builtin_decodes_as_the_module(tmp_path):
+    """bigvgan-v2-22khz-80band-256x itself (112 M parameters), random weights saved as NVIDIA's
+    bigvgan_generator.pt: float64 relative error <= 1e-9 at chunk 7 and at the default chunk."""
+    name = "bigvgan-v2-22khz-80band-256x"
+    module = randomise(_module(name), seed=7)
+    torch.save({"generator": module.state_dict()}, tmp_path / "bigvgan_generator.pt")
+    module = module.double()
+    config = load_config(name)
+    stack, unused = load_stack(config, tmp_path / "bigvgan_generator.pt", dtype=None)
+    assert unused == []
+    stack = stack.to(dtype=torch.float64)
+    mel = torch.from_numpy(np.random.default_rng(3).normal(-4, 1.5, (1, 80, 9)))
+    with torch.no_grad():
+        want = module(mel)
+    del module
+    assert 0.01 < float(want.std()) and float((want.abs() > 0.999).double().mean()) < 0.5  # not saturated
+    engine = build_engine(
+        config, load_params(config, tmp_path / "bigvgan_generator.pt", "float64")[0], "cpu", "float64"
+    )
+    for chunks in ([7], [engine.preferred_chunk()]):
+        got = run_chunked(stack, mel, chunks)
+        assert got.shape == want.shape == (1, 1, 9 * 256)
+        assert float((got - want).abs().max()) <= 1e-9 * float(want.abs().max())

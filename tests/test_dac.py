@@ -67,3 +67,28 @@ def test_info_reads_the_latent_rate():
     """z is (1024, frames) at rate / hop: 75 Hz for dac-24khz, taken from the config."""
     result = invoke("info", "dac-24khz")
     assert result.exit_code == 0 and "75 Hz (the config's feature rate) -> 24000 Hz" in result.stdout
+
+
+def test_the_full_size_builtin_decodes_as_the_module(tmp_path):
+    """dac-44khz itself (latent 1024, 1536 channels), random weights saved as weights.pth: float64
+    relative error <= 1e-9 at chunk 7 and at the default chunk."""
+    from convt_audio.engines import build_engine
+    from convt_audio.weights import load_params
+
+    module = randomise(_decoder("dac-44khz"), seed=8)
+    state = {f"decoder.{k}": v for k, v in module.state_dict().items()}
+    torch.save({"state_dict": state, "metadata": {"kwargs": {"sample_rate": 44100}}}, tmp_path / "weights.pth")
+    module = module.double()
+    config = load_config("dac-44khz")
+    stack, unused = load_stack(config, tmp_path / "weights.pth", dtype=None)
+    assert unused == []
+    stack = stack.to(dtype=torch.float64)
+    z = torch.from_numpy(np.random.default_rng(4).normal(0, 1, (1, 1024, 9)))
+    with torch.no_grad():
+        want = module(z)
+    del module
+    engine = build_engine(config, load_params(config, tmp_path / "weights.pth", "float64")[0], "cpu", "float64")
+    for chunks in ([7], [engine.preferred_chunk()]):
+        got = run_chunked(stack, z, chunks)
+        assert got.shape == want.shape == (1, 1, 9 * 512)
+        assert float((got - want).abs().max()) <= 1e-9 * float(want.abs().max())
