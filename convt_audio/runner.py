@@ -137,7 +137,7 @@ class Runner:
         self.config, self.engine, self.target_rate, self.build = config, engine, target_rate, build
         self.allow_aliasing = allow_aliasing
         self.upsample_only = upsample_only  # the default target (no config, no rate): inputs below it only
-        self._by_ratio: dict[Fraction, tuple] = {}
+        self._by_ratio: dict = {}  # (config, engine) by ratio (no config) or by the config's output rate
         self._lock = threading.Lock()
 
     def output_rate(self, input_rate) -> int:
@@ -148,16 +148,15 @@ class Runner:
 
     def pick(self, input_rate) -> tuple:
         """``(config, engine)`` for a file at ``input_rate``."""
-        from .design import resampler_for
-
         if self.config is not None:
             rate = self.config.output_rate(input_rate)
             if self.target_rate is None or rate == self.target_rate:
                 return self.config, self.engine
-            with self._lock:
+            with self._lock:  # one chained engine per rate the config gives
                 if rate not in self._by_ratio:
-                    self._by_ratio[rate] = self._chained(rate, resampler_for)
+                    self._by_ratio[rate] = self._chained(rate)
                 return self._by_ratio[rate]
+        from .design import resampler_for
 
         ratio = Fraction(self.target_rate) / Fraction(input_rate)
         if self.upsample_only and ratio <= 1:
@@ -172,10 +171,11 @@ class Runner:
                 self._by_ratio[ratio] = (config, self.build(config, params))
             return self._by_ratio[ratio]
 
-    def _chained(self, rate: int, resampler_for) -> tuple:
+    def _chained(self, rate: int) -> tuple:
         """The config followed by the resampler from its ``rate`` to the target."""
         from dataclasses import replace
 
+        from .design import resampler_for
         from .engines import ChainedEngine, build_engine
 
         design, params = resampler_for(rate, self.target_rate, allow_aliasing=self.allow_aliasing)
