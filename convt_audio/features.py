@@ -179,7 +179,7 @@ class MelStream:
         self.basis = torch.from_numpy(mel_filterbank(recipe)).float()
         self.stats = _stats(recipe)
         self.buffer = np.zeros(0, dtype=np.float32)  # padded signal not yet consumed
-        self.head: np.ndarray | None = None  # the first samples, until the left reflection is made
+        self.head: np.ndarray | None = self.buffer  # the first samples; None once the left reflection is made
         self.received = 0
 
     def _frames(self, padded: np.ndarray) -> np.ndarray:
@@ -216,8 +216,8 @@ class MelStream:
     def push(self, samples: np.ndarray) -> np.ndarray:
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         self.received += samples.shape[0]
-        if self.head is not None or not len(self.buffer):
-            self.head = samples if self.head is None else np.concatenate([self.head, samples])
+        if self.head is not None:
+            self.head = np.concatenate([self.head, samples])
             if len(self.head) <= self.recipe.pad:  # the reflection needs pad + 1 samples
                 return np.zeros((self.recipe.n_mels, 0), dtype=np.float32)
             left = self.head[1 : self.recipe.pad + 1][::-1]
