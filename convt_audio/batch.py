@@ -19,6 +19,13 @@ class BatchResult:
     skipped: int = 0
     failed: int = 0
 
+    def count(self, report: FileReport) -> None:
+        """A file that ended with a report: written, or skipped."""
+        if report.status == "skipped":
+            self.skipped += 1
+        else:
+            self.written += 1
+
 
 class BatchEvents:
     """What a batch tells its caller (the command line prints, a script may collect); no-ops here."""
@@ -89,10 +96,7 @@ def run_batch(
         finally:
             events.ended(job)
         with lock:
-            if report.status == "skipped":
-                result.skipped += 1
-            else:
-                result.written += 1
+            result.count(report)
             events.finished(job, report)
 
     if workers == 1:

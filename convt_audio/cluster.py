@@ -232,10 +232,7 @@ def run_batch_ray(
             events.ended(job)
             if status == "ok":
                 payload = replace(payload, input=str(job.source), output=_as_given(payload.output, job))
-                if payload.status == "skipped":
-                    result.skipped += 1
-                else:
-                    result.written += 1
+                result.count(payload)
                 events.finished(job, payload)
             else:
                 result.failed += 1
