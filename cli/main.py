@@ -729,7 +729,7 @@ def info(
     try:
         from convt_audio.config import load_config, parse_rate
         from convt_audio.report import summary
-        from convt_audio.weights import layout_of, load_params, needs_weights
+        from convt_audio.weights import check_weights, needs_weights
 
         cfg = load_config(config)
         rate = parse_rate(input_rate) if input_rate is not None else (cfg.feature_rate() or 16000)
@@ -737,14 +737,13 @@ def info(
         raise _fail(exc, debug) from None
     weights_path = weights or cfg.weights
     try:
-        if weights_path is None and needs_weights(cfg):
-            status, unused = "none given (pass -w WEIGHTS to check a file against the config)", []
+        layout = None
+        if weights_path is None:
+            needed = needs_weights(cfg)
+            status = "none given (pass -w WEIGHTS to check a file against the config)" if needed else "not needed"
         else:
-            _, unused = load_params(cfg, weights)
-            status = "ok" if weights_path else "not needed"
-        if unused:
-            status = f"ok, {len(unused)} tensor(s) unused"
-        layout = layout_of(cfg, weights_path) if weights_path and cfg.layouts else None
+            unused, layout = check_weights(cfg, weights_path)
+            status = f"ok, {len(unused)} tensor(s) unused" if unused else "ok"
         weights_ok = True
     except Exception as exc:
         status = (exc.render(FLAGS) if hasattr(exc, "render") else str(exc)).splitlines()[0]

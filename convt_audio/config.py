@@ -112,6 +112,15 @@ class Config:
         strip = len(self.weights_prefix)
         return tuple({k: layout.rename(v[strip:]) for k, v in names.items()} for names in self.tensor_names)
 
+    def bases_in(self, layout: Layout | None) -> tuple:
+        """Each leaf's name stem (:func:`tensor_bases`) as ``layout`` spells it: where the tensors
+        a kind computes instead of reading (:meth:`~convt_audio.kinds.base.Kind.computed_tensors`) sit."""
+        bases = tensor_bases(self.layers, self.weights_prefix)
+        if layout is None:
+            return bases
+        strip = len(self.weights_prefix)
+        return tuple(layout.rename(base[strip:]) for base in bases)
+
     @property
     def leaves(self) -> list:
         """The leaf layers, depth first through blocks: ``tensor_names[i]`` is ``leaves[i]``'s."""
@@ -273,12 +282,19 @@ class _ConfigLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
-def tensor_names(specs, prefix: str = "") -> tuple:
-    """Per leaf (depth first), its tensors' names: ``<prefix><key>.<tensor>``, where the key is
-    the leaf's ``key:`` or its index path (``i``, ``i.j`` in a residual, ``i.b.j`` in a parallel)."""
+def tensor_bases(specs, prefix: str = "") -> tuple:
+    """Per leaf (depth first), the stem of its tensors' names: ``<prefix><key>.``, where the key
+    is the leaf's ``key:`` or its index path (``i``, ``i.j`` in a residual, ``i.b.j`` in a parallel)."""
     return tuple(
-        {tensor: f"{prefix}{getattr(leaf, 'key', None) or path}.{tensor}" for tensor in leaf.tensor_shapes()}
-        for leaf, path in zip(leaves(specs), index_paths(specs))
+        f"{prefix}{getattr(leaf, 'key', None) or path}." for leaf, path in zip(leaves(specs), index_paths(specs))
+    )
+
+
+def tensor_names(specs, prefix: str = "") -> tuple:
+    """Per leaf (depth first), its tensors' names: ``<stem><tensor>`` (:func:`tensor_bases`)."""
+    return tuple(
+        {tensor: base + tensor for tensor in leaf.tensor_shapes()}
+        for leaf, base in zip(leaves(specs), tensor_bases(specs, prefix))
     )
 
 

@@ -125,7 +125,7 @@ class TorchEngine(StackShape):
     ) -> "TorchEngine":
         import torch
 
-        from .stack import Stack
+        from .stack import Stack, as_tensor
 
         target = resolve_device(device)
         torch.backends.cuda.matmul.allow_tf32 = False  # exact float32, as on the CPU
@@ -136,15 +136,7 @@ class TorchEngine(StackShape):
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
         torch_dtype = getattr(torch, dtype)
-
-        def tensor(array: np.ndarray):
-            # a writable, contiguous array of the right kind is used as it is (a mapped
-            # checkpoint's pages stay mapped, not copied); anything else is copied once
-            usable = array.flags.writeable and array.flags.c_contiguous and array.dtype == torch_dtype_np
-            return torch.from_numpy(array if usable else np.array(array)).to(device=target, dtype=torch_dtype)
-
-        torch_dtype_np = np.dtype(dtype) if dtype in ("float32", "float64", "float16") else None
-        tensors = [{k: tensor(v) for k, v in layer.items()} for layer in params]
+        tensors = [{k: as_tensor(v, torch_dtype, target) for k, v in layer.items()} for layer in params]
         return cls(Stack(config.layers, tensors), kernel)
 
     def preferred_chunk(self) -> int:

@@ -11,12 +11,23 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from .errors import InputTooShortError, UsageError
 from .shapes import StackShape, chain, index_paths, leading_convs, leaves, nest, parameter_count
 from .shapes import forward as forward_specs
 from .streaming import StreamingModule, StreamingSequential
+
+
+def as_tensor(array, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
+    """A NumPy array as a tensor of ``dtype`` (None: as stored) on ``device``: used as it is when
+    it is writable, contiguous and of that dtype already (a mapped checkpoint's pages stay
+    mapped, not copied), else copied once."""
+    same = dtype is None or str(array.dtype) == str(dtype).removeprefix("torch.")
+    usable = array.flags.writeable and array.flags.c_contiguous and same
+    return torch.from_numpy(array if usable else np.array(array)).to(device=device, dtype=dtype)
+
 
 MAX_INIT_PARAMETERS = 1 << 30  # 4 GiB of float32: far past any vocoder (HiFi-GAN V1: 13.9 M)
 

@@ -257,17 +257,8 @@ def recognise_layout(config: Config, tensors: Mapping):
     return None
 
 
-def layout_of(config: Config, weights: str | Path) -> str | None:
-    """The name of the layout a weights file matches (``default`` for the config's own names),
-    or None when the config declares no other layouts."""
-    if not config.layouts:
-        return None
-    layout = recognise_layout(config, open_tensors(Path(weights)))
-    return "default" if layout is None else layout.name
-
-
 def match_tensors(
-    config: Config, tensors: Mapping[str, np.ndarray], source: str = "<weights>", fold_dtype=np.float64
+    config: Config, tensors: Mapping[str, np.ndarray], source: str = "<weights>", fold_dtype=np.float64, layout=None
 ) -> tuple[list[dict[str, np.ndarray]], list[str]]:
     """Match tensors to the config's leaf layers by name and shape.
 
@@ -278,18 +269,12 @@ def match_tensors(
     ``tensors`` may be lazy (:class:`TensorFile`): each shape is checked before its data is
     read, and tensors the config does not use are never read. Returns one ``{"weight", "bias",
     "alpha"}`` dict of arrays per leaf layer (depth first through blocks), and the names of the
-    tensors under the prefix it reads (the layout's) that it does not use.
+    tensors under the prefix it reads (the layout's) that it does not use. ``layout`` is the
+    :class:`~convt_audio.config.Layout` to read by (None: the config's own names).
     """
-    from .shapes import index_paths
-
     used: set[str] = set()
     params = []
-    paths = index_paths(config.layers)
-    layout = recognise_layout(config, tensors) if config.layouts else None
-    all_names = config.names_in(layout)
-    for spec, names, path in zip(config.leaves, all_names, paths):
-        default_base = f"{config.weights_prefix}{getattr(spec, 'key', None) or path}."
-        base = layout.rename(default_base[len(config.weights_prefix) :]) if layout else default_base
+    for spec, names, base in zip(config.leaves, config.names_in(layout), config.bases_in(layout)):
         for local, expected in spec.computed_tensors().items():  # stored, but computed by the kind
             if base + local in tensors:
                 stored = np.asarray(tensors[base + local])
@@ -380,7 +365,22 @@ def load_params(
             )
         return [{} for _ in config.leaves], []
     fold = np.float64 if dtype in (None, "float64") else np.float32
-    return match_tensors(config, open_tensors(path), str(path), fold)
+    tensors = open_tensors(path)
+    layout = recognise_layout(config, tensors) if config.layouts else None
+    return match_tensors(config, tensors, str(path), fold, layout)
+
+
+def check_weights(config: Config, weights: str | Path) -> tuple[list[str], str | None]:
+    """A weights file checked against a config, as ``info -w`` reports it: the unused tensor
+    names, and the layout recognised (``default``: the config's own names; None when the config
+    declares no other layouts)."""
+    path = Path(weights)
+    tensors = open_tensors(path)
+    layout = recognise_layout(config, tensors) if config.layouts else None
+    _, unused = match_tensors(config, tensors, str(path), layout=layout)
+    if not config.layouts:
+        return unused, None
+    return unused, "default" if layout is None else layout.name
 
 
 def load_stack(config: Config, weights: str | Path | None = None, dtype: Any = "float32"):
@@ -391,18 +391,12 @@ def load_stack(config: Config, weights: str | Path | None = None, dtype: Any = "
     """
     import torch
 
-    from .stack import Stack
+    from .stack import Stack, as_tensor
 
     params, unused = load_params(config, weights)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    tensors = [
-        {
-            k: torch.from_numpy(np.array(v)).to(dtype=dtype) if dtype else torch.from_numpy(np.array(v))
-            for k, v in layer.items()
-        }
-        for layer in params
-    ]
+    tensors = [{k: as_tensor(v, dtype) for k, v in layer.items()} for layer in params]
     return Stack(config.layers, tensors), unused
 
 

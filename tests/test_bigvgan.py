@@ -13,7 +13,6 @@ from convt_audio.architectures import bigvgan
 from convt_audio.config import load_config, parse_config
 from convt_audio.engines import build_engine
 from convt_audio.errors import WeightsError
-from convt_audio.shapes import index_paths
 from convt_audio.stack import run_chunked
 from convt_audio.weights import load_params, load_stack
 
@@ -35,10 +34,9 @@ def test_the_builtin_names_every_tensor_of_the_official_checkpoint(name):
     official = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     config = load_config(name)
     ours = {}
-    for leaf, names, path in zip(config.leaves, config.tensor_names, index_paths(config.layers)):
+    for leaf, names, base in zip(config.leaves, config.tensor_names, config.bases_in(None)):
         for local, full in names.items():
             ours[full] = leaf.tensor_shapes()[local]
-        base = f"{config.weights_prefix}{getattr(leaf, 'key', None) or path}."
         for local, array in leaf.computed_tensors().items():
             ours[base + local] = array.shape
     expected = {}
