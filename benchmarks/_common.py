@@ -33,6 +33,14 @@ def run_process(args: list[str], cwd: Path | None = None) -> tuple[float, int]:
     which can inherit this process's high-water mark across exec.
     """
     timer = shutil.which("time") or "/usr/bin/time"
+    if not Path(timer).exists():  # no GNU time: the child's own ru_maxrss (see the caveat above)
+        start = time.perf_counter()
+        child = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - start
+        if status != 0:
+            raise RuntimeError(f"{args} failed:\n{child.stderr.read()[-2000:].decode(errors='replace')}")
+        return wall, usage.ru_maxrss
     start = time.perf_counter()
     done = subprocess.run([timer, "-v", *args], cwd=cwd, capture_output=True, text=True)
     wall = time.perf_counter() - start
