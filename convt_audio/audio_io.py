@@ -25,6 +25,9 @@ from .errors import AudioError, ClippingError, UsageError, option
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 INEXACT_SEEK_FORMATS = ("MP3", "OGG")  # compressed streams: a seek is near, not on, the frame
 PCM_BITS = {"PCM_S8": 8, "PCM_U8": 8, "PCM_16": 16, "PCM_24": 24, "PCM_32": 32}
+# PCM read as the integers libsndfile stores and scaled here: its own int→float conversion took
+# 2.4× the CPU time (10 min of stereo PCM_16: 0.195 s vs 0.082 s)
+RAW_INTEGERS = {"PCM_16": ("int16", 2.0**-15), "PCM_24": ("int32", 2.0**-31), "PCM_32": ("int32", 2.0**-31)}
 _EXTENSION_ALIASES = {"aif": "AIFF", "aifc": "AIFF", "wave": "WAV", "oga": "OGG", "opus": "OGG", "mp3": "MP3"}
 STDIO = "-"  # as an input: standard input; as an output: standard output
 STREAM_TYPES = ("wav", "flac", "raw")  # what -o - can write (no seeking back to fix a header)
@@ -139,21 +142,30 @@ class AudioSource:
         if self._handle.seekable():
             self._handle.seek(0)
         read = 0
+        raw = RAW_INTEGERS.get(self.subtype) if dtype in ("float32", "float64") else None
         while True:
             try:
-                block = self._handle.read(frames, dtype=dtype, always_2d=True)
+                block = self._handle.read(frames, dtype=raw[0] if raw else dtype, always_2d=True)
             except (sf.LibsndfileError, RuntimeError) as exc:
                 raise AudioError(f"{self.path}: read error after {read} frames: {exc}") from None
             if not block.shape[0]:
                 break
             read += block.shape[0]
-            yield np.ascontiguousarray(block.T)
+            if raw:  # the scale libsndfile applies, a power of two: the same floats, exactly
+                yield np.multiply(block.T, np.dtype(dtype).type(raw[1]), dtype=dtype, order="C")
+            else:
+                yield np.ascontiguousarray(block.T)
         if self.frames is not None and read < self.frames:
             raise AudioError(f"{self.path}: truncated: expected {self.frames} frames, read {read}")
         if self.frames is None and self.promised is not None and read < self.promised:
             raise AudioError(
                 f"{self.path}: truncated: the stream's header promises {self.promised} frames, it ended after {read}"
             )
+
+    @property
+    def always_finite(self) -> bool:
+        """Integer PCM read from a sound file: no NaN or Inf can occur (nothing to check)."""
+        return self._array is None and self.subtype in PCM_BITS
 
     def tail(self, frames: int, dtype: str = "float32") -> np.ndarray:
         """The last ``min(frames, self.frames)`` frames as ``[channels, n]``.
@@ -420,8 +432,23 @@ class AudioSink:
     def write(self, block: np.ndarray) -> None:
         if not block.shape[-1]:
             return
-        self._write(self._prepare(block))
+        steps = self._in_range_steps(block)
+        self._write(steps.T if steps is not None else self._prepare(block))  # .T: a view, no copy
         self.frames += block.shape[-1]
+
+    def _in_range_steps(self, block: np.ndarray) -> np.ndarray | None:
+        """The common case in fewer passes: a PCM output whose samples are finite and round to
+        in-range steps (nothing to count, clamp or replace) as ``[frames, channels]`` steps (so
+        that ``.T``, the ``[channels, frames]`` block :meth:`_write` takes, is a view), or None. 10 min of stereo PCM_16 out: 0.39 s → 0.2 s of CPU time."""
+        if self.steps is None or self.gain != 1.0:
+            return None
+        low, high = block.min(), block.max()
+        if not (low >= -1.0 and high < (self.steps - 0.5) / self.steps):  # NaN fails both
+            return None
+        wide = self.steps > 2**23 or block.dtype == np.float64
+        steps = np.empty(block.shape[::-1], dtype=np.float64 if wide else np.float32)
+        np.multiply(block.T, self.steps, out=steps)
+        return np.rint(steps, out=steps)
 
     def _prepare(self, block: np.ndarray) -> np.ndarray:
         """Apply the gain, count clipped and non-finite samples, clamp, and round PCM to its steps."""

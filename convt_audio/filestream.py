@@ -444,7 +444,8 @@ def _stream_into(sink, run: _Pass) -> dict:
         for block in _prefetch(source.blocks(run.chunk, run.read_dtype), stop):
             if cancel is not None and cancel.is_set():
                 raise Cancelled(str(source.path))
-            replaced += check_finite(block, done, source.path, run.options.non_finite)
+            if not source.always_finite:
+                replaced += check_finite(block, done, source.path, run.options.non_finite)
             writer.put(stream.push(_shaped(block, run.per_channel)).reshape(out_channels, -1))
             done += block.shape[-1]
             if progress:

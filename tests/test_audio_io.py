@@ -73,3 +73,32 @@ def test_npy_shape_errors(tmp_path):
     np.save(tmp_path / "t.npy", np.zeros((100, 2), dtype=np.float32))
     with pytest.raises(AudioError, match="more channels than frames"):
         open_source(tmp_path / "t.npy", 8000)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "PCM_32"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_pcm_read_as_integers_gives_libsndfile_floats(tmp_path, subtype, dtype):
+    """PCM blocks are read as integers and scaled here: the floats libsndfile gives, bit for bit."""
+    path = tmp_path / "p.wav"
+    sf.write(str(path), np.random.default_rng(0).uniform(-1, 1, (1001, 2)), 8000, subtype=subtype)
+    with open_source(path) as source:
+        got = np.concatenate(list(source.blocks(300, dtype)), axis=1)
+        assert source.always_finite
+    assert got.dtype == dtype and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, sf.read(str(path), dtype=dtype)[0].T)
+
+
+def test_pcm_sink_steps_whether_or_not_a_block_clips(tmp_path):
+    """In-range blocks take the short path; a block with a clipped sample the full one: both
+    give the nearest steps, clamped, and only the clipped sample is counted."""
+    rng = np.random.default_rng(1)
+    blocks = [rng.uniform(-0.99, 0.99, (2, 500)).astype(np.float32) for _ in range(3)]
+    blocks[1][0, 7] = 1.5
+    sink = AudioSink(tmp_path / "o.wav", 8000, 2, "WAV", "PCM_16")
+    for block in blocks:
+        sink.write(block)
+    sink.close()
+    want = np.clip(np.rint(np.concatenate(blocks, axis=1) * 32768.0), -32768, 32767).T
+    got, _ = sf.read(str(tmp_path / "o.wav"), dtype="int16")
+    np.testing.assert_array_equal(got, want.astype(np.int16))
+    assert sink.clipped == 1
