@@ -139,7 +139,9 @@ def engine_plan(config, device: str = "auto") -> dict:
             "engine": "numpy-resampler",
             "device": "cpu",
             "kernels": kernels,
-            "how": f"NumPy in float64: {'; '.join(parts)}; torch is not loaded",
+            "how": f"NumPy in float64: {'; '.join(parts)}; for float32 outputs of a chain that rejects "
+            "everything beyond the lower Nyquist frequency (checked on load), all stages at once: one FFT "
+            "pair per window; torch is not loaded",
         }
     target = "cuda if available, else cpu" if device == "auto" else device
     kernels = {leaf.where: leaf.computed_as() for leaf in leaves(config.layers) if leaf.computed_as()}

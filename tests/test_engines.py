@@ -83,7 +83,8 @@ def test_engine_choice():
     sinc = load_config("sinc-x3")
     params, _ = load_params(sinc)
     engine = build_engine(sinc, params, "cpu")
-    assert isinstance(engine, ResamplerChain) and engine.kernels() == ["fft"]  # 212 taps per phase: by FFT
+    assert isinstance(engine, ResamplerChain) and engine.kernels() == ["spectral"]  # alias-free: one FFT pair
+    assert build_engine(sinc, params, "cpu", "float64").kernels() == ["fft"]  # 212 taps per phase: by FFT
     assert isinstance(build_engine(sinc, params, "cpu", "float16"), TorchEngine)
     assert isinstance(build_engine(sinc, params, "cpu", kernel="transposed"), TorchEngine)
     config, dparams = decoder_params()
