@@ -299,13 +299,18 @@ class Response:
     attenuation_db: float
 
 
-def _stage_gain(taps: np.ndarray, rate: float, freqs: np.ndarray) -> np.ndarray:
-    """|H(f)| / H(0) of one stage's prototype at ``rate`` (both in units of the input rate)."""
+def gain_table(taps: np.ndarray) -> np.ndarray:
+    """|H| / |H(0)| of one stage's taps on a 16× zero-padded rfft grid (at least 2^16 points)."""
     size = 1 << max(16, min(26, (16 * taps.shape[0] - 1).bit_length()))
-    spectrum = np.abs(np.fft.rfft(taps, size)) / max(abs(taps.sum()), 1e-300)
+    return np.abs(np.fft.rfft(taps, size)) / max(abs(taps.sum()), 1e-300)
+
+
+def gain_at(table: np.ndarray, rate: float, freqs: np.ndarray) -> np.ndarray:
+    """The stage's gain at ``freqs`` read off its :func:`gain_table` (the nearest bin); ``rate``:
+    its taps per unit of ``freqs``' time (both in units of the input rate)."""
+    size = 2 * (table.shape[0] - 1)
     bins = np.rint(np.mod(freqs / rate, 1.0) * size).astype(np.int64) % size
-    bins = np.where(bins > size // 2, size - bins, bins)
-    return spectrum[bins]
+    return table[np.where(bins > size // 2, size - bins, bins)]
 
 
 def measure_response(stages, passband: float = PASSBAND, stopband: float = STOPBAND, points: int = 1 << 15) -> Response:
@@ -318,7 +323,7 @@ def measure_response(stages, passband: float = PASSBAND, stopband: float = STOPB
     freqs = np.linspace(0, high / 2, points)
     gain, rate = np.ones_like(freqs), Fraction(1)  # rate: each stage's input rate, in input rates
     for up, down, taps in stages:
-        gain *= _stage_gain(np.asarray(taps, dtype=np.float64).reshape(-1), float(rate * up), freqs)
+        gain *= gain_at(gain_table(np.asarray(taps, dtype=np.float64).reshape(-1)), float(rate * up), freqs)
         rate *= Fraction(up, down)
     with np.errstate(divide="ignore"):
         gain_db = 20 * np.log10(np.maximum(gain, 1e-300))

@@ -52,6 +52,14 @@ def stage_gain(specs, params) -> tuple[float, float]:
     return scale, offset
 
 
+def dilated_taps(up, params: dict) -> np.ndarray:
+    """A one-channel transposed convolution's kernel as float64 taps, zeros between dilated ones
+    (``up.receptive`` of them)."""
+    taps = np.zeros(up.receptive)
+    taps[:: up.dilation] = np.asarray(params["weight"], dtype=np.float64).reshape(-1)
+    return taps
+
+
 def eligible(specs) -> bool:
     """A one-channel, zeros-padded transposed convolution, alone or then a kernel-1 decimation."""
     if not specs or len(specs) > 2:
@@ -96,10 +104,8 @@ class PolyphaseResampler(StackShape):
         self.L = up.stride
         self.M = specs[1].stride if len(specs) == 2 else 1
         self.p = up.padding
-        kernel = np.asarray(params[0]["weight"], dtype=np.float64).reshape(-1)
         self.D = up.receptive
-        taps = np.zeros(self.D)
-        taps[:: up.dilation] = kernel
+        taps = dilated_taps(up, params[0])
         scale, self.offset = stage_gain(specs, params)
         L, M = self.L, self.M
         period = L // math.gcd(L, M)

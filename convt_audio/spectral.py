@@ -36,7 +36,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from .polyphase import stage_gain
+from .design import gain_at, gain_table
+from .polyphase import dilated_taps, stage_gain
 from .shapes import StackShape
 from .streaming import StreamingModule
 
@@ -67,9 +68,7 @@ def _stages(stages, params) -> list[_Stage] | None:
         scale, offset = stage_gain(stage, stage_params)
         if offset:
             return None
-        kernel = np.asarray(stage_params[0]["weight"], dtype=np.float64).reshape(-1)
-        taps = np.zeros(up.receptive)
-        taps[:: up.dilation] = kernel
+        taps = dilated_taps(up, stage_params[0])
         down = stage[1].stride if len(stage) == 2 else 1
         out.append(_Stage(taps, up.stride, down, up.padding, scale, rate * up.stride))
         rate *= Fraction(up.stride, down)
@@ -81,19 +80,6 @@ def _reach(stages: list[_Stage]) -> tuple[float, float]:
     past = sum((s.taps.shape[0] - 1 - s.padding) / s.density for s in stages) + 1 + len(stages)
     future = sum(s.padding / s.density for s in stages) + 1 + len(stages)
     return float(past), float(future)
-
-
-def _gain_table(stage: _Stage) -> np.ndarray:
-    """|H_s| / |H_s(0)| on a 16× zero-padded rfft grid of the stage's own frequencies."""
-    size = 1 << max(14, min(26, (16 * stage.taps.shape[0] - 1).bit_length()))
-    return np.abs(np.fft.rfft(stage.taps, size)) / max(abs(stage.taps.sum()), 1e-300)
-
-
-def _gain(stage: _Stage, table: np.ndarray, freqs: np.ndarray) -> np.ndarray:
-    """|H_s(f)| / |H_s(0)| at ``freqs`` (cycles per input frame), read off ``table``."""
-    size = 2 * (table.shape[0] - 1)
-    bins = np.rint(np.mod(freqs / float(stage.density), 1.0) * size).astype(np.int64) % size
-    return table[np.where(bins > size // 2, size - bins, bins)]
 
 
 def spectral_eligible(stages, params) -> bool:
@@ -113,12 +99,12 @@ def spectral_eligible(stages, params) -> bool:
     points = int((top - keep) / step) + 2
     if points > MAX_GRID:
         return False
-    tables = [_gain_table(stage) for stage in parts]
+    tables = [gain_table(stage.taps) for stage in parts]
     for first in range(0, points, 1 << 16):  # in pieces: a few MB at a time
         freqs = keep + (top - keep) * np.arange(first, min(points, first + (1 << 16))) / (points - 1)
         gain = np.ones(freqs.shape[0])
         for stage, table in zip(parts, tables):
-            gain *= _gain(stage, table, freqs)
+            gain *= gain_at(table, float(stage.density), freqs)
         if gain.max() > REJECTION:
             return False
     return True
@@ -175,8 +161,6 @@ class SpectralResampler(StackShape):
             n = int(n)
             phase = np.exp(2j * np.pi * ((b * stage.padding) % n) / n)
             response *= stage.scale * _zoom_dft(stage.taps, self.bins, n) * phase / stage.up
-        if self.N_out % 2 == 0 and self.bins == self.N_out // 2 + 1:
-            response[-1] = response[-1].real  # the output's Nyquist bin is real
         self.response = response
         # the literal stack cuts each stage's output to its L_out frames: near the signal's two
         # ends a later stage sees zeros where the composite sees the earlier stage's ringing.
