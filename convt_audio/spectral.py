@@ -185,15 +185,17 @@ class SpectralResampler(StackShape):
     def open_stream(self, batch: int, tail: np.ndarray | None = None) -> "SpectralStream":
         return SpectralStream(self, batch)
 
-    def windows(self, buffer: np.ndarray, count: int) -> np.ndarray:
-        """``[B, count·made_per_window]``: the outputs of ``count`` windows at ``buffer``'s start."""
+    def windows(self, buffer: np.ndarray, count: int, out: np.ndarray) -> None:
+        """The outputs of ``count`` windows at ``buffer``'s start into ``out``, ``[B,
+        count·made_per_window]`` (the inputs go to float64 and the outputs to ``out``'s dtype in
+        the copies that gather and place them)."""
         batch = buffer.shape[0]
         frames = np.lib.stride_tricks.sliding_window_view(buffer[:, : (count - 1) * self.step + self.N], self.N, -1)
-        rows = frames[:, :: self.step].reshape(batch * count, self.N)
+        rows = np.array(frames[:, :: self.step], dtype=np.float64).reshape(batch * count, self.N)
         spectrum = np.fft.rfft(rows, axis=-1)[:, : self.bins]
         spectrum *= self.response
-        out = np.fft.irfft(spectrum, self.N_out, axis=-1)[:, self.lo : self.lo + self.made_per_window]
-        return out.reshape(batch, count * self.made_per_window)
+        made = np.fft.irfft(spectrum, self.N_out, axis=-1)[:, self.lo : self.lo + self.made_per_window]
+        out.reshape(batch, count, self.made_per_window)[...] = made.reshape(batch, count, self.made_per_window)
 
 
 class SpectralStream(StreamingModule):
@@ -220,7 +222,7 @@ class SpectralStream(StreamingModule):
     def initial_state(self) -> "SpectralStream.State":
         engine = self.engine
         made = engine.a0 * engine.up // engine.down + engine.lo
-        state = self.State(engine.a0, np.zeros((self.batch, -engine.a0)), made)
+        state = self.State(engine.a0, np.zeros((self.batch, -engine.a0), dtype=np.float32), made)
         if engine.edges is not None:
             state.head = engine.edges.open_stream(self.batch)
             state.tail = np.zeros((self.batch, 0))
@@ -233,14 +235,14 @@ class SpectralStream(StreamingModule):
 
     def _run(self, count: int, last: int | None) -> np.ndarray:
         """``count`` windows (in calls of ``per_call``); keep outputs ≥ 0 and < ``last``."""
-        engine, outs = self.engine, []
-        while count > 0:
-            n = min(count, self.per_call)
-            outs.append(engine.windows(self.state.buffer, n))
+        engine = self.engine
+        made = np.empty((self.batch, count * engine.made_per_window), dtype=engine.dtype)
+        for done in range(0, count, self.per_call):
+            n = min(count - done, self.per_call)
+            at = done * engine.made_per_window
+            engine.windows(self.state.buffer, n, made[:, at : at + n * engine.made_per_window])
             self.state.buffer = self.state.buffer[:, n * engine.step :]
             self.state.start += n * engine.step
-            count -= n
-        made = np.concatenate(outs, axis=-1) if len(outs) > 1 else outs[0] if outs else np.zeros((self.batch, 0))
         first = self.state.made
         self.state.made += made.shape[-1]
         begin = max(0, -first)
@@ -249,7 +251,7 @@ class SpectralStream(StreamingModule):
         if self.state.head_out is not None and first + begin < engine.head_outputs:
             n = min(engine.head_outputs, first + stop) - (first + begin)
             kept[:, :n] = self.state.head_out[:, first + begin : first + begin + n]
-        return kept.astype(engine.dtype)[:, None, :]
+        return kept[:, None, :]
 
     def _edges(self, chunk: np.ndarray) -> None:
         """Feed the head stream while it needs inputs, and keep the last inputs for the tail."""
@@ -271,7 +273,8 @@ class SpectralStream(StreamingModule):
     def _push(self, chunk: np.ndarray) -> np.ndarray:
         """Take ``[B, 1, n]`` input frames; return the ``[B, 1, m]`` output frames now final."""
         if chunk.shape[-1]:
-            frames = np.asarray(chunk[:, 0, :], dtype=np.float64)
+            # a copy (the caller may reuse its array), float32 as it comes: rows go to float64 later
+            frames = np.array(chunk[:, 0, :], dtype=np.result_type(chunk.dtype, np.float32))
             self.state.pending.append(frames)
             self.state.pending_frames += chunk.shape[-1]
             self.state.received += chunk.shape[-1]
