@@ -18,6 +18,7 @@ Needs the [bench] extra (soxr). Usage: python benchmarks/resample.py [--quick] [
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import re
 import shutil
@@ -31,7 +32,7 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import convt_audio, table  # noqa: E402
+from _common import ROOT, convt_audio, table  # noqa: E402
 
 from convt_audio.design import resampler_for  # noqa: E402
 from convt_audio.engines import build_engine  # noqa: E402
@@ -179,6 +180,10 @@ def main() -> None:
         rows += quality_rows(fin, fout)
     print("spurious, dB re the tone (lower is better); last column: convt-audio − soxr HQ")
     print(table(rows, ["rates", "tone", "convt-audio", "soxr HQ", "soxr VHQ", "Δ vs HQ"]), flush=True)
+    # byte-compiled as an installed package is (an editable checkout under PYTHONDONTWRITEBYTECODE
+    # would compile its edited modules in every process)
+    compileall.compile_dir(str(ROOT / "convt_audio"), quiet=1)
+    compileall.compile_dir(str(ROOT / "cli"), quiet=1)
     conditions = [("quiet", None)] + ([("beside a busy process", "while True: pass")] if args.busy else [])
     for condition, hog in conditions:
         busy = subprocess.Popen([sys.executable, "-c", hog]) if hog else None
