@@ -1,4 +1,8 @@
-"""Everything the command line shows with rich: progress bars and the layer table."""
+"""Everything the command line shows with rich: progress bars and the layer table.
+
+rich is imported only when something is shown with it (a terminal's progress bars, ``info``'s
+table): importing it costs ~30 ms of every piped or ``--quiet`` run.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,11 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
-
-stderr_console = Console(stderr=True, highlight=False)
-# piped or redirected output is not cut at 80 columns
-stdout_console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+if TYPE_CHECKING:
+    from rich.progress import Progress
+    from rich.table import Table
 
 
 class NoProgress:
@@ -73,6 +73,9 @@ def progress_bars(enabled: bool, files: int) -> Iterator[NoProgress]:
     if not enabled or not sys.stderr.isatty():
         yield NoProgress()
         return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
     columns = (
         TextColumn("{task.description}", style="bold"),
         BarColumn(),
@@ -80,12 +83,14 @@ def progress_bars(enabled: bool, files: int) -> Iterator[NoProgress]:
         TextColumn("{task.fields[speed]}"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=stderr_console, transient=True) as progress:
+    with Progress(*columns, console=Console(stderr=True, highlight=False), transient=True) as progress:
         yield FileProgress(progress, files)
 
 
 def layer_table(rows: list[dict], title: str) -> Table:
     """The layer tree: blocks indented, their layers below them."""
+    from rich.table import Table
+
     columns = [
         "path",
         "type",
@@ -143,7 +148,11 @@ def layer_table(rows: list[dict], title: str) -> Table:
 
 
 def print_table(table: Table) -> None:
+    from rich.console import Console
+
+    # piped or redirected output is not cut at 80 columns
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
     try:
-        stdout_console.print(table)
+        console.print(table)
     except SystemExit:  # rich's own answer to a closed pipe: exit(1), silently; the caller says it in one line
         raise BrokenPipeError(32, "Broken pipe") from None
