@@ -6,13 +6,12 @@ Every error names the file and the YAML path of the offending key, e.g.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
-
-import yaml
 
 from .errors import AudioError, ConfigError, option
 from .features import MelRecipe
@@ -233,12 +232,15 @@ def load_config(name_or_path: str | Path | None = None) -> Config:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    import yaml  # here: a resampler built from rates reads no YAML, and importing it costs ~12 ms
+
+    loader = _config_loader()
     try:
-        data = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader, bounded
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader, bounded
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except RecursionError:
-        raise ConfigError(f"{path}: nested deeper than {_ConfigLoader.max_depth} levels") from None
+        raise ConfigError(f"{path}: nested deeper than {loader.max_depth} levels") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
@@ -250,36 +252,43 @@ def load_config(name_or_path: str | Path | None = None) -> Config:
 MAX_CONFIG_BYTES = 4 << 20  # HiFi-GAN V1, 150 layers in blocks, is 20 kB
 
 
-class _ConfigLoader(yaml.SafeLoader):
-    """YAML's safe loader, bounded: no aliases (a few hundred bytes of ``*a`` can expand to
-    gigabytes), at most ``max_nodes`` nodes and ``max_depth`` levels of nesting."""
+@functools.cache
+def _config_loader() -> type:
+    """YAML's safe loader, bounded (built on first use, as yaml is imported then)."""
+    import yaml
 
-    max_nodes = 200_000
-    max_depth = 64
+    class _ConfigLoader(yaml.SafeLoader):
+        """YAML's safe loader, bounded: no aliases (a few hundred bytes of ``*a`` can expand to
+        gigabytes), at most ``max_nodes`` nodes and ``max_depth`` levels of nesting."""
 
-    def __init__(self, stream) -> None:
-        super().__init__(stream)
-        self._nodes = 0
-        self._depth = 0
+        max_nodes = 200_000
+        max_depth = 64
 
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise ConfigError(
-                f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not "
-                f"allowed in a config; write the value out"
-            )
-        self._nodes += 1
-        if self._nodes > self.max_nodes:
-            raise ConfigError(f"more than {self.max_nodes:,} YAML nodes; a config is small")
-        self._depth += 1
-        if self._depth > self.max_depth:
-            mark = self.peek_event().start_mark
-            raise ConfigError(f"line {mark.line + 1}: nested deeper than {self.max_depth} levels")
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
+        def __init__(self, stream) -> None:
+            super().__init__(stream)
+            self._nodes = 0
+            self._depth = 0
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise ConfigError(
+                    f"line {event.start_mark.line + 1}: YAML aliases (*{event.anchor}) are not "
+                    f"allowed in a config; write the value out"
+                )
+            self._nodes += 1
+            if self._nodes > self.max_nodes:
+                raise ConfigError(f"more than {self.max_nodes:,} YAML nodes; a config is small")
+            self._depth += 1
+            if self._depth > self.max_depth:
+                mark = self.peek_event().start_mark
+                raise ConfigError(f"line {mark.line + 1}: nested deeper than {self.max_depth} levels")
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+    return _ConfigLoader
 
 
 def tensor_bases(specs, prefix: str = "") -> tuple:
