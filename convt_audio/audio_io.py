@@ -37,6 +37,13 @@ _RATES = {
     "mp3": (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000),
 }
 _CARRIED_SUBTYPES = ("PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")
+_PLAIN_FORMATS = ("WAV", "WAVEX", "W64", "RF64", "AIFF", "CAF", "AU", "RAW")  # samples stored as they are
+
+
+def _coded(handle) -> bool:
+    """Whether libsndfile encodes or decodes this file's samples (FLAC, Ogg, MP3, ADPCM, …),
+    rather than copying PCM or float samples as they are."""
+    return handle.format not in _PLAIN_FORMATS or handle.subtype not in _CARRIED_SUBTYPES
 
 
 def audio_extensions() -> set[str]:
@@ -161,6 +168,11 @@ class AudioSource:
             raise AudioError(
                 f"{self.path}: truncated: the stream's header promises {self.promised} frames, it ended after {read}"
             )
+
+    @property
+    def decodes(self) -> bool:
+        """Reading costs decoding (a compressed format), not just copying samples."""
+        return self._handle is not None and _coded(self._handle)
 
     @property
     def always_finite(self) -> bool:
@@ -420,6 +432,11 @@ class AudioSink:
             self._handle = sf.SoundFile(str(path), "w", rate, channels, subtype, format=fmt)
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             raise AudioError(f"{self.label}: cannot write {fmt}/{subtype}: {exc}") from None
+
+    @property
+    def encodes(self) -> bool:
+        """Writing costs encoding (a compressed format), not just copying samples."""
+        return _coded(self._handle)
 
     def _counters(self, subtype: str, clip: str, label: str, gain: float = 1.0) -> None:
         self.clip, self.label, self.gain = clip, label, gain
