@@ -150,14 +150,20 @@ def cost_rows(fin: int, fout: int, work: Path, minutes: float, repeats: int) -> 
         "soxr VHQ": [sys.executable, str(work / "with_soxr.py"), str(source), str(work / "s.wav"), str(fout), "VHQ"],
     }
     process_cost(commands["convt-audio"])  # designs the resampler into the cache: the timed runs read it
-    measured = {}
-    for name, command in commands.items():
-        runs = [process_cost(command) for _ in range(repeats)]
-        measured[name] = (
-            statistics.median(r[0] for r in runs),
-            statistics.median(r[1] for r in runs),
-            max(r[2] for r in runs),
+    # round by round, each process once per round: a slow spell of the machine (they come and
+    # go here for seconds at a time) then weighs on every process alike, not on one
+    runs = {name: [] for name in commands}
+    for _ in range(repeats):
+        for name, command in commands.items():
+            runs[name].append(process_cost(command))
+    measured = {
+        name: (
+            statistics.median(r[0] for r in taken),
+            statistics.median(r[1] for r in taken),
+            max(r[2] for r in taken),
         )
+        for name, taken in runs.items()
+    }
     hq = measured["soxr HQ"]
     return [
         [f"{fin}→{fout}", name, f"{wall:.2f}", f"{cpu:.2f}", f"{cpu / hq[1]:.2f}", f"{rss / 1024:.0f}"]
@@ -169,7 +175,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1-minute files, one run each")
     parser.add_argument("--busy", action="store_true", help="also measure the cost beside a CPU-bound process")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     minutes, repeats = (1.0, 1) if args.quick else (10.0, args.repeats)
     work = Path(tempfile.mkdtemp(prefix="convt-resample-"))

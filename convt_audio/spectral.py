@@ -190,8 +190,10 @@ class SpectralResampler(StackShape):
         count·made_per_window]`` (the inputs go to float64 and the outputs to ``out``'s dtype in
         the copies that gather and place them)."""
         batch = buffer.shape[0]
-        frames = np.lib.stride_tricks.sliding_window_view(buffer[:, : (count - 1) * self.step + self.N], self.N, -1)
-        rows = np.array(frames[:, :: self.step], dtype=np.float64).reshape(batch * count, self.N)
+        rows = np.empty((batch, count, self.N), dtype=np.float64)
+        for k in range(count):  # a few slices: cheaper than building a sliding-window view
+            rows[:, k] = buffer[:, k * self.step : k * self.step + self.N]
+        rows = rows.reshape(batch * count, self.N)
         spectrum = np.fft.rfft(rows, axis=-1)[:, : self.bins]
         if self.bins < self.N_out // 2 + 1:
             # upsampling: the product goes into a whole-length output spectrum, as NumPy's irfft
@@ -275,26 +277,28 @@ class SpectralStream(StreamingModule):
             recent = np.concatenate([self.state.tail[:, recent.shape[-1] - engine.tail_keep :], recent], axis=-1)
         self.state.tail = recent.copy()
 
-    def _join(self) -> None:
-        if self.state.pending:
-            self.state.buffer = np.concatenate([self.state.buffer, *self.state.pending], axis=-1)
+    def _join(self, chunk: np.ndarray | None = None) -> None:
+        """Join the waiting chunks, and ``chunk`` (copied by the join), to the buffer."""
+        parts = self.state.pending if chunk is None else [*self.state.pending, chunk]
+        if parts:
+            self.state.buffer = np.concatenate([self.state.buffer, *parts], axis=-1)
             self.state.pending, self.state.pending_frames = [], 0
 
     def _push(self, chunk: np.ndarray) -> np.ndarray:
         """Take ``[B, 1, n]`` input frames; return the ``[B, 1, m]`` output frames now final."""
-        if chunk.shape[-1]:
-            # a copy (the caller may reuse its array), float32 as it comes: rows go to float64 later
-            frames = np.array(chunk[:, 0, :], dtype=np.result_type(chunk.dtype, np.float32))
-            self.state.pending.append(frames)
-            self.state.pending_frames += chunk.shape[-1]
-            self.state.received += chunk.shape[-1]
+        frames = chunk[:, 0, :]
+        if frames.shape[-1]:
+            self.state.received += frames.shape[-1]
             if self.engine.edges is not None:
                 self._edges(frames)
-        end = self.state.start + self.state.buffer.shape[-1] + self.state.pending_frames
+        end = self.state.start + self.state.buffer.shape[-1] + self.state.pending_frames + frames.shape[-1]
         count = self._windows_ready(end)
         if count == 0:
+            if frames.shape[-1]:  # waits as a copy (the caller may reuse its array), float32 as it comes
+                self.state.pending.append(np.array(frames, dtype=np.result_type(frames.dtype, np.float32)))
+                self.state.pending_frames += frames.shape[-1]
             return np.zeros((self.batch, 1, 0), dtype=self.engine.dtype)
-        self._join()
+        self._join(frames)  # one copy of the chunk, into the buffer
         return self._run(count, None)
 
     def _check_end(self) -> None:
