@@ -46,6 +46,16 @@ def _coded(handle) -> bool:
     return handle.format not in _PLAIN_FORMATS or handle.subtype not in _CARRIED_SUBTYPES
 
 
+def interleaved(block: np.ndarray, dtype) -> np.ndarray:
+    """``[channels, frames]`` as an interleaved ``[frames, channels]`` array of ``dtype``, one
+    channel at a time (a cast of the transposed view walks memory across channels: 3-4× the
+    time for stereo)."""
+    out = np.empty(block.shape[::-1], dtype=dtype)
+    for channel in range(block.shape[0]):
+        out[:, channel] = block[channel]
+    return out
+
+
 def audio_extensions() -> set[str]:
     """File extensions (lower case, no dot) this libsndfile reads, plus ``npy``."""
     names = {name.lower() for name in sf.available_formats()} | set(_EXTENSION_ALIASES) | {"npy"}
@@ -450,21 +460,20 @@ class AudioSink:
         if not block.shape[-1]:
             return
         steps = self._in_range_steps(block)
-        self._write(steps.T if steps is not None else self._prepare(block))  # .T: a view, no copy
+        self._write(steps if steps is not None else self._prepare(block))
         self.frames += block.shape[-1]
 
     def _in_range_steps(self, block: np.ndarray) -> np.ndarray | None:
         """The common case in fewer passes: a PCM output whose samples are finite and round to
-        in-range steps (nothing to count, clamp or replace) as ``[frames, channels]`` steps (so
-        that ``.T``, the ``[channels, frames]`` block :meth:`_write` takes, is a view), or None. 10 min of stereo PCM_16 out: 0.39 s → 0.2 s of CPU time."""
+        in-range steps (nothing to count, clamp or replace) as ``[channels, frames]`` steps, or
+        None. 10 min of stereo PCM_16 out: 0.39 s → 0.2 s of CPU time."""
         if self.steps is None or self.gain != 1.0:
             return None
         low, high = block.min(), block.max()
         if not (low >= -1.0 and high < (self.steps - 0.5) / self.steps):  # NaN fails both
             return None
         wide = self.steps > 2**23 or block.dtype == np.float64
-        steps = np.empty(block.shape[::-1], dtype=np.float64 if wide else np.float32)
-        np.multiply(block.T, self.steps, out=steps)
+        steps = np.multiply(block, self.steps, dtype=np.float64 if wide else np.float32)
         return np.rint(steps, out=steps)
 
     def _prepare(self, block: np.ndarray) -> np.ndarray:
@@ -501,17 +510,18 @@ class AudioSink:
         return block
 
     def _integers(self, steps: np.ndarray) -> np.ndarray:
-        """PCM steps as the int16/int32 samples libsndfile stores without converting them
-        (narrower subtypes take the top bits): no float rounding of its own, and 2-3x faster."""
+        """``[channels, frames]`` PCM steps as the interleaved ``[frames, channels]`` int16/int32
+        samples libsndfile stores without converting them (narrower subtypes take the top bits):
+        no float rounding of its own, and 2-3x faster."""
         bits = int(np.log2(self.steps)) + 1
         width, dtype = (16, np.int16) if bits <= 16 else (32, np.int32)
         if bits < width:
             steps = steps * float(1 << (width - bits))
-        return steps.astype(dtype)
+        return interleaved(steps, dtype)
 
     def _write(self, block: np.ndarray) -> None:
         try:
-            self._handle.write(self._integers(block.T) if self.steps is not None else block.T)
+            self._handle.write(self._integers(block) if self.steps is not None else block.T)
         except (sf.LibsndfileError, RuntimeError, OSError, AssertionError) as exc:
             raise AudioError(
                 f"{self.label}: write failed ({str(exc).strip() or 'short write'}); is the disk full?"
@@ -648,15 +658,13 @@ class StdoutSink(AudioSink):
                 raise
             self._raise_stream_error()
             return
-        frames = block.T  # interleaved
-        if self.steps is not None:
-            ints = frames.astype("<i4")  # already whole steps
+        if self.steps is not None:  # already whole steps
             if self.subtype == "PCM_24":
-                data = np.ascontiguousarray(ints).view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
+                data = interleaved(block, "<i4").view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
             else:
-                data = ints.astype(self._DTYPES[self.subtype]).tobytes()
+                data = interleaved(block, self._DTYPES[self.subtype]).tobytes()
         else:
-            data = np.ascontiguousarray(frames, dtype=self._DTYPES[self.subtype]).tobytes()
+            data = interleaved(block, self._DTYPES[self.subtype]).tobytes()
         self._send(data)
 
     def close(self) -> None:
