@@ -658,12 +658,9 @@ class StdoutSink(AudioSink):
                 raise
             self._raise_stream_error()
             return
-        if self.steps is not None:  # already whole steps
-            if self.subtype == "PCM_24":
-                data = interleaved(block, "<i4").view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
-            else:
-                data = interleaved(block, self._DTYPES[self.subtype]).tobytes()
-        else:
+        if self.subtype == "PCM_24":  # whole steps as int32, each sample's low three bytes
+            data = interleaved(block, "<i4").view(np.uint8).reshape(-1, 4)[:, :3].tobytes()
+        else:  # PCM steps (already whole) or floats, in the stream's sample type
             data = interleaved(block, self._DTYPES[self.subtype]).tobytes()
         self._send(data)
 
