@@ -9,10 +9,16 @@ import numpy as np
 import soundfile as sf
 from typer.testing import CliRunner
 
+import convt_audio
 from cli.main import app
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTRY = f"{sys.executable} -c 'from cli.main import app; app()'"  # the console script, for shell lines
+# where the package under test is imported from: the checkout, or a venv's site-packages when CI
+# tests the installed wheel; subprocesses get it as PYTHONPATH so that they run the same code
+PACKAGE_HOME = str(Path(convt_audio.__file__).resolve().parents[1])
+_SCRIPT = Path(sys.executable).parent / "convt-audio"  # the console script pip installed
+COMMAND = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-c", "from cli.main import app; app()"]
+ENTRY = " ".join(f"'{word}'" for word in COMMAND)  # the console script, for shell lines
 _runner = CliRunner()
 
 
@@ -24,12 +30,12 @@ def invoke(*args):
 def cli(*args, stdin=None, cwd=None, env=None, timeout=300):
     """The real console entry point in a subprocess, bytes in and out."""
     return subprocess.run(
-        [sys.executable, "-c", "from cli.main import app; app()", *map(str, args)],
+        [*COMMAND, *map(str, args)],
         input=stdin,
         capture_output=True,
         cwd=cwd,
         timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        env={**os.environ, "PYTHONPATH": PACKAGE_HOME, **(env or {})},
     )
 
 
@@ -40,7 +46,7 @@ def shell(line: str, cwd, env=None, timeout=300):
         cwd=cwd,
         timeout=timeout,
         capture_output=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        env={**os.environ, "PYTHONPATH": PACKAGE_HOME, **(env or {})},
     )
 
 

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
-from clitools import ROOT, invoke
+from clitools import PACKAGE_HOME, invoke
 
 from convt_audio.config import load_config
 from convt_audio.weights import load_stack
@@ -373,7 +373,7 @@ def test_interrupt_leaves_no_partial_output(tmp_path, signum, code):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env={**env, "PYTHONPATH": PACKAGE_HOME},
     )
     first = json.loads(proc.stdout.readline())  # the first file is done; the second is running
     assert first["status"] == "ok"
@@ -456,7 +456,7 @@ def test_console_script_help_is_fast_and_does_not_import_torch():
     subprocess.run(
         [sys.executable, "-c", code],
         check=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env={**os.environ, "PYTHONPATH": PACKAGE_HOME},
     )
 
 
@@ -546,7 +546,7 @@ def test_full_disk_leaves_no_partial_output_and_keeps_the_old_one(tmp_path):
         preexec_fn=limit,
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env={**os.environ, "PYTHONPATH": PACKAGE_HOME},
     )
     assert done.returncode == 1
     assert "o.wav: write failed" in done.stderr and "is the disk full?" in done.stderr
@@ -619,7 +619,7 @@ def test_torch_threads_follow_the_cpus_this_process_may_use(tmp_path, decoder):
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PACKAGE_HOME},
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1"]

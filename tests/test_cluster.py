@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from clitools import invoke
+from clitools import PACKAGE_HOME, invoke
 
 ray = pytest.importorskip("ray", reason="the [ray] extra (.ci/run installs it)")
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,7 +160,7 @@ def test_ctrl_c_cancels_the_cluster_work(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONPATH": PACKAGE_HOME, "PYTHONUNBUFFERED": "1"},
     )
     first = json.loads(proc.stdout.readline())  # a file finished: the rest are running or waiting
     assert first["status"] in ("ok", "error")
@@ -185,7 +185,7 @@ def test_unreachable_cluster_is_a_usage_error(tmp_path, monkeypatch):
         text=True,
         cwd=tmp_path,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PACKAGE_HOME},
     )
     assert done.returncode == 2, done.stderr
     assert "--ray ray://127.0.0.1:1: cannot reach a Ray cluster" in done.stderr
@@ -240,7 +240,7 @@ def test_an_unreachable_or_malformed_address_fails_at_once(tmp_path, address, me
         text=True,
         cwd=tmp_path,
         timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PACKAGE_HOME},
     )
     assert done.returncode == 2
     assert done.stderr.splitlines() == [f"convt-audio: error: {message}"] or (
@@ -277,7 +277,7 @@ def test_a_file_whose_worker_keeps_dying_fails_by_name_with_pure_json_and_no_par
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PACKAGE_HOME},
     )
     killed: set = set()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from clitools import invoke
+from clitools import PACKAGE_HOME, invoke
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -76,7 +76,7 @@ def test_without_matplotlib_the_message_says_what_to_install(tmp_path):
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PACKAGE_HOME},
     )
     assert done.returncode == 2
     assert done.stderr.strip() == "convt-audio: error: plot needs matplotlib: pip install 'convt-audio[plot]'"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from clitools import invoke
+from clitools import PACKAGE_HOME, invoke
 from helpers import stream_chunks
 
 from convt_audio.config import load_config, parse_config
@@ -175,7 +175,7 @@ def test_rate_does_not_import_torch(tmp_path):
         [sys.executable, "-c", code],
         check=True,
         cwd=tmp_path,
-        env={"PYTHONPATH": str(ROOT), "CONVT_AUDIO_CACHE": str(tmp_path / "c"), "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": PACKAGE_HOME, "CONVT_AUDIO_CACHE": str(tmp_path / "c"), "PATH": "/usr/bin:/bin"},
     )
     assert sf.info(str(tmp_path / "a.48000hz.wav")).frames == 4800
 

@@ -46,10 +46,12 @@ def test_the_fresh_machine_commands(tmp_path):
     assert steps[:3] == [
         "python3 -m venv .venv",
         ".venv/bin/pip install torch==2.13.0",
-        ".venv/bin/pip install -e '.[test,plot,ray]'",
+        ".venv/bin/pip install '.[test,plot,ray]'",  # as users install it: a wheel, not the checkout
     ]
-    assert tests == ".venv/bin/python -m pytest -q"
-    assert tests in (ROOT / ".ci" / "run").read_text()  # CI runs exactly this (not re-run from here)
+    # pytest's console script, not python -m pytest: no checkout on sys.path, so the tests import
+    # the installed package; CI runs exactly this in each of its venvs (not re-run from here)
+    assert tests == ".venv/bin/pytest -q"
+    assert '"$venv/bin/pytest" -q' in (ROOT / ".ci" / "run").read_text()
     shutil.copytree(ROOT / "samples", tmp_path / "samples")
     done = _shell(steps[3].replace(".venv/bin/", ""), tmp_path)  # the installed command, this venv's
     assert done.returncode == 0, done.stderr

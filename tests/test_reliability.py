@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-from clitools import invoke
+from clitools import PACKAGE_HOME, invoke
 from safetensors.numpy import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -351,7 +351,7 @@ def test_an_unused_huge_tensor_is_never_read(tmp_path):
         ],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PACKAGE_HOME},
         cwd=tmp_path,
     )
     rss_kb, code = done.stderr.strip().splitlines()[-1].split()
@@ -380,7 +380,7 @@ def as_nobody():
         [*base, sys.executable, "-c", "import convt_audio, cli"],
         capture_output=True,
         cwd="/",
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PACKAGE_HOME},
     )
     if probe.returncode != 0:
         pytest.skip(f"the unprivileged user cannot run this checkout: {probe.stderr.decode()[-200:]}")
@@ -393,7 +393,7 @@ def as_nobody():
             capture_output=True,
             text=True,
             cwd=folder,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": PACKAGE_HOME},
         )
 
     yield folder, run
@@ -457,7 +457,7 @@ def test_a_damaged_mp3_says_one_line_without_decoder_chatter(tmp_path):
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PACKAGE_HOME},
     )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-from clitools import ROOT, cli, invoke, one_error_line, shell, tone
+from clitools import PACKAGE_HOME, ROOT, cli, invoke, one_error_line, shell, tone
 from safetensors.numpy import save_file
 
 
@@ -223,7 +223,7 @@ def test_info_into_a_closed_pipe_is_one_line(tmp_path):
         stderr=subprocess.PIPE,
         cwd=tmp_path,
         timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": PACKAGE_HOME},
     )
     os.close(write_end)
     assert done.returncode == 1

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from clitools import invoke
+from clitools import PACKAGE_HOME, invoke
 
 ROOT = Path(__file__).resolve().parents[1]
 SOX = shutil.which("sox")
@@ -25,7 +25,7 @@ def cli(*args, stdin=None, cwd=None, env=None):
         input=stdin,
         capture_output=True,
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        env={**os.environ, "PYTHONPATH": PACKAGE_HOME, **(env or {})},
     )
 
 
@@ -58,7 +58,7 @@ def test_sox_pipeline_end_to_end(tmp_path):
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "CONVT_AUDIO_CACHE": str(tmp_path / "c")},
+        env={**os.environ, "PYTHONPATH": PACKAGE_HOME, "CONVT_AUDIO_CACHE": str(tmp_path / "c")},
     )
     assert done.returncode == 0, done.stderr
     out, rate = sf.read(str(tmp_path / "out.flac"))
@@ -303,7 +303,7 @@ def test_progress_in_a_terminal_keeps_result_lines_whole(tmp_path):
     pid, fd = pty.fork()
     if pid == 0:  # the child: stderr and stdout are the terminal
         os.chdir(tmp_path)
-        os.environ["PYTHONPATH"] = str(ROOT)
+        os.environ["PYTHONPATH"] = PACKAGE_HOME
         os.execv(
             sys.executable,
             [
