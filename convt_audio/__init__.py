@@ -3,7 +3,7 @@
 The engine is importable without the command line::
 
     import convt_audio
-    y = convt_audio.resample(x, 44100, 48000)          # x: (frames,) or (frames, channels)
+    y = convt_audio.resample(x, 44100, 48000)          # x: (frames,) or (frames, channels); axis=-1 for (channels, frames)
     model = convt_audio.load("sinc-x3")                # model(x), model.stream(): (channels, frames)
     record = convt_audio.convert("in.wav", "out.wav", rate=48000)
 
@@ -49,9 +49,17 @@ _EXPORTS = {
     "load": "api",
     "convert": "api",
     "Model": "api",
+    "Stream": "api",
     "FileReport": "filestream",
+    "RunOptions": "runner",
+    "RawFormat": "audio_io",
 }
 __all__ = ["__version__", *_EXPORTS]
+
+
+def __dir__() -> list[str]:
+    """The public names too, before their first use imports them (``dir()``, ``help()``, completion)."""
+    return sorted({*globals(), *_EXPORTS})
 
 
 def __getattr__(name: str):

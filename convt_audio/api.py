@@ -11,25 +11,72 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from .errors import UsageError
+from .process import tune_process
+
+_INTEGER_SCALES = {np.dtype(np.int8): 2.0**7, np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31}
 
 
-def _as_array(x, what: str) -> tuple[np.ndarray, bool]:
-    """``x`` as a float NumPy array (float64 stays float64), and whether it was a torch tensor."""
+class _Given(NamedTuple):
+    """What an input array was, to give the output back alike."""
+
+    ndim: int
+    is_torch: bool
+    integer: np.dtype | None  # int8/16/32 samples: scaled to [-1, 1) in, rounded and clipped back out
+
+
+def _as_array(x, what: str, wide: bool = False) -> tuple[np.ndarray, _Given]:
+    """``x`` as a float NumPy array (float64 stays float64; int32 becomes float64, as do the
+    others with ``wide``), and what it was. Integer samples are read on their full scale, as
+    soxr and soundfile read them."""
     is_torch = type(x).__module__.startswith("torch")
     if is_torch:
+        import torch
+
+        if x.is_sparse or x.layout != torch.strided:
+            raise UsageError(f"{what}: a sparse torch tensor; pass a dense one (x.to_dense())")
+        if x.dtype in (torch.bfloat16, torch.float16):
+            x = x.float()
         x = x.detach().cpu().numpy()
-    array = np.asarray(x)
-    if array.dtype.kind not in "fiu":
+    try:
+        array = np.asarray(x)
+    except ValueError as exc:  # a ragged list
+        raise UsageError(f"{what}: not an array of numbers ({str(exc).splitlines()[0]})") from None
+    integer = None
+    if array.dtype.kind in "iu":
+        if array.dtype not in _INTEGER_SCALES:
+            raise UsageError(
+                f"{what}: {array.dtype} samples are not read; give int8, int16, int32 (scaled to their full scale) "
+                f"or float arrays"
+            )
+        integer = array.dtype
+        wide = wide or array.dtype == np.int32  # float32 holds 24 of int32's 31 bits
+        array = np.multiply(array, 1.0 / _INTEGER_SCALES[integer], dtype=np.float64 if wide else np.float32)
+    elif array.dtype.kind != "f":
         raise UsageError(f"{what}: expected numbers, got an array of {array.dtype}")
-    if array.dtype != np.float64:
+    elif array.dtype != np.float64:
         array = array.astype(np.float32)
     if array.size and not np.isfinite(array).all():
         raise UsageError(f"{what}: holds NaN or Inf values")
-    return array, is_torch
+    return array, _Given(array.ndim, is_torch, integer)
+
+
+def _give_back(out: np.ndarray, given: _Given):
+    """The result as the input was given: integers rounded and clipped to their type (as soxr
+    returns them), a torch tensor for a tensor."""
+    if given.integer is not None:
+        scale = _INTEGER_SCALES[given.integer]
+        steps = np.rint(np.multiply(out, scale, dtype=np.float64))
+        out = np.clip(steps, -scale, scale - 1, out=steps).astype(given.integer)
+    if given.is_torch:
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(out))
+    return out
 
 
 def _rate(value, name: str, whole: str | None = None) -> Fraction | int:
@@ -53,33 +100,62 @@ def _stream_all(engine, data: np.ndarray) -> np.ndarray:
     return np.concatenate(parts, axis=-1)
 
 
-def resample(x, sr_in, sr_out, *, axis: int = 0, allow_aliasing: bool = False) -> np.ndarray:
+def _frames_axis(array: np.ndarray, axis: int | None) -> int:
+    """The axis that holds the frames: ``axis`` if given, else the layout rule stated once —
+    ``(frames,)`` or ``(frames, channels)`` as soundfile and soxr have them; a 2-D array with
+    more "channels" than frames is ``(channels, frames)`` (librosa's, torchaudio's) given the
+    other way round, so it is refused with the hint, never guessed."""
+    if axis is not None:
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -array.ndim <= axis < array.ndim:
+            raise UsageError(f"axis: {axis!r} is not an axis of an array of shape {array.shape}")
+        return int(axis) % array.ndim
+    if array.ndim == 1:
+        return 0
+    if array.ndim == 2 and array.shape[1] <= array.shape[0]:
+        return 0
+    if array.ndim == 2:
+        raise UsageError(
+            f"x: shape {array.shape} has more channels than frames as (frames, channels); pass axis=-1 for "
+            f"(channels, frames) arrays (librosa's, torchaudio's layout), or axis=0 if it is what it says"
+        )
+    raise UsageError(f"x: shape {array.shape}: name the frames' axis (axis=-1 for (..., frames) arrays)")
+
+
+def resample(
+    x, sr_in: int | str, sr_out: int | str, *, axis: int | None = None, allow_aliasing: bool = False
+) -> np.ndarray:
     """Resample ``x`` from ``sr_in`` to ``sr_out`` Hz: the resampler and samples of ``run -r``.
 
     Parameters
     ----------
-    x : array, laid out as ``soundfile.read`` and python-soxr have it: ``(frames,)`` or
-        ``(frames, channels)``; ``axis`` names the frames' axis of another layout.
-    sr_in, sr_out : rates in Hz (ints; ``sr_out`` may be ``"48k"`` as on the command line).
+    x : array (NumPy, a list, or a torch tensor): ``(frames,)`` or ``(frames, channels)`` as
+        ``soundfile.read`` and python-soxr have them; ``axis`` names the frames' axis of another
+        layout (``axis=-1`` for ``(channels, frames)``). A 2-D array with more channels than
+        frames is refused without ``axis`` (it is almost surely ``(channels, frames)``).
+    sr_in, sr_out : rates in Hz (whole numbers; ``"48k"`` as on the command line).
+    axis : the frames' axis; None for the rule above.
     allow_aliasing : the older band edges (0.45/0.55 of the lower rate) instead of alias-free ones.
 
     Returns
     -------
-    The resampled array, same layout, ``⌈frames·sr_out/sr_in⌉`` frames, zero delay; float64 for
-    float64 input, else float32.
+    The resampled array in the same layout, ``⌈frames·sr_out/sr_in⌉`` frames, zero delay: the
+    input's integer type for int8/16/32 input (rounded and clipped, as soxr returns it), float64
+    for float64 input, else float32; a torch tensor for a tensor.
     """
     from .design import resampler_for
     from .engines import build_engine
 
+    tune_process()
     rate_in, rate_out = _rate(sr_in, "sr_in", "a sample rate"), _rate(sr_out, "sr_out", "a sample rate")
-    array, _ = _as_array(x, "x")
+    array, given = _as_array(x, "x")
     if array.ndim == 0:
         raise UsageError("x: expected an array of frames, got a scalar")
-    moved = np.moveaxis(array, axis, -1)  # [..., frames]
-    if moved.shape[-1] == 0:
-        raise UsageError("x: has no frames")
+    if array.size == 0:
+        raise UsageError(f"x: has no frames (an empty array of shape {array.shape})")
+    frames_axis = _frames_axis(array, axis)
+    moved = np.moveaxis(array, frames_axis, -1)  # [..., frames]
     if rate_in == rate_out:
-        return array.copy()
+        return _give_back(array.copy(), given)
     config, params = resampler_for(rate_in, rate_out, allow_aliasing=allow_aliasing)
     dtype = "float64" if array.dtype == np.float64 else "float32"
     engine = build_engine(config, params, "cpu", dtype)
@@ -87,13 +163,19 @@ def resample(x, sr_in, sr_out, *, axis: int = 0, allow_aliasing: bool = False) -
     flat = np.ascontiguousarray(moved.reshape(-1, 1, moved.shape[-1]))
     engine.check_frames(flat.shape[-1])
     out = _stream_all(engine, flat)
-    return np.moveaxis(out.reshape(*lead, out.shape[-1]), -1, axis)
+    return _give_back(np.moveaxis(out.reshape(*lead, out.shape[-1]), -1, frames_axis), given)
 
 
 class Model:
     """A config's stack with its weights on its engine: ``model(x)`` for a whole array,
-    ``model.stream()`` for live input. Arrays are laid out as torch modules take them —
-    ``(channels, frames)`` or ``(batch, channels, frames)`` — NumPy or torch in, the same out."""
+    ``model.stream()`` for live input.
+
+    Arrays are laid out as torch modules take them: ``(channels, frames)`` or ``(batch,
+    channels, frames)``, NumPy or torch in, the same out (int8/16/32 samples scaled to their
+    full scale and given back in their type). A stack whose first layer takes one channel runs
+    each channel of a multi-channel array on its own, as ``run`` does (``channels: auto``):
+    ``(2, n)`` in gives ``(2·out_channels, m)``.
+    """
 
     def __init__(self, config, engine):
         self.config, self.engine = config, engine
@@ -114,76 +196,129 @@ class Model:
         return self.engine.output_frames(frames)
 
     def __call__(self, x):
-        array, is_torch = _as_array(x, "x")
-        batched = self._batched(array)
+        """The whole array through the stack: ``(channels, frames)`` or ``(batch, channels,
+        frames)`` in, the same layout out."""
+        array, given = _as_array(x, "x", wide=self.engine.dtype == np.float64)
+        batched, per_channel = self._batched(array)
         self.engine.check_frames(batched.shape[-1])
-        return _restore(_stream_all(self.engine, batched), array.ndim, is_torch)
+        return _give_back(self._unbatched(_stream_all(self.engine, batched), array.shape, per_channel), given)
 
-    def stream(self) -> "Stream":
+    def stream(self) -> Stream:
         """A live stream: ``push(chunk)`` returns the frames now final, ``flush()`` the rest;
         the frames joined equal ``model(x)`` whatever the chunk sizes."""
         return Stream(self)
 
-    def _batched(self, array: np.ndarray) -> np.ndarray:
+    def _batched(self, array: np.ndarray) -> tuple[np.ndarray, bool]:
+        """``[batch, in_channels, frames]`` for the engine, and whether each channel of the
+        array became a batch item of its own (a one-channel stack on a multi-channel array)."""
+        from .config import channel_plan
+        from .errors import AudioError
+
         if array.ndim not in (2, 3):
             raise UsageError(f"x: expected (channels, frames) or (batch, channels, frames), got shape {array.shape}")
         batched = array[None] if array.ndim == 2 else array
-        if batched.shape[1] != self.in_channels:
+        if 0 in batched.shape:
+            raise UsageError(f"x: shape {array.shape} is empty")
+        try:
+            per_channel = channel_plan(self.config, batched.shape[1]) == "per_channel"
+        except AudioError:
             raise UsageError(
                 f"x: has {batched.shape[1]} channels; {self.config.name} takes {self.in_channels} "
                 f"(arrays are (channels, frames), as torch modules take them)"
-            )
-        return np.ascontiguousarray(batched, dtype=np.float64 if self.engine.dtype == np.float64 else np.float32)
+            ) from None
+        if per_channel:
+            batched = batched.reshape(-1, 1, batched.shape[-1])
+        dtype = np.float64 if self.engine.dtype == np.float64 else np.float32
+        return np.ascontiguousarray(batched, dtype=dtype), per_channel
+
+    @staticmethod
+    def _unbatched(out: np.ndarray, shape: tuple, per_channel: bool) -> np.ndarray:
+        """The engine's ``[batch, channels, frames]`` in the layout of an input of ``shape``."""
+        if per_channel:  # each input channel's outputs side by side, as run writes them
+            items = 1 if len(shape) == 2 else shape[0]
+            out = out.reshape(items, out.shape[0] // items * out.shape[1], out.shape[-1])
+        return out[0] if len(shape) == 2 else out
 
 
 class Stream:
-    """One live stream of a :class:`Model` (the batch size is fixed by the first chunk)."""
+    """One live stream of a :class:`Model`: ``push`` chunks of one layout (the batch and channel
+    count fixed by the first), ``flush`` once, ``reset`` to start a new signal."""
 
     def __init__(self, model: Model):
         self.model = model
         self._stream = None
-        self._ndim = None
-        self._torch = False
+        self._shape: tuple | None = None  # the first chunk's shape but its frames
+        self._per_channel = False
+        self._given: _Given | None = None
+        self._flushed = False
 
-    def push(self, chunk):
-        array, self._torch = _as_array(chunk, "chunk")
-        batched = self.model._batched(array)
+    def push(self, chunk) -> np.ndarray:
+        """The frames that are final once ``chunk`` (``(channels, frames)`` or ``(batch,
+        channels, frames)``) is in."""
+        if self._flushed:
+            raise UsageError("push: the stream was flushed; reset() it to start a new signal")
+        array, given = _as_array(chunk, "chunk", wide=self.model.engine.dtype == np.float64)
+        batched, per_channel = self.model._batched(array)
         if self._stream is None:
-            self._stream, self._ndim = self.model.engine.open_stream(batched.shape[0]), array.ndim
-        elif array.ndim != self._ndim:
-            raise UsageError("chunk: every chunk of a stream has the same layout")
-        return _restore(self._stream.push(batched), self._ndim, self._torch)
+            self._stream = self.model.engine.open_stream(batched.shape[0])
+            self._shape, self._per_channel, self._given = array.shape[:-1], per_channel, given
+        elif array.shape[:-1] != self._shape:
+            raise UsageError(
+                f"chunk: shape {array.shape} after chunks of shape {(*self._shape, 'frames')}; every chunk of a "
+                f"stream has the same batch and channels"
+            )
+        return _give_back(self.model._unbatched(self._stream.push(batched), array.shape, per_channel), self._given)
 
-    def flush(self):
+    def flush(self) -> np.ndarray:
+        """The rest of the output; the stream then takes no more pushes until :meth:`reset`."""
         if self._stream is None:
             raise UsageError("flush: nothing was pushed")
-        return _restore(self._stream.flush(), self._ndim, self._torch)
+        if self._flushed:
+            raise UsageError("flush: the stream was flushed already; reset() it to start a new signal")
+        self._flushed = True
+        out = self.model._unbatched(self._stream.flush(), (*self._shape, 0), self._per_channel)
+        return _give_back(out, self._given)
 
     def reset(self) -> None:
-        """Forget everything pushed: the next push starts a new signal."""
-        self._stream, self._ndim = None, None
+        """Forget everything pushed: the next push starts a new signal (of any layout)."""
+        self._stream, self._shape, self._given, self._flushed = None, None, None, False
 
 
-def _restore(out: np.ndarray, ndim: int, is_torch: bool):
-    out = out[0] if ndim == 2 else out
-    if is_torch:
-        import torch
-
-        return torch.from_numpy(np.ascontiguousarray(out))
-    return out
-
-
-def load(config=None, weights=None, *, device: str = "auto", dtype: str = "float32") -> Model:
+def load(
+    config: str | Path | None = None,
+    weights: str | Path | None = None,
+    *,
+    device: str = "auto",
+    dtype: str = "float32",
+    threads: int | None = None,
+) -> Model:
     """A :class:`Model` for ``config`` (a path or a built-in name; default ``sinc-x3``) and
     ``weights`` (default: the config's), on the engine the command line would choose (NumPy for
-    resampler stacks on the CPU, else torch on ``device``)."""
+    resampler stacks on the CPU, else torch on ``device``), under the command line's process
+    tuning (:mod:`convt_audio.process`); ``threads`` sets torch's intra-op threads (default:
+    at most the CPUs this process may use). float16 on the CPU is warned of (slow there)."""
+    import warnings
+
     from .config import load_config
     from .engines import build_engine
+    from .process import half_precision_advice, set_torch_threads
     from .weights import load_params
 
+    tune_process()
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise UsageError(f"threads: must be a positive whole number, got {threads!r}")
+    for name, value in (("config", config), ("weights", weights)):
+        if not isinstance(value, (str, Path, type(None))):
+            raise UsageError(f"{name}: a path or a built-in name, got {type(value).__name__} {value!r}")
     cfg = load_config(config)
     params, _ = load_params(cfg, weights, dtype)
-    return Model(cfg, build_engine(cfg, params, device, dtype))
+    engine = build_engine(cfg, params, device, dtype)
+    if engine.name == "torch":
+        set_torch_threads(threads)
+    advice = half_precision_advice(dtype, engine.device)
+    if advice:
+        warnings.warn(advice, RuntimeWarning, stacklevel=2)
+    return Model(cfg, engine)
 
 
 def convert(
@@ -204,6 +339,9 @@ def convert(
     from .planning import check_outputs, plan_jobs
     from .runner import RunnerRecipe, RunOptions
 
+    tune_process()
+    if overwrite and skip_existing:
+        raise UsageError("overwrite and skip_existing exclude each other")
     recipe_keys = {"device", "dtype", "deterministic", "threads", "allow_aliasing"}
     option_keys = {f.name for f in fields(RunOptions)} - {"overwrite", "skip_existing"}
     unknown = set(options) - recipe_keys - option_keys

@@ -1,0 +1,155 @@
+"""The Python API with the inputs users bring: librosa's and torchaudio's (channels, frames),
+int16 as soundfile and soxr give it, stereo through a mono stack, and the names dir() shows."""
+
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+from clitools import PACKAGE_HOME, cli
+
+import convt_audio
+from convt_audio.errors import UsageError
+
+
+def _noise(shape, seed=0):
+    return np.random.default_rng(seed).normal(0, 0.1, shape).astype(np.float32)
+
+
+def test_a_channels_first_array_is_refused_with_the_hint_or_taken_with_axis():
+    x = _noise((2, 96000))
+    with pytest.raises(UsageError, match=r"more channels than frames .* pass axis=-1 for \(channels, frames\)"):
+        convt_audio.resample(x, 44100, 48000)
+    y = convt_audio.resample(x, 44100, 48000, axis=-1)
+    assert y.shape == (2, 104490)
+    np.testing.assert_array_equal(y, convt_audio.resample(x.T.copy(), 44100, 48000).T)
+    # the old trap: a 2 x 4800 array is not 4800 channels of 2 frames
+    with pytest.raises(UsageError, match="more channels than frames"):
+        convt_audio.resample(_noise((2, 4800)), 44100, 48000)
+    with pytest.raises(UsageError, match=r"axis: 3 is not an axis"):
+        convt_audio.resample(x, 44100, 48000, axis=3)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32])
+def test_integer_samples_come_back_in_their_type_scaled_and_clipped_as_soxr_does(dtype):
+    full = np.iinfo(dtype).max
+    t = np.arange(44100) / 44100
+    loud = np.clip(1.2 * np.sin(2 * np.pi * 997 * t), -1, 1)  # clipped square-ish: overshoots when resampled
+    x = np.round(np.stack([loud, 0.25 * np.sin(2 * np.pi * 440 * t)], 1) * full).astype(dtype)
+    y = convt_audio.resample(x, 44100, 48000)
+    peer = soxr.resample(x, 44100, 48000)
+    assert y.dtype == peer.dtype == dtype and y.shape == (48000, 2)
+    wide = np.float64 if dtype == np.int32 else np.float32  # int16 computes in float32, int32 in float64
+    floats = convt_audio.resample(x.astype(wide) * wide(1 / (full + 1)), 44100, 48000)
+    expected = np.clip(np.rint(floats * (full + 1)), -(full + 1), full)
+    np.testing.assert_array_equal(y, expected.astype(dtype))  # rounded and clipped, never wrapped
+    assert y[:, 0].max() == full and y[:, 0].min() == -(full + 1)
+
+
+def test_stereo_through_a_mono_stack_runs_each_channel_as_run_does(tmp_path):
+    x = _noise((2, 4000))
+    model = convt_audio.load("sinc-x3")
+    y = model(x)
+    assert y.shape == (2, 12000)
+    np.testing.assert_array_equal(y[1], model(x[1:2])[0])
+    np.testing.assert_array_equal(model(x[None])[0], y)
+    stream = model.stream()
+    parts = [stream.push(x[:, i : i + 333]) for i in range(0, 4000, 333)] + [stream.flush()]
+    np.testing.assert_array_equal(np.concatenate(parts, -1), y)
+    # the command line's per_channel run of the same samples gives the same output
+    sf.write(str(tmp_path / "x.wav"), x.T, 16000, subtype="FLOAT")
+    assert cli("run", "x.wav", "-c", "sinc-x3", "-o", "y.wav", cwd=tmp_path).returncode == 0
+    np.testing.assert_allclose(sf.read(str(tmp_path / "y.wav"), dtype="float32")[0].T, y, atol=1e-6)
+
+
+def test_the_stream_protocol_is_guarded():
+    model = convt_audio.load("sinc-x3")
+    stream = model.stream()
+    stream.push(_noise((2, 100)))
+    with pytest.raises(UsageError, match="every chunk of a stream has the same batch and channels"):
+        stream.push(_noise((1, 100)))
+    stream.flush()
+    with pytest.raises(UsageError, match="flushed; reset"):
+        stream.push(_noise((2, 100)))
+    with pytest.raises(UsageError, match="flushed already"):
+        stream.flush()
+    stream.reset()
+    assert stream.push(_noise((1, 50))).shape[0] == 1  # a new signal, of any layout
+
+
+def test_public_names_are_visible_before_first_use_and_help_lists_them():
+    code = (
+        "import convt_audio, pydoc, sys; names = dir(convt_audio); "
+        "assert {'resample', 'load', 'convert', 'Model', 'Stream', 'FileReport', 'RunOptions', 'ConvtAudioError'} "
+        "<= set(names), names; print('torch' in sys.modules); text = pydoc.render_doc(convt_audio); "
+        "assert 'resample' in text and 'ConvtAudioError' in text"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": PACKAGE_HOME}
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == "False"  # dir() alone imports no torch
+
+
+def test_float16_on_the_cpu_is_warned_of_and_bfloat16_is_not(tmp_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        convt_audio.load("sinc-x3", dtype="float16", device="cpu")
+        convt_audio.load("sinc-x3", dtype="bfloat16", device="cpu")
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and "float16 on the CPU has no fast kernels" in messages[0]
+    sf.write(str(tmp_path / "x.wav"), _noise(1600), 16000)
+    done = cli("run", "x.wav", "-c", "sinc-x3", "--dtype", "float16", "--device", "cpu", "-o", "y.wav", cwd=tmp_path)
+    assert done.returncode == 0 and b"warning: float16 on the CPU has no fast kernels" in done.stderr
+
+
+def test_load_runs_under_the_command_lines_process_tuning():
+    code = (
+        "import os, convt_audio; m = convt_audio.load('sinc-x3', device='cpu', dtype='bfloat16'); import torch; "
+        "print(os.environ.get('OMP_WAIT_POLICY'), torch.get_num_threads() <= len(os.sched_getaffinity(0)))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": PACKAGE_HOME},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["PASSIVE", "True"]
+    # a user's own setting wins
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": PACKAGE_HOME, "OMP_WAIT_POLICY": "ACTIVE"},
+    )
+    assert done.stdout.split()[0] == "ACTIVE"
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: convt_audio.resample([[1, 2], [3]], 16000, 48000), "not an array of numbers"),
+        (lambda: convt_audio.resample(np.zeros((0, 2)), 16000, 48000), r"has no frames \(an empty array of shape \(0, 2\)\)"),
+        (lambda: convt_audio.resample(np.zeros(10, dtype=np.uint16), 16000, 48000), "uint16 samples are not read"),
+        (lambda: convt_audio.resample(torch.zeros(4).to_sparse(), 16000, 48000), "sparse torch tensor"),
+        (lambda: convt_audio.load(123), "config: a path or a built-in name, got int"),
+        (lambda: convt_audio.load("sinc-x3", threads=0), "threads: must be a positive whole number"),
+        (lambda: convt_audio.convert("a.wav", "b.wav", overwrite=True, skip_existing=True), "exclude each other"),
+    ],
+)
+def test_bad_api_inputs_raise_our_errors_only(call, message):
+    with pytest.raises(UsageError, match=message):
+        call()
+
+
+def test_bfloat16_tensors_are_read():
+    x = torch.from_numpy(_noise(16000)).to(torch.bfloat16)
+    y = convt_audio.resample(x, 16000, 48000)
+    assert isinstance(y, torch.Tensor) and y.shape == (48000,)
