@@ -18,13 +18,22 @@ import traceback
 from contextlib import ExitStack, suppress
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import List, NamedTuple, Optional
 
 import typer
 from typer.core import TyperGroup
 
 from convt_audio.errors import one_line
-from convt_audio.options import CHANNEL_MODES, CLIP_MODES, DTYPE_NAMES, NON_FINITE_MODES, SUBTYPES
+from convt_audio.options import (
+    CHANNEL_MODES,
+    CLIP_MODES,
+    DTYPE_NAMES,
+    ENDIANS,
+    NON_FINITE_MODES,
+    RAW_ENCODINGS,
+    SUBTYPES,
+)
+from convt_audio.process import tune_process
 
 # click's exception classes as the installed Typer raises them (it may vendor click)
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -149,33 +158,12 @@ def _echo(text: str) -> bool:
         return False
 
 
-def _reuse_freed_blocks() -> None:
-    """Let glibc's malloc keep freed blocks of up to 32 MB for reuse instead of unmapping them.
-
-    Every block of a stream allocates and frees arrays of a few hundred kB; above the default
-    128 kB threshold each is a fresh mmap whose pages fault in again: 10 minutes of stereo
-    resampling spent ~0.4 s of system time doing that (benchmarks/resample.py).
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    with suppress(OSError, AttributeError):
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
-
-
 class _OneLineErrors(TyperGroup):
     """Option-parsing errors as our own one line (``convt-audio: error: …``, exit 2), no panels."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         _guard_standard_streams()
-        _reuse_freed_blocks()
-        # OpenMP threads that wait sleep instead of spinning (before torch loads; a user's own
-        # setting wins): beside one busy process, a 10 s hifigan-v1 decode took 8.1 s instead of
-        # 12.0 s (medians of 3, 2 cores); quiet, 5.6 s against 5.5 s, with 10 % less CPU time
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        tune_process()  # OpenMP's passive wait, malloc's reuse: before torch loads
         args = _ray_default(list(sys.argv[1:] if args is None else args))
         try:
             code = super().main(
@@ -235,6 +223,13 @@ FLAGS = {
     "config": "-c",
     "seed": "--seed",
     "threads": "--threads",
+    "input_type": "--input-type",
+    "input_channels": "--input-channels",
+    "input_bits": "--input-bits",
+    "input_encoding": "--input-encoding",
+    "input_endian": "--input-endian",
+    "bits": "-b",
+    "dither": "--no-dither",
 }
 
 
@@ -248,6 +243,10 @@ DType = _choices("DType", DTYPE_NAMES)
 Subtype = _choices("Subtype", SUBTYPES)
 Clip = _choices("Clip", CLIP_MODES)
 NonFinite = _choices("NonFinite", NON_FINITE_MODES)
+Encoding = _choices("Encoding", (*RAW_ENCODINGS, "signed", "unsigned", "float"))
+Endian = _choices("Endian", ENDIANS)
+InputType = _choices("InputType", ("raw",))
+BITS_SUBTYPES = {16: "PCM_16", 24: "PCM_24", 32: "PCM_32"}  # -b, as sox: bits of the (PCM) output
 
 
 def _err(message: str) -> None:
@@ -446,8 +445,34 @@ def run(
         help="Rate of .npy inputs in Hz, fractional allowed (86.1328125 or 22050/256); "
         "default: the config's feature rate.",
     ),
+    input_type: Optional[InputType] = typer.Option(
+        None,
+        "--input-type",
+        case_sensitive=False,
+        help="raw: the input (a file or -) is headerless samples, described by --input-rate, --input-channels, "
+        "--input-bits and --input-encoding (sox's -t raw -r -c -b -e), all required.",
+    ),
+    input_channels: Optional[int] = typer.Option(None, "--input-channels", help="Channels of a raw input."),
+    input_bits: Optional[int] = typer.Option(None, "--input-bits", help="Bits per sample of a raw input."),
+    input_encoding: Optional[Encoding] = typer.Option(
+        None, "--input-encoding", case_sensitive=False, help="Sample encoding of a raw input (sox's -e words)."
+    ),
+    input_endian: Optional[Endian] = typer.Option(
+        None, "--input-endian", case_sensitive=False, help="Byte order of a raw input (default little)."
+    ),
     subtype: Optional[Subtype] = typer.Option(
         None, "--subtype", case_sensitive=False, help="Output subtype (default: the input's)."
+    ),
+    bits: Optional[int] = typer.Option(
+        None, "--bits", "-b", help="Bits of a PCM output, as sox's -b: 16, 24 or 32 (--subtype PCM_16, ...)."
+    ),
+    no_dither: bool = typer.Option(
+        False,
+        "--no-dither",
+        "-D",
+        metavar="",
+        help="Round PCM outputs plainly. By default, a PCM output with fewer bits than the computation "
+        "(16-bit after float32) gets TPDF dither, as sox adds it.",
     ),
     clip: Clip = typer.Option(
         Clip.clamp,
@@ -498,6 +523,12 @@ def run(
     fail_fast: bool = typer.Option(False, "--fail-fast", metavar="", help="Stop at the first failed input."),
     as_json: bool = typer.Option(False, "--json", metavar="", help="One JSON object per file on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", metavar="", help="Print nothing but errors."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-V", metavar="", help="Say more of each file: engine, device, subtype, dither."
+    ),
+    show_progress: bool = typer.Option(
+        False, "--show-progress", "-S", metavar="", help="Progress bars even when stderr is not a terminal."
+    ),
     debug: bool = typer.Option(False, "--debug", metavar="", help="Show tracebacks."),
 ) -> None:
     """Stream audio files through a config's stack and write the results."""
@@ -517,10 +548,17 @@ def run(
         from convt_audio.config import parse_rate, whole_rate
         from convt_audio.errors import ConvtAudioError, UsageError
         from convt_audio.planning import check_outputs, clean_stale_parts, plan_jobs
-        from convt_audio.runner import RunnerRecipe, RunOptions, usable_cpus
+        from convt_audio.process import half_precision_advice, usable_cpus
+        from convt_audio.runner import RunnerRecipe, RunOptions
 
         rate = parse_rate(input_rate) if input_rate is not None else None
         target = None if target_rate is None else whole_rate(target_rate)
+        raw = _raw_format(input_type, rate, input_channels, input_bits, input_encoding, input_endian)
+        if bits is not None:
+            if bits not in BITS_SUBTYPES:
+                raise UsageError(f"-b: {bits} is not one of {list(BITS_SUBTYPES)} (bits of a PCM output)")
+            if subtype is not None and subtype.value != BITS_SUBTYPES[bits]:
+                raise UsageError(f"-b {bits} and --subtype {subtype.value} contradict each other; give one")
         if threads is not None and threads > 4 * (os.cpu_count() or 1):
             raise UsageError(
                 f"--threads: at most {4 * (os.cpu_count() or 1)} on this machine "
@@ -529,6 +567,11 @@ def run(
         if kind is not None:
             kind = kind.lower().lstrip(".")
             allowed = STREAM_TYPES if output == STDIO else output_types()
+            if kind == "raw" and output != STDIO:
+                raise UsageError(
+                    "--type is the output's container (raw only for -o -); a headerless input is "
+                    "--input-type raw with --input-rate, --input-channels, --input-bits and --input-encoding"
+                )
             if kind not in allowed:
                 raise UsageError(
                     f"--type: {kind!r} is not one of {list(allowed)}{' (for -o -)' if output == STDIO else ''}"
@@ -555,6 +598,9 @@ def run(
             allow_aliasing,
         )
         runner, unused = recipe.build()
+        advice = half_precision_advice(dtype.value, runner.engine.device if runner.engine else "cpu")
+        if advice:
+            _warn(advice, quiet)
         if unused:
             shown = ", ".join(unused[:8]) + (f", … ({len(unused) - 8} more)" if len(unused) > 8 else "")
             _warn(f"{weights or runner.config.weights}: {len(unused)} tensor(s) not used by the config: {shown}", quiet)
@@ -563,7 +609,7 @@ def run(
                 runner.config.output_rate(rate)
             except ConvtAudioError as exc:
                 raise UsageError(f"--input-rate {input_rate}: {exc.render(FLAGS)}") from None
-        jobs_list = check_outputs(jobs_list, runner, rate, kind)
+        jobs_list = check_outputs(jobs_list, runner, raw.rate if raw else rate, kind, raw is not None)
         if output is not None and len(jobs_list) > 1:
             try:
                 Path(output).mkdir(parents=True, exist_ok=True)
@@ -573,12 +619,14 @@ def run(
             chunk=chunk_frames,
             channels=channels.value if channels else None,
             input_rate=rate,
-            subtype=subtype.value if subtype else None,
+            subtype=subtype.value if subtype else BITS_SUBTYPES.get(bits),
             clip=clip.value,
             overwrite=overwrite,
             skip_existing=skip_existing,
             non_finite=non_finite.value,
             kind=kind,
+            dither=not no_dither,
+            raw=raw,
         )
         if ray is not None:
             from convt_audio.cluster import check_address, check_writable, connect
@@ -598,9 +646,8 @@ def run(
         apart.close()
         raise _fail(exc, debug) from None
     with apart:
-        code = _run_jobs(
-            runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug, None if ray is None else (ray, recipe)
-        )
+        shown = _Shown(quiet, as_json, verbose, show_progress, debug)
+        code = _run_jobs(runner, jobs_list, options, jobs, fail_fast, shown, None if ray is None else (ray, recipe))
     if output == "-" or as_json:
         try:
             sys.stdout.flush()
@@ -611,7 +658,40 @@ def run(
     raise typer.Exit(code)
 
 
-def _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug, cluster=None) -> int:
+class _Shown(NamedTuple):
+    """What a run prints: nothing but errors (quiet), JSON records, more of each file (verbose),
+    progress bars off a terminal too (show_progress), tracebacks (debug)."""
+
+    quiet: bool
+    as_json: bool
+    verbose: bool
+    show_progress: bool
+    debug: bool
+
+
+def _raw_format(input_type, rate, channels, bits, encoding, endian):
+    """The raw input's description from its options, or None; the options without
+    ``--input-type raw`` are refused (they describe nothing else)."""
+    from convt_audio.audio_io import RawFormat
+    from convt_audio.errors import UsageError
+
+    described = {
+        "--input-channels": channels,
+        "--input-bits": bits,
+        "--input-encoding": encoding,
+        "--input-endian": endian,
+    }
+    if input_type is None:
+        given = [name for name, value in described.items() if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} describe a headerless input: add --input-type raw")
+        return None
+    return RawFormat.from_options(
+        rate, channels, bits, encoding.value if encoding else None, endian.value if endian else None
+    )
+
+
+def _run_jobs(runner, jobs_list, options, jobs, fail_fast, shown: _Shown, cluster=None) -> int:
     from convt_audio.batch import BatchEvents, run_batch
     from convt_audio.filestream import FileReport
 
@@ -641,10 +721,10 @@ def _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug
             self.bars.file_done(str(job.source))
 
         def failed(self, job, message, output, exc):
-            if debug:
+            if shown.debug:
                 traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
             self.bars.line(f"convt-audio: error: {message}")
-            if as_json:
+            if shown.as_json:
                 emit(FileReport(str(job.source), output, "error", error=message).as_dict())
 
         def finished(self, job, report):
@@ -662,25 +742,33 @@ def _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug
                     f"convt-audio: warning: {one_line(report.output)}: "
                     f"{report.non_finite_output_samples} NaN/Inf output samples (an overflow){written}"
                 )
-            if report.non_finite_input_samples_zeroed and not quiet:
+            if report.non_finite_input_samples_zeroed and not shown.quiet:
                 bars.line(
                     f"convt-audio: warning: {one_line(report.input)}: "
                     f"{report.non_finite_input_samples_zeroed} NaN/Inf input samples replaced with 0"
                 )
-            if as_json:
+            if shown.as_json:
                 emit(report.as_dict())
-            elif not quiet and report.status == "ok":
+            elif not shown.quiet and report.status == "ok":
                 gain = f", scaled by {report.gain_db:+.2f} dB" if report.gain_db else ""
+                more = ""
+                if shown.verbose:
+                    dither = ", TPDF-dithered" if report.dithered else ""
+                    more = f"; {report.engine} engine on {report.device}, {report.subtype}{dither}"
                 bars.line(
                     f"{one_line(report.input)} -> {one_line(report.output)} ({report.seconds:.2f} s "
-                    f"at {report.output_rate} Hz, {report.speed_x_realtime:.1f}x real time{gain})"
+                    f"at {report.output_rate} Hz, {report.speed_x_realtime:.1f}x real time{gain}{more})"
                 )
-            elif not quiet and report.status == "skipped":
-                bars.line(f"{one_line(report.input)}: skipped, {one_line(report.output)} exists")
+            elif not shown.quiet and report.status == "skipped":
+                why = f"{one_line(report.output)} exists" if report.reason == "output exists" else report.reason
+                bars.line(f"{one_line(report.input)}: skipped, {why}")
 
     interrupts = _Interrupts(cancel)
     try:
-        with interrupts, progress_bars(not quiet and not as_json, len(jobs_list)) as bars:
+        with (
+            interrupts,
+            progress_bars(not shown.quiet and not shown.as_json, len(jobs_list), shown.show_progress) as bars,
+        ):
             if cluster is None:
                 result = run_batch(runner, jobs_list, options, jobs, fail_fast, cancel, Events(bars), FLAGS)
             else:
@@ -703,7 +791,7 @@ def _run_jobs(runner, jobs_list, options, jobs, fail_fast, as_json, quiet, debug
     if interrupts.signum is not None:
         _err("interrupted; no partial outputs were left")
         return interrupts.exit_code
-    if not quiet and not as_json and len(jobs_list) > 1:
+    if not shown.quiet and not shown.as_json and len(jobs_list) > 1:
         with suppress(OSError, ValueError):
             typer.echo(
                 f"{len(jobs_list)} inputs: {result.written} written, {result.skipped} skipped, {result.failed} failed",

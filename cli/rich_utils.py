@@ -69,8 +69,9 @@ class FileProgress(NoProgress):
 
 
 @contextmanager
-def progress_bars(enabled: bool, files: int) -> Iterator[NoProgress]:
-    if not enabled or not sys.stderr.isatty():
+def progress_bars(enabled: bool, files: int, force: bool = False) -> Iterator[NoProgress]:
+    """Bars on stderr when it is a terminal (or ``force``: sox's -S), else plain lines."""
+    if not enabled or not (force or sys.stderr.isatty()):
         yield NoProgress()
         return
     from rich.console import Console
@@ -83,7 +84,8 @@ def progress_bars(enabled: bool, files: int) -> Iterator[NoProgress]:
         TextColumn("{task.fields[speed]}"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True, highlight=False), transient=True) as progress:
+    console = Console(stderr=True, highlight=False, force_terminal=True if force else None)
+    with Progress(*columns, console=console, transient=True) as progress:
         yield FileProgress(progress, files)
 
 

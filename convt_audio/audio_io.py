@@ -13,6 +13,7 @@ import struct
 import sys
 import tempfile
 import threading
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -21,6 +22,7 @@ import numpy as np
 import soundfile as sf
 
 from .errors import AudioError, ClippingError, UsageError, option
+from .options import ENDIANS, RAW_ENCODINGS
 
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 INEXACT_SEEK_FORMATS = ("MP3", "OGG")  # compressed streams: a seek is near, not on, the frame
@@ -119,6 +121,26 @@ def _check_not_truncated(handle: sf.SoundFile, path: Path) -> None:
 _UNKNOWN_SIZES = {0, 0xFFFFFFFF, 0xFFFFFFFF - 8, 0x7FFFF000, 0x7F000008}
 
 
+# libsndfile's frame count where a header does not hold the length (FLAC written to a pipe has 0
+# total samples in STREAMINFO, which it reports "bumping to SF_COUNT_MAX")
+_UNKNOWN_LENGTH = 1 << 62
+
+
+def _known_frames(handle: sf.SoundFile) -> int | None:
+    """The frames a file's header holds, or None where it does not know them (a FLAC stream
+    ffmpeg wrote to a pipe, saved or piped on): such a file is read forward to its real end.
+
+    python-soundfile bounds each read by ``frames - tell()``, and that ``tell()`` (a seek) fails
+    at the end of such a stream ("Internal psf_fseek() failed"), losing the last block: the handle
+    is marked unseekable, so that reads stop where the decoder does.
+    """
+    if handle.frames < _UNKNOWN_LENGTH:
+        return handle.frames
+    with suppress(AttributeError, TypeError):
+        handle._info.seekable = 0  # python-soundfile's own view only: libsndfile still decodes
+    return None
+
+
 def _promised_frames(handle: sf.SoundFile) -> int | None:
     """The frames a stream's header promises, or None where it says the length is unknown."""
     match = re.search(r"^\s*(?:data|SSND|Data Size)\s*:\s*(-?\d+)", handle.extra_info, re.M)
@@ -180,6 +202,17 @@ class AudioSource:
             )
 
     @property
+    def tags(self) -> dict[str, str]:
+        """The file's text tags (title, artist, album, date, comment, …: FLAC's Vorbis comments,
+        WAV's INFO chunk), as libsndfile reads them; none for arrays."""
+        if self._handle is None:
+            return {}
+        try:
+            return dict(self._handle.copy_metadata())
+        except (sf.LibsndfileError, RuntimeError, UnicodeDecodeError):
+            return {}
+
+    @property
     def decodes(self) -> bool:
         """Reading costs decoding (a compressed format), not just copying samples."""
         return self._handle is not None and _coded(self._handle)
@@ -198,8 +231,8 @@ class AudioSource:
         """
         if self.frames is None:
             raise AudioError(
-                f"{self.path}: a circular first layer needs the signal's end first, which "
-                f"a stream read from a pipe cannot give; pass a file"
+                f"{self.path}: a circular first layer needs the signal's end first, which a stream "
+                f"of unknown length (a pipe, or FLAC written to one) cannot give; pass a file whose header holds it"
             )
         count = min(frames, self.frames)
         if self._array is not None:
@@ -328,8 +361,128 @@ def _open_stdin(input_rate, expected_channels: int | None) -> AudioSource:
             detail = str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
             raise AudioError(f"<stdin>: not a readable audio stream ({detail})") from None
         return AudioSource(
-            Path(STDIO), handle.samplerate, handle.channels, handle.frames, handle.subtype, handle, _spool=spool
+            Path(STDIO), handle.samplerate, handle.channels, _known_frames(handle), handle.subtype, handle, _spool=spool
         )
+    read_end = _relay_stdin(head)
+    try:
+        handle = sf.SoundFile(read_end, closefd=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        detail = str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
+        raise AudioError(f"<stdin>: not a readable audio stream ({detail})") from None
+    return AudioSource(
+        Path(STDIO), handle.samplerate, handle.channels, None, handle.subtype, handle, promised=_promised_frames(handle)
+    )
+
+
+# (encoding, bits) -> libsndfile's subtype for headerless input: what sox's -e/-b describe
+_RAW_SUBTYPES = {
+    ("signed-integer", 8): "PCM_S8",
+    ("signed-integer", 16): "PCM_16",
+    ("signed-integer", 24): "PCM_24",
+    ("signed-integer", 32): "PCM_32",
+    ("unsigned-integer", 8): "PCM_U8",
+    ("floating-point", 32): "FLOAT",
+    ("floating-point", 64): "DOUBLE",
+}
+_RAW_ALIASES = {"signed": "signed-integer", "unsigned": "unsigned-integer", "float": "floating-point"}
+
+
+@dataclass(frozen=True)
+class RawFormat:
+    """A headerless input's description, as sox's ``-t raw -r -c -b -e`` give it: the samples
+    are interleaved frames of ``channels`` samples of ``bits`` bits in ``encoding``.
+
+    Every field is required (a raw stream says nothing of itself); :meth:`from_options` refuses
+    a description with any missing, naming them.
+    """
+
+    rate: int
+    channels: int
+    bits: int
+    encoding: str  # signed-integer, unsigned-integer or floating-point (or signed, unsigned, float)
+    endian: str = "little"
+
+    def __post_init__(self) -> None:
+        encoding = _RAW_ALIASES.get(str(self.encoding).lower(), str(self.encoding).lower())
+        object.__setattr__(self, "encoding", encoding)
+        if encoding not in RAW_ENCODINGS:
+            raise UsageError(f"{option('input_encoding')}: {self.encoding!r} is not one of {list(RAW_ENCODINGS)}")
+        if self.endian not in ENDIANS:
+            raise UsageError(f"{option('input_endian')}: {self.endian!r} is not one of {list(ENDIANS)}")
+        for name in ("rate", "channels", "bits"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"{option('input_' + name)}: must be a positive whole number, got {value!r}")
+        if self.channels > 1024:
+            raise UsageError(f"{option('input_channels')}: at most 1024, got {self.channels}")
+        if (encoding, self.bits) not in _RAW_SUBTYPES:
+            allowed = sorted(bits for enc, bits in _RAW_SUBTYPES if enc == encoding)
+            raise UsageError(
+                f"{option('input_bits')}: {encoding} samples of {self.bits} bits are not read; use {allowed}"
+            )
+
+    @classmethod
+    def from_options(cls, rate, channels, bits, encoding, endian: str | None = None) -> "RawFormat":
+        """The description from the options that give it, refusing one with any missing."""
+        given = {"input_rate": rate, "input_channels": channels, "input_bits": bits, "input_encoding": encoding}
+        missing = [option(name) for name, value in given.items() if value is None]
+        if missing:
+            raise UsageError(
+                f"a raw (headerless) input needs its rate, channel count, bits and encoding: missing "
+                f"{', '.join(missing)}"
+            )
+        if not isinstance(rate, int):
+            from fractions import Fraction
+
+            if Fraction(rate).denominator != 1:
+                raise UsageError(f"{option('input_rate')}: a raw input's rate is a whole number of Hz, got {rate}")
+            rate = int(rate)
+        return cls(rate, channels, bits, encoding, endian or "little")
+
+    @property
+    def subtype(self) -> str:
+        return _RAW_SUBTYPES[(self.encoding, self.bits)]
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.channels * self.bits // 8
+
+    def open(self, file, name: str) -> sf.SoundFile:
+        try:
+            return sf.SoundFile(
+                file, "r", self.rate, self.channels, self.subtype, self.endian.upper(), "RAW", closefd=True
+            )
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            raise AudioError(f"{name}: cannot read as raw {self.describe()} ({exc})") from None
+
+    def describe(self) -> str:
+        return f"{self.encoding} {self.bits}-bit {self.endian}-endian, {self.channels} channel(s) at {self.rate} Hz"
+
+
+def _open_raw(path: Path, raw: RawFormat) -> AudioSource:
+    """A headerless file or standard input, read as ``raw`` describes it."""
+    if str(path) == STDIO:
+        read_end = _relay_stdin(b"")
+        handle = raw.open(read_end, "<stdin>")
+        return AudioSource(Path(STDIO), raw.rate, raw.channels, None, raw.subtype, handle)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise AudioError(f"{path}: cannot read ({exc.strerror})") from None
+    if size % raw.frame_bytes:
+        raise AudioError(
+            f"{path}: {size} bytes is not a whole number of {raw.frame_bytes}-byte frames "
+            f"({raw.describe()}); is the description right?"
+        )
+    if not size:
+        raise AudioError(f"{path}: no audio frames")
+    handle = raw.open(str(path), str(path))
+    return AudioSource(path, raw.rate, raw.channels, handle.frames, raw.subtype, handle)
+
+
+def _relay_stdin(head: bytes) -> int:
+    """A pipe's reading end that gives ``head`` and then the rest of standard input, copied by a
+    thread (libsndfile reads such a pipe without seeking)."""
     read_end, write_end = os.pipe()
 
     def relay() -> None:
@@ -346,14 +499,7 @@ def _open_stdin(input_rate, expected_channels: int | None) -> AudioSource:
             os.close(write_end)
 
     threading.Thread(target=relay, daemon=True).start()
-    try:
-        handle = sf.SoundFile(read_end, closefd=True)
-    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
-        detail = str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
-        raise AudioError(f"<stdin>: not a readable audio stream ({detail})") from None
-    return AudioSource(
-        Path(STDIO), handle.samplerate, handle.channels, None, handle.subtype, handle, promised=_promised_frames(handle)
-    )
+    return read_end
 
 
 TENSOR_SUFFIXES = (".pt", ".pth")  # a torch tensor saved with torch.save: features as a TTS model returns them
@@ -376,13 +522,22 @@ def _load_tensor(path: Path) -> np.ndarray:
     return value.detach().float().numpy() if value.dtype == torch.bfloat16 else value.detach().numpy()
 
 
-def open_source(path: str | Path, input_rate=None, expected_channels: int | None = None) -> AudioSource:
+def open_source(
+    path: str | Path, input_rate=None, expected_channels: int | None = None, raw: RawFormat | None = None
+) -> AudioSource:
     """Open an audio file (anything libsndfile reads), or a ``.npy`` or ``.pt`` ``(channels, frames)`` array.
 
     ``input_rate`` (Hz, an int or a Fraction such as 22050/256 for mel frames) is the rate of
     ``.npy`` inputs; ``expected_channels`` (the stack's) lets a short feature array have more
-    channels than frames, and ``(1, channels, frames)`` arrays drop their batch axis.
+    channels than frames, and ``(1, channels, frames)`` arrays drop their batch axis. ``raw``
+    reads the file (or standard input) as headerless samples it describes.
     """
+    if raw is not None:
+        if str(path) != STDIO and not Path(path).exists():
+            raise AudioError(f"{path}: no such file")
+        if Path(path).is_dir():
+            raise AudioError(f"{path}: is a folder (pass {option('recursive')} or name the files)")
+        return _open_raw(Path(path), raw)
     if str(path) == STDIO:
         return _open_stdin(input_rate, expected_channels)
     path = Path(path)
@@ -413,7 +568,47 @@ def open_source(path: str | Path, input_rate=None, expected_channels: int | None
     except AudioError:
         handle.close()
         raise
-    return AudioSource(path, handle.samplerate, handle.channels, handle.frames, handle.subtype, handle)
+    return AudioSource(path, handle.samplerate, handle.channels, _known_frames(handle), handle.subtype, handle)
+
+
+COMPUTE_BITS = {"float64": 53}  # significant bits of the computation; float32 (and the half types' outputs): 24
+
+
+def needs_dither(subtype: str, compute_dtype) -> bool:
+    """Whether a PCM ``subtype`` has fewer bits than the computation that feeds it (PCM_16 after
+    float32; PCM_24 and PCM_32 too after float64): then its rounding is dithered, as sox does."""
+    bits = COMPUTE_BITS.get(np.dtype(compute_dtype).name, 24)
+    return subtype in PCM_BITS and PCM_BITS[subtype] < bits
+
+
+class TpdfDither:
+    """Triangular (TPDF) dither of ±1 step, peak: the sum of two independent uniform variables
+    of ±½ step, which makes the rounding error's mean and variance independent of the signal
+    (no harmonics of a quiet tone; a flat noise floor 4.77 dB above plain rounding's).
+
+    The noise is a function of the sample's place in the file alone: the same input gives the
+    same output bits whatever the block sizes (16 random bits per uniform, one stream for the
+    interleaved ``[frames, channels]`` samples, a fixed seed, as sox's repeatable mode).
+    """
+
+    def __init__(self, seed: int = 0):
+        self._bits = np.random.PCG64(seed)
+        self._left = np.empty(0, dtype=np.uint16)  # words drawn but not used by the last block
+
+    def _words(self, count: int) -> np.ndarray:
+        needed = count - self._left.size
+        fresh = self._bits.random_raw(max(0, -(-needed // 4))).view(np.uint16) if needed > 0 else self._left[:0]
+        words = np.concatenate([self._left, fresh]) if self._left.size else fresh
+        self._left = words[count:].copy()
+        return words[:count]
+
+    def noise(self, shape: tuple, dtype) -> np.ndarray:
+        """TPDF noise in steps for a ``[channels, frames]`` block, in (-1, 1)."""
+        channels, frames = shape
+        words = self._words(2 * channels * frames).reshape(frames, channels, 2)
+        scale = np.dtype(dtype).type(1.0 / 65536)
+        noise = np.subtract(words[..., 0], words[..., 1], dtype=np.int32)  # -65535 .. 65535
+        return np.multiply(noise.T, scale, dtype=dtype)
 
 
 class AudioSink:
@@ -436,22 +631,33 @@ class AudioSink:
         clip: str = "clamp",
         label: str | None = None,
         gain: float = 1.0,
+        dither: bool = False,
+        tags: dict[str, str] | None = None,
     ):
-        self._counters(subtype, clip, label or str(path), gain)
+        self._counters(subtype, clip, label or str(path), gain, dither)
         try:
             self._handle = sf.SoundFile(str(path), "w", rate, channels, subtype, format=fmt)
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             raise AudioError(f"{self.label}: cannot write {fmt}/{subtype}: {exc}") from None
+        self._tag(tags)
+
+    def _tag(self, tags: dict[str, str] | None) -> None:
+        """Copy text tags into the output before its first samples, where its format holds them
+        (FLAC, Ogg, WAV's INFO chunk, AIFF, CAF); a tag the format refuses is left out."""
+        for name, value in (tags or {}).items():
+            with suppress(sf.LibsndfileError, RuntimeError, AttributeError, TypeError, ValueError):
+                setattr(self._handle, name, value)
 
     @property
     def encodes(self) -> bool:
         """Writing costs encoding (a compressed format), not just copying samples."""
         return _coded(self._handle)
 
-    def _counters(self, subtype: str, clip: str, label: str, gain: float = 1.0) -> None:
+    def _counters(self, subtype: str, clip: str, label: str, gain: float = 1.0, dither: bool = False) -> None:
         self.clip, self.label, self.gain = clip, label, gain
         self.clamps = subtype not in FLOAT_SUBTYPES
         self.steps = 2.0 ** (PCM_BITS[subtype] - 1) if subtype in PCM_BITS else None
+        self.dither = TpdfDither() if dither and self.steps is not None else None
         self.clipped = 0
         self.non_finite = 0  # NaN/Inf output samples (an overflow): counted, refused under clip="error"
         self.frames = 0
@@ -474,7 +680,16 @@ class AudioSink:
             return None
         wide = self.steps > 2**23 or block.dtype == np.float64
         steps = np.multiply(block, self.steps, dtype=np.float64 if wide else np.float32)
+        if self.dither is not None:
+            return self._dithered(steps)
         return np.rint(steps, out=steps)
+
+    def _dithered(self, steps: np.ndarray) -> np.ndarray:
+        """``steps`` plus TPDF noise, rounded, and kept in range: a full-scale sample the
+        noise pushes past the largest step is held there (not counted as clipped)."""
+        steps += self.dither.noise(steps.shape, steps.dtype)
+        np.rint(steps, out=steps)
+        return np.clip(steps, -self.steps, self.steps - 1, out=steps)
 
     def _prepare(self, block: np.ndarray) -> np.ndarray:
         """Apply the gain, count clipped and non-finite samples, clamp, and round PCM to its steps."""
@@ -504,6 +719,8 @@ class AudioSink:
         if self.steps is not None:  # round to nearest step: integers of the subtype, as floats
             # float32 holds every step exactly up to 24 bits; PCM_32 needs float64
             scaled = np.multiply(block, self.steps, dtype=np.float64 if self.steps > 2**23 else None)
+            if self.dither is not None:
+                return self._dithered(scaled)
             np.rint(scaled, out=scaled)
             np.clip(scaled, -self.steps, self.steps - 1, out=scaled)
             block = scaled
@@ -594,6 +811,8 @@ class StdoutSink(AudioSink):
         clip: str = "clamp",
         frames: int | None = None,
         gain: float = 1.0,
+        dither: bool = False,
+        tags: dict[str, str] | None = None,
     ):
         self.kind, self.subtype, self.channels = kind, subtype, channels
         if kind != "flac" and subtype not in (*self._DTYPES, "PCM_24"):
@@ -602,15 +821,16 @@ class StdoutSink(AudioSink):
             )
         sys.stdout.flush()
         if kind == "flac":
-            self._counters(subtype, clip, "<stdout>", gain)
+            self._counters(subtype, clip, "<stdout>", gain, dither)
             self._stream = _AppendOnly(sys.stdout.buffer)
             try:
                 self._handle = sf.SoundFile(self._stream, "w", rate, channels, subtype, format="FLAC")
             except (sf.LibsndfileError, RuntimeError, OSError) as exc:
                 self._raise_stream_error()
                 raise AudioError(f"<stdout>: cannot write FLAC/{subtype}: {exc}") from None
+            self._tag(tags)
             return
-        self._counters(subtype, clip, "<stdout>", gain)
+        self._counters(subtype, clip, "<stdout>", gain, dither)
         self._out = sys.stdout.buffer
         if kind == "wav":
             bits = {"PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "DOUBLE": 64}[subtype]

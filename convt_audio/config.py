@@ -197,7 +197,12 @@ def whole_rate(text, what: str = "target_rate", noun: str = "an output rate") ->
 
 def builtin_configs() -> dict[str, Path]:
     """Built-in config names → their YAML files (installed with the package)."""
-    folder = resources.files("convt_audio.configs")
+    try:
+        folder = resources.files("convt_audio.configs")
+    except ModuleNotFoundError:
+        # the source tree imported as it is (PYTHONPATH=checkout, or python -c in it): the
+        # configs/ folder that installs as convt_audio.configs lies beside the package
+        folder = Path(__file__).resolve().parents[1] / "configs"
     found = {}
     for entry in folder.iterdir():
         if entry.name.endswith(".yaml"):

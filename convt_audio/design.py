@@ -440,6 +440,9 @@ def _write_cached(path: Path, key: str, taps: list[np.ndarray]) -> None:
         pass
 
 
+COPY_SOURCE = "<copy>"  # the source of the equal-rates config: the audio copied, nothing computed
+
+
 def resampler_for(input_rate, output_rate, cache: Path | None = None, allow_aliasing: bool = False):
     """The config and weights that turn ``input_rate`` into ``output_rate`` (Hz).
 
@@ -466,7 +469,7 @@ def resampler_for(input_rate, output_rate, cache: Path | None = None, allow_alia
                     {"type": "conv_transpose1d", "in_channels": 1, "out_channels": 1, "kernel_size": 1, "bias": False}
                 ],
             },
-            source="<copy>",
+            source=COPY_SOURCE,
         )
         return config, [{"weight": np.ones((1, 1, 1))}]
     name = f"sinc-x{ratio}" if ratio.denominator == 1 else f"sinc-{ratio.numerator}-{ratio.denominator}"

@@ -27,9 +27,11 @@ from .audio_io import (
     check_rate,
     choose_subtype,
     format_for,
+    needs_dither,
     open_source,
 )
 from .config import channel_plan
+from .design import COPY_SOURCE
 from .errors import AudioError, UsageError, option
 from .planning import Job, default_name
 from .runner import Runner, RunOptions, fit_chunk, size_text
@@ -61,6 +63,7 @@ class FileReport:
     non_finite_output_samples: int | None = None
     non_finite_input_samples_zeroed: int | None = None
     subtype: str | None = None
+    dithered: bool | None = None  # TPDF dither added before rounding to the PCM subtype
     device: str | None = None
     engine: str | None = None
     gain_db: float | None = None
@@ -236,11 +239,14 @@ def process_file(
     started = time.perf_counter()
     if job.error is not None:
         raise AudioError(job.error)
+    if job.skip is not None:
+        return FileReport(str(job.source), None, status="skipped", reason=job.skip)
     hint = runner.config
     input_rate = options.input_rate
     if input_rate is None and hint is not None:
         input_rate = hint.feature_rate()
-    with open_source(job.source, input_rate, hint.in_channels if hint is not None else 1) as source:
+    expected = hint.in_channels if hint is not None else 1
+    with open_source(job.source, input_rate, expected, options.raw) as source:
         try:
             config, engine = runner.pick(source.rate)
         except AudioError as exc:
@@ -262,7 +268,10 @@ def process_file(
                         engine.check_frames(source.frames)
                 except AudioError as exc:
                     raise type(exc)(f"{job.source}: {exc.args[0]}") from None
-                written = _write(engine, source, dest, out_rate, per_channel, options, cancel, progress, job.token)
+                copy = config.source == COPY_SOURCE  # equal rates: the samples as they are, never dithered
+                written = _write(
+                    engine, source, dest, out_rate, per_channel, options, cancel, progress, job.token, copy
+                )
         except AudioError as exc:
             exc.output = str(dest)
             raise
@@ -329,9 +338,11 @@ def _write(
     cancel,
     progress,
     token: str | None = None,
+    copy: bool = False,
 ) -> dict:
     """Stream ``source`` through ``engine`` into a temporary file renamed onto ``dest`` (or to
-    standard output when ``dest`` is ``-``)."""
+    standard output when ``dest`` is ``-``); ``copy``: the engine computes nothing (equal rates),
+    so a PCM output is not dithered."""
     to_stdout = str(dest) == STDIO
     if to_stdout:
         kind = options.kind or "wav"
@@ -368,6 +379,7 @@ def _write(
             "channels_out": out_channels,
             **counts,
             "subtype": subtype,
+            "dithered": dither,
             "device": engine.device,
             "engine": engine.name,
         }
@@ -375,15 +387,22 @@ def _write(
             facts["gain_db"] = 20 * float(np.log10(gain))
         return facts
 
+    dither = options.dither and not copy and needs_dither(subtype, engine.dtype)
     if to_stdout:
-        frames = None if source.frames is None else engine.output_frames(source.frames)
-        return report(_stream_into(StdoutSink(kind, out_rate, out_channels, subtype, clip, frames, gain), run))
+        # a pipe's WAV header says what its writer promised (sox writes the length it knows): a
+        # stream that ends short of it fails the file, so the header is never wrong for a success
+        known = source.frames if source.frames is not None else source.promised
+        frames = None if known is None else engine.output_frames(known)
+        sink = StdoutSink(kind, out_rate, out_channels, subtype, clip, frames, gain, dither, source.tags)
+        return report(_stream_into(sink, run))
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AudioError(f"{dest}: cannot create its folder {dest.parent} ({exc.strerror})") from None
     with atomic_path(dest, overwrite=options.overwrite) as tmp:
-        sink = AudioSink(tmp, out_rate, out_channels, fmt, subtype, clip, label=str(dest), gain=gain)
+        sink = AudioSink(
+            tmp, out_rate, out_channels, fmt, subtype, clip, label=str(dest), gain=gain, dither=dither, tags=source.tags
+        )
         facts = report(_stream_into(sink, run))
         if token is not None:  # renamed with the file: a retry of this job reports it, never rewrites it
             _mark(tmp, token, facts)
@@ -438,7 +457,8 @@ def _peak(run: "_Pass") -> float:
     """Run the whole file once without writing; return the output's peak."""
     if run.source.frames is None:
         raise AudioError(
-            f"{run.source.path}: {option('clip', 'rescale')} reads the input twice, which a pipe cannot give; pass a file"
+            f"{run.source.path}: {option('clip', 'rescale')} reads the input twice, which a stream of unknown "
+            f"length (a pipe, or FLAC written to one) cannot give; pass a file whose header holds it"
         )
     sink = _PeakSink()
     _stream_into(sink, run)
@@ -507,6 +527,11 @@ def _stream_into(sink, run: _Pass) -> dict:
         raise
     writer.finish()
     sink.close()
+    if sink.frames != engine.output_frames(done):  # sizes follow what was read, not what a header said
+        raise AudioError(
+            f"{source.path}: wrote {sink.frames} frames for the {done} read, where the stack gives "
+            f"{engine.output_frames(done)}; the output was discarded"
+        )
     return {
         "frames_in": done,
         "frames_out": sink.frames,

@@ -7,3 +7,5 @@ KERNELS = ("auto", "transposed", "polyphase", "numpy")  # how the engine compute
 CLIP_MODES = ("clamp", "error", "rescale")  # --clip: samples past full scale in a PCM output
 NON_FINITE_MODES = ("error", "zero")  # --non-finite: NaN/Inf input samples
 SUBTYPES = ("PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")  # --subtype's choices (libsndfile names)
+RAW_ENCODINGS = ("signed-integer", "unsigned-integer", "floating-point")  # --input-encoding (sox's -e words)
+ENDIANS = ("little", "big")  # --input-endian

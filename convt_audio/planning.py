@@ -23,6 +23,7 @@ class Job:
     dest: Path | None
     error: str | None = None  # a problem found while planning (an unreadable folder): the job fails with it
     token: str | None = None  # a cluster batch's name for this job: a retry finds the output it already wrote
+    skip: str | None = None  # why a file a folder holds is not run (named in the batch's report, never silent)
 
 
 _OWN_OUTPUT = re.compile(r"\.\d+hz$")  # the stem of a <stem>.<rate>hz.<ext> output of ours
@@ -43,15 +44,25 @@ def _writable_name(path: Path, kind: str | None = None) -> Path:
         return path.with_suffix(".wav")
 
 
-def _listed(folder: Path, recursive: bool, skip: Path | None = None) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Audio files in a folder (and its subfolders), and the folders that could not be read.
+OWN_OUTPUT_SKIP = (
+    "named as this tool names its outputs (<stem>.<rate>hz.<ext>), so taken for an earlier run's "
+    "result; name it on the command line to run it"
+)
 
-    Hidden files and folders, the output folder ``skip`` and files named as this tool names its
-    outputs (``<stem>.<rate>hz.<ext>``) are not inputs: a second run over the same folder does
-    not process the first run's results.
+
+def _listed(
+    folder: Path, recursive: bool, skip: Path | None = None
+) -> tuple[list[Path], list[tuple[Path, str]], list[Path]]:
+    """Audio files in a folder (and its subfolders), the folders that could not be read, and the
+    audio files passed over.
+
+    Hidden files and folders and the output folder ``skip`` are not looked at; files named as
+    this tool names its outputs (``<stem>.<rate>hz.<ext>``) are passed over, so that a second run
+    over the same folder does not process the first run's results (the batch names each).
     """
     extensions = audio_extensions()
     found: list[Path] = []
+    passed_over: list[Path] = []
     unreadable: list[tuple[Path, str]] = []
 
     def failed(exc: OSError) -> None:
@@ -67,14 +78,10 @@ def _listed(folder: Path, recursive: bool, skip: Path | None = None) -> tuple[li
             if recursive
             else []
         )
-        found.extend(
-            Path(top) / name
-            for name in files
-            if not name.startswith(".")
-            and Path(name).suffix.lower().lstrip(".") in extensions
-            and not _OWN_OUTPUT.search(Path(name).stem)
-        )
-    return sorted(found), unreadable
+        for name in files:
+            if not name.startswith(".") and Path(name).suffix.lower().lstrip(".") in extensions:
+                (passed_over if _OWN_OUTPUT.search(Path(name).stem) else found).append(Path(top) / name)
+    return sorted(found), unreadable, sorted(passed_over)
 
 
 def plan_jobs(
@@ -92,6 +99,19 @@ def plan_jobs(
     inputs = [Path(p) for p in inputs]
     if not inputs:
         raise UsageError("no inputs given")
+    if (
+        output is None
+        and len(inputs) == 2
+        and str(inputs[1]) != STDIO
+        and not inputs[1].exists()
+        and (str(inputs[0]) == STDIO or inputs[0].is_file())
+    ):
+        # sox's order (IN OUT) would read the output name as a second input, run the first into
+        # <stem>.<rate>hz.wav beside it and then fail on the second: refused before any work
+        raise UsageError(
+            f"{inputs[1]}: no such input; every path is an input here: name the output with "
+            f"{option('output')} ({option('output', inputs[1])}), as in convt-audio run {inputs[0]} -o {inputs[1]}"
+        )
     stdin = [p for p in inputs if str(p) == STDIO]
     if stdin and len(inputs) > 1:
         raise UsageError("- (standard input) must be the only input")
@@ -117,11 +137,12 @@ def plan_jobs(
     for item in inputs:
         if item.is_dir():
             any_folder = True
-            listed, unreadable = _listed(item, recursive, skip)
+            listed, unreadable, passed_over = _listed(item, recursive, skip)
             problems += [
                 Job(path, None, f"{path}: cannot read this folder ({why}); its files were not run")
                 for path, why in unreadable
             ]
+            problems += [Job(path, None, skip=OWN_OUTPUT_SKIP) for path in passed_over]
             if not listed and not unreadable:
                 raise UsageError(
                     f"{item}: no audio files found"
@@ -173,14 +194,16 @@ def _identity(path: Path | str, stdio: int = 0) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
-def _planned_rate(job: Job, runner: Runner, input_rate) -> int | None:
+def _planned_rate(job: Job, runner: Runner, input_rate, raw: bool = False) -> int | None:
     """The output rate a job will have, read cheaply from the header; None if unreadable now
     (the file then fails on its own when it runs). With ``--rate`` alone, the resampler for the
     file's rate is built here, so that a ratio no resampler can give is refused before any work."""
     import soundfile as sf
 
     try:
-        if job.source.suffix.lower() == ".npy":
+        if raw:  # a headerless input's rate is the one its description gives
+            pass
+        elif job.source.suffix.lower() == ".npy":
             if input_rate is None and runner.config is not None:
                 input_rate = runner.config.feature_rate()
         else:
@@ -200,7 +223,9 @@ def _planned_rate(job: Job, runner: Runner, input_rate) -> int | None:
         return None
 
 
-def check_outputs(jobs: list[Job], runner: Runner, input_rate=None, kind: str | None = None) -> list[Job]:
+def check_outputs(
+    jobs: list[Job], runner: Runner, input_rate=None, kind: str | None = None, raw: bool = False
+) -> list[Job]:
     """Name every output before any work, and refuse a plan that could lose a file.
 
     Every planned output is compared with every input and every other output (resolved paths,
@@ -210,8 +235,11 @@ def check_outputs(jobs: list[Job], runner: Runner, input_rate=None, kind: str | 
     """
     named = []
     for job in jobs:
+        if job.skip is not None:
+            named.append(job)
+            continue
         if job.error is None and str(job.source) != STDIO and (job.dest is None or runner.config is None):
-            rate = _planned_rate(job, runner, input_rate)
+            rate = _planned_rate(job, runner, input_rate, raw)
             if job.dest is None and rate is not None:
                 job = Job(job.source, default_name(job.source, rate, kind))
         named.append(job)
@@ -220,6 +248,8 @@ def check_outputs(jobs: list[Job], runner: Runner, input_rate=None, kind: str | 
     by_path: dict[Path, Path] = {}
     by_inode: dict[tuple[int, int], Path] = {}
     for job in named:
+        if job.skip is not None:  # not an input: an earlier run's output may be rewritten (--overwrite)
+            continue
         if str(job.source) != STDIO:
             by_path.setdefault(job.source.resolve(), job.source)
         inode = _identity(job.source, stdio=0)
@@ -227,7 +257,7 @@ def check_outputs(jobs: list[Job], runner: Runner, input_rate=None, kind: str | 
             by_inode.setdefault(inode, job.source)
     owners: dict[Path, Path] = {}
     for job in named:
-        if job.dest is None or job.error is not None:
+        if job.dest is None or job.error is not None or job.skip is not None:
             continue
         key = None if str(job.dest) == STDIO else job.dest.resolve()
         inode = _identity(job.dest, stdio=1)
@@ -252,7 +282,7 @@ def clean_stale_parts(jobs: list[Job], started: float) -> list[Path]:
     folders = {
         (job.dest.parent if job.dest else job.source.parent)
         for job in jobs
-        if job.error is None and str(job.dest) != STDIO
+        if job.error is None and job.skip is None and str(job.dest) != STDIO
     }
     inputs = frozenset(job.source.resolve() for job in jobs if str(job.source) != STDIO)
     return [path for folder in sorted(folders) for path in remove_stale_parts(folder, started, keep=inputs)]

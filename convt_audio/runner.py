@@ -13,9 +13,11 @@ from typing import Callable
 
 import numpy as np
 
+from .audio_io import RawFormat
 from .config import Config
 from .errors import AudioError, UsageError, option
 from .options import CHANNEL_MODES, CLIP_MODES, NON_FINITE_MODES
+from .process import usable_cpus  # noqa: F401 - where callers have found it
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class RunOptions:
     skip_existing: bool = False
     non_finite: str = "error"  # NaN/Inf input samples: "error" (the file fails) or "zero" (replaced)
     kind: str | None = None  # --type: the container of outputs the tool names, and of -o -
+    dither: bool = True  # TPDF dither where a PCM output has fewer bits than the computation (--no-dither)
+    raw: RawFormat | None = None  # a headerless input's description (--input-type raw ...)
 
     def __post_init__(self) -> None:
         for name, allowed in (
@@ -40,14 +44,6 @@ class RunOptions:
         ):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"{option(name)}: {getattr(self, name)!r} is not one of {[a for a in allowed if a]}")
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (``taskset``, a container's cpuset), not the machine's."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 MEMORY_ENV = "CONVT_AUDIO_MAX_MEMORY"  # bytes, or with a K/M/G/T suffix: the budget of one file's buffers
@@ -252,8 +248,8 @@ class RunnerRecipe:
         config = load_config(self.config)
         params, unused = load_params(config, self.weights, self.dtype)
         engine = make(config, params)
-        if engine.name == "torch" and self.threads:
-            import torch
+        if engine.name == "torch":
+            from .process import set_torch_threads
 
-            torch.set_num_threads(self.threads)
+            set_torch_threads(self.threads)
         return Runner(config, engine, self.target_rate, allow_aliasing=self.allow_aliasing), unused

@@ -2,10 +2,11 @@
 without Typer, rich or torch, and nothing outside the kinds switches on a layer kind."""
 
 import ast
+import os
 import subprocess
 import sys
 
-from clitools import ROOT
+from clitools import PACKAGE_HOME, ROOT
 
 PACKAGE = ROOT / "convt_audio"
 
@@ -77,13 +78,19 @@ def test_the_protocol_and_the_shape_algebra_know_no_kind():
         assert not {m for m in graph[low] if m.startswith("convt_audio.kinds")}, low
 
 
-def test_the_engine_imports_without_the_command_line_or_torch():
+def test_the_engine_imports_without_the_command_line_or_torch(tmp_path):
     code = (
         "import sys, convt_audio, convt_audio.config as c, convt_audio.kinds, convt_audio.report as r;"
         "cfg = c.load_config('hifigan-v1'); r.summary(cfg, 22050, None, 'none');"
         "bad = [m for m in ('torch', 'typer', 'rich') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": PACKAGE_HOME},
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 

@@ -3,6 +3,7 @@ the package under test is the installed one when CI says so, and the Python floo
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -34,8 +35,25 @@ def _tree_files() -> set[str]:
 def wheel(tmp_path_factory):
     """A wheel built from the tree, as ``pip install .`` builds it."""
     folder = tmp_path_factory.mktemp("wheel")
+    source = folder / "source"  # the tree's files alone: no build/ or egg-info of an earlier build
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        source.mkdir(exist_ok=True)
+        shutil.copy(ROOT / name, source / name)
+    for name in ("convt_audio", "cli", "configs"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(folder), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(folder),
+            str(source),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -55,9 +55,14 @@ def test_an_input_that_a_planned_output_would_create_is_refused(tmp_path):
     """CA run a.wav a.48000hz.wav wrote a.48000hz.wav, then processed it again (exit 0, 2 written)."""
     tone(tmp_path / "a.wav")
     result = invoke("run", tmp_path / "a.wav", tmp_path / "a.48000hz.wav")
+    assert result.exit_code == 2  # sox's IN OUT order: the hint, before any work
+    one_error_line(result.stderr, "a.48000hz.wav: no such input; every path is an input here")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]
+    tone(tmp_path / "a.48000hz.wav")  # both exist: the batch would overwrite its second input
+    result = invoke("run", tmp_path / "a.wav", tmp_path / "a.48000hz.wav", "--overwrite")
     assert result.exit_code == 2
     one_error_line(result.stderr, "a.48000hz.wav: the output of")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.48000hz.wav", "a.wav"]
 
 
 def test_the_stale_part_sweep_never_takes_a_named_input_or_a_copy(tmp_path):
@@ -377,7 +382,7 @@ def _write_config(path, layers):
     return path
 
 
-def test_the_budget_follows_ulimit():
+def test_the_budget_follows_ulimit(tmp_path):
     import subprocess
     import sys
 
@@ -385,7 +390,10 @@ def test_the_budget_follows_ulimit():
         "import resource; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY)); "
         "from convt_audio.runner import memory_budget; print(memory_budget())"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    env = {**os.environ, "PYTHONPATH": PACKAGE_HOME}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60, env=env
+    )
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) == (3 << 30) // 2
 
