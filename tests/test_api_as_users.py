@@ -136,7 +136,10 @@ def test_load_runs_under_the_command_lines_process_tuning():
     "call, message",
     [
         (lambda: convt_audio.resample([[1, 2], [3]], 16000, 48000), "not an array of numbers"),
-        (lambda: convt_audio.resample(np.zeros((0, 2)), 16000, 48000), r"has no frames \(an empty array of shape \(0, 2\)\)"),
+        (
+            lambda: convt_audio.resample(np.zeros((0, 2)), 16000, 48000),
+            r"has no frames \(an empty array of shape \(0, 2\)\)",
+        ),
         (lambda: convt_audio.resample(np.zeros(10, dtype=np.uint16), 16000, 48000), "uint16 samples are not read"),
         (lambda: convt_audio.resample(torch.zeros(4).to_sparse(), 16000, 48000), "sparse torch tensor"),
         (lambda: convt_audio.load(123), "config: a path or a built-in name, got int"),
