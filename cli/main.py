@@ -33,7 +33,7 @@ from convt_audio.options import (
     RAW_ENCODINGS,
     SUBTYPES,
 )
-from convt_audio.process import tune_process
+from convt_audio.process import tune_process, waiting_interruptibly
 
 # click's exception classes as the installed Typer raises them (it may vendor click)
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -393,6 +393,8 @@ class _Interrupts:
             raise KeyboardInterrupt
         self.signum = signum
         self.cancel.set()
+        if waiting_interruptibly():  # blocked on input, no output open yet: stop now, not at more data
+            raise KeyboardInterrupt
 
     def __enter__(self) -> "_Interrupts":
         self.previous = {
@@ -548,9 +550,10 @@ def run(
         from convt_audio.config import parse_rate, whole_rate
         from convt_audio.errors import ConvtAudioError, UsageError
         from convt_audio.planning import check_outputs, clean_stale_parts, plan_jobs
-        from convt_audio.process import half_precision_advice, usable_cpus
+        from convt_audio.process import check_environment, half_precision_advice, usable_cpus
         from convt_audio.runner import RunnerRecipe, RunOptions
 
+        check_environment()  # CONVT_AUDIO_MAX_MEMORY, OMP_NUM_THREADS: once, before any file
         rate = parse_rate(input_rate) if input_rate is not None else None
         target = None if target_rate is None else whole_rate(target_rate)
         raw = _raw_format(input_type, rate, input_channels, input_bits, input_encoding, input_endian)
@@ -883,34 +886,77 @@ def info(
 
 @app.command()
 def mel(
-    input: Path = typer.Argument(..., help="Audio file."),
+    inputs: List[Path] = typer.Argument(..., readable=False, help="Audio files, or - for standard input."),
     config: str = typer.Option(
         ..., "-c", "--config", help="Config (file or built-in name) whose features: to compute."
     ),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="The .npy to write (default <stem>.mel.npy)."),
+    output: Optional[str] = typer.Option(
+        None, "-o", "--output", help="The .npy to write (one input), or a folder (default: <stem>.mel.npy beside it)."
+    ),
     stats: Optional[Path] = typer.Option(
         None, "--stats", help="A .npz of mean and scale to normalise with (a recipe's stats; overrides the config's)."
     ),
-    overwrite: bool = typer.Option(False, "-y", "--overwrite", metavar="", help="Replace an existing output."),
-    quiet: bool = typer.Option(False, "-q", "--quiet", metavar="", help="No summary line."),
+    non_finite: NonFinite = typer.Option(
+        NonFinite.error, "--non-finite", case_sensitive=False, help="NaN/Inf input samples: fail the file or use 0."
+    ),
+    overwrite: bool = typer.Option(False, "-y", "--overwrite", metavar="", help="Replace existing outputs."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", metavar="", help="No summary lines."),
     debug: bool = typer.Option(False, "--debug", metavar="", help="Show tracebacks."),
 ) -> None:
-    """Compute the log-mel features a vocoder config expects (its features: recipe), as a .npy for run."""
+    """Compute the log-mel features a vocoder config expects (its features: recipe), as .npy files for run."""
+    if 0 in CLOSED_STREAMS and any(str(p) == "-" for p in inputs):
+        _err("standard input is closed; - reads from it")
+        raise typer.Exit(EXIT_USAGE)
     try:
         from convt_audio.config import load_config
-        from convt_audio.mel import write_mel
+        from convt_audio.mel import check_recipe_memory, plan_mel, write_mel
+        from convt_audio.process import check_environment
 
+        check_environment()
         cfg = load_config(config)
         if stats is not None and cfg.features is not None:
             from dataclasses import replace
 
             cfg = replace(cfg, features=replace(cfg.features, stats=str(stats)))
-        dest = output or input.with_name(f"{input.stem}.mel.npy")
-        done = write_mel(input, dest, cfg, overwrite=overwrite)
+        check_recipe_memory(cfg)
+        if cfg.features.stats is not None:
+            from convt_audio.features import read_stats
+
+            read_stats(cfg.features)  # a bad stats file is a usage error, found before any file runs
+        pairs = plan_mel(inputs, output)
     except Exception as exc:
         raise _fail(exc, debug) from None
-    if not quiet:
-        _note(f"{input} -> {dest}: {done['n_mels']} × {done['frames']} frames; {cfg.features.describe()}")
+    from convt_audio.errors import ConvtAudioError
+    from convt_audio.filestream import Cancelled
+
+    cancel = threading.Event()
+    failed = 0
+    with _Interrupts(cancel) as interrupts:
+        try:
+            for source, dest in pairs:
+                try:
+                    done = write_mel(source, dest, cfg, overwrite, non_finite.value, cancel)
+                except Cancelled:
+                    break
+                except ConvtAudioError as exc:
+                    failed += 1
+                    _err(exc.render(FLAGS))
+                    continue
+                except Exception as exc:  # noqa: BLE001 - one line for this file, the rest still run
+                    failed += 1
+                    if debug:
+                        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+                    _err(f"{source}: {type(exc).__name__}: {exc}")
+                    continue
+                if not quiet:
+                    _note(f"{source} -> {dest}: {done['n_mels']} × {done['frames']} frames; {cfg.features.describe()}")
+        except KeyboardInterrupt:  # a second signal: at once
+            _err("interrupted")
+            raise typer.Exit(interrupts.exit_code) from None
+    if interrupts.signum is not None:
+        _err("interrupted; no partial outputs were left")
+        raise typer.Exit(interrupts.exit_code)
+    raise typer.Exit(EXIT_FAILED if failed else EXIT_OK)
 
 
 @app.command()

@@ -142,6 +142,10 @@ def atomic_path(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
             raise AudioError(f"{dest}: appeared while writing; not replaced") from None
         except OSError as exc:
             raise AudioError(f"{dest}: cannot write ({exc.strerror})") from None
+    except FileNotFoundError:  # the folder went away under the writer
+        if not dest.parent.is_dir():
+            raise AudioError(f"{dest}: its folder {dest.parent} was removed while the output was written") from None
+        raise
     finally:
         with suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import struct
 import sys
 import tempfile
@@ -21,8 +20,9 @@ from typing import Iterator
 import numpy as np
 import soundfile as sf
 
-from .errors import AudioError, ClippingError, UsageError, option
+from .errors import AudioError, ClippingError, UsageError, option, unpickling_failure
 from .options import ENDIANS, RAW_ENCODINGS
+from .process import interruptible_wait, wait_in_thread
 
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 INEXACT_SEEK_FORMATS = ("MP3", "OGG")  # compressed streams: a seek is near, not on, the frame
@@ -164,6 +164,7 @@ class AudioSource:
     promised: int | None = None  # a stream's length as its header promised it (None: unknown)
     _map_path: Path | None = None  # the .npy file _array maps, mapped afresh for each block (pages
     # read stay out of our RSS once unmapped); for standard input, its spooled copy
+    is_stream: bool = False  # standard input or a named FIFO: read once, as it comes
 
     def blocks(self, frames: int, dtype: str = "float32") -> Iterator[np.ndarray]:
         """Yield ``[channels, n]`` blocks of at most ``frames`` frames, from the start."""
@@ -248,11 +249,17 @@ class AudioSource:
         self._handle.seek(0)
         return np.ascontiguousarray(block.T)
 
+    _fifo_fd: int | None = None  # a named pipe's descriptor, closed with the source
+    busy: bool = False  # a reader thread may still be inside libsndfile: the handle is not closed under it
+
     def close(self) -> None:
-        if self._handle is not None:
+        if self._handle is not None and not self.busy:
             self._handle.close()
         if self._spool is not None:
             self._spool.close()
+        if self._fifo_fd is not None and not self.busy:
+            with suppress(OSError):
+                os.close(self._fifo_fd)
 
     def __enter__(self) -> "AudioSource":
         return self
@@ -313,64 +320,101 @@ def _feature_source(
     )
 
 
-def _open_stdin(input_rate, expected_channels: int | None) -> AudioSource:
-    """Standard input: an ``.npy`` array (read whole), or an audio stream.
+def _copy_fd(fd: int, spool) -> None:
+    """The rest of a descriptor's bytes into a file (a temporary spool: a signal may stop it)."""
+    with interruptible_wait():
+        while True:
+            block = os.read(fd, 1 << 20)
+            if not block:
+                return
+            spool.write(block)
+
+
+def is_fifo(path: str | Path) -> bool:
+    """Whether ``path`` is a named pipe (reading it consumes it: no probing, no second open)."""
+    import stat
+
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _open_stdin(input_rate, expected_channels: int | None, fd: int = 0, label: str = STDIO) -> AudioSource:
+    """Standard input (or another stream: a named FIFO's descriptor ``fd``, named ``label``): an
+    ``.npy`` array, or an audio stream.
 
     The first bytes tell which. WAV, AIFF and AU are read as they come: those bytes and the rest
     go through a pipe to libsndfile, which reads such a pipe without seeking, and the length is
     unknown until the stream ends (``frames`` is None). Other formats (FLAC, Ogg, MP3), whose
     decoders must seek, are first copied to an anonymous temporary file (on disk, not in memory).
     """
+    name = "<stdin>" if label == STDIO else label
     head = b""
-    while len(head) < 6:
-        more = os.read(0, 6 - len(head))
-        if not more:
-            break
-        head += more
+    with interruptible_wait():  # nothing written yet: a signal stops the wait at once
+        while len(head) < 6:
+            more = os.read(fd, 6 - len(head))
+            if not more:
+                break
+            head += more
     if not head:
-        raise AudioError("<stdin>: nothing to read (pipe audio in, or name a file)")
+        raise AudioError(f"{name}: nothing to read (pipe audio in, or name a file)")
     if head.startswith(b"\x93NUMPY"):
         # spooled to a temporary file on disk and mapped block by block, as a named .npy is:
         # memory stays bounded whatever the array's size
         spool = tempfile.NamedTemporaryFile(prefix="convt-audio-stdin-", suffix=".npy")
         try:
             spool.write(head)
-            shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+            _copy_fd(fd, spool)
             spool.flush()
             array = np.load(spool.name, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             spool.close()
             detail = (getattr(exc, "strerror", None) or str(exc)).splitlines()[0]
-            raise AudioError(f"<stdin>: not a readable .npy array: {detail}") from None
+            raise AudioError(f"{name}: not a readable .npy array: {detail}") from None
         try:
-            source = _feature_source(spool.name, array, input_rate, expected_channels, label="<stdin>")
+            source = _feature_source(spool.name, array, input_rate, expected_channels, label=name)
         except AudioError:
             spool.close()
             raise
-        source._spool = spool
+        source._spool, source.is_stream = spool, True
         return source
     if head[:4] not in (b"RIFF", b"RIFX", b"RF64", b"FORM", b".snd"):
         spool = tempfile.TemporaryFile(prefix="convt-audio-stdin-")
         spool.write(head)
-        shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+        _copy_fd(fd, spool)
         spool.seek(0)
         try:
             handle = sf.SoundFile(spool)
         except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             spool.close()
             detail = str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
-            raise AudioError(f"<stdin>: not a readable audio stream ({detail})") from None
+            raise AudioError(f"{name}: not a readable audio stream ({detail})") from None
         return AudioSource(
-            Path(STDIO), handle.samplerate, handle.channels, _known_frames(handle), handle.subtype, handle, _spool=spool
+            Path(label),
+            handle.samplerate,
+            handle.channels,
+            _known_frames(handle),
+            handle.subtype,
+            handle,
+            _spool=spool,
+            is_stream=True,
         )
-    read_end = _relay_stdin(head)
-    try:
-        handle = sf.SoundFile(read_end, closefd=True)
+    read_end = _relay_stdin(head, fd)
+    try:  # libsndfile blocks on the pipe until the header is in: waited for where signals are seen
+        handle = wait_in_thread(lambda: sf.SoundFile(read_end, closefd=True))
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         detail = str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
-        raise AudioError(f"<stdin>: not a readable audio stream ({detail})") from None
+        raise AudioError(f"{name}: not a readable audio stream ({detail})") from None
     return AudioSource(
-        Path(STDIO), handle.samplerate, handle.channels, None, handle.subtype, handle, promised=_promised_frames(handle)
+        Path(label),
+        handle.samplerate,
+        handle.channels,
+        None,
+        handle.subtype,
+        handle,
+        promised=_promised_frames(handle),
+        is_stream=True,
     )
 
 
@@ -463,7 +507,7 @@ def _open_raw(path: Path, raw: RawFormat) -> AudioSource:
     """A headerless file or standard input, read as ``raw`` describes it."""
     if str(path) == STDIO:
         read_end = _relay_stdin(b"")
-        handle = raw.open(read_end, "<stdin>")
+        handle = wait_in_thread(lambda: raw.open(read_end, "<stdin>"))
         return AudioSource(Path(STDIO), raw.rate, raw.channels, None, raw.subtype, handle)
     try:
         size = path.stat().st_size
@@ -480,16 +524,16 @@ def _open_raw(path: Path, raw: RawFormat) -> AudioSource:
     return AudioSource(path, raw.rate, raw.channels, handle.frames, raw.subtype, handle)
 
 
-def _relay_stdin(head: bytes) -> int:
-    """A pipe's reading end that gives ``head`` and then the rest of standard input, copied by a
-    thread (libsndfile reads such a pipe without seeking)."""
+def _relay_stdin(head: bytes, fd: int = 0) -> int:
+    """A pipe's reading end that gives ``head`` and then the rest of standard input (or of
+    ``fd``), copied by a thread (libsndfile reads such a pipe without seeking)."""
     read_end, write_end = os.pipe()
 
     def relay() -> None:
         try:
             os.write(write_end, head)
             while True:
-                block = os.read(0, 1 << 16)
+                block = os.read(fd, 1 << 16)
                 if not block:
                     break
                 os.write(write_end, block)
@@ -506,20 +550,23 @@ TENSOR_SUFFIXES = (".pt", ".pth")  # a torch tensor saved with torch.save: featu
 
 
 def _load_tensor(path: Path) -> np.ndarray:
-    """A float tensor from a ``torch.save`` file, loaded with ``weights_only=True`` (no code runs)."""
-    import pickle
+    """A float tensor from a ``torch.save`` file, loaded with ``weights_only=True`` (no code runs);
+    a zip file's storage is mapped, not read whole (blocks are copied from it as they are used)."""
     import zipfile
 
     import torch
 
     try:
-        value = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
-        raise AudioError(f"{path}: not a readable torch tensor file ({str(exc).splitlines()[0][:200]})") from None
+        value = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as exc:  # malformed pickles raise anything: KeyError, IndexError, RecursionError …
+        raise AudioError(f"{path}: not a readable torch tensor file ({unpickling_failure(exc)})") from None
     if not isinstance(value, torch.Tensor) or not value.is_floating_point():
         what = type(value).__name__ if not isinstance(value, torch.Tensor) else f"a {value.dtype} tensor"
         raise AudioError(f"{path}: holds {what}; expected one float tensor (channels, frames)")
-    return value.detach().float().numpy() if value.dtype == torch.bfloat16 else value.detach().numpy()
+    if value.is_meta or value.layout != torch.strided:
+        kind = "meta" if value.is_meta else str(value.layout).replace("torch.", "")
+        raise AudioError(f"{path}: holds a {kind} tensor, which has no dense values; save a dense one")
+    return value.detach().float().numpy() if value.dtype in (torch.bfloat16, torch.float16) else value.detach().numpy()
 
 
 def open_source(
@@ -543,6 +590,19 @@ def open_source(
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: no such file")
+    if is_fifo(path):  # a named pipe is opened once and read as standard input is (a probe would hang)
+        try:
+            with interruptible_wait():  # until a writer opens it
+                fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise AudioError(f"{path}: cannot read ({exc.strerror})") from None
+        try:
+            source = _open_stdin(input_rate, expected_channels, fd, str(path))
+        except BaseException:
+            os.close(fd)
+            raise
+        source._fifo_fd = fd
+        return source
     if path.is_dir():
         raise AudioError(f"{path}: is a folder (pass {option('recursive')} or name the files)")
     if path.suffix.lower() == ".npy":

@@ -51,9 +51,76 @@ class Layout:
         return self.prefix + name
 
 
-def _parse_layouts(data: Any) -> tuple:
+MAX_PATTERN = 200  # characters of a layouts: pattern
+
+
+def _layout_rule(pattern: str, replacement: str, where: str) -> tuple:
+    """A ``layouts:`` rule, checked when the config is read: a pattern from the subset that
+    cannot backtrack without bound (no quantifier inside a quantified group, as in ``(a+)+``,
+    and no backreference), and a replacement whose group references the pattern has.
+
+    Tensor names are short, but ``(a+)+$`` against a 40-character name already takes minutes
+    (x4 for every 2 more characters): such patterns are refused, not timed out.
+    """
     import re
 
+    if len(pattern) > MAX_PATTERN:
+        raise ConfigError(f"{where}: the pattern is {len(pattern)} characters; at most {MAX_PATTERN}")
+    try:
+        compiled = re.compile(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise ConfigError(f"{where}: {pattern!r} is not a regular expression ({exc})") from None
+    problem = _backtracking_risk(pattern)
+    if problem:
+        raise ConfigError(
+            f"{where}: {pattern!r} {problem}, which can take exponential time; write the pattern "
+            f"without it (tensor names need no more)"
+        )
+    try:
+        compiled.sub(replacement, "")  # the replacement is parsed here, before any name is matched
+    except (re.error, IndexError) as exc:
+        raise ConfigError(f"{where}: replacement {replacement!r} does not fit {pattern!r} ({exc})") from None
+    return compiled, replacement
+
+
+def _backtracking_risk(pattern: str) -> str | None:
+    """What in ``pattern`` can backtrack without bound, or None: a repeat or an alternation
+    inside a repeat, or a backreference (Python's ``re`` has no time limit, so the subset is the
+    guard; ``(a|b)`` and ``\\d+`` stay allowed, ``(a|b)+`` and ``(a+)+`` do not)."""
+    try:
+        from re import _parser as sre_parse  # Python 3.11+
+    except ImportError:  # pragma: no cover - 3.10
+        import sre_parse  # type: ignore[no-redef]
+
+    repeats = {sre_parse.MAX_REPEAT, sre_parse.MIN_REPEAT, getattr(sre_parse, "POSSESSIVE_REPEAT", None)}
+
+    def walk(items, inside_repeat: bool) -> str | None:
+        for op, value in items:
+            if op in repeats:
+                low, high, sub = value
+                if inside_repeat and high != 1:
+                    return "nests a repeat inside a repeat"
+                found = walk(sub, inside_repeat or high > 1)
+            elif op == sre_parse.SUBPATTERN:
+                found = walk(value[-1], inside_repeat)
+            elif op == sre_parse.BRANCH:
+                if inside_repeat:  # (a|a)+: overlapping branches backtrack as nested repeats do
+                    return "repeats an alternation"
+                found = next((f for f in (walk(b, inside_repeat) for b in value[1]) if f), None)
+            elif op in (sre_parse.ASSERT, sre_parse.ASSERT_NOT):
+                found = walk(value[1], inside_repeat)
+            elif op in (sre_parse.GROUPREF, sre_parse.GROUPREF_EXISTS):
+                return "has a backreference"
+            else:
+                found = None
+            if found:
+                return found
+        return None
+
+    return walk(sre_parse.parse(pattern), False)
+
+
+def _parse_layouts(data: Any) -> tuple:
     if not isinstance(data, list):
         raise ConfigError(f"layouts: must be a list of {{name, prefix, map}}, got {data!r}")
     layouts = []
@@ -68,13 +135,13 @@ def _parse_layouts(data: Any) -> tuple:
         if not isinstance(prefix, str):
             raise ConfigError(f"{where}.prefix: must be a string, got {prefix!r}")
         rules = []
-        for j, rule in enumerate(entry.get("map") or []):
+        rule_list = entry.get("map") or []
+        if not isinstance(rule_list, list):
+            raise ConfigError(f"{where}.map: must be a list of [pattern, replacement], got {rule_list!r}")
+        for j, rule in enumerate(rule_list):
             if not (isinstance(rule, list) and len(rule) == 2 and all(isinstance(r, str) for r in rule)):
                 raise ConfigError(f"{where}.map[{j}]: must be [pattern, replacement], got {rule!r}")
-            try:
-                rules.append((re.compile(rule[0]), rule[1]))
-            except re.error as exc:
-                raise ConfigError(f"{where}.map[{j}]: {rule[0]!r} is not a regular expression ({exc})") from None
+            rules.append(_layout_rule(rule[0], rule[1], f"{where}.map[{j}]"))
         layouts.append(Layout(entry["name"], prefix, tuple(rules)))
     return tuple(layouts)
 
@@ -386,6 +453,16 @@ def _parse_config(data: Any, source: str, base_dir: Path | None, default_name: s
         features=features,
         layouts=_parse_layouts(data["layouts"]) if data.get("layouts") is not None else (),
     )
+    for i, layout in enumerate(config.layouts):  # a rename that gives two layers one tensor
+        owners: dict[str, str] = {}
+        for leaf, names in zip(config.leaves, config.names_in(layout)):
+            for full in names.values():
+                if full in owners and owners[full] != leaf.where:
+                    raise ConfigError(
+                        f"layouts[{i}] ({layout.name}): {owners[full]} and {leaf.where} would both read "
+                        f"tensor {full!r}; each layer needs its own"
+                    )
+                owners[full] = leaf.where
     return config
 
 

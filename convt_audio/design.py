@@ -372,20 +372,27 @@ def write_sinc(design: SincDesign, stem: str | Path, overwrite: bool = False) ->
 # the resampler for a pair of rates (``run --rate``)
 
 
-def cache_dir() -> Path:
+def cache_dir() -> Path | None:
     """Where designed resamplers are kept: ``$CONVT_AUDIO_CACHE``, else the platform's user cache
     folder (``$XDG_CACHE_HOME`` or ``~/.cache`` on Linux, ``~/Library/Caches`` on macOS,
-    ``%LOCALAPPDATA%`` on Windows) + ``convt-audio``."""
+    ``%LOCALAPPDATA%`` on Windows) + ``convt-audio``; None where there is no home directory to
+    hold one (the cache is optional: designs are then made afresh)."""
     import os
     import sys
 
     if os.environ.get("CONVT_AUDIO_CACHE"):
         return Path(os.environ["CONVT_AUDIO_CACHE"])
+    if os.name != "nt" and sys.platform != "darwin" and os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "convt-audio"
+    try:
+        home = Path.home()
+    except (RuntimeError, KeyError, OSError):  # no HOME and no passwd entry (a container's uid)
+        return None
     if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "convt-audio"
+        return home / "Library" / "Caches" / "convt-audio"
     if os.name == "nt":
-        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "convt-audio" / "Cache"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "convt-audio"
+        return Path(os.environ.get("LOCALAPPDATA", home / "AppData" / "Local")) / "convt-audio" / "Cache"
+    return home / ".cache" / "convt-audio"
 
 
 CACHE_FORMAT = "2"  # bumped whenever the design changes: older cached taps are then redesigned
@@ -490,15 +497,16 @@ def resampler_for(input_rate, output_rate, cache: Path | None = None, allow_alia
     if allow_aliasing:
         name += "-aliasing"
     key = _design_key(ratio, passband, stopband, ATTENUATION)
-    path = folder / f"{name}.safetensors"
-    taps = _read_cached(path, key, len(stages))
+    path = None if folder is None else folder / f"{name}.safetensors"
+    taps = None if path is None else _read_cached(path, key, len(stages))
     if taps is None:  # the plan is checked already: design its stages
         taps = [_kaiser_stage(up, down, p, s, ATTENUATION).taps for up, down, p, s in stages]
-        _write_cached(path, key, taps)
+        if path is not None:
+            _write_cached(path, key, taps)
     design = SincDesign(
         tuple(Stage(up, down, t, p, s) for (up, down, p, s), t in zip(stages, taps)), passband, stopband, ATTENUATION
     )
     data = sinc_config(design, name, f"{name}.safetensors")
     del data["weights"]
-    config = parse_config(data, source=f"<{name}, {path}>")
+    config = parse_config(data, source=f"<{name}, {path or 'not cached: no home directory'}>")
     return config, [{"weight": t} for t in design.tensors().values()]

@@ -35,6 +35,8 @@ def cuda_may_exist() -> bool:
 
 def check_device_name(name: str) -> None:
     """Refuse a device name that is not ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (no torch)."""
+    if not isinstance(name, str):
+        raise DeviceError(f"{option('device')}: {name!r} is not one of auto, cpu, cuda, cuda:N")
     base, _, index = name.partition(":")
     if base not in ("auto", "cpu", "cuda") or (index and (base != "cuda" or not index.isdigit())):
         raise DeviceError(f"{option('device')}: {name!r} is not one of auto, cpu, cuda, cuda:N")

@@ -79,3 +79,12 @@ class UsageError(ConvtAudioError, ValueError):
 def one_line(text: str) -> str:
     """Escape control characters (a newline in a file name, say) so that a message is one line."""
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
+def unpickling_failure(exc: BaseException) -> str:
+    """torch.load's failure in our words: a refused pickle of code is said as such (torch's own
+    text advises weights_only=False, which would run the file's code)."""
+    text = str(exc).strip()
+    if "weights_only" in text or "Unsupported global" in text or "Unsupported operand" in text:
+        return "it holds Python objects that weights_only=True refuses to unpickle (no code is run)"
+    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -16,6 +16,7 @@ copy-synthesis pipeline.
 from __future__ import annotations
 
 import math
+import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,6 +25,9 @@ import numpy as np
 
 from .errors import ConfigError
 
+MAX_N_FFT = 1 << 16
+MAX_N_MELS = 512
+MAX_FEATURE_RATE = 768000
 PADDINGS = ("half", "center")  # (n_fft − hop)/2 per side, centre off (HiFi-GAN, MelGAN, BigVGAN) | n_fft/2 (librosa)
 MEL_SCALES = ("slaney", "htk")
 LOG_BASES = ("e", "10")
@@ -60,6 +64,8 @@ class MelRecipe:
             if f.name not in data and f.default is f.default_factory:  # dataclasses.MISSING for both
                 raise ConfigError(f"features.{f.name}: required")
         values = dict(data)
+        if values.get("stats") is not None and not isinstance(values["stats"], str):
+            raise ConfigError(f"features.stats: a path to an .npz of mean and scale, got {values['stats']!r}")
         if values.get("stats") is not None and base_dir is not None:
             values["stats"] = str(base_dir / values["stats"])
         recipe = cls(**values)
@@ -71,8 +77,16 @@ class MelRecipe:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"features.{name}: must be a positive integer, got {value!r}")
+        for name, most in (("n_fft", MAX_N_FFT), ("n_mels", MAX_N_MELS), ("sample_rate", MAX_FEATURE_RATE)):
+            if getattr(self, name) > most:
+                raise ConfigError(f"features.{name}: at most {most}, got {getattr(self, name)}")
         if self.win_length > self.n_fft:
             raise ConfigError(f"features.win_length: {self.win_length} is longer than n_fft {self.n_fft}")
+        if self.hop_length > self.n_fft:
+            raise ConfigError(
+                f"features.hop_length: {self.hop_length} is longer than n_fft {self.n_fft} (samples between frames "
+                f"would be skipped)"
+            )
         nyquist = self.sample_rate / 2
         fmax = nyquist if self.fmax is None else self.fmax
         for name, value in (("fmin", self.fmin), ("fmax", fmax), ("magnitude_eps", self.magnitude_eps)):
@@ -80,13 +94,20 @@ class MelRecipe:
                 raise ConfigError(f"features.{name}: must be a number >= 0, got {value!r}")
         if not self.fmin < fmax <= nyquist:
             raise ConfigError(f"features: needs 0 <= fmin < fmax <= {nyquist:g} Hz, got fmin {self.fmin}, fmax {fmax}")
-        if not isinstance(self.clamp, (int, float)) or isinstance(self.clamp, bool) or not self.clamp > 0:
+        if not isinstance(self.clamp, (int, float)) or isinstance(self.clamp, bool) or not 0 < self.clamp < math.inf:
             raise ConfigError(f"features.clamp: must be a number > 0 (the log's floor), got {self.clamp!r}")
         for name, allowed in (("padding", PADDINGS), ("mel_scale", MEL_SCALES), ("log", LOG_BASES)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"features.{name}: {getattr(self, name)!r} is not one of {list(allowed)}")
         if self.mel_norm not in ("slaney", None):
             raise ConfigError(f"features.mel_norm: {self.mel_norm!r} is not one of ['slaney', null]")
+
+    def memory_bytes(self) -> int:
+        """What computing the features holds at most: the filterbank (and librosa's float64 ramps
+        while it is built) and one block of STFT frames (:attr:`MelStream.block_frames`)."""
+        bins = self.n_fft // 2 + 1
+        frames = block_frames(self)
+        return self.n_mels * bins * 4 + (self.n_mels + 2) * bins * 8 + frames * bins * 8 * 3 + frames * self.n_fft * 4
 
     @property
     def pad(self) -> int:
@@ -150,17 +171,60 @@ def mel_filterbank(recipe: MelRecipe) -> np.ndarray:
     return weights
 
 
-def _stats(recipe: MelRecipe) -> tuple[np.ndarray, np.ndarray] | None:
+def npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Shapes of an .npz's arrays from their headers, without reading their data."""
+    shapes = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            if not member.endswith(".npy"):
+                continue
+            with archive.open(member) as handle:
+                version = np.lib.format.read_magic(handle)
+                if version == (1, 0):
+                    shape, _, _ = np.lib.format.read_array_header_1_0(handle)
+                else:
+                    shape, _, _ = np.lib.format.read_array_header_2_0(handle)
+            shapes[member[: -len(".npy")]] = tuple(shape)
+    return shapes
+
+
+MIN_SCALE = 1e-10  # a stats scale below this divides the features into inf (1e-45 did)
+
+
+def read_stats(recipe: MelRecipe) -> tuple[np.ndarray, np.ndarray] | None:
+    """The recipe's ``mean`` and ``scale``, each ``n_mels`` finite numbers (scale ≥ 1e-10), read
+    only after the archive's headers say they are that size (a small compressed file can hold a
+    huge array)."""
     if recipe.stats is None:
         return None
+    where = f"features.stats: {recipe.stats}"
     try:
-        with np.load(recipe.stats) as archive:
+        if not Path(recipe.stats).is_file():
+            raise ConfigError(f"{where}: cannot read mean and scale (no such file)")
+        if not zipfile.is_zipfile(recipe.stats):
+            raise ConfigError(
+                f"{where}: cannot read mean and scale (not an .npz archive: np.savez(path, mean=..., scale=...))"
+            )
+        shapes = npz_shapes(Path(recipe.stats))
+        for key in ("mean", "scale"):
+            if key not in shapes:
+                raise ConfigError(f"{where}: holds no {key!r} array (it has {sorted(shapes)})")
+            if math.prod(shapes[key]) != recipe.n_mels:
+                raise ConfigError(f"{where}: {key} has shape {shapes[key]}; expected {recipe.n_mels} numbers")
+        with np.load(recipe.stats, allow_pickle=False) as archive:
             mean, scale = (np.asarray(archive[k], dtype=np.float32).reshape(-1) for k in ("mean", "scale"))
-    except (OSError, KeyError, ValueError) as exc:
-        raise ConfigError(f"features.stats: {recipe.stats}: cannot read mean and scale ({exc})") from None
-    if mean.shape != (recipe.n_mels,) or scale.shape != (recipe.n_mels,) or not (scale > 0).all():
-        raise ConfigError(f"features.stats: {recipe.stats}: mean and scale must be {recipe.n_mels} numbers, scale > 0")
+    except ConfigError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        raise ConfigError(f"{where}: cannot read mean and scale ({str(exc).splitlines()[0]})") from None
+    if not np.isfinite(mean).all() or not np.isfinite(scale).all() or not (scale >= MIN_SCALE).all():
+        raise ConfigError(f"{where}: mean and scale must be finite numbers, scale >= {MIN_SCALE:g}")
     return mean, scale
+
+
+def block_frames(recipe: MelRecipe) -> int:
+    """Frames per torch.stft call: 1024, fewer for long windows (about 4 M spectrum values a call)."""
+    return max(1, min(1024, (1 << 22) // (recipe.n_fft // 2 + 1)))
 
 
 class MelStream:
@@ -169,15 +233,14 @@ class MelStream:
     pipeline computes it (reflect padding, ``torch.stft`` without centring on the padded
     signal, magnitude, filterbank, log)."""
 
-    block_frames = 1024  # frames per torch.stft call
-
     def __init__(self, recipe: MelRecipe):
         import torch
 
         self.torch, self.recipe = torch, recipe
+        self.block_frames = block_frames(recipe)  # frames per torch.stft call
         self.window = torch.hann_window(recipe.win_length).float()
         self.basis = torch.from_numpy(mel_filterbank(recipe)).float()
-        self.stats = _stats(recipe)
+        self.stats = read_stats(recipe)
         self.buffer = np.zeros(0, dtype=np.float32)  # padded signal not yet consumed
         self.head: np.ndarray | None = self.buffer  # the first samples; None once the left reflection is made
         self.received = 0

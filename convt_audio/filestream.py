@@ -111,8 +111,13 @@ class Cancelled(Exception):
     """The batch was interrupted (Ctrl-C) while this file ran."""
 
 
-def _prefetch(blocks: Iterator[np.ndarray], stop: threading.Event, depth: int = 3) -> Iterator[np.ndarray]:
-    """Read blocks in a thread so decoding overlaps with compute."""
+def _prefetch(
+    blocks: Iterator[np.ndarray], stop: threading.Event, depth: int = 3, cancel=None, source=None
+) -> Iterator[np.ndarray]:
+    """Read blocks in a thread so decoding overlaps with compute. While it waits for a block
+    (a stalled pipe), a set ``cancel`` stops the file at once (:class:`Cancelled`), and a second
+    signal's KeyboardInterrupt reaches this thread: a read blocked in libsndfile never holds
+    the run. A reader left blocked marks ``source`` busy, so its handle is not closed under it."""
     items: queue.Queue = queue.Queue(depth)
     done = object()
 
@@ -139,7 +144,12 @@ def _prefetch(blocks: Iterator[np.ndarray], stop: threading.Event, depth: int = 
     thread.start()
     try:
         while True:
-            item = items.get()
+            try:
+                item = items.get(timeout=0.1)
+            except queue.Empty:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled(str(getattr(source, "path", ""))) from None
+                continue
             if item is done:
                 return
             if isinstance(item, BaseException):
@@ -147,7 +157,9 @@ def _prefetch(blocks: Iterator[np.ndarray], stop: threading.Event, depth: int = 
             yield item
     finally:
         stop.set()
-        thread.join()
+        thread.join(timeout=1.0)
+        if thread.is_alive() and source is not None:
+            source.busy = True
 
 
 class _Writer:
@@ -216,7 +228,7 @@ def _overlaps(engine, source, sink) -> bool:
     """
     return (
         str(getattr(engine, "device", "cpu")) != "cpu"
-        or str(source.path) == STDIO
+        or getattr(source, "is_stream", False)
         or isinstance(sink, StdoutSink)
         or source.decodes
         or getattr(sink, "encodes", False)
@@ -503,7 +515,7 @@ def _stream_into(sink, run: _Pass) -> dict:
     blocks = source.blocks(run.chunk, run.read_dtype)
     try:
         done = replaced = 0
-        for block in _prefetch(blocks, stop) if overlap else blocks:
+        for block in _prefetch(blocks, stop, cancel=cancel, source=source) if overlap else blocks:
             if cancel is not None and cancel.is_set():
                 raise Cancelled(str(source.path))
             if not source.always_finite:

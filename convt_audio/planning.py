@@ -200,6 +200,10 @@ def _planned_rate(job: Job, runner: Runner, input_rate, raw: bool = False) -> in
     file's rate is built here, so that a ratio no resampler can give is refused before any work."""
     import soundfile as sf
 
+    from .audio_io import is_fifo
+
+    if is_fifo(job.source):  # reading its header would consume it: named when it runs
+        return None
     try:
         if raw:  # a headerless input's rate is the one its description gives
             pass

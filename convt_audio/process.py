@@ -8,9 +8,57 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import suppress
+import threading
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Iterator
+
+from .errors import UsageError
 
 _TUNED = False
+
+
+_WAITING = threading.local()
+
+
+@contextmanager
+def interruptible_wait() -> Iterator[None]:
+    """Mark a wait for input in this thread (a pipe's first bytes, a FIFO's writer) during which
+    no output file exists yet: a signal handler may then stop the run at once
+    (:func:`waiting_interruptibly`) instead of only setting its flag, which a read blocked in
+    the kernel or in libsndfile would not look at until more data came."""
+    before = getattr(_WAITING, "active", False)
+    _WAITING.active = True
+    try:
+        yield
+    finally:
+        _WAITING.active = before
+
+
+def waiting_interruptibly() -> bool:
+    """True inside :func:`interruptible_wait` in the calling (the handler's: the main) thread."""
+    return getattr(_WAITING, "active", False)
+
+
+def wait_in_thread(call):
+    """``call()`` run in a helper thread while this one waits interruptibly (a C library call that
+    blocks on a pipe holds its thread where no Python signal handler can run)."""
+    result: dict = {}
+
+    def target() -> None:
+        try:
+            result["value"] = call()
+        except BaseException as exc:  # re-raised in the caller
+            result["error"] = exc
+
+    worker = threading.Thread(target=target, daemon=True, name="stream-open")
+    worker.start()
+    with interruptible_wait():
+        while worker.is_alive():
+            worker.join(0.1)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 def usable_cpus() -> int:
@@ -19,6 +67,65 @@ def usable_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+MIN_MEMORY = 1 << 20
+MEMORY_ENV = "CONVT_AUDIO_MAX_MEMORY"  # bytes, or with a K/M/G/T suffix: the budget of one file's buffers
+
+
+def memory_budget() -> int:
+    """Bytes one file's stream may hold: ``$CONVT_AUDIO_MAX_MEMORY`` if set, else half of the
+    physical memory, or of this process's cgroup or ``ulimit -v``/``-d`` limit if lower."""
+    text = os.environ.get(MEMORY_ENV, "").strip()
+    if text:
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+        scale = units.get(text[-1:].upper(), 1)
+        try:
+            value = float(text[:-1] if scale != 1 else text) * scale
+        except ValueError:
+            value = float("nan")
+        if not value > 0 or value == float("inf"):
+            raise UsageError(f"{MEMORY_ENV}: {text!r} is not a size in bytes (e.g. 2G, 512M)")
+        if value < MIN_MEMORY:
+            raise UsageError(f"{MEMORY_ENV}: {text!r} is below the least a run needs, 1M")
+        return int(value)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 << 30
+    with suppress(OSError, ValueError):
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    with suppress(ImportError, OSError, ValueError):
+        import resource
+
+        for which in (resource.RLIMIT_AS, resource.RLIMIT_DATA):  # ulimit -v / -d
+            soft = resource.getrlimit(which)[0]
+            if soft != resource.RLIM_INFINITY and soft > 0:
+                total = min(total, soft)
+    return total // 2
+
+
+def size_text(count: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{int(count)} bytes"
+
+
+def check_environment() -> None:
+    """Refuse, before any work and before torch loads, environment settings that would fail every
+    file or that OpenMP would complain of in its own words: a bad ``CONVT_AUDIO_MAX_MEMORY`` or
+    ``OMP_NUM_THREADS``."""
+    memory_budget()
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if (
+        threads is not None
+        and threads.strip()
+        and not all(part.strip().isdigit() and int(part) > 0 for part in threads.split(","))
+    ):
+        raise UsageError(f"OMP_NUM_THREADS: {threads!r} is not a positive whole number (or a list of them)")
 
 
 def tune_process() -> None:

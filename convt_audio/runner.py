@@ -3,12 +3,9 @@ a small picklable :class:`RunnerRecipe`, and the CPU and memory it may use."""
 
 from __future__ import annotations
 
-import os
 import threading
-from contextlib import suppress
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -17,7 +14,7 @@ from .audio_io import RawFormat
 from .config import Config
 from .errors import AudioError, UsageError, option
 from .options import CHANNEL_MODES, CLIP_MODES, NON_FINITE_MODES
-from .process import usable_cpus  # noqa: F401 - where callers have found it
+from .process import MEMORY_ENV, memory_budget, size_text, usable_cpus  # noqa: F401 - where callers have found them
 
 
 @dataclass(frozen=True)
@@ -37,6 +34,13 @@ class RunOptions:
     raw: RawFormat | None = None  # a headerless input's description (--input-type raw ...)
 
     def __post_init__(self) -> None:
+        chunk = self.chunk
+        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+            raise UsageError(
+                f"{option('chunk')}: a positive whole number of input frames (or None: automatic), got {chunk!r}"
+            )
+        if self.overwrite and self.skip_existing:
+            raise UsageError(f"{option('overwrite')} and {option('skip_existing')} exclude each other")
         for name, allowed in (
             ("clip", CLIP_MODES),
             ("non_finite", NON_FINITE_MODES),
@@ -44,48 +48,6 @@ class RunOptions:
         ):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"{option(name)}: {getattr(self, name)!r} is not one of {[a for a in allowed if a]}")
-
-
-MEMORY_ENV = "CONVT_AUDIO_MAX_MEMORY"  # bytes, or with a K/M/G/T suffix: the budget of one file's buffers
-
-
-def memory_budget() -> int:
-    """Bytes one file's stream may hold: ``$CONVT_AUDIO_MAX_MEMORY`` if set, else half of the
-    physical memory, or of this process's cgroup or ``ulimit -v``/``-d`` limit if lower."""
-    text = os.environ.get(MEMORY_ENV, "").strip()
-    if text:
-        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-        scale = units.get(text[-1:].upper(), 1)
-        try:
-            value = float(text[:-1] if scale != 1 else text) * scale
-        except ValueError:
-            value = float("nan")
-        if not value > 0 or value == float("inf"):
-            raise UsageError(f"{MEMORY_ENV}: {text!r} is not a size in bytes (e.g. 2G, 512M)")
-        return int(value)
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        total = 8 << 30
-    with suppress(OSError, ValueError):
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit.isdigit():
-            total = min(total, int(limit))
-    with suppress(ImportError, OSError, ValueError):
-        import resource
-
-        for which in (resource.RLIMIT_AS, resource.RLIMIT_DATA):  # ulimit -v / -d
-            soft = resource.getrlimit(which)[0]
-            if soft != resource.RLIM_INFINITY and soft > 0:
-                total = min(total, soft)
-    return total // 2
-
-
-def size_text(count: float) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if count >= scale:
-            return f"{count / scale:.3g} {unit}"
-    return f"{int(count)} bytes"
 
 
 def fit_chunk(engine, chunk: int | None, batch: int, budget: int | None = None) -> int:

@@ -16,29 +16,39 @@ from typing import Any, Mapping
 import numpy as np
 
 from .config import Config
-from .errors import ConfigError, UsageError, WeightsError, option
+from .errors import ConfigError, UsageError, WeightsError, option, unpickling_failure
+from .features import npz_shapes
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".npz")
 SHARED_MIN_BYTES = 1 << 20  # tensors at least this large stay views of a mapped checkpoint (not copied)
 
 
-def _flatten(tree: Any, prefix: str, out: dict) -> None:
+MAX_NESTING = 64  # levels of dicts and lists in a checkpoint (real ones have a handful)
+
+
+def _flatten(tree: Any, prefix: str, out: dict, path: tuple = ()) -> None:
+    """Tensors of nested dicts and lists by dotted name; a container that holds itself (a
+    hostile pickle) or nesting past :data:`MAX_NESTING` is a :class:`WeightsError`."""
     import torch
 
     if isinstance(tree, torch.Tensor):
         out[prefix.rstrip(".")] = tree  # converted to NumPy only when used
-    elif isinstance(tree, Mapping):
-        for key, value in tree.items():
-            _flatten(value, f"{prefix}{key}.", out)
-    elif isinstance(tree, (list, tuple)):
-        for i, value in enumerate(tree):
-            _flatten(value, f"{prefix}{i}.", out)
-    # other leaves (epoch numbers, strings, hyper-parameters) carry no tensors
+        return
+    if not isinstance(tree, (Mapping, list, tuple)):
+        return  # other leaves (epoch numbers, strings, hyper-parameters) carry no tensors
+    if id(tree) in path or len(path) >= MAX_NESTING:
+        what = "a container that holds itself" if id(tree) in path else f"more than {MAX_NESTING} levels of nesting"
+        raise WeightsError(f"{prefix.rstrip('.') or '<top>'}: {what}; not a checkpoint this tool reads")
+    items = tree.items() if isinstance(tree, Mapping) else enumerate(tree)
+    for key, value in items:
+        _flatten(value, f"{prefix}{key}.", out, (*path, id(tree)))
 
 
 def _torch_to_numpy(tensor) -> np.ndarray:
     import torch
 
+    if tensor.is_meta or tensor.layout != torch.strided:
+        raise WeightsError(f"a {'meta' if tensor.is_meta else str(tensor.layout)} tensor holds no dense values")
     if tensor.dtype == torch.bfloat16:  # NumPy has no bfloat16; float32 holds it exactly
         tensor = tensor.float()
     return tensor.detach().cpu().numpy()
@@ -48,19 +58,28 @@ def _read_checkpoint(path: Path) -> "TensorFile":
     import torch
 
     try:
-        try:  # a zip checkpoint maps its storages: tensors the config does not use are never read
+        if zipfile.is_zipfile(path):  # maps its storages: tensors the config does not use are never read
             tree = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            tree = torch.load(str(path), map_location="cpu", weights_only=True)  # torch < 1.6 format
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError …
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            text = "it holds Python objects that weights_only=True refuses to unpickle"
-        raise WeightsError(f"{path}: cannot load checkpoint: {text}") from None
+        else:  # torch < 1.6's format is read whole: bounded by the memory budget first
+            from .process import memory_budget, size_text
+
+            size, budget = path.stat().st_size, memory_budget()
+            if size > budget:
+                raise WeightsError(
+                    f"{path}: a legacy (non-zip) checkpoint is read whole, and its {size_text(size)} exceed the "
+                    f"memory budget of {size_text(budget)}; re-save it with a current torch.save (zip format), "
+                    f"whose unused tensors are never read"
+                )
+            tree = torch.load(str(path), map_location="cpu", weights_only=True)
+    except WeightsError:
+        raise
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, KeyError …
+        raise WeightsError(f"{path}: cannot load checkpoint: {unpickling_failure(exc)}") from None
     flat: dict = {}
-    _flatten(tree, "", flat)
+    try:
+        _flatten(tree, "", flat)
+    except WeightsError as exc:
+        raise WeightsError(f"{path}: {exc.args[0]}") from None
     return TensorFile(
         path, {name: tuple(t.shape) for name, t in flat.items()}, lambda name: _torch_to_numpy(flat[name])
     )
@@ -90,28 +109,14 @@ class TensorFile(Mapping):
         except Exception as exc:  # a truncated or corrupt member shows only when read
             raise WeightsError(f"{self.path}: cannot read tensor {name!r}: {str(exc).splitlines()[0]}") from None
 
+    def __contains__(self, name) -> bool:  # Mapping's own would read the tensor to find it
+        return name in self.shapes
+
     def __iter__(self):
         return iter(self.shapes)
 
     def __len__(self) -> int:
         return len(self.shapes)
-
-
-def _npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Shapes of an .npz's arrays from their headers, without reading their data."""
-    shapes = {}
-    with zipfile.ZipFile(path) as archive:
-        for member in archive.namelist():
-            if not member.endswith(".npy"):
-                continue
-            with archive.open(member) as handle:
-                version = np.lib.format.read_magic(handle)
-                if version == (1, 0):
-                    shape, _, _ = np.lib.format.read_array_header_1_0(handle)
-                else:
-                    shape, _, _ = np.lib.format.read_array_header_2_0(handle)
-            shapes[member[: -len(".npy")]] = tuple(shape)
-    return shapes
 
 
 def open_tensors(path: str | Path) -> TensorFile:
@@ -131,7 +136,7 @@ def open_tensors(path: str | Path) -> TensorFile:
             handle = safe_open(str(path), framework="numpy")
             shapes = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
             return TensorFile(path, shapes, handle.get_tensor)
-        shapes = _npz_shapes(path)
+        shapes = npz_shapes(path)
         archive = np.load(str(path), allow_pickle=False)
         return TensorFile(path, shapes, lambda name: np.array(archive[name]))
     except (OSError, ValueError, RuntimeError, zipfile.BadZipFile, EOFError) as exc:
@@ -277,11 +282,13 @@ def match_tensors(
     for spec, names, base in zip(config.leaves, config.names_in(layout), config.bases_in(layout)):
         for local, expected in spec.computed_tensors().items():  # stored, but computed by the kind
             if base + local in tensors:
-                stored = np.asarray(tensors[base + local])
-                if stored.shape != expected.shape or not np.allclose(stored, expected, rtol=1e-5, atol=1e-7):
+                stored_shape = _shape_of(tensors, base + local)  # before its data: a stored filter may be huge
+                stored = np.asarray(tensors[base + local]) if stored_shape == expected.shape else None
+                if stored is None or not np.allclose(stored, expected, rtol=1e-5, atol=1e-7):
+                    stored_shape = tuple(stored_shape)
                     raise WeightsError(
                         f"{source}: tensor {base + local!r} for {spec.where} ({spec.type}) differs from the "
-                        f"one its parameters give (shape {stored.shape}, expected {expected.shape}): the "
+                        f"one its parameters give (shape {stored_shape}, expected {expected.shape}): the "
                         f"checkpoint was trained with other settings"
                     )
                 used.add(base + local)
@@ -298,13 +305,21 @@ def match_tensors(
                     f"expected shape {tuple(expected)}{hint}{tried if config.layouts else ''}"
                 )
             shape = _shape_of(tensors, pair[1] if pair else full)
-            # only unit axes differ (BigVGAN's snake alpha is (C,), ours (1, C, 1)): the same numbers
-            reshaped = shape != tuple(expected) and _without_units(shape) == _without_units(expected)
+            # a per-channel vector stored flat (BigVGAN's snake alpha is (C,), ours (1, C, 1)): the
+            # same numbers; any other difference, unit axes included ((3, 1, 1) for (1, 1, 3)), is refused
+            reshaped = (
+                shape != tuple(expected)
+                and len(shape) == 1
+                and len(_without_units(expected)) == 1
+                and _without_units(shape) == _without_units(expected)
+            )
             if shape != tuple(expected) and not reshaped:
                 raise WeightsError(
                     f"{source}: tensor {(pair[1] if pair else full)!r} for {spec.where} ({spec.type}) "
                     f"has shape {shape}, expected {tuple(expected)}"
                 )
+            if pair:
+                _check_norm_shape(source, pair, _shape_of(tensors, pair[0]), shape, spec.where)
             for name in pair or [full]:  # each tensor as the file holds it
                 _check_values(source, name, np.asarray(tensors[name]), spec.where)
             if pair:
@@ -327,6 +342,18 @@ def match_tensors(
     # elsewhere in the checkpoint is not the config's business)
     prefix = layout.prefix if layout else config.weights_prefix
     return params, sorted(name for name in tensors if name not in used and name.startswith(prefix))
+
+
+def _check_norm_shape(source: str, pair: list, g_shape: tuple, v_shape: tuple, where: str) -> None:
+    """A weight-norm magnitude has the shape ``torch.nn.utils.weight_norm`` gives it: ``(n, 1, 1)``
+    for its default ``dim=0`` (n the weight's first axis), or a scalar for ``dim=None``; any other
+    shape would be broadcast into a different weight."""
+    allowed = [(), (v_shape[0], *(1 for _ in v_shape[1:]))]
+    if tuple(g_shape) not in allowed:
+        raise WeightsError(
+            f"{source}: tensor {pair[0]!r} for {where} has shape {tuple(g_shape)}; a weight-norm magnitude for "
+            f"{pair[1]!r} {tuple(v_shape)} has shape {allowed[1]} (or () for dim=None)"
+        )
 
 
 def _check_values(source: str, name: str, array: np.ndarray, where: str) -> None:

@@ -459,9 +459,10 @@ def test_automatic_blocks_shrink_to_the_budget_and_give_the_same_samples(tmp_pat
     assert engine.block_bytes(chunk, 1)[0] <= 1 << 20 < engine.block_bytes(2 * chunk, 1)[0]
     result = invoke("run", tmp_path / "a.wav", *common, "-o", tmp_path / "user.wav", "--chunk", 100000)
     assert result.exit_code == 1 and "a smaller --chunk (it is 100000)" in result.stderr
-    monkeypatch.setenv("CONVT_AUDIO_MAX_MEMORY", "lots")
+    monkeypatch.setenv("CONVT_AUDIO_MAX_MEMORY", "lots")  # a usage error once, before any file
     result = invoke("run", tmp_path / "a.wav", *common, "-o", tmp_path / "bad.wav")
-    assert result.exit_code == 1 and "CONVT_AUDIO_MAX_MEMORY: 'lots' is not a size in bytes" in result.stderr
+    assert result.exit_code == 2
+    one_error_line(result.stderr, "CONVT_AUDIO_MAX_MEMORY: 'lots' is not a size in bytes")
 
 
 def test_an_output_larger_than_the_free_space_is_refused_first(tmp_path, monkeypatch):

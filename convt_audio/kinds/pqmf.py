@@ -37,6 +37,9 @@ def pqmf_synthesis_filter(subbands: int, taps: int, cutoff_ratio: float, beta: f
     return synthesis.astype(np.float32)[None]
 
 
+MAX_BETA = 100.0
+
+
 @register
 @dataclass(frozen=True)
 class PqmfSynthesisSpec(ComputedStage):
@@ -62,6 +65,12 @@ class PqmfSynthesisSpec(ComputedStage):
             check_number(self.where, name, getattr(self, name))
         if not 0 < self.cutoff_ratio < 1:
             raise ConfigError(f"{self.where}.cutoff_ratio: must be between 0 and 1, got {self.cutoff_ratio}")
+        # np.kaiser's values underflow past beta ~700 (beta 1000 gave an all-zero filter: a silent,
+        # or NaN, decode); windows worth using stay far below (parallel-wavegan's 9)
+        if not 0 <= self.beta <= MAX_BETA:
+            raise ConfigError(
+                f"{self.where}.beta: the Kaiser window's beta must be in [0, {MAX_BETA}], got {self.beta}"
+            )
 
     def stage(self, channels: int | None = None) -> tuple:
         s = self.subbands
