@@ -666,9 +666,9 @@ class TpdfDither:
         """TPDF noise in steps for a ``[channels, frames]`` block, in (-1, 1)."""
         channels, frames = shape
         words = self._words(2 * channels * frames).reshape(frames, channels, 2)
-        scale = np.dtype(dtype).type(1.0 / 65536)
-        noise = np.subtract(words[..., 0], words[..., 1], dtype=np.int32)  # -65535 .. 65535
-        return np.multiply(noise.T, scale, dtype=dtype)
+        noise = np.subtract(words[..., 0], words[..., 1], dtype=dtype)  # -65535 .. 65535, exact in float32
+        noise *= np.dtype(dtype).type(1.0 / 65536)
+        return noise.T
 
 
 class AudioSink:
