@@ -27,10 +27,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import convt_audio, machine, matmul_peak, median_process, median_time, table  # noqa: E402
 
-from convt_audio.config import load_config  # noqa: E402
-from convt_audio.report import describe  # noqa: E402
-from convt_audio.stack import StreamingStack  # noqa: E402
-from convt_audio.weights import load_stack  # noqa: E402
+from convt_audio.model.config import load_config  # noqa: E402
+from convt_audio.model.stack import StreamingStack  # noqa: E402
+from convt_audio.model.weights import load_stack  # noqa: E402
+from convt_audio.run.report import describe  # noqa: E402
 
 RATE = 1500
 LAYERS = [
@@ -111,7 +111,7 @@ def main() -> None:
     x = torch.randn(1, 1, frames) * 0.3
     flops = describe(config.layers, 0).flops_per_input_frame * frames
     peak = matmul_peak()
-    from convt_audio.engines import TorchEngine
+    from convt_audio.model.engines import TorchEngine
 
     chunk = TorchEngine(stack).preferred_chunk()
     with torch.inference_mode():

@@ -34,8 +34,8 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, convt_audio, table  # noqa: E402
 
-from convt_audio.design import resampler_for  # noqa: E402
-from convt_audio.engines import build_engine  # noqa: E402
+from convt_audio.model.engines import build_engine  # noqa: E402
+from convt_audio.model.resamplers import resampler_for  # noqa: E402
 
 TONE_PAIRS = ((44100, 48000), (48000, 44100), (16000, 48000), (96000, 44100), (48048, 48000), (44100, 47999))
 COST_PAIRS = ((44100, 48000), (48000, 44100), (16000, 48000), (96000, 44100))

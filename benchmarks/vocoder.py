@@ -32,8 +32,8 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from _common import convt_audio, machine, matmul_peak, median_process, run_process, table  # noqa: E402
 from reference_vocoders import checkpoint_of, randomise, reference  # noqa: E402
 
-from convt_audio.config import load_config  # noqa: E402
-from convt_audio.report import describe  # noqa: E402
+from convt_audio.model.config import load_config  # noqa: E402
+from convt_audio.run.report import describe  # noqa: E402
 
 MODEL = "hifigan-v1"  # set from --model
 HOP, RATE, BANDS = 256, 22050, 80

@@ -143,8 +143,8 @@ def layer_table(rows: list[dict], title: str) -> Table:
         cells["rate"] = f"×{row['rate_factor']:g}"
         cells["ahead"] = f"{row['lookahead_input_frames']:g}"
         cells["flops"] = f"{row['flops_per_input_frame']:,}" if row["flops_per_input_frame"] else ""
-        if row["type"] == "parallel":
-            cells["type"] = f"parallel ({row['reduce']})"
+        if row.get("reduce"):  # a block that combines branches: how
+            cells["type"] = f"{row['type']} ({row['reduce']})"
         table.add_row(*["" if cells.get(c) is None else str(cells.get(c, "")) for c in columns])
     return table
 

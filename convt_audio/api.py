@@ -15,8 +15,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import UsageError
-from .process import tune_process
+from .core.errors import UsageError
+from .core.process import tune_process
 
 _INTEGER_SCALES = {np.dtype(np.int8): 2.0**7, np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31}
 
@@ -47,7 +47,7 @@ def _as_array(x, what: str, wide: bool = False) -> tuple[np.ndarray, _Given]:
     except ValueError as exc:  # a ragged list
         raise UsageError(f"{what}: not an array of numbers ({str(exc).splitlines()[0]})") from None
     integer = None
-    if array.dtype.kind in "iu":
+    if array.dtype.container in "iu":
         if array.dtype not in _INTEGER_SCALES:
             raise UsageError(
                 f"{what}: {array.dtype} samples are not read; give int8, int16, int32 (scaled to their full scale) "
@@ -56,7 +56,7 @@ def _as_array(x, what: str, wide: bool = False) -> tuple[np.ndarray, _Given]:
         integer = array.dtype
         wide = wide or array.dtype == np.int32  # float32 holds 24 of int32's 31 bits
         array = np.multiply(array, 1.0 / _INTEGER_SCALES[integer], dtype=np.float64 if wide else np.float32)
-    elif array.dtype.kind != "f":
+    elif array.dtype.container != "f":
         raise UsageError(f"{what}: expected numbers, got an array of {array.dtype}")
     elif array.dtype != np.float64:
         array = array.astype(np.float32)
@@ -82,8 +82,8 @@ def _give_back(out: np.ndarray, given: _Given):
 def _rate(value, name: str, whole: str | None = None) -> Fraction | int:
     """A rate argument (Hz, ``"48k"``; with ``whole``, the noun of a whole number of Hz), a
     :class:`UsageError` naming ``name`` if it is none."""
-    from .config import parse_rate, whole_rate
-    from .errors import ConfigError
+    from .core.errors import ConfigError
+    from .model.config import parse_rate, whole_rate
 
     try:
         return parse_rate(value, name) if whole is None else whole_rate(value, name, whole)
@@ -142,8 +142,8 @@ def resample(
     input's integer type for int8/16/32 input (rounded and clipped, as soxr returns it), float64
     for float64 input, else float32; a torch tensor for a tensor.
     """
-    from .design import resampler_for
-    from .engines import build_engine
+    from .model.engines import build_engine
+    from .model.resamplers import resampler_for
 
     tune_process()
     rate_in, rate_out = _rate(sr_in, "sr_in", "a sample rate"), _rate(sr_out, "sr_out", "a sample rate")
@@ -211,8 +211,8 @@ class Model:
     def _batched(self, array: np.ndarray) -> tuple[np.ndarray, bool]:
         """``[batch, in_channels, frames]`` for the engine, and whether each channel of the
         array became a batch item of its own (a one-channel stack on a multi-channel array)."""
-        from .config import channel_plan
-        from .errors import AudioError
+        from .core.errors import AudioError
+        from .model.config import channel_plan
 
         if array.ndim not in (2, 3):
             raise UsageError(f"x: expected (channels, frames) or (batch, channels, frames), got shape {array.shape}")
@@ -259,7 +259,7 @@ class Stream:
             raise UsageError("push: the stream was flushed; reset() it to start a new signal")
         array, given = _as_array(chunk, "chunk", wide=self.model.engine.dtype == np.float64)
         batched, per_channel = self.model._batched(array)
-        if self._stream is None:
+        if self._stream is None or (not self._stream.started and array.shape[:-1] != self._shape):
             self._stream = self.model.engine.open_stream(batched.shape[0])
             self._shape, self._per_channel, self._given = array.shape[:-1], per_channel, given
         elif array.shape[:-1] != self._shape:
@@ -280,8 +280,11 @@ class Stream:
         return _give_back(out, self._given)
 
     def reset(self) -> None:
-        """Forget everything pushed: the next push starts a new signal (of any layout)."""
-        self._stream, self._shape, self._given, self._flushed = None, None, None, False
+        """Forget everything pushed: the next push starts a new signal. The engine's stream is
+        reset, not thrown away (a chunk of another batch or channel count opens a new one)."""
+        if self._stream is not None:
+            self._stream.reset()
+        self._flushed = False
 
 
 def load(
@@ -295,14 +298,14 @@ def load(
     """A :class:`Model` for ``config`` (a path or a built-in name; default ``sinc-x3``) and
     ``weights`` (default: the config's), on the engine the command line would choose (NumPy for
     resampler stacks on the CPU, else torch on ``device``), under the command line's process
-    tuning (:mod:`convt_audio.process`); ``threads`` sets torch's intra-op threads (default:
+    tuning (:mod:`convt_audio.core.process`); ``threads`` sets torch's intra-op threads (default:
     at most the CPUs this process may use). float16 on the CPU is warned of (slow there)."""
     import warnings
 
-    from .config import load_config
-    from .engines import build_engine
-    from .process import half_precision_advice, set_torch_threads
-    from .weights import load_params
+    from .core.process import half_precision_advice, set_torch_threads
+    from .model.config import load_config
+    from .model.engines import build_engine
+    from .model.weights import load_params
 
     tune_process()
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
@@ -324,43 +327,41 @@ def load(
 def convert(
     src, dst, *, config=None, weights=None, rate=None, overwrite: bool = False, skip_existing: bool = False, **options
 ):
-    """Run one file as ``convt-audio run SRC -o DST`` does — clash checks, atomic write,
-    non-finite policy, memory bounds — and return its
-    :class:`~convt_audio.filestream.FileReport`, the record ``--json`` prints (``.as_dict()``).
+    """Run one file as ``convt-audio run SRC -o DST`` does — the same preparation
+    (:func:`~convt_audio.run.prepare.prepare_run`: every option checked, clashes refused, in the
+    same words), atomic write, non-finite policy, memory bounds — and return its
+    :class:`~convt_audio.run.filestream.FileReport`, the record ``--json`` prints (``.as_dict()``).
 
     ``rate`` is ``--rate`` (Hz; without ``config``, the resampler is chosen for the file's rate);
-    ``options`` are :class:`~convt_audio.runner.RunOptions` fields (``subtype``, ``clip``,
-    ``non_finite``, ``channels``, ``chunk``, ``input_rate``, ``kind``) and ``device``, ``dtype``,
-    ``allow_aliasing``. Raises :class:`~convt_audio.errors.ConvtAudioError` subclasses.
+    ``options`` are :class:`~convt_audio.run.prepare.RunRequest` fields: ``subtype``, ``bits``,
+    ``clip``, ``non_finite``, ``channels``, ``chunk``, ``input_rate``, ``container`` (the container),
+    ``dither``, ``raw`` (a :class:`~convt_audio.run.prepare.RawInput`), ``device``, ``dtype``,
+    ``threads``, ``deterministic``, ``allow_aliasing``. Raises
+    :class:`~convt_audio.core.errors.ConvtAudioError` subclasses.
     """
     from dataclasses import fields
 
-    from .filestream import process_file
-    from .planning import check_outputs, plan_jobs
-    from .runner import RunnerRecipe, RunOptions
+    from .run.filestream import process_file
+    from .run.prepare import RunRequest, prepare_run
 
     tune_process()
-    if overwrite and skip_existing:
-        raise UsageError("overwrite and skip_existing exclude each other")
-    recipe_keys = {"device", "dtype", "deterministic", "threads", "allow_aliasing"}
-    option_keys = {f.name for f in fields(RunOptions)} - {"overwrite", "skip_existing"}
-    unknown = set(options) - recipe_keys - option_keys
+    allowed = {f.name for f in fields(RunRequest)} - {
+        "inputs", "output", "config", "weights", "rate", "overwrite", "skip_existing", "recursive", "jobs", "to_json", "ray",
+    }  # fmt: skip
+    unknown = set(options) - allowed
     if unknown:
-        raise UsageError(f"convert: unknown option(s) {sorted(unknown)}; allowed: {sorted(recipe_keys | option_keys)}")
-    target = None if rate is None else _rate(rate, "target_rate", "an output rate")
-    recipe = RunnerRecipe(
-        None if config is None else str(config),
-        None if weights is None else str(weights),
-        target,
-        **{k: v for k, v in options.items() if k in recipe_keys},
-    )
-    runner, _ = recipe.build()
-    run_options = RunOptions(
-        overwrite=overwrite, skip_existing=skip_existing, **{k: v for k, v in options.items() if k in option_keys}
-    )
-    if run_options.input_rate is not None:
-        run_options = RunOptions(**{**run_options.__dict__, "input_rate": _rate(run_options.input_rate, "input_rate")})
+        raise UsageError(f"convert: unknown option(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
     if Path(str(src)).is_dir():
         raise UsageError(f"{src}: convert takes one file (the command line runs folders)")
-    jobs = check_outputs(plan_jobs([src], dst, kind=run_options.kind), runner, run_options.input_rate, run_options.kind)
-    return process_file(runner, jobs[0], run_options)
+    request = RunRequest(
+        (str(src),),
+        str(dst),
+        None if config is None else str(config),
+        None if weights is None else str(weights),
+        rate,
+        overwrite=overwrite,
+        skip_existing=skip_existing,
+        **options,
+    )
+    prepared = prepare_run(request)
+    return process_file(prepared.runner, prepared.jobs[0], prepared.options)

@@ -1,7 +1,7 @@
 """Pictures people would rather look at than read: a resampler's response, two spectrograms.
 
 matplotlib is an optional extra (``pip install 'convt-audio[plot]'``); without it these raise a
-:class:`~convt_audio.errors.UsageError` that says so. Nothing here is needed to run audio.
+:class:`~convt_audio.core.errors.UsageError` that says so. Nothing here is needed to run audio.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioError, UsageError
+from .core.errors import AudioError, UsageError
 
 
 def _pyplot():
@@ -25,7 +25,7 @@ def _pyplot():
 
 
 def _save(figure, output: Path) -> None:
-    from .atomic import atomic_path
+    from .io.atomic import atomic_path
 
     output = Path(output)
     suffix = output.suffix.lower().lstrip(".")
@@ -36,10 +36,10 @@ def _save(figure, output: Path) -> None:
 
 
 def resampler_response(config, params):
-    """The measured response (:class:`~convt_audio.design.Response`) of a resampler stack, every
+    """The measured response (:class:`~convt_audio.resampling.design.Response`) of a resampler stack, every
     stage included, or a UsageError for a stack that is not one."""
-    from .design import measure_response
-    from .resampler import resampler_stages
+    from .resampling.chain import resampler_stages
+    from .resampling.design import measure_response
 
     stages = resampler_stages(config.layers)
     if stages is None:

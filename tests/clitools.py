@@ -61,8 +61,8 @@ def one_error_line(stderr, text: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("convt-audio: error: ") and text in lines[0], lines
 
 
-def tone(path, seconds=0.5, rate=16000, subtype="PCM_16", channels=1, frequency=220.0):
+def tone(path, seconds=0.5, rate=16000, subtype="PCM_16", channels=1, frequency=220.0, amplitude=0.5):
     t = np.arange(int(seconds * rate)) / rate
-    data = np.stack([0.5 * np.sin(2 * np.pi * (frequency + 110 * c) * t) for c in range(channels)], 1)
+    data = np.stack([amplitude * np.sin(2 * np.pi * (frequency + 110 * c) * t) for c in range(channels)], 1)
     sf.write(str(path), data[:, 0] if channels == 1 else data, rate, subtype=subtype)
     return data

@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 from reference_vocoders import Activation1d, Snake, SnakeBeta
 from test_stream import chunk_schedules
 
-from convt_audio.config import parse_config
-from convt_audio.errors import ConfigError
-from convt_audio.stack import Stack, run_chunked
-from convt_audio.weights import load_stack
+from convt_audio.core.errors import ConfigError
+from convt_audio.model.config import parse_config
+from convt_audio.model.stack import Stack, run_chunked
+from convt_audio.model.weights import load_stack
 
 CHANNELS = 3
 
@@ -119,7 +119,7 @@ def test_alias_free_streams_exactly_for_any_ratios_and_kernels(up, down, up_extr
     x = torch.from_numpy(np.random.default_rng(frames).normal(size=(1, 1, frames)))
     if stack.output_frames(frames) < 1:
         return
-    from convt_audio.shapes import frames_through
+    from convt_audio.core.shapes import frames_through
 
     spec = stack.specs[1]
     for n in range(1, 40):  # the closed form is the stage's own arithmetic

@@ -10,7 +10,7 @@ import torch
 from clitools import invoke, tone
 
 import convt_audio
-from convt_audio.errors import AudioError, UsageError
+from convt_audio.core.errors import AudioError, UsageError
 
 
 @pytest.fixture(autouse=True)
@@ -133,7 +133,7 @@ def test_the_json_record_is_the_file_report(tmp_path):
     import json
     from dataclasses import fields
 
-    from convt_audio.filestream import FileReport
+    from convt_audio.run.filestream import FileReport
 
     tone(tmp_path / "a.wav", rate=16000)
     (tmp_path / "bad.wav").write_bytes(b"not audio")

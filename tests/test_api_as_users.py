@@ -14,7 +14,7 @@ import torch
 from clitools import PACKAGE_HOME, cli
 
 import convt_audio
-from convt_audio.errors import UsageError
+from convt_audio.core.errors import UsageError
 
 
 def _noise(shape, seed=0):
@@ -156,3 +156,11 @@ def test_bfloat16_tensors_are_read():
     x = torch.from_numpy(_noise(16000)).to(torch.bfloat16)
     y = convt_audio.resample(x, 16000, 48000)
     assert isinstance(y, torch.Tensor) and y.shape == (48000,)
+
+
+def test_every_kind_class_is_exported_with_the_contracts():
+    from convt_audio.kinds import KINDS
+
+    assert {cls.__name__ for cls in KINDS.values()} <= set(convt_audio.__all__)
+    for name in ("Kind", "register", "Engine", "Stream", "RunOptions", "RunRequest", "FileReport"):
+        assert name in convt_audio.__all__ and getattr(convt_audio, name) is not None

@@ -3,9 +3,9 @@
 import inspect
 
 from cli.main import design_sinc_command, run
-from convt_audio.design import design_sinc
-from convt_audio.engines import build_engine
-from convt_audio.stack import StreamingStack, stream
+from convt_audio.model.engines import build_engine
+from convt_audio.model.stack import StreamingStack, stream
+from convt_audio.resampling.design import design_sinc
 
 
 def defaults(fn) -> dict:
@@ -43,7 +43,7 @@ def test_library_errors_name_parameters_and_the_cli_names_its_flags():
     from typer.testing import CliRunner
 
     from cli.main import FLAGS, app
-    from convt_audio.errors import UsageError
+    from convt_audio.core.errors import UsageError
 
     with pytest.raises(UsageError) as info:
         design_sinc(1)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from convt_audio.atomic import atomic_path
-from convt_audio.audio_io import AudioSink, choose_subtype, format_for, open_source
-from convt_audio.errors import AudioError, UsageError
+from convt_audio.core.errors import AudioError, UsageError
+from convt_audio.io.atomic import atomic_path
+from convt_audio.io.audio import AudioSink, choose_subtype, format_for, open_source
 
 
 @pytest.mark.parametrize("subtype,bits", [("PCM_16", 16), ("PCM_24", 24), ("PCM_S8", 8)])

@@ -6,15 +6,15 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from architectures import bigvgan
 from clitools import invoke
 from reference_vocoders import BIGVGAN_HPARAMS, BigVGAN, randomise
 
-from convt_audio.architectures import bigvgan
-from convt_audio.config import load_config, parse_config
-from convt_audio.engines import build_engine
-from convt_audio.errors import WeightsError
-from convt_audio.stack import run_chunked
-from convt_audio.weights import load_params, load_stack
+from convt_audio.core.errors import WeightsError
+from convt_audio.model.config import load_config, parse_config
+from convt_audio.model.engines import build_engine
+from convt_audio.model.stack import run_chunked
+from convt_audio.model.weights import load_params, load_stack
 
 NAMES = sorted(BIGVGAN_HPARAMS)
 

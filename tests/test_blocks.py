@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_stream import chunk_schedules
 
-from convt_audio.config import load_config, parse_config
-from convt_audio.errors import ConfigError
+from convt_audio.core.errors import ConfigError
+from convt_audio.core.shapes import leaves
 from convt_audio.kinds import (
     ACTIVATIONS,
     PADDING_MODES,
@@ -19,8 +19,8 @@ from convt_audio.kinds import (
     ResidualSpec,
     SnakeSpec,
 )
-from convt_audio.shapes import leaves
-from convt_audio.stack import Stack, StreamingStack, leading_circular_frames, run_chunked
+from convt_audio.model.config import load_config, parse_config
+from convt_audio.model.stack import Stack, StreamingStack, leading_circular_frames, run_chunked
 
 
 def _pointwise(draw, channels):
@@ -378,7 +378,7 @@ def test_init_fills_every_convolution_inside_blocks(tmp_path):
     from typer.testing import CliRunner
 
     from cli.main import app
-    from convt_audio.weights import load_stack
+    from convt_audio.model.weights import load_stack
 
     path = tmp_path / "b.yaml"
     path.write_text(

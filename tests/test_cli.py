@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import clitools
 import numpy as np
 import pytest
 import soundfile as sf
@@ -14,15 +15,13 @@ import torch
 import yaml
 from clitools import PACKAGE_HOME, invoke
 
-from convt_audio.config import load_config
-from convt_audio.weights import load_stack
+from convt_audio.model.config import load_config
+from convt_audio.model.weights import load_stack
 
 
 def tone(path, seconds=0.5, rate=16000, channels=1, subtype="PCM_16", amplitude=0.5):
-    t = np.arange(int(seconds * rate)) / rate
-    data = np.stack([amplitude * np.sin(2 * np.pi * (220 + 110 * c) * t) for c in range(channels)], 1)
-    sf.write(str(path), data, rate, subtype=subtype)
-    return data
+    """clitools.tone, with this file's order of arguments."""
+    return clitools.tone(path, seconds, rate, subtype, channels, amplitude=amplitude)
 
 
 def engine_output(config_name, weights, x):
@@ -420,7 +419,7 @@ def test_init_is_reproducible_and_refuses_to_overwrite(tmp_path, decoder):
     a, b = tmp_path / "a.safetensors", tmp_path / "b.pt"
     assert invoke("init", decoder, "-o", a, "--seed", 3).exit_code == 0
     assert invoke("init", decoder, "-o", b, "--seed", 3).exit_code == 0
-    from convt_audio.weights import read_tensors
+    from convt_audio.model.weights import read_tensors
 
     ta, tb = read_tensors(a), read_tensors(b)
     assert ta.keys() == tb.keys() and all(np.array_equal(ta[k], tb[k]) for k in ta)

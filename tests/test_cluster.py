@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
-    from convt_audio.cluster import connect
+    from convt_audio.run.cluster import connect
 
     connect("local", 2)  # one real local cluster (2 CPUs) for the module; the CLI joins it
     yield
@@ -59,10 +59,10 @@ def test_same_outputs_and_exit_code_as_a_local_run(tmp_path, monkeypatch):
 
 
 def test_a_worker_killed_mid_file_is_retried_and_every_output_is_written_once(tmp_path):
-    from convt_audio.batch import BatchEvents
-    from convt_audio.cluster import run_batch_ray
-    from convt_audio.planning import check_outputs, plan_jobs
-    from convt_audio.runner import RunnerRecipe, RunOptions
+    from convt_audio.run.batch import BatchEvents
+    from convt_audio.run.cluster import run_batch_ray
+    from convt_audio.run.planning import check_outputs, plan_jobs
+    from convt_audio.run.runner import RunnerRecipe, RunOptions
 
     corpus(tmp_path / "in", files=4, seconds=8)
     recipe = RunnerRecipe("sinc-x3")
@@ -108,10 +108,10 @@ def test_resume_after_an_interruption(tmp_path, monkeypatch):
     corpus(tmp_path / "in", files=6)
     (tmp_path / "in" / "bad.wav").unlink()
     (tmp_path / "in" / "mel.npy").unlink()
-    from convt_audio.batch import BatchEvents
-    from convt_audio.cluster import run_batch_ray
-    from convt_audio.planning import check_outputs, plan_jobs
-    from convt_audio.runner import RunnerRecipe, RunOptions
+    from convt_audio.run.batch import BatchEvents
+    from convt_audio.run.cluster import run_batch_ray
+    from convt_audio.run.planning import check_outputs, plan_jobs
+    from convt_audio.run.runner import RunnerRecipe, RunOptions
 
     recipe = RunnerRecipe("sinc-x2")
     jobs = check_outputs(plan_jobs(["in"], "out/", True), recipe.build()[0])
@@ -310,8 +310,8 @@ def test_a_file_whose_worker_keeps_dying_fails_by_name_with_pure_json_and_no_par
 def test_a_retry_after_the_rename_reports_the_file_without_writing_it_again(tmp_path):
     """Worker SIGKILLed after renaming out/long1.wav, before reporting: 'already exists' (exit 1), or
     with -y the file renamed into place twice."""
-    from convt_audio.cluster import Worker
-    from convt_audio.runner import RunOptions
+    from convt_audio.run.cluster import Worker
+    from convt_audio.run.runner import RunOptions
 
     sf.write(str(tmp_path / "a.wav"), 0.1 * np.ones(1600), 16000, subtype="PCM_16")
     for options in (RunOptions(), RunOptions(overwrite=True)):

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from convt_audio.config import builtin_configs, channel_plan, load_config, parse_config
-from convt_audio.errors import AudioError, ConfigError
+from convt_audio.core.errors import AudioError, ConfigError
 from convt_audio.kinds import ActivationSpec, Conv1dSpec, ConvTranspose1dSpec, SnakeSpec
+from convt_audio.model.config import builtin_configs, channel_plan, load_config, parse_config
 
 UP = {"type": "conv_transpose1d", "in_channels": 1, "out_channels": 2, "kernel_size": 4, "stride": 2}
 

@@ -6,13 +6,13 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from architectures import dac
 from clitools import invoke
 from reference_vocoders import DAC_HPARAMS, DacDecoder, randomise
 
-from convt_audio.architectures import dac
-from convt_audio.config import load_config, parse_config
-from convt_audio.stack import run_chunked
-from convt_audio.weights import load_stack
+from convt_audio.model.config import load_config, parse_config
+from convt_audio.model.stack import run_chunked
+from convt_audio.model.weights import load_stack
 
 NAMES = sorted(DAC_HPARAMS)
 
@@ -72,8 +72,8 @@ def test_info_reads_the_latent_rate():
 def test_the_full_size_builtin_decodes_as_the_module(tmp_path):
     """dac-44khz itself (latent 1024, 1536 channels), random weights saved as weights.pth: float64
     relative error <= 1e-9 at chunk 7 and at the default chunk."""
-    from convt_audio.engines import build_engine
-    from convt_audio.weights import load_params
+    from convt_audio.model.engines import build_engine
+    from convt_audio.model.weights import load_params
 
     module = randomise(_decoder("dac-44khz"), seed=8)
     state = {f"decoder.{k}": v for k, v in module.state_dict().items()}

@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from convt_audio.config import load_config
-from convt_audio.design import ALIASING_EDGES, design_sinc, measure_response, sinc_config
-from convt_audio.errors import UsageError
+from convt_audio.core.errors import UsageError
 from convt_audio.kinds import ConvTranspose1dSpec
-from convt_audio.stack import Stack, run_chunked
-from convt_audio.weights import load_stack
+from convt_audio.model.config import load_config
+from convt_audio.model.resamplers import sinc_config
+from convt_audio.model.stack import Stack, run_chunked
+from convt_audio.model.weights import load_stack
+from convt_audio.resampling.design import ALIASING_EDGES, design_sinc, measure_response
 
 
 def stack_for(design, dtype=torch.float64):

@@ -5,11 +5,11 @@ import pytest
 import torch
 from helpers import stream_chunks
 
-from convt_audio.config import load_config, parse_config
-from convt_audio.engines import TorchEngine, TorchStream, build_engine
-from convt_audio.errors import DeviceError, InputTooShortError
-from convt_audio.resampler import ResamplerChain
-from convt_audio.weights import load_params
+from convt_audio.core.errors import DeviceError, InputTooShortError
+from convt_audio.model.config import load_config, parse_config
+from convt_audio.model.engines import TorchEngine, TorchStream, build_engine
+from convt_audio.model.weights import load_params
+from convt_audio.resampling.chain import ResamplerChain
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -59,7 +59,7 @@ DECODER = {
 
 def decoder_params(seed=0):
     config = parse_config(DECODER)
-    from convt_audio.stack import Stack
+    from convt_audio.model.stack import Stack
 
     stack = Stack.initialised(config.layers, seed)
     params = [{k: v.numpy() for k, v in p.items()} for p in stack.params]
@@ -73,7 +73,7 @@ def run(engine, x, sizes, batch=1, tail=None, **kw):
 
 
 def whole(config, params, x, dtype=torch.float64):
-    from convt_audio.stack import Stack
+    from convt_audio.model.stack import Stack
 
     stack = Stack(config.layers, [{k: torch.from_numpy(v).to(dtype) for k, v in p.items()} for p in params])
     return stack.forward(torch.from_numpy(x).to(dtype)).numpy()

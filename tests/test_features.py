@@ -19,9 +19,9 @@ from reference_vocoders import (
     randomise,
 )
 
-from convt_audio.config import load_config, parse_config
-from convt_audio.errors import ConfigError
-from convt_audio.features import MelRecipe, MelStream, mel_filterbank
+from convt_audio.core.errors import ConfigError
+from convt_audio.io.features import MelRecipe, MelStream, mel_filterbank
+from convt_audio.model.config import load_config, parse_config
 
 
 def _speech(path, rate=22050, seconds=1.3):

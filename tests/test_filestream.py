@@ -6,9 +6,9 @@ import pytest
 import soundfile as sf
 
 import convt_audio
-from convt_audio import filestream
-from convt_audio.audio_io import AudioSink, StdoutSink, open_source
-from convt_audio.errors import AudioError
+from convt_audio.core.errors import AudioError
+from convt_audio.io.audio import AudioSink, StdoutSink, open_source
+from convt_audio.run import filestream
 
 
 @pytest.fixture(autouse=True)

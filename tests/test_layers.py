@@ -10,11 +10,11 @@ from helpers import NUMPY_MODE, brute_conv1d, brute_conv_transpose1d
 from hypothesis import given
 from hypothesis import strategies as st
 
-from convt_audio.config import parse_config
-from convt_audio.errors import ConfigError, InputTooShortError
+from convt_audio.core.errors import ConfigError, InputTooShortError
 from convt_audio.kinds import ACTIVATIONS, PADDING_MODES, ActivationSpec, Conv1dSpec, ConvTranspose1dSpec, SnakeSpec
-from convt_audio.padding import extend
-from convt_audio.stack import Stack, run_chunked
+from convt_audio.kinds.padding import extend
+from convt_audio.model.config import parse_config
+from convt_audio.model.stack import Stack, run_chunked
 
 
 @st.composite

@@ -52,7 +52,8 @@ def test_spectrograms_side_by_side(tmp_path):
         (["sinc-x3", "-o", "r.txt"], "a plot is written as .png, .pdf, .svg or .jpg"),
     ],
 )
-def test_plot_errors(tmp_path, args, message):
+def test_plot_errors(tmp_path, args, message, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative outputs land in the test's folder, never the working directory
     if "-o" not in args:
         args = [*args, "-o", "r.png"]
     result = runner.invoke(app, ["plot", *[str(a) for a in args]])

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from test_stream import chunk_schedules
 
 from convt_audio.kinds import Conv1dSpec, ConvTranspose1dSpec
-from convt_audio.polyphase import PolyphaseResampler, eligible
-from convt_audio.stack import Stack
+from convt_audio.model.stack import Stack
+from convt_audio.resampling.polyphase import PolyphaseResampler, eligible
 
 
 @st.composite
@@ -78,7 +78,7 @@ def test_long_signal_across_many_blocks_in_float32():
 
 def test_does_not_import_torch():
     code = (
-        "import sys, numpy as np; from convt_audio.polyphase import PolyphaseResampler; "
+        "import sys, numpy as np; from convt_audio.resampling.polyphase import PolyphaseResampler; "
         "from convt_audio.kinds import ConvTranspose1dSpec, Conv1dSpec; "
         "e = PolyphaseResampler([ConvTranspose1dSpec(1, 1, 5, 2), Conv1dSpec(1, 1, 1, 3, index=1)], "
         "[{'weight': np.ones((1, 1, 5)), 'bias': np.zeros(1)}, {'weight': np.ones((1, 1, 1))}]); "

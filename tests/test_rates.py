@@ -12,9 +12,10 @@ import soundfile as sf
 from clitools import PACKAGE_HOME, invoke
 from helpers import stream_chunks
 
-from convt_audio.config import load_config, parse_config
-from convt_audio.design import design_sinc, resampler_for, sinc_config
-from convt_audio.engines import build_engine
+from convt_audio.model.config import load_config, parse_config
+from convt_audio.model.engines import build_engine
+from convt_audio.model.resamplers import resampler_for, sinc_config
+from convt_audio.resampling.design import design_sinc
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -182,7 +183,7 @@ def test_rate_does_not_import_torch(tmp_path):
 
 def test_torch_float_stack_matches_for_integer_factor():
     config = load_config("sinc-x2")
-    from convt_audio.weights import load_params
+    from convt_audio.model.weights import load_params
 
     params = load_params(config)[0]
     x = np.random.default_rng(3).standard_normal((2, 1, 999))

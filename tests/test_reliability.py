@@ -51,8 +51,8 @@ CONV = {"type": "conv1d", "in_channels": 1, "out_channels": 1, "kernel_size": 3,
 
 
 def test_nan_weights_are_a_weights_error_naming_the_tensor(tmp_path):
-    from convt_audio.config import load_config
-    from convt_audio.weights import read_tensors
+    from convt_audio.model.config import load_config
+    from convt_audio.model.weights import read_tensors
 
     taps = read_tensors(load_config("sinc-x2").weights)["0.weight"].copy()
     taps[0, 0, 10] = np.nan
@@ -263,7 +263,7 @@ def test_stale_temporaries_of_dead_runs_are_removed_and_live_ones_kept(tmp_path)
     assert not stale.exists() and not empty.exists()
     assert live.exists() and other_host.exists() and mine.exists() and unmarked.exists()
     # scoped to one output (a cluster retry): only that output's stale parts go
-    from convt_audio.atomic import remove_stale_parts
+    from convt_audio.io.atomic import remove_stale_parts
 
     for name in ("x.wav", "y[1].wav"):
         (tmp_path / "out" / f".{name}.{host}-{dead_pid}.abcd_123.part").write_bytes(b"x")

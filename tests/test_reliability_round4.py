@@ -21,7 +21,7 @@ from clitools import COMMAND, PACKAGE_HOME, cli, invoke, one_error_line, tone
 from safetensors.numpy import save_file
 
 import convt_audio
-from convt_audio.errors import ConfigError, ConvtAudioError, UsageError
+from convt_audio.core.errors import ConfigError, ConvtAudioError, UsageError
 
 MEL = ["-c", "hifigan-v1"]
 
@@ -225,6 +225,17 @@ def test_a_named_fifo_is_read_as_a_stream(tmp_path, args):
     assert sf.info(str(tmp_path / "u.wav")).frames == 48000
 
 
+def _wait_until(proc, condition, seconds: float = 60) -> None:
+    """Wait (on the process, never a fixed sleep) until ``condition()`` holds."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline and proc.poll() is None, "the condition never held"
+        try:
+            proc.wait(0.05)
+        except subprocess.TimeoutExpired:
+            pass
+
+
 @pytest.mark.parametrize("command", ["run", "mel"])
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_during_a_stalled_read_stops_at_once_and_leaves_nothing(tmp_path, command, signum, code):
@@ -241,10 +252,7 @@ def test_a_signal_during_a_stalled_read_stops_at_once_and_leaves_nothing(tmp_pat
     )
     proc.stdin.write(data[:20000])
     proc.stdin.flush()
-    deadline = time.monotonic() + 60
-    while not any(tmp_path.glob(".out.*.part")) and command == "run" and time.monotonic() < deadline:
-        time.sleep(0.05)  # the output is open: the run is blocked reading, mid-file
-    time.sleep(0.5)
+    _wait_until(proc, lambda: any(tmp_path.glob(".out.*.part")))  # the output is open: blocked mid-file
     proc.send_signal(signum)
     try:
         stderr = proc.communicate(timeout=10)[1]
@@ -263,7 +271,7 @@ def test_a_fifo_without_a_writer_is_interrupted_at_once(tmp_path):
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": PACKAGE_HOME},
     )
-    time.sleep(3)  # started, and waiting for a writer
+    _wait_until(proc, lambda: Path(f"/proc/{proc.pid}/wchan").read_text() == "wait_for_partner")  # no writer yet
     proc.send_signal(signal.SIGINT)
     try:
         stderr = proc.communicate(timeout=10)[1]
@@ -330,8 +338,8 @@ def test_a_stats_bomb_is_refused_from_its_header(tmp_path):
     buffer = np.zeros((80, 100_000), np.float32)  # 32 MB of zeros, ~30 kB compressed
     np.savez_compressed(tmp_path / "bomb.npz", mean=buffer, scale=buffer)
     assert (tmp_path / "bomb.npz").stat().st_size < 1 << 20
-    from convt_audio.config import load_config
-    from convt_audio.features import read_stats
+    from convt_audio.io.features import read_stats
+    from convt_audio.model.config import load_config
 
     recipe = load_config("pwg-multiband-melgan").features
     with pytest.raises(ConfigError, match=r"mean has shape \(80, 100000\); expected 80 numbers"):
@@ -346,7 +354,7 @@ def test_a_stats_bomb_is_refused_from_its_header(tmp_path):
 
 
 def test_a_stored_filter_is_shape_checked_before_it_is_read(tmp_path, monkeypatch):
-    from convt_audio.weights import TensorFile
+    from convt_audio.model.weights import TensorFile
 
     (tmp_path / "a.yaml").write_text("layers:\n  - {type: alias_free, activation: {type: snake, channels: 2}}\n")
     cfg = convt_audio.load_config(str(tmp_path / "a.yaml"))
@@ -376,7 +384,7 @@ def test_a_legacy_checkpoint_over_the_memory_budget_is_refused_before_it_is_read
 def test_a_pt_input_is_mapped_not_read_whole(tmp_path):
     torch.save(torch.zeros(80, 400_000), tmp_path / "big.pt")  # 128 MB
     code = (
-        "import resource, torch, convt_audio.audio_io as io\n"
+        "import resource, torch, convt_audio.io.audio as io\n"
         "def rss():\n    return int(open('/proc/self/statm').read().split()[1]) * resource.getpagesize()\n"
         "before = rss(); source = io.open_source(__import__('sys').argv[1], 86, 80); after = rss()\n"
         "print((after - before) >> 20)\n"
@@ -435,8 +443,8 @@ def test_hostile_checkpoints_and_pt_inputs_are_one_line(tmp_path):
 
 
 def test_the_output_folder_removed_mid_write_is_one_line(tmp_path):
-    from convt_audio.atomic import atomic_path
-    from convt_audio.errors import AudioError
+    from convt_audio.core.errors import AudioError
+    from convt_audio.io.atomic import atomic_path
 
     folder = tmp_path / "out"
     folder.mkdir()
@@ -449,13 +457,13 @@ def test_the_output_folder_removed_mid_write_is_one_line(tmp_path):
 
 
 def test_no_home_directory_only_turns_the_cache_off(tmp_path, monkeypatch):
-    from convt_audio import design
+    import convt_audio.model.resamplers as resamplers
 
     monkeypatch.delenv("CONVT_AUDIO_CACHE", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setattr(Path, "home", classmethod(lambda cls: (_ for _ in ()).throw(RuntimeError("no home"))))
-    assert design.cache_dir() is None
-    config, params = design.resampler_for(44100, 48000)
+    assert resamplers.cache_dir() is None
+    config, params = resamplers.resampler_for(44100, 48000)
     assert config.rate_factor() == Fraction(48000, 44100) and params
 
 

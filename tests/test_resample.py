@@ -9,10 +9,11 @@ import pytest
 import soundfile as sf
 from clitools import cli, invoke, one_error_line, tone
 
-from convt_audio.config import load_config
-from convt_audio.design import design_sinc, measure_response, resampler_for
-from convt_audio.engines import build_engine
-from convt_audio.weights import load_params
+from convt_audio.model.config import load_config
+from convt_audio.model.engines import build_engine
+from convt_audio.model.resamplers import resampler_for
+from convt_audio.model.weights import load_params
+from convt_audio.resampling.design import design_sinc, measure_response
 
 soxr = pytest.importorskip("soxr", reason="the [test] extra installs python-soxr, the peer of these tests")
 

@@ -388,7 +388,7 @@ def test_the_budget_follows_ulimit(tmp_path):
 
     code = (
         "import resource; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY)); "
-        "from convt_audio.runner import memory_budget; print(memory_budget())"
+        "from convt_audio.run.runner import memory_budget; print(memory_budget())"
     )
     env = {**os.environ, "PYTHONPATH": PACKAGE_HOME}
     done = subprocess.run(
@@ -448,10 +448,10 @@ def test_automatic_blocks_shrink_to_the_budget_and_give_the_same_samples(tmp_pat
     np.testing.assert_allclose(
         sf.read(str(tmp_path / "tight.wav"))[0], sf.read(str(tmp_path / "free.wav"))[0], rtol=1e-6, atol=1e-6
     )
-    from convt_audio.config import load_config
-    from convt_audio.engines import build_engine
-    from convt_audio.runner import fit_chunk
-    from convt_audio.weights import load_params
+    from convt_audio.model.config import load_config
+    from convt_audio.model.engines import build_engine
+    from convt_audio.model.weights import load_params
+    from convt_audio.run.runner import fit_chunk
 
     cfg = load_config(config)
     engine = build_engine(cfg, load_params(cfg, tmp_path / "w.safetensors")[0], "cpu")

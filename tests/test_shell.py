@@ -345,9 +345,9 @@ def test_progress_in_a_terminal_keeps_result_lines_whole(tmp_path):
 
 
 def test_info_says_what_runs_and_how_in_numbers(tmp_path, monkeypatch):
-    import convt_audio.engines
+    import convt_audio.model.engines
 
-    monkeypatch.setattr(convt_audio.engines, "cuda_may_exist", lambda: False)  # a machine without NVIDIA's driver
+    monkeypatch.setattr(convt_audio.model.engines, "cuda_may_exist", lambda: False)  # a machine without NVIDIA's driver
     facts = json.loads(invoke("info", "--json").stdout)
     assert (
         facts["engine"] == "numpy-resampler" and facts["device"] == "cpu" and "by an FFT" in facts["engine_explained"]

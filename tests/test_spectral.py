@@ -8,10 +8,11 @@ from helpers import stream_chunks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convt_audio.config import parse_config
-from convt_audio.design import design_sinc, resampler_for, sinc_config
-from convt_audio.engines import build_engine
-from convt_audio.spectral import _zoom_dft
+from convt_audio.model.config import parse_config
+from convt_audio.model.engines import build_engine
+from convt_audio.model.resamplers import resampler_for, sinc_config
+from convt_audio.resampling.design import design_sinc
+from convt_audio.resampling.spectral import _zoom_dft
 
 SPECTRAL = [(44100, 48000), (48000, 44100), (16000, 48000), (96000, 44100), (48048, 48000), (22050, 8000)]
 

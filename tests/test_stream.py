@@ -5,9 +5,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from convt_audio.errors import InputTooShortError
+from convt_audio.core.errors import InputTooShortError
 from convt_audio.kinds import ACTIVATIONS, PADDING_MODES, ActivationSpec, Conv1dSpec, ConvTranspose1dSpec, SnakeSpec
-from convt_audio.stack import Stack, StreamingStack, leading_circular_frames, run_chunked
+from convt_audio.model.stack import Stack, StreamingStack, leading_circular_frames, run_chunked
 
 ACTIVATION_CHOICES = [*ACTIVATIONS, "snake"]  # every activation of the table, and the snake
 

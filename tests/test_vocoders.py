@@ -14,9 +14,9 @@ import torch
 from clitools import invoke
 from reference_vocoders import HifiGanGenerator, MelGanGenerator, randomise
 
-from convt_audio.config import load_config
-from convt_audio.stack import run_chunked
-from convt_audio.weights import load_stack
+from convt_audio.model.config import load_config
+from convt_audio.model.stack import run_chunked
+from convt_audio.model.weights import load_stack
 
 
 def _mel(frames: int, seed: int = 0) -> np.ndarray:
@@ -206,8 +206,9 @@ def test_info_shows_the_generator_tree_and_checks_a_checkpoint(tmp_path):
 
 
 def test_shipped_architecture_configs_are_the_generated_ones(tmp_path):
-    from convt_audio.architectures import write_configs
-    from convt_audio.config import builtin_configs
+    from architectures import write_configs
+
+    from convt_audio.model.config import builtin_configs
 
     shipped = builtin_configs()
     for path in write_configs(tmp_path):
@@ -284,12 +285,12 @@ def test_a_parallel_wavegan_trainer_checkpoint_loads_into_the_builtin(tmp_path, 
 def test_parallel_wavegan_melgans_decode_as_their_trainer_generator(tmp_path, name):
     """parallel-wavegan's MelGANGenerator (+ PQMF synthesis for multi-band), reduced width, random
     weights in a trainer checkpoint: float64 relative error <= 1e-9 at chunk 7 and the default chunk."""
+    from architectures import PWG_MELGAN, pwg_melgan
     from reference_vocoders import PQMF, PwgMelGANGenerator
 
-    from convt_audio.architectures import PWG_MELGAN, pwg_melgan
-    from convt_audio.config import parse_config
-    from convt_audio.engines import build_engine
-    from convt_audio.weights import load_params
+    from convt_audio.model.config import parse_config
+    from convt_audio.model.engines import build_engine
+    from convt_audio.model.weights import load_params
 
     width, scales, stacks, subbands = PWG_MELGAN[name]
     with warnings.catch_warnings():
@@ -317,9 +318,8 @@ def test_parallel_wavegan_melgans_decode_as_their_trainer_generator(tmp_path, na
 
 @pytest.mark.parametrize("name", ["pwg-melgan", "pwg-multiband-melgan"])
 def test_parallel_wavegan_builtins_name_every_generator_tensor(name):
+    from architectures import PWG_MELGAN
     from reference_vocoders import PwgMelGANGenerator
-
-    from convt_audio.architectures import PWG_MELGAN
 
     width, scales, stacks, subbands = PWG_MELGAN[name]
     with warnings.catch_warnings(), torch.device("meta"):

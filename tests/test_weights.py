@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from convt_audio.config import parse_config
-from convt_audio.errors import ConfigError, WeightsError
-from convt_audio.stack import run_chunked
-from convt_audio.weights import fold_weight_norm, load_stack, match_tensors, read_tensors, write_tensors
+from convt_audio.core.errors import ConfigError, WeightsError
+from convt_audio.model.config import parse_config
+from convt_audio.model.stack import run_chunked
+from convt_audio.model.weights import fold_weight_norm, load_stack, match_tensors, read_tensors, write_tensors
 
 LAYERS = [
     {"type": "conv1d", "in_channels": 1, "out_channels": 8, "kernel_size": 7, "padding": 3},
@@ -210,8 +210,8 @@ def test_safetensors_and_npz_load_without_torch(tmp_path):
     write_tensors(tmp_path / "w.safetensors", {"0.weight": np.ones((1, 1, 3), dtype=np.float32)})
     write_tensors(tmp_path / "w.npz", {"0.weight": np.ones((1, 1, 3), dtype=np.float32)})
     code = (
-        "import sys; from convt_audio.config import parse_config; "
-        "from convt_audio.weights import load_params; "
+        "import sys; from convt_audio.model.config import parse_config; "
+        "from convt_audio.model.weights import load_params; "
         "c = parse_config({'layers': [{'type': 'conv_transpose1d', 'in_channels': 1, "
         "'out_channels': 1, 'kernel_size': 3, 'bias': False}]}); "
         f"load_params(c, {str(tmp_path / 'w.safetensors')!r}); load_params(c, {str(tmp_path / 'w.npz')!r}); "

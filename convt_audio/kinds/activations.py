@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .base import MAX_CHANNELS, Pointwise, check_int, check_keys, check_number, expect_channels, parse_key, register
 
 # name -> (function of (torch.nn.functional, x, **parameters), {parameter: default})

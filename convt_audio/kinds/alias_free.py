@@ -26,7 +26,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import ClassVar
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .base import Kind, check_int, check_keys, parse_key, parse_layer, register
 from .conv import Conv1dSpec, ConvTranspose1dSpec
 from .stage import ComputedStage

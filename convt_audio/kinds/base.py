@@ -4,7 +4,7 @@ A kind is one frozen dataclass that owns everything about itself: parsing (``fro
 validation, the tensors it needs (``tensor_shapes``) and their initialisation, its shape facts
 (``out_channels_for``, ``output_frames``, ``rate``, ``input_span``, ``flops_per_frame``), its
 whole-signal ``forward``, its streaming form (``streamer``) and its ``info`` columns. Nothing
-else in the package switches on kinds: the shape algebra (:mod:`convt_audio.shapes`), the
+else in the package switches on kinds: the shape algebra (:mod:`convt_audio.core.shapes`), the
 streaming stack and ``info`` ask the kinds.
 
 Importing a kind does not import torch; ``forward`` and ``streamer`` do when they run.
@@ -13,11 +13,12 @@ Importing a kind does not import torch; ``forward`` and ``streamer`` do when the
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import MISSING, dataclass, field, fields
 from fractions import Fraction
 from typing import Any, ClassVar, Iterator, Mapping
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 # Upper bounds, checked before anything is allocated: far above any published model (HiFi-GAN V1's
 # largest layer is 512·256·16 = 2.1 M weights), far below what would exhaust memory.
@@ -31,7 +32,15 @@ KINDS: dict[str, type] = {}  # type name -> kind class, filled by @register
 
 
 def register(cls: type) -> type:
-    """Class decorator: make ``cls`` the kind for each name in ``cls.names`` (or its ``type``)."""
+    """Class decorator: make ``cls`` the kind for each name in ``cls.names``.
+
+    A kind that leaves an abstract member of :class:`Kind` out, or names no ``type:``, fails
+    here — when its module is imported — with a message naming what it lacks."""
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        raise TypeError(f"layer kind {cls.__name__} does not implement {', '.join(missing)}: every kind must")
+    if not cls.names:
+        raise TypeError(f"layer kind {cls.__name__} names no type: (its class variable names is empty)")
     for name in cls.names:
         if name in KINDS:
             raise RuntimeError(f"layer type {name!r} registered twice")
@@ -106,8 +115,16 @@ def parse_sequence(entries: Any, where: str) -> tuple:
 
 
 @dataclass(frozen=True)
-class Kind:
-    """Shared behaviour of every layer kind; leaves by default (no children).
+class Kind(ABC):
+    """The contract of a layer kind: an abstract base whose abstract members every kind gives —
+    frames out for frames in (:meth:`output_frames`), the input frames an output span needs
+    (:meth:`input_span`), the least input that gives one frame (:meth:`min_input_frames`) and
+    the first layer a short input starves (:meth:`first_starved`), FLOPs per input frame
+    (:meth:`flops_per_frame`), the whole-signal :meth:`forward` and the streaming form
+    (:meth:`streamer`) — plus its ``names``. The rest has a default that is right for every
+    kind (no tensors, no children, channels and rate unchanged). :class:`Pointwise` and
+    :class:`~convt_audio.kinds.blocks.Block` give the abstract members for their families;
+    :func:`register` refuses a kind that lacks one.
 
     Subclasses are frozen dataclasses; ``index`` and ``path`` (where the layer sits in its
     config) are keyword-only and not compared.
@@ -157,8 +174,8 @@ class Kind:
     def leaves(self) -> Iterator["Kind"]:
         yield self
 
-    def validate(self) -> None:
-        pass
+    def validate(self) -> None:  # noqa: B027 - a kind with nothing to check beyond its parsing checks nothing
+        """Check the parsed fields (a :class:`ConfigError` naming the field); nothing by default."""
 
     # -- tensors ---------------------------------------------------------------------------------
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -184,12 +201,29 @@ class Kind:
     def check_channels(self, channels: int | None) -> int | None:
         return channels
 
+    @abstractmethod
+    def output_frames(self, frames: int) -> int:
+        """Output frames for ``frames`` input frames (0 when too few)."""
+
+    @abstractmethod
+    def input_span(self, first: int, last: int) -> tuple[int, int]:
+        """The input frames ``[a, b]`` that output frames ``[first, last]`` depend on."""
+
+    @abstractmethod
+    def flops_per_frame(self) -> Fraction:
+        """Floating-point operations per input frame."""
+
+    @abstractmethod
     def first_starved(self, frames: int):
         """``(leaf, frames)`` if this layer would get too few frames to produce one, else None."""
-        return None
 
+    @abstractmethod
     def min_input_frames(self) -> int:
-        return 1
+        """The fewest input frames that give at least one output frame."""
+
+    @abstractmethod
+    def forward(self, x, params):
+        """The whole signal ``[batch, channels, frames]`` through this layer (torch)."""
 
     def rate(self) -> Fraction:
         return Fraction(1)
@@ -219,19 +253,28 @@ class Kind:
         """How the torch engine computes this layer under ``kernel: auto`` (when it has a choice)."""
         return None
 
+    @abstractmethod
     def streamer(self, params, tail=None, kernel: str = "auto"):
-        """The streaming form: a :class:`~convt_audio.streaming.StreamingModule`."""
-        from ..streaming import StreamingPointwise
-
-        assert self.pointwise, f"{type(self).__name__} must define streamer()"
-        return StreamingPointwise(self, params)
+        """The streaming form: a :class:`~convt_audio.core.streaming.StreamingModule`."""
 
 
 @dataclass(frozen=True)
 class Pointwise(Kind):
-    """A layer that maps each frame on its own: same channels, same frames, no state."""
+    """A layer that maps each frame on its own: same channels, same frames, no state; a new one
+    is a row of the activations table, or a class that gives :meth:`forward` alone."""
 
     pointwise: ClassVar[bool] = True
+
+    def streamer(self, params, tail=None, kernel: str = "auto"):
+        from ..core.streaming import StreamingPointwise
+
+        return StreamingPointwise(self, params)
+
+    def first_starved(self, frames: int):
+        return None
+
+    def min_input_frames(self) -> int:
+        return 1
 
     def output_frames(self, frames: int) -> int:
         return max(frames, 0)

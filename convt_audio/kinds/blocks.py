@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, ClassVar, Iterator, Sequence
 
-from ..errors import ConfigError
-from ..shapes import (
+from ..core.errors import ConfigError
+from ..core.shapes import (
     chain,
     first_starved,
     flops_of,
@@ -20,12 +20,13 @@ from ..shapes import (
     input_channels,
     leading_convs,
     leaves,
+    min_input_frames,
     out_channels_of,
     probe_lengths,
     rate_of,
     span_through,
 )
-from ..streaming import StreamingModule, StreamingSequential, cat
+from ..core.streaming import StreamingModule, StreamingSequential, cat
 from .base import Kind, check_keys, parse_sequence, register
 
 if TYPE_CHECKING:
@@ -59,6 +60,9 @@ class Block(Kind):
 
     def held_elements(self, channels: int | None, channels_out: int | None, held: int) -> int:
         return 0  # its layers' rows count what it holds
+
+    def min_input_frames(self) -> int:
+        return min_input_frames((self,))
 
 
 @register
@@ -120,9 +124,6 @@ class ResidualSpec(Block):
 
     def first_starved(self, frames: int):
         return first_starved(self.layers, frames)
-
-    def rate_factor(self) -> tuple[int, int]:
-        return 1, 1
 
     def rate(self) -> Fraction:
         return Fraction(1)
@@ -217,10 +218,6 @@ class ParallelSpec(Block):
             if starved:
                 return starved
         return None
-
-    def rate_factor(self) -> tuple[int, int]:
-        rate = rate_of(self.branches[0])
-        return rate.numerator, rate.denominator
 
     def rate(self) -> Fraction:
         return rate_of(self.branches[0])

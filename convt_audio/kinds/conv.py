@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import ClassVar
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .base import (
     MAX_CHANNELS,
     MAX_KERNEL,

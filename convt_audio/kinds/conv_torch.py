@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputTooShortError
-from ..padding import Extender, extend
-from ..streaming import StreamingModule
+from ..core.errors import InputTooShortError
+from ..core.streaming import StreamingModule
+from .padding import Extender, extend
 
 
 def conv_transpose1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec) -> torch.Tensor:

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 from .base import check_int, check_number, expect_channels, register
 from .conv import Conv1dSpec, ConvTranspose1dSpec
 from .stage import ComputedStage

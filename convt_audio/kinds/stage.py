@@ -4,11 +4,20 @@ and streaming are those of the sequence (:meth:`ComputedStage.stage`)."""
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
 from fractions import Fraction
 
-from ..shapes import block_elements, first_starved, flops_of, forward, min_input_frames, span_through
-from ..streaming import StreamingModule, StreamingSequential
+from ..core.shapes import (
+    block_elements,
+    first_starved,
+    flops_of,
+    forward,
+    frames_through,
+    min_input_frames,
+    span_through,
+)
+from ..core.streaming import StreamingModule, StreamingSequential
 from .base import Kind
 
 
@@ -17,11 +26,16 @@ class ComputedStage(Kind):
     """Subclasses give :meth:`stage` (the kinds, for a channel count) and :meth:`stage_params`
     (their tensors: computed ones in the dtype and device of ``like``, and the layer's own)."""
 
-    def stage(self, channels: int | None = None) -> tuple:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def stage(self, channels: int | None = None) -> tuple:
+        """The kinds this stage is, for ``channels`` input channels."""
 
-    def stage_params(self, like, params: dict) -> list:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def stage_params(self, like, params: dict) -> list:
+        """Their tensors: the computed ones in the dtype and device of ``like``, and the layer's own."""
+
+    def output_frames(self, frames: int) -> int:
+        return frames_through(self.stage(), frames)
 
     def min_input_frames(self) -> int:
         return min_input_frames(self.stage())

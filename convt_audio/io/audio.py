@@ -1,7 +1,7 @@
 """Block-wise audio reading and writing with python-soundfile: formats, sources and sinks.
 
 Nothing here holds a whole file: sources yield ``[channels, frames]`` blocks, sinks take them.
-Where outputs are written (a temporary file renamed when complete) is :mod:`convt_audio.atomic`.
+Where outputs are written (a temporary file renamed when complete) is :mod:`convt_audio.io.atomic`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Iterator
 import numpy as np
 import soundfile as sf
 
-from .errors import AudioError, ClippingError, UsageError, option, unpickling_failure
-from .options import ENDIANS, RAW_ENCODINGS
-from .process import interruptible_wait, wait_in_thread
+from ..core.errors import AudioError, ClippingError, UsageError, option, unpickling_failure
+from ..core.options import ENDIANS, RAW_ENCODINGS
+from ..core.process import interruptible_wait, wait_in_thread
 
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 INEXACT_SEEK_FORMATS = ("MP3", "OGG")  # compressed streams: a seek is near, not on, the frame
@@ -77,7 +77,7 @@ def format_for(path: str | Path) -> str:
     if fmt not in sf.available_formats() or fmt == "RAW":
         raise UsageError(
             f"{path}: cannot write {('.' + ext) if ext else 'a file without extension'}; use one of "
-            f".wav, .flac, .ogg, .opus, .mp3, .aiff, .caf, .w64, .rf64, .au (or {option('kind')})"
+            f".wav, .flac, .ogg, .opus, .mp3, .aiff, .caf, .w64, .rf64, .au (or {option('container')})"
         )
     return fmt
 
@@ -89,7 +89,7 @@ def check_rate(path: str | Path, rate: int) -> None:
     if allowed and rate not in allowed:
         raise UsageError(
             f"{path}: .{ext} holds {', '.join(map(str, allowed))} Hz, not {rate} Hz; "
-            f"choose another {option('target_rate')} or {option('kind')}"
+            f"choose another {option('target_rate')} or {option('container')}"
         )
 
 
@@ -864,7 +864,7 @@ class StdoutSink(AudioSink):
 
     def __init__(
         self,
-        kind: str,
+        container: str,
         rate: int,
         channels: int,
         subtype: str,
@@ -874,13 +874,13 @@ class StdoutSink(AudioSink):
         dither: bool = False,
         tags: dict[str, str] | None = None,
     ):
-        self.kind, self.subtype, self.channels = kind, subtype, channels
-        if kind != "flac" and subtype not in (*self._DTYPES, "PCM_24"):
+        self.container, self.subtype, self.channels = container, subtype, channels
+        if container != "flac" and subtype not in (*self._DTYPES, "PCM_24"):
             raise UsageError(
-                f"{option('output', '-')}: a {kind} stream holds PCM_16, PCM_24, PCM_32, FLOAT or DOUBLE, not {subtype}"
+                f"{option('output', '-')}: a {container} stream holds PCM_16, PCM_24, PCM_32, FLOAT or DOUBLE, not {subtype}"
             )
         sys.stdout.flush()
-        if kind == "flac":
+        if container == "flac":
             self._counters(subtype, clip, "<stdout>", gain, dither)
             self._stream = _AppendOnly(sys.stdout.buffer)
             try:
@@ -892,7 +892,7 @@ class StdoutSink(AudioSink):
             return
         self._counters(subtype, clip, "<stdout>", gain, dither)
         self._out = sys.stdout.buffer
-        if kind == "wav":
+        if container == "wav":
             bits = {"PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "DOUBLE": 64}[subtype]
             tag = 3 if subtype in FLOAT_SUBTYPES else 1
             align = channels * bits // 8
@@ -930,7 +930,7 @@ class StdoutSink(AudioSink):
             raise self._failed(exc) from None
 
     def _write(self, block: np.ndarray) -> None:
-        if self.kind == "flac":
+        if self.container == "flac":
             try:
                 super()._write(block)
             except AudioError:
@@ -945,7 +945,7 @@ class StdoutSink(AudioSink):
         self._send(data)
 
     def close(self) -> None:
-        if self.kind == "flac":
+        if self.container == "flac":
             try:
                 super().close()
             except AudioError:

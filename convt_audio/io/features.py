@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 
 MAX_N_FFT = 1 << 16
 MAX_N_MELS = 512

@@ -36,10 +36,10 @@ from fractions import Fraction
 
 import numpy as np
 
+from ..core.engine import NumpyEngine
+from ..core.streaming import StreamingModule
 from .design import gain_at, gain_table
 from .polyphase import dilated_taps, stage_gain
-from .shapes import StackShape
-from .streaming import StreamingModule
 
 REJECTION = 1e-6  # the composite's largest gain beyond the lower Nyquist frequency (−120 dB) to qualify
 TARGET_WINDOW = 8192  # inputs per window, about (a multiple of M/gcd(L, M) times a power of two); 10 min of stereo 44.1 → 48 kHz: 16384 and 4096 alike, 32768 2× the time (cache)
@@ -124,18 +124,16 @@ def _zoom_dft(taps: np.ndarray, count: int, n: int) -> np.ndarray:
     return chirp[:count] * np.fft.ifft(signal * np.fft.fft(kernel))[:count]
 
 
-class SpectralResampler(StackShape):
+class SpectralResampler(NumpyEngine):
     """The whole chain by FFT (see the module's docstring); interface of the stage engines:
     ``open_stream(batch)`` → push/flush/reset on ``[B, 1, n]``."""
 
     name = "numpy-spectral"
-    device = "cpu"
 
     def __init__(self, specs, stages, params, dtype: str = "float32", edges=None):
         parts = _stages(stages, params)
         assert parts is not None
-        self.specs = tuple(specs)
-        self.dtype = np.dtype(dtype)
+        super().__init__(specs, dtype)
         ratio = math.prod(Fraction(s.up, s.down) for s in parts)
         self.up, self.down = ratio.numerator, ratio.denominator  # L', M' (coprime)
         # N: a multiple of M' (N·R outputs) and of every stage's density denominator
@@ -178,9 +176,6 @@ class SpectralResampler(StackShape):
         frames (16 → 48 kHz: 2 windows, 3 MB less peak memory at the same CPU time)."""
         windows = max(1, min(ROWS, (1 << 16) // self.N_out))
         return max(windows * self.step, self.min_input_frames())
-
-    def leading_circular_frames(self) -> int:
-        return 0
 
     def open_stream(self, batch: int, tail: np.ndarray | None = None) -> "SpectralStream":
         return SpectralStream(self, batch)

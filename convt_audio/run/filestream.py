@@ -1,6 +1,6 @@
 """One file streamed end to end: read in blocks by a reader thread, pushed through the engine
-its :class:`~convt_audio.runner.Runner` picks, written by a writer thread to a temporary file
-renamed into place when complete (:mod:`convt_audio.atomic`), or to standard output; the
+its :class:`~convt_audio.run.runner.Runner` picks, written by a writer thread to a temporary file
+renamed into place when complete (:mod:`convt_audio.io.atomic`), or to standard output; the
 result is a :class:`FileReport`, the record ``--json`` prints."""
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .atomic import atomic_path
-from .audio_io import (
+from ..core.errors import AudioError, UsageError, option
+from ..io.atomic import atomic_path
+from ..io.audio import (
     PCM_BITS,
     STDIO,
     STREAM_TYPES,
@@ -30,9 +31,8 @@ from .audio_io import (
     needs_dither,
     open_source,
 )
-from .config import channel_plan
-from .design import COPY_SOURCE
-from .errors import AudioError, UsageError, option
+from ..model.config import channel_plan
+from ..model.resamplers import COPY_SOURCE
 from .planning import Job, default_name
 from .runner import Runner, RunOptions, fit_chunk, size_text
 
@@ -265,7 +265,7 @@ def process_file(
             raise type(exc)(f"{job.source}: {exc.args[0]}") from None
         per_channel = channel_plan(config, source.channels, options.channels) == "per_channel"
         out_rate = config.output_rate(source.rate)
-        dest = job.dest or default_name(job.source, out_rate, options.kind)
+        dest = job.dest or default_name(job.source, out_rate, options.container)
         names = {"input": str(job.source), "output": str(dest)}
         try:
             if str(dest) != STDIO:
@@ -357,12 +357,12 @@ def _write(
     so a PCM output is not dithered."""
     to_stdout = str(dest) == STDIO
     if to_stdout:
-        kind = options.kind or "wav"
-        if kind not in STREAM_TYPES:
+        container = options.container or "wav"
+        if container not in STREAM_TYPES:
             raise UsageError(
-                f"{option('output', '-')}: {option('kind', kind)} cannot be streamed; use one of {list(STREAM_TYPES)}"
+                f"{option('output', '-')}: {option('container', container)} cannot be streamed; use one of {list(STREAM_TYPES)}"
             )
-        fmt, where = ("FLAC" if kind == "flac" else "WAV"), f"<stdout>.{kind}"
+        fmt, where = ("FLAC" if container == "flac" else "WAV"), f"<stdout>.{container}"
     else:
         fmt, where = format_for(dest), str(dest)
     subtype = choose_subtype(fmt, options.subtype, source.subtype, where)
@@ -405,7 +405,7 @@ def _write(
         # stream that ends short of it fails the file, so the header is never wrong for a success
         known = source.frames if source.frames is not None else source.promised
         frames = None if known is None else engine.output_frames(known)
-        sink = StdoutSink(kind, out_rate, out_channels, subtype, clip, frames, gain, dither, source.tags)
+        sink = StdoutSink(container, out_rate, out_channels, subtype, clip, frames, gain, dither, source.tags)
         return report(_stream_into(sink, run))
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -13,11 +13,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import AudioError, ConfigError, option
-from .features import MelRecipe
-from .kinds import parse_sequence
-from .options import CHANNEL_MODES
-from .shapes import chain, index_paths, input_channels, leaves, rate_of
+from ..core.errors import AudioError, ConfigError, option
+from ..core.options import CHANNEL_MODES
+from ..core.shapes import chain, index_paths, input_channels, leaves, rate_of
+from ..io.features import MelRecipe
+from ..kinds import parse_sequence
 
 TOP_LEVEL_KEYS = (
     "name",

@@ -65,6 +65,11 @@ class StreamingModule:
         """The state before the first push (``State()`` unless it depends on the module)."""
         return self.State()
 
+    @property
+    def started(self) -> bool:
+        """Whether a chunk was pushed since the stream began or was last reset."""
+        return self._like is not None
+
     def reset(self) -> None:
         """Forget the stream: back to the state before the first push."""
         self._like, self._flushed = None, False

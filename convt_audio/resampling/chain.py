@@ -3,8 +3,8 @@
 A resampler stack (the built-in ``sinc-xL`` configs, ``design sinc`` outputs, ``--rate``'s
 designs) splits into stages — a transposed convolution, then optionally a kernel-1 decimation —
 and :class:`ResamplerChain` streams them with NumPy, without importing torch: a stage with a long
-zero-delay kernel by FFT (:mod:`~convt_audio.fftconv`), the others computing only the outputs
-they keep (:mod:`~convt_audio.polyphase`).
+zero-delay kernel by FFT (:mod:`~convt_audio.resampling.fftconv`), the others computing only the outputs
+they keep (:mod:`~convt_audio.resampling.polyphase`).
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.engine import NumpyEngine
+from ..core.streaming import StreamingModule
+from ..kinds.conv import Conv1dSpec
 from .fftconv import FFTStage, fft_eligible
-from .kinds.conv import Conv1dSpec
 from .polyphase import PolyphaseResampler, eligible
-from .shapes import StackShape
 from .spectral import SpectralResampler, spectral_eligible
-from .streaming import StreamingModule
 
 
 def resampler_stages(specs) -> list[tuple] | None:
@@ -53,23 +53,21 @@ def stage_kernel(stage) -> str:
     return "polyphase"
 
 
-class ResamplerChain(StackShape):
+class ResamplerChain(NumpyEngine):
     """The NumPy engine for resampler stacks: each stage by FFT or as polyphase products
     (:func:`stage_kernel`), float64 between stages, ``dtype`` out of the last — or, for float32
     outputs of a chain that rejects everything beyond the lower Nyquist frequency, the whole chain
-    in one pair of FFTs (:mod:`~convt_audio.spectral`).
+    in one pair of FFTs (:mod:`~convt_audio.resampling.spectral`).
 
     Same interface as the torch engine: ``open_stream(batch)`` → push/flush/reset on ``[B, 1, n]``.
     """
 
     name = "numpy-resampler"
-    device = "cpu"
 
     def __init__(self, specs, params, dtype: str = "float32", spectral: bool = True):
         stages = resampler_stages(specs)
         assert stages is not None
-        self.specs = tuple(specs)
-        self.dtype = np.dtype(dtype)
+        super().__init__(specs, dtype)
         self.stages = []
         if spectral and self.dtype == np.float32 and spectral_eligible(stages, params):
             edges = ResamplerChain(specs, params, "float64", spectral=False) if len(stages) > 1 else None
@@ -95,9 +93,6 @@ class ResamplerChain(StackShape):
             return first.preferred_chunk()
         unit = getattr(first, "step", None) or getattr(first, "A", 1)
         return max(unit * max(1, (1 << 14) // unit), self.min_input_frames())
-
-    def leading_circular_frames(self) -> int:
-        return 0
 
     def open_stream(self, batch: int, tail: np.ndarray | None = None) -> "ChainStream":
         return ChainStream(self, batch)

@@ -2,7 +2,7 @@
 
 Ray Core actors rather than Ray Data: each worker is an actor that builds its engine once (the
 config and weights are loaded once per worker, not per file) and streams whole files through
-:func:`~convt_audio.filestream.process_file`, exactly as the local path does — files are read and
+:func:`~convt_audio.run.filestream.process_file`, exactly as the local path does — files are read and
 written by the workers on a filesystem every node sees, so the driver only sends job
 descriptions and receives reports, never audio. A free actor is handed the next file as soon as
 it finishes one (backpressure: at most one file in flight per worker), and reports come back in
@@ -25,9 +25,9 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from .audio_io import STDIO
+from ..core.errors import UsageError, option
+from ..io.audio import STDIO
 from .batch import BatchEvents, BatchResult
-from .errors import UsageError, option
 from .planning import Job
 from .runner import RunnerRecipe, RunOptions
 
@@ -140,7 +140,7 @@ class Worker:
         ``token`` names this job in its batch: an attempt after one that died once its output was
         renamed into place finds the output marked with it, and reports it without writing again.
         """
-        from .atomic import remove_stale_parts
+        from ..io.atomic import remove_stale_parts
         from .batch import failure_line
         from .filestream import process_file
 
@@ -255,7 +255,7 @@ def _forget_parts(job: Job) -> None:
     """After the last attempt at a job died: its workers' temporary outputs go (they are dead)."""
     if job.dest is None or str(job.dest) == STDIO:
         return
-    from .atomic import remove_stale_parts
+    from ..io.atomic import remove_stale_parts
 
     dest = Path(_absolute_path(job.dest))
     remove_stale_parts(dest.parent, time.time() + 1, dest.name)

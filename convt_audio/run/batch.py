@@ -1,5 +1,5 @@
 """A batch: every planned file through one runner, ``workers`` at a time, each failure told in
-one line and never stopping the others (the Ray path, :mod:`convt_audio.cluster`, reports
+one line and never stopping the others (the Ray path, :mod:`convt_audio.run.cluster`, reports
 through the same events)."""
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ class BatchEvents:
 
 def failure_line(job: Job, exc: BaseException, spelling=None) -> tuple[str, str | None]:
     """One line for a failed file, naming it (control characters escaped), and its output;
-    parameters spelt per ``spelling`` (:func:`~convt_audio.errors.render`)."""
-    from .errors import ConvtAudioError, one_line
+    parameters spelt per ``spelling`` (:func:`~convt_audio.core.errors.render`)."""
+    from ..core.errors import ConvtAudioError, one_line
 
     message = exc.render(spelling) if isinstance(exc, ConvtAudioError) else f"{type(exc).__name__}: {exc}"
     message = one_line(message.strip()) if message.strip() else type(exc).__name__

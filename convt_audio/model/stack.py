@@ -14,10 +14,10 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from .errors import InputTooShortError, UsageError
-from .shapes import StackShape, chain, index_paths, leading_convs, leaves, nest, parameter_count
-from .shapes import forward as forward_specs
-from .streaming import StreamingModule, StreamingSequential
+from ..core.errors import InputTooShortError, UsageError
+from ..core.shapes import StackShape, chain, index_paths, leading_convs, leaves, nest, parameter_count
+from ..core.shapes import forward as forward_specs
+from ..core.streaming import StreamingModule, StreamingSequential
 
 
 def as_tensor(array, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
@@ -40,7 +40,7 @@ class Stack(StackShape):
     ----------
     specs : sequence of layer and block specs, validated and channel-chained.
     params : one ``{name: tensor}`` dict per leaf layer (``weight``, ``bias``, ``alpha``), depth
-        first through blocks (:func:`~convt_audio.shapes.leaves`).
+        first through blocks (:func:`~convt_audio.core.shapes.leaves`).
     """
 
     specs: tuple
@@ -110,7 +110,7 @@ def leading_circular_frames(specs: Sequence | Stack) -> int:
     """How many of the input's last frames the leading ``circular`` convolutions need up front.
 
     A convolution is leading when only pointwise layers stand before it, in the stack or in a
-    leading block's sequences (:func:`~convt_audio.shapes.leading_convs`); later ones cannot be
+    leading block's sequences (:func:`~convt_audio.core.shapes.leading_convs`); later ones cannot be
     given the tail and hold their whole input.
     """
     specs = specs.specs if isinstance(specs, Stack) else specs

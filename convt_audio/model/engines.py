@@ -1,15 +1,17 @@
 """Engines: what runs a config's layers on NumPy blocks of audio.
 
-Two engines share one interface (``open_stream(batch, tail)`` → ``push``/``flush`` on
-``[batch, channels, frames]`` arrays, plus the shape facts of :class:`StackShape`):
+Every engine is a :class:`~convt_audio.core.engine.Engine` (``open_stream(batch, tail)`` →
+``push``/``flush``/``reset`` on ``[batch, channels, frames]`` arrays, plus the shape facts of
+:class:`StackShape`); :func:`build_engine` picks one of:
 
 - :class:`TorchEngine` streams any stack with torch on the CPU or a CUDA device;
-- :class:`~convt_audio.resampler.ResamplerChain` streams one-channel resampler stacks (the
+- :class:`~convt_audio.resampling.chain.ResamplerChain` streams one-channel resampler stacks (the
   built-in ``sinc-xL`` configs, ``design sinc`` outputs and ``--rate``'s designs: one or more
   L/M stages) with NumPy, without importing torch, on the CPU: a stage with a long kernel by
-  FFT (:mod:`~convt_audio.fftconv`), the others computing only the output samples they keep.
+  FFT (:mod:`~convt_audio.resampling.fftconv`), the others computing only the output samples they keep.
 
-:func:`build_engine` picks one; torch is imported only when it is needed.
+:class:`ChainedEngine` runs one then the other (``-c CONFIG -r HZ``); torch is imported only when
+it is needed.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.engine import Engine
+from ..core.errors import DeviceError, option
+from ..core.options import DTYPE_NAMES, KERNELS
+from ..core.shapes import widest_activation
+from ..core.streaming import StreamingModule
+from ..resampling.chain import ResamplerChain, chain_eligible
 from .config import Config
-from .errors import DeviceError, option
-from .options import DTYPE_NAMES, KERNELS
-from .resampler import ResamplerChain, chain_eligible
-from .shapes import StackShape, widest_activation
-from .streaming import StreamingModule
 
 
 def cuda_may_exist() -> bool:
@@ -69,7 +72,7 @@ def build_engine(
     deterministic: bool = False,
     kernel: str = "auto",
 ):
-    """The engine for a config and its arrays (from :func:`~convt_audio.weights.load_params`).
+    """The engine for a config and its arrays (from :func:`~convt_audio.model.weights.load_params`).
 
     The NumPy resampler serves eligible configs on the CPU (``kernel`` ``auto`` or ``numpy``,
     float32/float64); everything else runs on torch.
@@ -100,8 +103,8 @@ def choose_engine(config: Config, device: str = "auto", dtype: str = "float32", 
     return "numpy-resampler" if numpy_ok and on_cpu and kernel in ("auto", "numpy") else "torch"
 
 
-class TorchEngine(StackShape):
-    """Streams a torch :class:`~convt_audio.stack.Stack` on its device, NumPy in and out."""
+class TorchEngine(Engine):
+    """Streams a torch :class:`~convt_audio.model.stack.Stack` on its device, NumPy in and out."""
 
     name = "torch"
 
@@ -240,10 +243,12 @@ class TorchStream(StreamingModule):
         return self._down(self.streamer.flush(self.state.like), keep=0)
 
 
-class ChainedEngine(StackShape):
+class ChainedEngine(Engine):
     """A config's stack on its engine, then a resampler on the NumPy engine: ``-c CONFIG -r HZ``
     as one stream (a vocoder's 22050 Hz out, 48000 Hz written). Each output channel of the first
     is resampled on its own; the samples are those of two runs joined by a pipe."""
+
+    name = "chained"  # each instance names its two engines: "torch+numpy-resampler"
 
     def __init__(self, first, second, specs: tuple):
         self.first, self.second = first, second

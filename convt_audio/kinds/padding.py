@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .streaming import UNBOUNDED, StreamingModule, cat
+from ..core.streaming import UNBOUNDED, StreamingModule, cat
 
 
 def extend(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """``convt-audio mel``: audio files' features, as a config's ``features:`` recipe makes them
-(:mod:`convt_audio.features`), each into a ``.npy`` written whole or not at all, with the file
+(:mod:`convt_audio.io.features`), each into a ``.npy`` written whole or not at all, with the file
 guarantees of ``run``: atomic writes, a free-space check, the memory budget, the non-finite
 policy, standard input, and a stop at the next block when the caller's ``cancel`` is set."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AudioError, UsageError, option
-from .features import MelStream
+from ..core.errors import AudioError, UsageError, option
+from ..io.features import MelStream
 
 _HEADER_BYTES = 128  # an .npy v1.0 header padded to this size, so that it can be rewritten in place
 
@@ -37,7 +37,7 @@ def plan_mel(inputs: list, output) -> list[tuple[Path, Path]]:
     folder as ``<stem>.mel.npy``; without ``-o``, beside each input. ``-`` needs ``-o``."""
     import os
 
-    from .audio_io import STDIO
+    from ..io.audio import STDIO
 
     sources = [Path(p) for p in inputs]
     if not sources:
@@ -67,7 +67,7 @@ def plan_mel(inputs: list, output) -> list[tuple[Path, Path]]:
 
 def check_recipe_memory(config) -> None:
     """Refuse a recipe whose filterbank and STFT blocks exceed the memory budget (before any work)."""
-    from .process import MEMORY_ENV, memory_budget, size_text
+    from ..core.process import MEMORY_ENV, memory_budget, size_text
 
     recipe = config.features
     if recipe is None:
@@ -93,10 +93,10 @@ def write_mel(
     input at another rate is first resampled to the recipe's (alias-free, as ``run -r``).
 
     Raises :class:`AudioError` for a bad input (the output is never left partial), and
-    :class:`~convt_audio.filestream.Cancelled` when ``cancel`` is set between blocks.
+    :class:`~convt_audio.run.filestream.Cancelled` when ``cancel`` is set between blocks.
     """
-    from .atomic import atomic_path
-    from .audio_io import STDIO, TENSOR_SUFFIXES, open_source
+    from ..io.atomic import atomic_path
+    from ..io.audio import STDIO, TENSOR_SUFFIXES, open_source
     from .filestream import Cancelled, check_finite
 
     recipe = config.features
@@ -114,8 +114,8 @@ def write_mel(
     with open_source(source) as audio:
         resampler = None
         if audio.rate != recipe.sample_rate:
-            from .design import resampler_for
-            from .engines import build_engine
+            from ..model.engines import build_engine
+            from ..model.resamplers import resampler_for
 
             design, params = resampler_for(audio.rate, recipe.sample_rate)
             resampler = build_engine(design, params, "cpu", "float32").open_stream(1)
@@ -187,7 +187,7 @@ def write_mel(
 def _check_space(dest: Path, needed: int) -> None:
     import shutil
 
-    from .process import size_text
+    from ..core.process import size_text
 
     folder = dest.parent
     while not folder.exists() and folder != folder.parent:
@@ -198,3 +198,28 @@ def _check_space(dest: Path, needed: int) -> None:
         return
     if needed > free:
         raise AudioError(f"{dest}: the features need {size_text(needed)}, but {folder} has {size_text(free)} free")
+
+
+def mel_batch(pairs, config, overwrite: bool, non_finite: str, cancel: threading.Event, done, failed) -> int:
+    """Every ``(input, output)`` pair through :func:`write_mel`, a failure never stopping the
+    others; ``done(source, dest, facts)`` and ``failed(source, exc)`` tell the caller. Stops at
+    the next block when ``cancel`` is set. Returns the number of files that failed."""
+    from ..core.errors import ConvtAudioError
+    from .filestream import Cancelled
+
+    failures = 0
+    for source, dest in pairs:
+        if cancel.is_set():
+            break
+        try:
+            facts = write_mel(source, dest, config, overwrite, non_finite, cancel)
+        except Cancelled:
+            break
+        except Exception as exc:  # noqa: BLE001 - this file's failure, told in one line; the rest still run
+            failures += 1
+            if not isinstance(exc, ConvtAudioError):
+                exc = AudioError(f"{source}: {type(exc).__name__}: {exc}")
+            failed(source, exc)
+            continue
+        done(source, dest, facts)
+    return failures

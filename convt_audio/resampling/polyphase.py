@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kinds.conv import Conv1dSpec, ConvTranspose1dSpec
-from .shapes import StackShape
-from .streaming import StreamingModule
+from ..core.engine import NumpyEngine
+from ..core.streaming import StreamingModule
+from ..kinds.conv import Conv1dSpec, ConvTranspose1dSpec
 
 GROUP_OUTPUTS = 64  # P is the smallest multiple of the pattern's period reaching this
 SUB_OUTPUTS = 64  # at most this many outputs a slice, each slice with its own narrower window
@@ -83,7 +83,7 @@ def eligible(specs) -> bool:
     )
 
 
-class PolyphaseResampler(StackShape):
+class PolyphaseResampler(NumpyEngine):
     """The NumPy engine for :func:`eligible` stacks: ``open_stream`` → ``push``/``flush``.
 
     Parameters
@@ -94,12 +94,10 @@ class PolyphaseResampler(StackShape):
     """
 
     name = "numpy-polyphase"
-    device = "cpu"
 
     def __init__(self, specs, params, dtype: str = "float32"):
         assert eligible(specs)
-        self.specs = tuple(specs)
-        self.dtype = np.dtype(dtype)
+        super().__init__(specs, dtype)
         up = specs[0]
         self.L = up.stride
         self.M = specs[1].stride if len(specs) == 2 else 1
@@ -133,9 +131,6 @@ class PolyphaseResampler(StackShape):
     def preferred_chunk(self) -> int:
         """Input frames per block: a few BLAS products' worth."""
         return max(4 * self.block_groups * self.A, self.min_input_frames())
-
-    def leading_circular_frames(self) -> int:
-        return 0
 
     def open_stream(self, batch: int, tail: np.ndarray | None = None) -> "PolyphaseStream":
         return PolyphaseStream(self, batch)

@@ -14,7 +14,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
 
-from .errors import AudioError
+from ..core.errors import AudioError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
 
-from .shapes import (
+from ..core.shapes import (
     flops_of,
     input_channels,
     leading_convs,
@@ -119,10 +119,10 @@ CHANNEL_MODES = {
 
 
 def engine_plan(config, device: str = "auto") -> dict:
-    """The engine :func:`~convt_audio.engines.choose_engine` picks, and how each layer runs
+    """The engine :func:`~convt_audio.model.engines.choose_engine` picks, and how each layer runs
     (without importing torch)."""
-    from .engines import choose_engine
-    from .resampler import resampler_stages, stage_kernel
+    from ..model.engines import choose_engine
+    from ..resampling.chain import resampler_stages, stage_kernel
 
     if choose_engine(config, device) == "numpy-resampler":
         how = {
@@ -194,3 +194,128 @@ def summary(config, input_rate, weights_path, weights_status: str) -> dict:
         "buffers_whole_input": whole,
         "layers": rows,
     }
+
+
+def weights_status(config, weights, spelling=None) -> tuple[str, bool, str | None]:
+    """``info``'s weights line: (status, whether the file fits, the layout it was read by);
+    ``spelling`` spells options as the front end does (:func:`~convt_audio.core.errors.render`)."""
+    from ..model.weights import check_weights, needs_weights
+
+    if weights is None:
+        needed = needs_weights(config)
+        return (
+            ("none given (pass -w WEIGHTS to check a file against the config)" if needed else "not needed"),
+            True,
+            None,
+        )
+    try:
+        unused, layout = check_weights(config, weights)
+    except Exception as exc:  # noqa: BLE001 - the status line says what is wrong, exit 2 follows
+        text = exc.render(spelling) if hasattr(exc, "render") else str(exc)
+        return text.splitlines()[0], False, None
+    return (f"ok, {len(unused)} tensor(s) unused" if unused else "ok"), True, layout
+
+
+def info_lines(facts: dict, config, rate_given: bool, status: str, weights_ok: bool) -> list[str]:
+    """``info``'s lines below the layer table, from :func:`summary`'s facts."""
+    rate_text = f"{facts['input_rate']:g} Hz" + (
+        " (the config's feature rate)" if facts["input_rate_from_config"] and not rate_given else ""
+    )
+    layout = facts.get("weights_layout")
+    lines = [
+        f"rate:            ×{facts['rate_factor']:g} ({rate_text} -> {facts['output_rate']:g} Hz)",
+        f"channels:        {facts['in_channels']} in, {facts['out_channels']} out; {config.channels}: "
+        f"{facts['channels_explained']}",
+        f"engine:          {facts['engine']} on {facts['device']}: {facts['engine_explained']}",
+        f"look-ahead:      {facts['lookahead_input_frames']:g} input frames "
+        f"({facts['lookahead_output_frames']:g} output frames, {facts['lookahead_seconds'] * 1000:.2f} ms)",
+        f"receptive field: {facts['receptive_field_input_frames']} input frames "
+        f"({facts['receptive_field_output_frames']:g} output frames)",
+        f"parameters:      {facts['parameters']:,}",
+        f"cost:            {facts['flops_per_input_frame']:,} FLOP per input frame, "
+        f"{facts['flops_per_second_of_audio'] / 1e9:.3f} GFLOP per second of audio",
+        f"weights:         {(facts['weights'] or '(none)') + ': ' + status if weights_ok else status}"
+        + (f" (layout {layout})" if layout else ""),
+    ]
+    if config.features is not None:
+        lines.append(f"features:        {config.features.describe()} (convt-audio mel computes them)")
+    if facts["buffers_whole_input"]:
+        lines.append(
+            f"memory:          {', '.join(facts['buffers_whole_input'])} hold their whole "
+            f"input (circular padding past the leading convolutions)"
+        )
+    return lines
+
+
+def file_warnings(report, quiet: bool = False) -> list[str]:
+    """The warnings a finished file gets: clipping and NaN/Inf outputs (even when quiet: the
+    file was changed), NaN/Inf inputs replaced (not when quiet). Options are :func:`option`
+    marks, spelt by the front end."""
+    from ..core.errors import one_line, option
+
+    lines = []
+    if report.clipped_samples:
+        share = report.clipped_samples / max(1, report.frames_out * report.channels_out)
+        lines.append(
+            f"{one_line(report.output)}: {report.clipped_samples} samples clipped ({100 * share:.3g} %); "
+            f"{option('clip', 'rescale')} scales the file to fit, {option('subtype', 'FLOAT')} keeps every value"
+        )
+    if report.non_finite_output_samples:
+        written = " written as 0 or ±1" if report.subtype not in ("FLOAT", "DOUBLE") else ""
+        lines.append(
+            f"{one_line(report.output)}: {report.non_finite_output_samples} NaN/Inf output samples (an overflow){written}"
+        )
+    if report.non_finite_input_samples_zeroed and not quiet:
+        lines.append(
+            f"{one_line(report.input)}: {report.non_finite_input_samples_zeroed} NaN/Inf input samples replaced with 0"
+        )
+    return lines
+
+
+def file_line(report, verbose: bool = False) -> str | None:
+    """A finished file's line: what was written (with the engine and dither when ``verbose``), or
+    why it was skipped; None for other statuses."""
+    from ..core.errors import one_line
+
+    if report.status == "ok":
+        gain = f", scaled by {report.gain_db:+.2f} dB" if report.gain_db else ""
+        more = ""
+        if verbose:
+            dither = ", TPDF-dithered" if report.dithered else ""
+            more = f"; {report.engine} engine on {report.device}, {report.subtype}{dither}"
+        return (
+            f"{one_line(report.input)} -> {one_line(report.output)} ({report.seconds:.2f} s "
+            f"at {report.output_rate} Hz, {report.speed_x_realtime:.1f}x real time{gain}{more})"
+        )
+    if report.status == "skipped":
+        why = f"{one_line(report.output)} exists" if report.reason == "output exists" else report.reason
+        return f"{one_line(report.input)}: skipped, {why}"
+    return None
+
+
+def batch_line(total: int, result) -> str:
+    """The batch's closing count."""
+    return f"{total} inputs: {result.written} written, {result.skipped} skipped, {result.failed} failed"
+
+
+def builtin_lines() -> list[str]:
+    """``configs``'s entries: each built-in config's name and description, then what goes in,
+    what comes out, and whether weights ship."""
+    from ..core.errors import one_line
+    from ..model.config import DEFAULT_CONFIG, builtin_configs, load_config
+
+    entries = []
+    for name in builtin_configs():
+        cfg = load_config(name)
+        default = " (default)" if name == DEFAULT_CONFIG else ""
+        feature_rate = cfg.feature_rate()
+        if feature_rate is not None:
+            shape = (
+                f"in: {cfg.in_channels}-band features at {float(feature_rate):g} Hz (.npy); "
+                f"out: audio at {cfg.output_sample_rate} Hz"
+            )
+        else:
+            shape = f"in: audio at any rate; out: ×{cfg.rate_factor()} the rate"
+        weights = "weights included" if cfg.weights else "no weights: pass -w CHECKPOINT"
+        entries.append(one_line(f"{name}{default}: {cfg.description}") + f"\n    {shape}; {weights}")
+    return entries

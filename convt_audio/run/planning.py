@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from .atomic import remove_stale_parts
-from .audio_io import STDIO, audio_extensions, format_for
-from .errors import UsageError, option
+from ..core.errors import UsageError, option
+from ..io.atomic import remove_stale_parts
+from ..io.audio import STDIO, audio_extensions, format_for
 from .runner import Runner
 
 
@@ -29,14 +29,14 @@ class Job:
 _OWN_OUTPUT = re.compile(r"\.\d+hz$")  # the stem of a <stem>.<rate>hz.<ext> output of ours
 
 
-def default_name(source: Path, rate: int, kind: str | None = None) -> Path:
-    """``<stem>.<rate>hz.<kind or wav>`` beside the input."""
-    return source.with_name(f"{source.stem}.{rate}hz.{kind or 'wav'}")
+def default_name(source: Path, rate: int, container: str | None = None) -> Path:
+    """``<stem>.<rate>hz.<container or wav>`` beside the input."""
+    return source.with_name(f"{source.stem}.{rate}hz.{container or 'wav'}")
 
 
-def _writable_name(path: Path, kind: str | None = None) -> Path:
-    if kind:
-        return path.with_suffix(f".{kind}")
+def _writable_name(path: Path, container: str | None = None) -> Path:
+    if container:
+        return path.with_suffix(f".{container}")
     try:
         format_for(path)
         return path
@@ -85,14 +85,14 @@ def _listed(
 
 
 def plan_jobs(
-    inputs: Iterable[str | Path], output: str | Path | None, recursive: bool = False, kind: str | None = None
+    inputs: Iterable[str | Path], output: str | Path | None, recursive: bool = False, container: str | None = None
 ) -> list[Job]:
     """Expand folders and name every output (README.md, "Pipes, containers and batches").
 
     One input file with ``-o FILE`` writes that file; several inputs or a folder write into
     ``-o DIR``: a file named on the command line as ``DIR/<name>``, a folder's files keeping
     their path inside that folder; without ``-o`` outputs go beside the inputs. ``-`` is standard input (as an
-    input) or standard output (as ``-o``), one stream each. ``kind`` (``--type``) is the
+    input) or standard output (as ``-o``), one stream each. ``container`` (``--type``) is the
     container of every output the tool names. :func:`check_outputs` then names the default
     outputs and refuses clashes with inputs or between outputs.
     """
@@ -159,8 +159,10 @@ def plan_jobs(
     several = len(pairs) > 1 or any_folder
     into_folder = several or output.is_dir() or text.endswith(("/", os.sep))  # before Path() drops the slash
     if not into_folder:
-        if kind and output.suffix.lower().lstrip(".") != kind:
-            raise UsageError(f"{option('output', output)}: {option('kind', kind)} contradicts the file's extension")
+        if container and output.suffix.lower().lstrip(".") != container:
+            raise UsageError(
+                f"{option('output', output)}: {option('container', container)} contradicts the file's extension"
+            )
         return [Job(pairs[0][0], output)]
     if output.exists() and not output.is_dir():
         raise UsageError(f"{option('output', output)}: is a file; several inputs need a folder")
@@ -174,7 +176,7 @@ def plan_jobs(
             f"{option('output', output)}: names one file, but there are {len(pairs)} inputs; give a folder "
             f"(end it with / to create it)"
         )
-    return [Job(src, output / _writable_name(relative, kind)) for src, relative in pairs] + problems
+    return [Job(src, output / _writable_name(relative, container)) for src, relative in pairs] + problems
 
 
 def _identity(path: Path | str, stdio: int = 0) -> tuple[int, int] | None:
@@ -200,7 +202,7 @@ def _planned_rate(job: Job, runner: Runner, input_rate, raw: bool = False) -> in
     file's rate is built here, so that a ratio no resampler can give is refused before any work."""
     import soundfile as sf
 
-    from .audio_io import is_fifo
+    from ..io.audio import is_fifo
 
     if is_fifo(job.source):  # reading its header would consume it: named when it runs
         return None
@@ -228,7 +230,7 @@ def _planned_rate(job: Job, runner: Runner, input_rate, raw: bool = False) -> in
 
 
 def check_outputs(
-    jobs: list[Job], runner: Runner, input_rate=None, kind: str | None = None, raw: bool = False
+    jobs: list[Job], runner: Runner, input_rate=None, container: str | None = None, raw: bool = False
 ) -> list[Job]:
     """Name every output before any work, and refuse a plan that could lose a file.
 
@@ -245,7 +247,7 @@ def check_outputs(
         if job.error is None and str(job.source) != STDIO and (job.dest is None or runner.config is None):
             rate = _planned_rate(job, runner, input_rate, raw)
             if job.dest is None and rate is not None:
-                job = Job(job.source, default_name(job.source, rate, kind))
+                job = Job(job.source, default_name(job.source, rate, container))
         named.append(job)
     # every input by resolved path (whether it exists yet or not) and by inode (symlinks, hard
     # links, the file behind standard input): each output is looked up, not compared with all
@@ -282,7 +284,7 @@ def check_outputs(
 
 def clean_stale_parts(jobs: list[Job], started: float) -> list[Path]:
     """Remove, in every output folder of a batch, temporary outputs that died with their run
-    (:func:`~convt_audio.atomic.remove_stale_parts`)."""
+    (:func:`~convt_audio.io.atomic.remove_stale_parts`)."""
     folders = {
         (job.dest.parent if job.dest else job.source.parent)
         for job in jobs

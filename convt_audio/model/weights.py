@@ -3,7 +3,7 @@
 Formats: ``.safetensors`` and ``.npz`` (read with NumPy, no torch import); ``.pt``/``.pth``/
 ``.ckpt`` loaded by torch with ``weights_only=True`` (never unpickling code), nested dicts
 flattened with ".". Tensors are matched to layers as NumPy arrays; :func:`load_stack` makes the
-torch :class:`~convt_audio.stack.Stack`.
+torch :class:`~convt_audio.model.stack.Stack`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..core.errors import ConfigError, UsageError, WeightsError, option, unpickling_failure
+from ..io.features import npz_shapes
 from .config import Config
-from .errors import ConfigError, UsageError, WeightsError, option, unpickling_failure
-from .features import npz_shapes
 
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".npz")
 SHARED_MIN_BYTES = 1 << 20  # tensors at least this large stay views of a mapped checkpoint (not copied)
@@ -61,7 +61,7 @@ def _read_checkpoint(path: Path) -> "TensorFile":
         if zipfile.is_zipfile(path):  # maps its storages: tensors the config does not use are never read
             tree = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
         else:  # torch < 1.6's format is read whole: bounded by the memory budget first
-            from .process import memory_budget, size_text
+            from ..core.process import memory_budget, size_text
 
             size, budget = path.stat().st_size, memory_budget()
             if size > budget:
@@ -275,7 +275,7 @@ def match_tensors(
     read, and tensors the config does not use are never read. Returns one ``{"weight", "bias",
     "alpha"}`` dict of arrays per leaf layer (depth first through blocks), and the names of the
     tensors under the prefix it reads (the layout's) that it does not use. ``layout`` is the
-    :class:`~convt_audio.config.Layout` to read by (None: the config's own names).
+    :class:`~convt_audio.model.config.Layout` to read by (None: the config's own names).
     """
     used: set[str] = set()
     params = []
@@ -411,7 +411,7 @@ def check_weights(config: Config, weights: str | Path) -> tuple[list[str], str |
 
 
 def load_stack(config: Config, weights: str | Path | None = None, dtype: Any = "float32"):
-    """The config's torch :class:`~convt_audio.stack.Stack` and the unused tensor names.
+    """The config's torch :class:`~convt_audio.model.stack.Stack` and the unused tensor names.
 
     Tensors become ``dtype`` (a torch dtype or its name; ``None`` keeps them as stored, e.g.
     float64 filter taps that a later ``stack.to(dtype=torch.float64)`` should not lose).
@@ -429,7 +429,7 @@ def load_stack(config: Config, weights: str | Path | None = None, dtype: Any = "
 
 def write_tensors(path: str | Path, tensors: Mapping[str, Any]) -> None:
     """Write tensors (torch or NumPy) atomically as ``.safetensors``, ``.pt``/``.pth`` or ``.npz``."""
-    from .atomic import atomic_path
+    from ..io.atomic import atomic_path
 
     path = Path(path)
     suffix = path.suffix.lower()

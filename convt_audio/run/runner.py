@@ -10,11 +10,11 @@ from typing import Callable
 
 import numpy as np
 
-from .audio_io import RawFormat
-from .config import Config
-from .errors import AudioError, UsageError, option
-from .options import CHANNEL_MODES, CLIP_MODES, NON_FINITE_MODES
-from .process import MEMORY_ENV, memory_budget, size_text, usable_cpus  # noqa: F401 - where callers have found them
+from ..core.errors import AudioError, UsageError, option
+from ..core.options import CHANNEL_MODES, CLIP_MODES, NON_FINITE_MODES
+from ..core.process import MEMORY_ENV, memory_budget, size_text, usable_cpus  # noqa: F401 - where callers have found them
+from ..io.audio import RawFormat
+from ..model.config import Config
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class RunOptions:
     overwrite: bool = False
     skip_existing: bool = False
     non_finite: str = "error"  # NaN/Inf input samples: "error" (the file fails) or "zero" (replaced)
-    kind: str | None = None  # --type: the container of outputs the tool names, and of -o -
+    container: str | None = None  # --type: the container of outputs the tool names, and of -o -
     dither: bool = True  # TPDF dither where a PCM output has fewer bits than the computation (--no-dither)
     raw: RawFormat | None = None  # a headerless input's description (--input-type raw ...)
 
@@ -73,12 +73,12 @@ def fit_chunk(engine, chunk: int | None, batch: int, budget: int | None = None) 
 
 class Runner:
     """What runs each file: one config and its engine, or — with ``target_rate`` and no config —
-    the resampler for each input rate (:func:`~convt_audio.design.resampler_for`), built once per
-    ratio with ``build(config, params)`` (:func:`~convt_audio.engines.build_engine`).
+    the resampler for each input rate (:func:`~convt_audio.model.resamplers.resampler_for`), built once per
+    ratio with ``build(config, params)`` (:func:`~convt_audio.model.engines.build_engine`).
 
     With both a config and ``target_rate``, the config's output is resampled to ``target_rate``
     where it differs (``-c hifigan-v1 -r 48000``): one stream, the config's engine then the NumPy
-    resampler (:class:`~convt_audio.engines.ChainedEngine`), built once per rate.
+    resampler (:class:`~convt_audio.model.engines.ChainedEngine`), built once per rate.
     """
 
     def __init__(
@@ -114,7 +114,7 @@ class Runner:
                 if rate not in self._by_ratio:
                     self._by_ratio[rate] = self._chained(rate)
                 return self._by_ratio[rate]
-        from .design import resampler_for
+        from ..model.resamplers import resampler_for
 
         ratio = Fraction(self.target_rate) / Fraction(input_rate)
         if self.upsample_only and ratio <= 1:
@@ -133,8 +133,8 @@ class Runner:
         """The config followed by the resampler from its ``rate`` to the target."""
         from dataclasses import replace
 
-        from .design import resampler_for
-        from .engines import ChainedEngine, build_engine
+        from ..model.engines import ChainedEngine, build_engine
+        from ..model.resamplers import resampler_for
 
         design, params = resampler_for(rate, self.target_rate, allow_aliasing=self.allow_aliasing)
         dtype = "float64" if self.engine.dtype == np.float64 else "float32"
@@ -160,7 +160,7 @@ MAX_RESAMPLE_RATE = 8 * 768000  # Hz: --rate without a config (a check of a conf
 @dataclass(frozen=True)
 class RunnerRecipe:
     """How to build a :class:`Runner` — small and picklable, so that each cluster worker loads
-    the config and weights itself, once (:mod:`convt_audio.cluster`)."""
+    the config and weights itself, once (:mod:`convt_audio.run.cluster`)."""
 
     config: str | None = None  # a path or built-in name; None with target_rate: chosen per input rate
     weights: str | None = None
@@ -173,9 +173,9 @@ class RunnerRecipe:
 
     def build(self) -> tuple[Runner, list[str]]:
         """The runner, and the names of weight tensors the config does not use."""
-        from .config import load_config
-        from .engines import build_engine
-        from .weights import load_params
+        from ..model.config import load_config
+        from ..model.engines import build_engine
+        from ..model.weights import load_params
 
         def make(config, params):
             return build_engine(config, params, self.device, self.dtype, self.deterministic)
@@ -211,7 +211,7 @@ class RunnerRecipe:
         params, unused = load_params(config, self.weights, self.dtype)
         engine = make(config, params)
         if engine.name == "torch":
-            from .process import set_torch_threads
+            from ..core.process import set_torch_threads
 
             set_torch_threads(self.threads)
         return Runner(config, engine, self.target_rate, allow_aliasing=self.allow_aliasing), unused
