@@ -133,7 +133,7 @@ def main() -> None:
                 def streamed(kernel=kernel, size=size):
                     streamer = StreamingStack(stack, kernel=kernel)
                     parts = [streamer.push(x[..., i : i + size]) for i in range(0, frames, size)]
-                    parts.append(streamer.flush(x[..., :0]))
+                    parts.append(streamer.flush())
                     return torch.cat(parts, -1)
 
                 got = streamed()

@@ -47,7 +47,7 @@ def _as_array(x, what: str, wide: bool = False) -> tuple[np.ndarray, _Given]:
     except ValueError as exc:  # a ragged list
         raise UsageError(f"{what}: not an array of numbers ({str(exc).splitlines()[0]})") from None
     integer = None
-    if array.dtype.container in "iu":
+    if array.dtype.kind in "iu":
         if array.dtype not in _INTEGER_SCALES:
             raise UsageError(
                 f"{what}: {array.dtype} samples are not read; give int8, int16, int32 (scaled to their full scale) "
@@ -56,7 +56,7 @@ def _as_array(x, what: str, wide: bool = False) -> tuple[np.ndarray, _Given]:
         integer = array.dtype
         wide = wide or array.dtype == np.int32  # float32 holds 24 of int32's 31 bits
         array = np.multiply(array, 1.0 / _INTEGER_SCALES[integer], dtype=np.float64 if wide else np.float32)
-    elif array.dtype.container != "f":
+    elif array.dtype.kind != "f":
         raise UsageError(f"{what}: expected numbers, got an array of {array.dtype}")
     elif array.dtype != np.float64:
         array = array.astype(np.float32)

@@ -183,7 +183,6 @@ class TorchStream(StreamingModule):
     @dataclass
     class State:
         in_flight: deque = field(default_factory=deque)  # (event or None, host tensor) copies under way
-        like: object = None  # an empty [B, C, 0] tensor on the device: flush's shape when nothing came
 
     def __init__(self, engine: TorchEngine, batch: int, tail: np.ndarray | None, overlap: bool | None = None):
         import torch
@@ -232,7 +231,6 @@ class TorchStream(StreamingModule):
     def _push(self, block: np.ndarray) -> np.ndarray:
         """``[B, C, n]`` input frames in; the output frames now final (one block late on CUDA)."""
         x = self._up(block)
-        self.state.like = x[..., :0]
         return self._down(self.streamer.push(x), keep=1)
 
     def _check_end(self) -> None:
@@ -240,7 +238,7 @@ class TorchStream(StreamingModule):
 
     def _flush(self) -> np.ndarray:
         """Every remaining output frame."""
-        return self._down(self.streamer.flush(self.state.like), keep=0)
+        return self._down(self.streamer.flush(), keep=0)
 
 
 class ChainedEngine(Engine):

@@ -166,16 +166,10 @@ class StreamingStack(StreamingSequential):
         self.state.frames_out += out.shape[-1]
         return out
 
-    def flush(self, like: torch.Tensor | None = None) -> torch.Tensor:
-        """End the stream; return the remaining output frames.
-
-        Raises :class:`InputTooShortError` if the input was too short for some layer. ``like``
-        (an empty ``[B, C, 0]`` tensor) is only needed when nothing was pushed.
-        """
+    def _check_end(self) -> None:
+        """The stream may end only if its input reached every layer: else
+        :class:`InputTooShortError`, naming the first that got too little."""
         self.stack.check_frames(self.state.frames_in)
-        if self._like is None and like is not None:
-            self._like = like[..., :0]
-        return super().flush()
 
     @torch.inference_mode()
     def _flush(self) -> torch.Tensor:
