@@ -149,3 +149,17 @@ def atomic_path(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
     finally:
         with suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def free_space(dest: Path) -> tuple[Path, int] | None:
+    """The folder that will hold ``dest`` (its nearest existing ancestor) and its free bytes;
+    None where the file system does not say."""
+    import shutil
+
+    folder = Path(dest).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return folder, shutil.disk_usage(folder).free
+    except OSError:
+        return None

@@ -429,18 +429,15 @@ def _check_space(dest: Path, fmt: str, subtype: str, source, engine, out_channel
     """Refuse, before any work, an uncompressed (or FLAC) output whose PCM size is larger than
     the free space of its folder (a ×10⁶ stack on a short input would otherwise fill the disk
     before failing)."""
-    import shutil
+    from ..io.atomic import free_space
 
     if source.frames is None or fmt not in _UNCOMPRESSED or subtype not in _SAMPLE_BYTES:
         return
     needed = engine.output_frames(source.frames) * out_channels * _SAMPLE_BYTES[subtype]
-    folder = dest.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
+    room = free_space(dest)
+    if room is None:
         return
+    folder, free = room
     if needed > free:
         raise AudioError(
             f"{dest}: the output needs {size_text(needed)} ({engine.output_frames(source.frames):,} frames × "

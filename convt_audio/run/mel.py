@@ -185,17 +185,13 @@ def write_mel(
 
 
 def _check_space(dest: Path, needed: int) -> None:
-    import shutil
-
     from ..core.process import size_text
+    from ..io.atomic import free_space
 
-    folder = dest.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    try:
-        free = shutil.disk_usage(folder).free
-    except OSError:
+    room = free_space(dest)
+    if room is None:
         return
+    folder, free = room
     if needed > free:
         raise AudioError(f"{dest}: the features need {size_text(needed)}, but {folder} has {size_text(free)} free")
 
