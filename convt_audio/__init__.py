@@ -37,6 +37,8 @@ _EXPORTS = {
     "SnakeBetaSpec": "kinds",
     "AliasFreeSpec": "kinds",
     "PqmfSynthesisSpec": "kinds",
+    "LayerNormSpec": "kinds",
+    "ScaleSpec": "kinds",
     "Kind": "kinds",
     "register": "kinds",
     "Engine": "core.engine",

@@ -12,6 +12,7 @@ from .alias_free import AliasFreeSpec
 from .base import KINDS, Kind, parse_layer, parse_sequence, register
 from .blocks import REDUCTIONS, ParallelSpec, ResidualSpec
 from .conv import PADDING_MODES, Conv1dSpec, ConvTranspose1dSpec
+from .norm import LayerNormSpec, ScaleSpec
 from .pqmf import PqmfSynthesisSpec
 
 __all__ = [
@@ -24,9 +25,11 @@ __all__ = [
     "Conv1dSpec",
     "ConvTranspose1dSpec",
     "Kind",
+    "LayerNormSpec",
     "ParallelSpec",
     "PqmfSynthesisSpec",
     "ResidualSpec",
+    "ScaleSpec",
     "SnakeBetaSpec",
     "SnakeSpec",
     "parse_layer",

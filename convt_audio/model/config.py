@@ -7,6 +7,7 @@ Every error names the file and the YAML path of the offending key, e.g.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 from importlib import resources
@@ -360,6 +361,12 @@ def _config_loader() -> type:
             finally:
                 self._depth -= 1
 
+    # YAML 1.2's floats without a dot (1e-6, 3E5), which PyYAML's 1.1 rules read as strings
+    _ConfigLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"),
+    )
     return _ConfigLoader
 
 
