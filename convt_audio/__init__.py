@@ -39,6 +39,7 @@ _EXPORTS = {
     "PqmfSynthesisSpec": "kinds",
     "LayerNormSpec": "kinds",
     "ScaleSpec": "kinds",
+    "LstmSpec": "kinds",
     "Kind": "kinds",
     "register": "kinds",
     "Engine": "core.engine",

@@ -12,6 +12,7 @@ from .alias_free import AliasFreeSpec
 from .base import KINDS, Kind, parse_layer, parse_sequence, register
 from .blocks import REDUCTIONS, ParallelSpec, ResidualSpec
 from .conv import PADDING_MODES, Conv1dSpec, ConvTranspose1dSpec
+from .lstm import LstmSpec
 from .norm import LayerNormSpec, ScaleSpec
 from .pqmf import PqmfSynthesisSpec
 
@@ -26,6 +27,7 @@ __all__ = [
     "ConvTranspose1dSpec",
     "Kind",
     "LayerNormSpec",
+    "LstmSpec",
     "ParallelSpec",
     "PqmfSynthesisSpec",
     "ResidualSpec",
