@@ -40,6 +40,8 @@ _EXPORTS = {
     "LayerNormSpec": "kinds",
     "ScaleSpec": "kinds",
     "LstmSpec": "kinds",
+    "LinearSpec": "kinds",
+    "IstftSpec": "kinds",
     "Kind": "kinds",
     "register": "kinds",
     "Engine": "core.engine",

@@ -12,6 +12,8 @@ from .alias_free import AliasFreeSpec
 from .base import KINDS, Kind, parse_layer, parse_sequence, register
 from .blocks import REDUCTIONS, ParallelSpec, ResidualSpec
 from .conv import PADDING_MODES, Conv1dSpec, ConvTranspose1dSpec
+from .istft import IstftSpec
+from .linear import LinearSpec
 from .lstm import LstmSpec
 from .norm import LayerNormSpec, ScaleSpec
 from .pqmf import PqmfSynthesisSpec
@@ -25,8 +27,10 @@ __all__ = [
     "AliasFreeSpec",
     "Conv1dSpec",
     "ConvTranspose1dSpec",
+    "IstftSpec",
     "Kind",
     "LayerNormSpec",
+    "LinearSpec",
     "LstmSpec",
     "ParallelSpec",
     "PqmfSynthesisSpec",
