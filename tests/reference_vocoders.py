@@ -735,3 +735,90 @@ class PQMF(nn.Module):
     def synthesis(self, x):
         x = F.conv_transpose1d(x, self.updown_filter * self.subbands, stride=self.subbands)
         return F.conv1d(self.pad_fn(x), self.synthesis_filter)
+
+
+# --- Vocos (Siuzdak 2023), written from the authors' vocos/modules.py, heads.py, spectral_ops.py
+class VocosConvNeXtBlock(nn.Module):
+    """ConvNeXtBlock: depthwise conv k7, LayerNorm (channels last), Linear, GELU, Linear, gamma, residual."""
+
+    def __init__(self, dim: int, intermediate_dim: int, layer_scale_init_value: float):
+        super().__init__()
+        self.dwconv = nn.Conv1d(dim, dim, kernel_size=7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, intermediate_dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(intermediate_dim, dim)
+        self.gamma = nn.Parameter(layer_scale_init_value * torch.ones(dim), requires_grad=True)
+
+    def forward(self, x):
+        residual = x
+        x = self.dwconv(x)
+        x = x.transpose(1, 2)
+        x = self.norm(x)
+        x = self.pwconv1(x)
+        x = self.act(x)
+        x = self.pwconv2(x)
+        x = self.gamma * x
+        x = x.transpose(1, 2)
+        return residual + x
+
+
+class VocosBackbone(nn.Module):
+    def __init__(self, input_channels: int, dim: int, intermediate_dim: int, num_layers: int):
+        super().__init__()
+        self.embed = nn.Conv1d(input_channels, dim, kernel_size=7, padding=3)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.convnext = nn.ModuleList(
+            [VocosConvNeXtBlock(dim, intermediate_dim, 1 / num_layers) for _ in range(num_layers)]
+        )
+        self.final_layer_norm = nn.LayerNorm(dim, eps=1e-6)
+
+    def forward(self, x):
+        x = self.embed(x)
+        x = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        for block in self.convnext:
+            x = block(x)
+        return self.final_layer_norm(x.transpose(1, 2))
+
+
+class VocosISTFT(nn.Module):
+    def __init__(self, n_fft: int, hop_length: int, win_length: int):
+        super().__init__()
+        self.n_fft, self.hop_length, self.win_length = n_fft, hop_length, win_length
+        self.register_buffer("window", torch.hann_window(win_length))
+
+    def forward(self, spec):
+        pad = (self.win_length - self.hop_length) // 2
+        _, _, frames = spec.shape
+        ifft = torch.fft.irfft(spec, self.n_fft, dim=1, norm="backward") * self.window[None, :, None]
+        size = (frames - 1) * self.hop_length + self.win_length
+        fold = dict(output_size=(1, size), kernel_size=(1, self.win_length), stride=(1, self.hop_length))
+        y = torch.nn.functional.fold(ifft, **fold)[:, 0, 0, pad:-pad]
+        window_sq = self.window.square().expand(1, frames, -1).transpose(1, 2)
+        envelope = torch.nn.functional.fold(window_sq, **fold).squeeze()[pad:-pad]
+        return y / envelope
+
+
+class VocosISTFTHead(nn.Module):
+    def __init__(self, dim: int, n_fft: int, hop_length: int):
+        super().__init__()
+        self.out = nn.Linear(dim, n_fft + 2)
+        self.istft = VocosISTFT(n_fft, hop_length, n_fft)
+
+    def forward(self, x):
+        x = self.out(x).transpose(1, 2)
+        mag, p = x.chunk(2, dim=1)
+        mag = torch.clip(torch.exp(mag), max=1e2)
+        return self.istft(mag * (torch.cos(p) + 1j * torch.sin(p)))
+
+
+class Vocos(nn.Module):
+    """Vocos.decode(features) = head(backbone(features)); a [B, T·hop] waveform."""
+
+    def __init__(self, mels=100, dim=512, intermediate_dim=1536, num_layers=8, n_fft=1024, hop_length=256):
+        super().__init__()
+        self.backbone = VocosBackbone(mels, dim, intermediate_dim, num_layers)
+        self.head = VocosISTFTHead(dim, n_fft, hop_length)
+
+    def decode(self, features):
+        return self.head(self.backbone(features))

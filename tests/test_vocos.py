@@ -1,0 +1,88 @@
+"""vocos-mel-24khz against Vocos written from the authors' code (tests/reference_vocoders.py), at
+full size with random weights saved as the hub's pytorch_model.bin holds them: every tensor named,
+float64 decodes equal to Vocos.decode to 1e-9 at chunk 1, 7 and the default, and for one frame;
+the command line end to end; `mel -c vocos-mel-24khz` computes its features."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from clitools import invoke
+from reference_vocoders import Vocos, randomise
+
+import convt_audio
+from convt_audio.model.config import load_config
+from convt_audio.model.stack import run_chunked
+from convt_audio.model.weights import load_stack
+
+HOP = 256
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A full-size Vocos (13.5 M parameters) with random weights, saved as its state_dict, the
+    feature extractor's buffers beside the decoder's as in the hub's file."""
+    torch.manual_seed(0)
+    model = randomise(Vocos(), seed=1).double()
+    path = tmp_path_factory.mktemp("vocos") / "pytorch_model.bin"
+    state = {k: v.float() for k, v in model.state_dict().items()}
+    state["feature_extractor.mel_spec.spectrogram.window"] = torch.hann_window(1024)
+    state["feature_extractor.mel_spec.mel_scale.fb"] = torch.zeros(513, 100)
+    torch.save(state, path)
+    return model.float().double(), path  # the float32 values, computed in float64
+
+
+def test_every_decoder_tensor_of_the_checkpoint_is_named(checkpoint):
+    model, path = checkpoint
+    config = load_config("vocos-mel-24khz")
+    ours = {full for names in config.tensor_names for full in names.values()}
+    assert ours == set(model.state_dict())
+    stack, unused = load_stack(config, path, dtype=torch.float64)
+    assert unused == ["feature_extractor.mel_spec.mel_scale.fb", "feature_extractor.mel_spec.spectrogram.window"]
+    assert sum(p.numel() for p in model.parameters()) + 1024 == sum(
+        t.numel() for layer in stack.params for t in layer.values()
+    )
+
+
+@pytest.mark.parametrize("frames", [1, 9, 40])
+def test_float64_decodes_equal_vocos_at_every_chunk_size(checkpoint, frames):
+    model, path = checkpoint
+    mel = torch.from_numpy(np.random.default_rng(frames).normal(-3, 1.5, (1, 100, frames)))
+    with torch.no_grad():
+        want = model.decode(mel)[:, None, :]
+    assert want.shape[-1] == frames * HOP
+    scale = want.abs().max()
+    stack, _ = load_stack(load_config("vocos-mel-24khz"), path, dtype=torch.float64)
+    for chunks in (1, 7):
+        assert (run_chunked(stack, mel, chunks) - want).abs().max() / scale < 1e-9, chunks
+    default = convt_audio.load("vocos-mel-24khz", str(path), dtype="float64", device="cpu")(mel.numpy()[0])
+    assert np.abs(default - want.numpy()[0]).max() / float(scale) < 1e-9
+
+
+def test_the_command_line_decodes_a_mel_and_computes_its_features(checkpoint, tmp_path):
+    model, path = checkpoint
+    t = np.arange(24000) / 24000
+    sf.write(str(tmp_path / "a.wav"), 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)), 24000)
+    result = invoke("mel", tmp_path / "a.wav", "-c", "vocos-mel-24khz", "-o", tmp_path / "a.npy")
+    assert result.exit_code == 0, result.stderr
+    mel = np.load(tmp_path / "a.npy")
+    librosa = pytest.importorskip("librosa")
+    y = sf.read(str(tmp_path / "a.wav"), dtype="float32")[0]
+    spec = librosa.feature.melspectrogram(
+        y=y, sr=24000, n_fft=1024, hop_length=256, center=True, pad_mode="reflect", power=1.0, n_mels=100,
+        htk=True, norm=None,
+    )  # fmt: skip
+    want = np.log(np.clip(spec, 1e-7, None))
+    assert mel.shape == want.shape == (100, 24000 // HOP + 1)
+    # float32 rounding, measured on the magnitudes (a log near the 1e-7 floor magnifies it)
+    assert np.abs(np.exp(mel) - np.exp(want)).max() / np.exp(want).max() < 1e-5
+    loud = want > want.max() - 4.6  # within 40 dB of the peak
+    assert np.abs(mel - want)[loud].max() < 1e-4
+    result = invoke("run", tmp_path / "a.npy", "-c", "vocos-mel-24khz", "-w", path, "-o", tmp_path / "b.wav")
+    assert result.exit_code == 0, result.stderr
+    info = sf.info(str(tmp_path / "b.wav"))
+    assert info.samplerate == 24000 and info.frames == mel.shape[1] * HOP
+    with torch.no_grad():
+        want = model.decode(torch.from_numpy(mel).double()[None])[0].numpy()
+    got = sf.read(str(tmp_path / "b.wav"), dtype="float64")[0]
+    assert np.abs(got - np.clip(want, -1, 1)).max() < 1e-4  # float32 decode, FLOAT file
