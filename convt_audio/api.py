@@ -354,11 +354,11 @@ def convert(
     if Path(str(src)).is_dir():
         raise UsageError(f"{src}: convert takes one file (the command line runs folders)")
     request = RunRequest(
-        (str(src),),
-        str(dst),
-        None if config is None else str(config),
-        None if weights is None else str(weights),
-        rate,
+        inputs=(str(src),),
+        output=str(dst),
+        config=None if config is None else str(config),
+        weights=None if weights is None else str(weights),
+        rate=rate,
         overwrite=overwrite,
         skip_existing=skip_existing,
         **options,
