@@ -142,3 +142,21 @@ def test_the_python_floor_is_stated_once_and_matches_the_tools():
     ci = (ROOT / ".ci" / "run").read_text()
     assert f"FLOOR=3.{floor}" in ci, "CI must test the floor it claims"
     assert sys.version_info >= (3, int(floor))
+
+
+def test_the_source_tree_imported_as_it_is_finds_its_configs(tmp_path):
+    """With the checkout itself on the path (python -c in it, Ray's workers started there), the
+    built-in configs come from configs/, which installs as convt_audio.configs."""
+    code = (
+        "import convt_audio.model.config as c, sys; names = c.builtin_configs(); "
+        "assert c.__file__.startswith(sys.argv[1]), c.__file__; print(len(names), 'sinc-x3' in names)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(len(list((ROOT / "configs").glob("*.yaml")))), "True"]

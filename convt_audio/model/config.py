@@ -270,7 +270,7 @@ def builtin_configs() -> dict[str, Path]:
     except ModuleNotFoundError:
         # the source tree imported as it is (PYTHONPATH=checkout, or python -c in it): the
         # configs/ folder that installs as convt_audio.configs lies beside the package
-        folder = Path(__file__).resolve().parents[1] / "configs"
+        folder = Path(__file__).resolve().parents[2] / "configs"
     found = {}
     for entry in folder.iterdir():
         if entry.name.endswith(".yaml"):
