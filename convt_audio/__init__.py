@@ -42,6 +42,7 @@ _EXPORTS = {
     "LstmSpec": "kinds",
     "LinearSpec": "kinds",
     "IstftSpec": "kinds",
+    "CodebooksSpec": "kinds",
     "Kind": "kinds",
     "register": "kinds",
     "Engine": "core.engine",

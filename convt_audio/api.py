@@ -29,10 +29,10 @@ class _Given(NamedTuple):
     integer: np.dtype | None  # int8/16/32 samples: scaled to [-1, 1) in, rounded and clipped back out
 
 
-def _as_array(x, what: str, wide: bool = False) -> tuple[np.ndarray, _Given]:
+def _as_array(x, what: str, wide: bool = False, codes: bool = False) -> tuple[np.ndarray, _Given]:
     """``x`` as a float NumPy array (float64 stays float64; int32 becomes float64, as do the
     others with ``wide``), and what it was. Integer samples are read on their full scale, as
-    soxr and soundfile read them."""
+    soxr and soundfile read them — unless they are ``codes`` (a codec's), taken as they are."""
     is_torch = type(x).__module__.startswith("torch")
     if is_torch:
         import torch
@@ -47,6 +47,8 @@ def _as_array(x, what: str, wide: bool = False) -> tuple[np.ndarray, _Given]:
     except ValueError as exc:  # a ragged list
         raise UsageError(f"{what}: not an array of numbers ({str(exc).splitlines()[0]})") from None
     integer = None
+    if codes and array.dtype.kind in "iu":
+        return array.astype(np.float64), _Given(array.ndim, is_torch, None)
     if array.dtype.kind in "iu":
         if array.dtype not in _INTEGER_SCALES:
             raise UsageError(
@@ -195,10 +197,15 @@ class Model:
     def output_frames(self, frames: int) -> int:
         return self.engine.output_frames(frames)
 
+    @property
+    def takes_codes(self) -> bool:
+        """Whether the stack reads a codec's integer codes (``(codebooks, frames)``)."""
+        return getattr(self.config.layers[0], "takes_codes", False)
+
     def __call__(self, x):
         """The whole array through the stack: ``(channels, frames)`` or ``(batch, channels,
         frames)`` in, the same layout out."""
-        array, given = _as_array(x, "x", wide=self.engine.dtype == np.float64)
+        array, given = _as_array(x, "x", wide=self.engine.dtype == np.float64, codes=self.takes_codes)
         batched, per_channel = self._batched(array)
         self.engine.check_frames(batched.shape[-1])
         return _give_back(self._unbatched(_stream_all(self.engine, batched), array.shape, per_channel), given)
@@ -219,6 +226,11 @@ class Model:
         batched = array[None] if array.ndim == 2 else array
         if 0 in batched.shape:
             raise UsageError(f"x: shape {array.shape} is empty")
+        if self.takes_codes and batched.shape[1] < self.in_channels:  # fewer codebooks: the rest absent
+            from .core.options import ABSENT_CODE
+
+            missing = np.full((batched.shape[0], self.in_channels - batched.shape[1], batched.shape[2]), ABSENT_CODE)
+            batched = np.concatenate([batched, missing], axis=1)
         try:
             per_channel = channel_plan(self.config, batched.shape[1]) == "per_channel"
         except AudioError:
@@ -257,7 +269,9 @@ class Stream:
         channels, frames)``) is in."""
         if self._flushed:
             raise UsageError("push: the stream was flushed; reset() it to start a new signal")
-        array, given = _as_array(chunk, "chunk", wide=self.model.engine.dtype == np.float64)
+        array, given = _as_array(
+            chunk, "chunk", wide=self.model.engine.dtype == np.float64, codes=self.model.takes_codes
+        )
         batched, per_channel = self.model._batched(array)
         if self._stream is None or (not self._stream.started and array.shape[:-1] != self._shape):
             self._stream = self.model.engine.open_stream(batched.shape[0])

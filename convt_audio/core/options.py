@@ -9,3 +9,4 @@ NON_FINITE_MODES = ("error", "zero")  # --non-finite: NaN/Inf input samples
 SUBTYPES = ("PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")  # --subtype's choices (libsndfile names)
 RAW_ENCODINGS = ("signed-integer", "unsigned-integer", "floating-point")  # --input-encoding (sox's -e words)
 ENDIANS = ("little", "big")  # --input-endian
+ABSENT_CODE = -(2**23)  # a codebook row an integer-codes input lacks (exact in float32): adds nothing

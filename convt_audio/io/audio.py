@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 
 from ..core.errors import AudioError, ClippingError, UsageError, option, unpickling_failure
-from ..core.options import ENDIANS, RAW_ENCODINGS
+from ..core.options import ABSENT_CODE, ENDIANS, RAW_ENCODINGS
 from ..core.process import interruptible_wait, wait_in_thread
 
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
@@ -165,6 +165,7 @@ class AudioSource:
     _map_path: Path | None = None  # the .npy file _array maps, mapped afresh for each block (pages
     # read stay out of our RSS once unmapped); for standard input, its spooled copy
     is_stream: bool = False  # standard input or a named FIFO: read once, as it comes
+    absent_rows: int = 0  # codebook rows an integer-codes file lacks, added as ABSENT codes
 
     def blocks(self, frames: int, dtype: str = "float32") -> Iterator[np.ndarray]:
         """Yield ``[channels, n]`` blocks of at most ``frames`` frames, from the start."""
@@ -176,7 +177,10 @@ class AudioSource:
                     if self._map_path is not None
                     else self._array
                 )
-                yield np.array(array[:, start : start + frames], dtype=dtype, order="C")
+                block = np.array(array[:, start : start + frames], dtype=dtype, order="C")
+                if self.absent_rows:  # codebooks the file lacks: rows of absent codes
+                    block = np.concatenate([block, np.full((self.absent_rows, block.shape[1]), ABSENT_CODE, dtype)])
+                yield block
                 del array
             return
         if self._handle.seekable():
@@ -290,17 +294,25 @@ def _feature_source(
             f"{path}: {kind} inputs need {option('input_rate', 'HZ')} (or a config with output_sample_rate)"
         )
     array = _npy_2d(array)
-    if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
+    codes = np.issubdtype(array.dtype, np.integer)  # a codec's codes: (codebooks, frames)
+    if array.ndim != 2 or not (codes or np.issubdtype(array.dtype, np.floating)):
         raise AudioError(
-            f"{path}: {kind} input must be a float array of shape (channels, frames), got "
-            f"{array.dtype} {tuple(array.shape)}"
+            f"{path}: {kind} input must be a float array of shape (channels, frames), or integer codes "
+            f"(codebooks, frames), got {array.dtype} {tuple(array.shape)}"
         )
-    if array.shape[0] != expected_channels and array.shape[1] == expected_channels:
+    absent = 0  # codebook rows the file lacks (a lower bitrate): padded with ABSENT codes
+    if codes and expected_channels is not None and 0 < array.shape[0] != expected_channels:
+        if array.shape[0] > expected_channels:
+            raise AudioError(
+                f"{path}: holds {array.shape[0]} codebook rows; the model has {expected_channels} codebooks"
+            )
+        absent = expected_channels - array.shape[0]
+    if not codes and array.shape[0] != expected_channels and array.shape[1] == expected_channels:
         raise AudioError(
             f"{path}: shape {tuple(array.shape)} looks like (frames, channels); the stack "
             f"takes {expected_channels} channels: save the array transposed, as (channels, frames)"
         )
-    if array.shape[0] > array.shape[1] and array.shape[0] != expected_channels:
+    if not codes and array.shape[0] > array.shape[1] and array.shape[0] != expected_channels:
         raise AudioError(
             f"{path}: shape {tuple(array.shape)} has more channels than frames; expected (channels, frames)"
         )
@@ -312,11 +324,12 @@ def _feature_source(
     return AudioSource(
         Path(path),
         input_rate,
-        array.shape[0],
+        array.shape[0] + absent,
         array.shape[1],
         subtype,
         _array=array,
         _map_path=Path(mapped_path) if mapped else None,
+        absent_rows=absent,
     )
 
 
@@ -560,9 +573,12 @@ def _load_tensor(path: Path) -> np.ndarray:
         value = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as exc:  # malformed pickles raise anything: KeyError, IndexError, RecursionError …
         raise AudioError(f"{path}: not a readable torch tensor file ({unpickling_failure(exc)})") from None
-    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+    integer = isinstance(value, torch.Tensor) and not value.is_floating_point() and not value.is_complex()
+    if not isinstance(value, torch.Tensor) or not (
+        value.is_floating_point() or (integer and value.dtype != torch.bool)
+    ):
         what = type(value).__name__ if not isinstance(value, torch.Tensor) else f"a {value.dtype} tensor"
-        raise AudioError(f"{path}: holds {what}; expected one float tensor (channels, frames)")
+        raise AudioError(f"{path}: holds {what}; expected one float tensor (channels, frames) or integer codes")
     if value.is_meta or value.layout != torch.strided:
         kind = "meta" if value.is_meta else str(value.layout).replace("torch.", "")
         raise AudioError(f"{path}: holds a {kind} tensor, which has no dense values; save a dense one")

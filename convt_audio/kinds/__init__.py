@@ -11,6 +11,7 @@ from .activations import ACTIVATIONS, ActivationSpec, SnakeBetaSpec, SnakeSpec
 from .alias_free import AliasFreeSpec
 from .base import KINDS, Kind, parse_layer, parse_sequence, register
 from .blocks import REDUCTIONS, ParallelSpec, ResidualSpec
+from .codebooks import CodebooksSpec
 from .conv import PADDING_MODES, Conv1dSpec, ConvTranspose1dSpec
 from .istft import IstftSpec
 from .linear import LinearSpec
@@ -25,6 +26,7 @@ __all__ = [
     "REDUCTIONS",
     "ActivationSpec",
     "AliasFreeSpec",
+    "CodebooksSpec",
     "Conv1dSpec",
     "ConvTranspose1dSpec",
     "IstftSpec",

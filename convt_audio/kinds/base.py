@@ -136,6 +136,7 @@ class Kind(ABC):
     names: ClassVar[tuple] = ()  # the ``type:`` names this kind is registered under
     pointwise: ClassVar[bool] = False  # maps each frame on its own: same channels and frames, no state
     int_fields: ClassVar[tuple] = ()  # fields that take PyTorch's ``int or tuple`` (``3`` or ``[3]``)
+    takes_codes: ClassVar[bool] = False  # a first layer that reads integer codes (not samples to scale)
 
     @property
     def where(self) -> str:
