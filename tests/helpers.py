@@ -29,10 +29,11 @@ def brute_conv_transpose1d(x, weight, bias, spec, out_frames):
 
 
 def brute_conv1d(x, weight, bias, spec, out_frames):
-    """Extend by padding per numpy.pad, then y[c_out, q] = bias + Σ_k Σ_c_in x_ext[c_in, q·s + k·d]·w."""
+    """Extend by padding (per end, or [left, right]) per numpy.pad, then
+    y[c_out, q] = bias + Σ_k Σ_c_in x_ext[c_in, q·s + k·d]·w."""
     c_in, frames = x.shape
-    p = spec.padding
-    x_ext = np.pad(x, ((0, 0), (p, p)), mode=NUMPY_MODE[spec.padding_mode])
+    left, right = tuple(spec.padding) if isinstance(spec.padding, (list, tuple)) else (spec.padding, spec.padding)
+    x_ext = np.pad(x, ((0, 0), (left, right)), mode=NUMPY_MODE[spec.padding_mode])
     c_out_g = spec.out_channels // spec.groups
     c_in_g = c_in // spec.groups
     y = np.zeros((spec.out_channels, out_frames))

@@ -64,7 +64,7 @@ class ConvKind(Kind):
         }
         for name, maximum in limits.items():
             check_int(where, name, getattr(self, name), 1, maximum)
-        check_int(where, "padding", self.padding, 0, MAX_PADDING)
+        self.check_padding()
         if not isinstance(self.bias, bool):
             raise ConfigError(f"{where}.bias: must be true or false, got {self.bias!r}")
         for name in ("in_channels", "out_channels"):
@@ -78,6 +78,13 @@ class ConvKind(Kind):
                 f"{where}: a weight of shape {self.weight_shape} holds {weights:,} values; "
                 f"a layer may hold at most {MAX_LAYER_WEIGHTS:,}"
             )
+
+    def check_padding(self) -> None:
+        if isinstance(self.padding, (list, tuple)):
+            raise ConfigError(
+                f"{self.where}.padding: [left, right] is for conv1d; {self.type} pads both ends alike, got {list(self.padding)}"
+            )
+        check_int(self.where, "padding", self.padding, 0, MAX_PADDING)
 
     @property
     def receptive(self) -> int:
@@ -238,6 +245,21 @@ class Conv1dSpec(ConvKind):
     type: str = field(default="conv1d", init=False)
     names: ClassVar[tuple] = ("conv1d",)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.padding, list):  # [left, right], as YAML gives it: hashable, as a spec is
+            object.__setattr__(self, "padding", tuple(self.padding))
+
+    def check_padding(self) -> None:
+        """``padding`` is one number for both ends, or ``[left, right]`` (a causal convolution:
+        ``[d·(K−1), 0]``, EnCodec's and moshi's), in every padding mode."""
+        if not isinstance(self.padding, tuple):
+            check_int(self.where, "padding", self.padding, 0, MAX_PADDING)
+            return
+        if len(self.padding) != 2:
+            raise ConfigError(f"{self.where}.padding: a number, or [left, right], got {list(self.padding)}")
+        for value in self.padding:
+            check_int(self.where, "padding", value, 0, MAX_PADDING)
+
     @property
     def weight_shape(self) -> tuple[int, int, int]:
         return (self.out_channels, self.in_channels // self.groups, self.kernel_size)
@@ -245,21 +267,24 @@ class Conv1dSpec(ConvKind):
     def output_frames(self, frames: int) -> int:
         if frames < 1:
             return 0
-        usable = frames + 2 * self.padding - self.receptive
+        left, right = self.extension()
+        usable = frames + left + right - self.receptive
         return usable // self.stride + 1 if usable >= 0 else 0
 
     def min_input_frames(self) -> int:
-        return max(1, self.receptive - 2 * self.padding)
+        return max(1, self.receptive - sum(self.extension()))
 
     def extension(self) -> tuple[int, int]:
-        return self.padding, self.padding
+        """Frames added before and after the input: ``padding`` at each end, or ``[left, right]``."""
+        return tuple(self.padding) if isinstance(self.padding, tuple) else (self.padding, self.padding)
 
     def rate_factor(self) -> tuple[int, int]:
         return 1, self.stride
 
     def input_span(self, first: int, last: int) -> tuple[int, int]:
-        """Output q reads inputs ``q·s − p … q·s − p + d(K−1)``."""
-        return first * self.stride - self.padding, last * self.stride - self.padding + self.receptive - 1
+        """Output q reads inputs ``q·s − p … q·s − p + d(K−1)`` (p: the left padding)."""
+        left = self.extension()[0]
+        return first * self.stride - left, last * self.stride - left + self.receptive - 1
 
     def flops_per_frame(self) -> Fraction:
         return Fraction(2 * self.out_channels * (self.in_channels // self.groups) * self.kernel_size, self.stride)

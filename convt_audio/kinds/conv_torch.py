@@ -50,14 +50,14 @@ def conv_transpose1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
 
 def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec) -> torch.Tensor:
-    """Whole-signal convolution: extend by ``padding`` per ``padding_mode``, then no padding."""
+    """Whole-signal convolution: extend by the padding (per end) per ``padding_mode``, then no padding."""
     frames = x.shape[-1]
     if spec.output_frames(frames) < 1:
         raise InputTooShortError(
             f"input too short: {spec.where} ({spec.type}) gets {frames} frames and needs at least "
             f"{spec.min_input_frames()}"
         )
-    x = extend(x, spec.padding, spec.padding, spec.padding_mode)
+    x = extend(x, *spec.extension(), spec.padding_mode)
     return F.conv1d(x, weight, bias, spec.stride, 0, spec.dilation, spec.groups)
 
 

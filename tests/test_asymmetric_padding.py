@@ -1,0 +1,72 @@
+"""conv1d with ``padding: [left, right]`` (a causal convolution is ``[d·(K−1), 0]``, as EnCodec's
+and moshi's) in every padding mode: equal to numpy.pad then a valid convolution, whole and
+streamed at any chunk sizes; the shape facts follow the two ends."""
+
+import numpy as np
+import pytest
+import torch
+from helpers import brute_conv1d
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_stream import chunk_schedules
+
+from convt_audio.core.errors import ConfigError
+from convt_audio.kinds import PADDING_MODES, Conv1dSpec
+from convt_audio.model.config import parse_config
+from convt_audio.model.stack import Stack, run_chunked
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    kernel=st.integers(1, 7),
+    dilation=st.integers(1, 3),
+    stride=st.integers(1, 3),
+    left=st.integers(0, 9),
+    right=st.integers(0, 9),
+    mode=st.sampled_from(PADDING_MODES),
+    frames=st.integers(1, 30),
+    schedule=chunk_schedules,
+    seed=st.integers(0, 99),
+)
+def test_asymmetric_padding_equals_numpy_pad_whole_and_streamed(
+    kernel, dilation, stride, left, right, mode, frames, schedule, seed
+):
+    spec = Conv1dSpec(2, 3, kernel, stride=stride, padding=(left, right), dilation=dilation, padding_mode=mode)
+    spec.validate()
+    if mode == "reflect" and max(left, right) >= frames:
+        return  # numpy's reflect needs fewer pad frames than the signal has (the stream reflects within)
+    out_frames = spec.output_frames(frames)
+    assert out_frames == max(0, (frames + left + right - dilation * (kernel - 1) - 1) // stride + 1) or out_frames == 0
+    if out_frames < 1:
+        return
+    stack = Stack.initialised([spec], seed=seed).to(dtype=torch.float64)
+    x = torch.from_numpy(np.random.default_rng(seed).normal(size=(1, 2, frames)))
+    p = stack.params[0]
+    want = brute_conv1d(x[0].numpy(), p["weight"].numpy(), p["bias"].numpy(), spec, out_frames)
+    np.testing.assert_allclose(stack.forward(x)[0].numpy(), want, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(run_chunked(stack, x, schedule)[0].numpy(), want, rtol=1e-10, atol=1e-10)
+
+
+def test_a_causal_convolution_looks_nowhere_ahead():
+    from convt_audio.run.report import summary
+
+    config = parse_config(
+        {"layers": [{"type": "conv1d", "in_channels": 1, "out_channels": 1, "kernel_size": 7, "dilation": 2,
+                     "padding": [12, 0], "padding_mode": "reflect"}]}
+    )  # fmt: skip
+    facts = summary(config, 16000, None, "none")
+    assert facts["lookahead_input_frames"] == 0 and facts["receptive_field_input_frames"] == 13
+    assert config.layers[0].output_frames(50) == 50
+
+
+@pytest.mark.parametrize(
+    "layer, message",
+    [
+        ({"type": "conv1d", "padding": [1, 2, 3]}, r"padding: a number, or \[left, right\]"),
+        ({"type": "conv1d", "padding": [1, -2]}, r"padding: must be an integer >= 0"),
+        ({"type": "conv_transpose1d", "padding": [1, 2]}, r"padding: \[left, right\] is for conv1d"),
+    ],
+)
+def test_bad_paddings_name_the_field(layer, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"layers": [{"in_channels": 1, "out_channels": 1, "kernel_size": 3, **layer}]})
