@@ -6,9 +6,11 @@ NUMPY_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "c
 
 
 def brute_conv_transpose1d(x, weight, bias, spec, out_frames):
-    """y[c_out, t] = bias + Σ_{i,k: i·s + k·d − p = t} Σ_{c_in in group} x_ext[c_in, i]·w[c_in, c_out', k]."""
+    """y[c_out, t] = bias + Σ_{i,k: i·s + k·d − p = t} Σ_{c_in in group} x_ext[c_in, i]·w[c_in, c_out', k]
+    (p: the padding, or the left trim: frames cut from the start)."""
     c_in, frames = x.shape
-    margin = 4 * (spec.dilation * spec.kernel_size + spec.padding) + 8
+    p = spec.trim[0] if getattr(spec, "trim", None) is not None else spec.padding
+    margin = 4 * (spec.dilation * spec.kernel_size + max(p, spec.padding)) + 8
     x_ext = np.pad(x, ((0, 0), (margin, margin)), mode=NUMPY_MODE[spec.padding_mode])
     c_out_g = spec.out_channels // spec.groups
     c_in_g = c_in // spec.groups
@@ -18,7 +20,7 @@ def brute_conv_transpose1d(x, weight, bias, spec, out_frames):
             group = co // c_out_g
             total = 0.0 if bias is None else bias[co]
             for k in range(spec.kernel_size):
-                num = t + spec.padding - k * spec.dilation
+                num = t + p - k * spec.dilation
                 if num % spec.stride:
                     continue
                 i = num // spec.stride

@@ -1,17 +1,19 @@
 """conv1d with ``padding: [left, right]`` (a causal convolution is ``[d·(K−1), 0]``, as EnCodec's
-and moshi's) in every padding mode: equal to numpy.pad then a valid convolution, whole and
-streamed at any chunk sizes; the shape facts follow the two ends."""
+and moshi's) and conv_transpose1d with ``trim: [left, right]`` (EnCodec cuts ``K − stride`` from
+the right only), in every padding mode: equal to the definitions (numpy.pad then a valid
+convolution; the full transposed convolution cut at each end), whole and streamed at any chunk
+sizes; the shape facts follow the two ends."""
 
 import numpy as np
 import pytest
 import torch
-from helpers import brute_conv1d
+from helpers import brute_conv1d, brute_conv_transpose1d
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_stream import chunk_schedules
 
 from convt_audio.core.errors import ConfigError
-from convt_audio.kinds import PADDING_MODES, Conv1dSpec
+from convt_audio.kinds import PADDING_MODES, Conv1dSpec, ConvTranspose1dSpec
 from convt_audio.model.config import parse_config
 from convt_audio.model.stack import Stack, run_chunked
 
@@ -47,6 +49,51 @@ def test_asymmetric_padding_equals_numpy_pad_whole_and_streamed(
     np.testing.assert_allclose(run_chunked(stack, x, schedule)[0].numpy(), want, rtol=1e-10, atol=1e-10)
 
 
+@settings(max_examples=120, deadline=None)
+@given(
+    kernel=st.integers(1, 8),
+    dilation=st.integers(1, 2),
+    stride=st.integers(1, 4),
+    left=st.integers(0, 8),
+    right=st.integers(0, 8),
+    output_padding=st.integers(0, 3),
+    mode=st.sampled_from(PADDING_MODES),
+    frames=st.integers(1, 20),
+    schedule=chunk_schedules,
+    seed=st.integers(0, 99),
+)
+def test_a_trimmed_transposed_convolution_equals_its_definition_whole_and_streamed(
+    kernel, dilation, stride, left, right, output_padding, mode, frames, schedule, seed
+):
+    if not (output_padding < stride or output_padding < dilation):
+        return
+    spec = ConvTranspose1dSpec(
+        2,
+        3,
+        kernel,
+        stride=stride,
+        dilation=dilation,
+        output_padding=output_padding,
+        padding_mode=mode,
+        trim=(left, right),
+    )
+    spec.validate()
+    out_frames = spec.output_frames(frames)
+    full = (frames - 1) * stride + dilation * (kernel - 1) + output_padding + 1
+    assert out_frames == max(0, full - left - right)
+    if out_frames < 1:
+        return
+    stack = Stack.initialised([spec], seed=seed).to(dtype=torch.float64)
+    x = torch.from_numpy(np.random.default_rng(seed).normal(size=(1, 2, frames)))
+    p = stack.params[0]
+    want = brute_conv_transpose1d(x[0].numpy(), p["weight"].numpy(), p["bias"].numpy(), spec, out_frames)
+    np.testing.assert_allclose(stack.forward(x)[0].numpy(), want, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(run_chunked(stack, x, schedule)[0].numpy(), want, rtol=1e-10, atol=1e-10)
+    if mode == "zeros" and output_padding == 0:  # EnCodec's own: the full output, unpadded at both ends
+        torch_full = torch.nn.functional.conv_transpose1d(x, p["weight"], p["bias"], stride, dilation=dilation)
+        np.testing.assert_allclose(stack.forward(x).numpy(), torch_full[..., left : full - right].numpy(), atol=1e-10)
+
+
 def test_a_causal_convolution_looks_nowhere_ahead():
     from convt_audio.run.report import summary
 
@@ -65,6 +112,8 @@ def test_a_causal_convolution_looks_nowhere_ahead():
         ({"type": "conv1d", "padding": [1, 2, 3]}, r"padding: a number, or \[left, right\]"),
         ({"type": "conv1d", "padding": [1, -2]}, r"padding: must be an integer >= 0"),
         ({"type": "conv_transpose1d", "padding": [1, 2]}, r"padding: \[left, right\] is for conv1d"),
+        ({"type": "conv_transpose1d", "trim": [1, 2], "padding": 1}, r"trim: replaces padding"),
+        ({"type": "conv_transpose1d", "trim": [1]}, r"trim: \[left, right\]"),
     ],
 )
 def test_bad_paddings_name_the_field(layer, message):

@@ -161,11 +161,29 @@ class ConvTranspose1dSpec(ConvKind):
     """``torch.nn.ConvTranspose1d`` with every parameter, padding modes included."""
 
     output_padding: int = 0
+    trim: tuple | None = None  # [left, right]: frames cut from each end instead of padding's alike
     type: str = field(default="conv_transpose1d", init=False)
     names: ClassVar[tuple] = ("conv_transpose1d",)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.trim, list):  # as YAML gives it: hashable, as a spec is
+            object.__setattr__(self, "trim", tuple(self.trim))
+
+    def crop(self) -> tuple[int, int]:
+        """Output frames cut from the start and the end of the full transposed convolution:
+        ``padding`` at both, or ``trim: [left, right]`` (EnCodec's causal transposed
+        convolutions cut ``K − stride`` from the right only)."""
+        return tuple(self.trim) if self.trim is not None else (self.padding, self.padding)
+
     def validate(self) -> None:
         super().validate()
+        if self.trim is not None:
+            if not isinstance(self.trim, tuple) or len(self.trim) != 2:
+                raise ConfigError(f"{self.where}.trim: [left, right], got {self.trim!r}")
+            for value in self.trim:
+                check_int(self.where, "trim", value, 0, MAX_PADDING)
+            if self.padding:
+                raise ConfigError(f"{self.where}.trim: replaces padding (which cuts both ends alike); give one")
         check_int(self.where, "output_padding", self.output_padding, 0, MAX_STRIDE)
         if not (self.output_padding < self.stride or self.output_padding < self.dilation):
             raise ConfigError(
@@ -181,10 +199,10 @@ class ConvTranspose1dSpec(ConvKind):
         """``(L − 1)·stride − 2·padding + dilation·(K − 1) + output_padding + 1`` (≤ 0: none)."""
         if frames < 1:
             return 0
-        return max(0, (frames - 1) * self.stride - 2 * self.padding + self.receptive + self.output_padding)
+        return max(0, (frames - 1) * self.stride - sum(self.crop()) + self.receptive + self.output_padding)
 
     def min_input_frames(self) -> int:
-        need = 2 * self.padding - self.receptive - self.output_padding + 1  # L_out ≥ 1
+        need = sum(self.crop()) - self.receptive - self.output_padding + 1  # L_out ≥ 1
         return max(1, -(-need // self.stride) + 1)
 
     def extension(self) -> tuple[int, int]:
@@ -196,8 +214,9 @@ class ConvTranspose1dSpec(ConvKind):
         if self.padding_mode == "zeros":
             return 0, 0
         span = self.receptive - 1
-        left = max(0, (span - self.padding) // self.stride)
-        right = max(0, (span + self.output_padding - self.padding) // self.stride)
+        cut_left, cut_right = self.crop()
+        left = max(0, (span - cut_left) // self.stride)
+        right = max(0, (span + self.output_padding - cut_right) // self.stride)
         return left, right
 
     def rate_factor(self) -> tuple[int, int]:
@@ -205,7 +224,7 @@ class ConvTranspose1dSpec(ConvKind):
 
     def input_span(self, first: int, last: int) -> tuple[int, int]:
         """Input frames that outputs ``first…last`` read: ``i·s + k·d − p = t``."""
-        p, s = self.padding, self.stride
+        p, s = self.crop()[0], self.stride
         return ceil_div(first + p - (self.receptive - 1), s), (last + p) // s
 
     def flops_per_frame(self) -> Fraction:

@@ -40,7 +40,7 @@ def conv_transpose1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         spec.groups,
         spec.dilation,
     )
-    offset = spec.padding + left * spec.stride
+    offset = spec.crop()[0] + left * spec.stride
     y = full[..., offset : offset + out_frames]
     if y.shape[-1] < out_frames:
         y = F.pad(y, (0, out_frames - y.shape[-1]))
@@ -116,7 +116,7 @@ class StreamingConvTranspose1d(StreamingModule):
         left, right = spec.extension()
         self.extender = Extender(spec.padding_mode, left, right, tail)
         self.children = (self.extender,)
-        self.offset = spec.padding + left * spec.stride
+        self.offset = spec.crop()[0] + left * spec.stride
         self.overlap = spec.receptive - spec.stride
         if kernel == "polyphase":
             self.poly_weight = polyphase_weight(weight, spec)
