@@ -282,7 +282,13 @@ def _npy_2d(array: np.ndarray) -> np.ndarray:
 
 
 def _feature_source(
-    path, array: np.ndarray, input_rate, expected_channels, label: str | None = None, mapped: bool = True
+    path,
+    array: np.ndarray,
+    input_rate,
+    expected_channels,
+    label: str | None = None,
+    mapped: bool = True,
+    codes: bool = False,
 ) -> AudioSource:
     """A ``(channels, frames)`` float array as a source: an ``.npy`` file, mapped block by block
     (``label`` names it in messages: ``<stdin>`` for standard input's spooled copy), or a tensor
@@ -294,12 +300,12 @@ def _feature_source(
             f"{path}: {kind} inputs need {option('input_rate', 'HZ')} (or a config with output_sample_rate)"
         )
     array = _npy_2d(array)
-    codes = np.issubdtype(array.dtype, np.integer)  # a codec's codes: (codebooks, frames)
-    if array.ndim != 2 or not (codes or np.issubdtype(array.dtype, np.floating)):
-        raise AudioError(
-            f"{path}: {kind} input must be a float array of shape (channels, frames), or integer codes "
-            f"(codebooks, frames), got {array.dtype} {tuple(array.shape)}"
-        )
+    integer = np.issubdtype(array.dtype, np.integer)
+    if array.ndim != 2 or not ((codes and integer) or np.issubdtype(array.dtype, np.floating)):
+        takes = "integer codes (codebooks, frames)" if codes else "a float array of shape (channels, frames)"
+        hint = "" if codes or not integer else " (integer codes are read by a stack whose first layer is codebooks)"
+        raise AudioError(f"{path}: {kind} input must be {takes}, got {array.dtype} {tuple(array.shape)}{hint}")
+    codes = codes and integer  # a codec's codes: (codebooks, frames)
     absent = 0  # codebook rows the file lacks (a lower bitrate): padded with ABSENT codes
     if codes and expected_channels is not None and 0 < array.shape[0] != expected_channels:
         if array.shape[0] > expected_channels:
@@ -353,7 +359,9 @@ def is_fifo(path: str | Path) -> bool:
         return False
 
 
-def _open_stdin(input_rate, expected_channels: int | None, fd: int = 0, label: str = STDIO) -> AudioSource:
+def _open_stdin(
+    input_rate, expected_channels: int | None, fd: int = 0, label: str = STDIO, codes: bool = False
+) -> AudioSource:
     """Standard input (or another stream: a named FIFO's descriptor ``fd``, named ``label``): an
     ``.npy`` array, or an audio stream.
 
@@ -386,7 +394,7 @@ def _open_stdin(input_rate, expected_channels: int | None, fd: int = 0, label: s
             detail = (getattr(exc, "strerror", None) or str(exc)).splitlines()[0]
             raise AudioError(f"{name}: not a readable .npy array: {detail}") from None
         try:
-            source = _feature_source(spool.name, array, input_rate, expected_channels, label=name)
+            source = _feature_source(spool.name, array, input_rate, expected_channels, label=name, codes=codes)
         except AudioError:
             spool.close()
             raise
@@ -586,14 +594,19 @@ def _load_tensor(path: Path) -> np.ndarray:
 
 
 def open_source(
-    path: str | Path, input_rate=None, expected_channels: int | None = None, raw: RawFormat | None = None
+    path: str | Path,
+    input_rate=None,
+    expected_channels: int | None = None,
+    raw: RawFormat | None = None,
+    codes: bool = False,
 ) -> AudioSource:
     """Open an audio file (anything libsndfile reads), or a ``.npy`` or ``.pt`` ``(channels, frames)`` array.
 
     ``input_rate`` (Hz, an int or a Fraction such as 22050/256 for mel frames) is the rate of
     ``.npy`` inputs; ``expected_channels`` (the stack's) lets a short feature array have more
     channels than frames, and ``(1, channels, frames)`` arrays drop their batch axis. ``raw``
-    reads the file (or standard input) as headerless samples it describes.
+    reads the file (or standard input) as headerless samples it describes; ``codes``: the stack
+    reads a codec's integer codes, so integer arrays are taken (and fewer rows padded).
     """
     if raw is not None:
         if str(path) != STDIO and not Path(path).exists():
@@ -602,7 +615,7 @@ def open_source(
             raise AudioError(f"{path}: is a folder (pass {option('recursive')} or name the files)")
         return _open_raw(Path(path), raw)
     if str(path) == STDIO:
-        return _open_stdin(input_rate, expected_channels)
+        return _open_stdin(input_rate, expected_channels, codes=codes)
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: no such file")
@@ -613,7 +626,7 @@ def open_source(
         except OSError as exc:
             raise AudioError(f"{path}: cannot read ({exc.strerror})") from None
         try:
-            source = _open_stdin(input_rate, expected_channels, fd, str(path))
+            source = _open_stdin(input_rate, expected_channels, fd, str(path), codes=codes)
         except BaseException:
             os.close(fd)
             raise
@@ -626,9 +639,9 @@ def open_source(
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise AudioError(f"{path}: not a readable .npy array: {str(exc).splitlines()[0]}") from None
-        return _feature_source(path, array, input_rate, expected_channels)
+        return _feature_source(path, array, input_rate, expected_channels, codes=codes)
     if path.suffix.lower() in TENSOR_SUFFIXES:
-        return _feature_source(path, _load_tensor(path), input_rate, expected_channels, mapped=False)
+        return _feature_source(path, _load_tensor(path), input_rate, expected_channels, mapped=False, codes=codes)
     try:
         with open(path, "rb"):
             pass

@@ -258,7 +258,8 @@ def process_file(
     if input_rate is None and hint is not None:
         input_rate = hint.feature_rate()
     expected = hint.in_channels if hint is not None else 1
-    with open_source(job.source, input_rate, expected, options.raw) as source:
+    codes = hint is not None and getattr(hint.layers[0], "takes_codes", False)  # a codec's integer codes
+    with open_source(job.source, input_rate, expected, options.raw, codes) as source:
         try:
             config, engine = runner.pick(source.rate)
         except AudioError as exc:
