@@ -54,7 +54,7 @@ class _OneLineErrors(TyperGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         _guard_standard_streams()
-        tune_process()  # OpenMP's passive wait, malloc's reuse: before torch loads
+        tune_process(malloc=True)  # OpenMP's passive wait, malloc's reuse: before torch loads
         args = _ray_default(list(sys.argv[1:] if args is None else args))
         try:
             code = super().main(

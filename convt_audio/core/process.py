@@ -2,7 +2,7 @@
 sleep when they wait, glibc's malloc keeping freed blocks, torch's intra-op threads bounded by the
 CPUs this process may use. :func:`convt_audio.load`, :func:`convt_audio.resample` and
 :func:`convt_audio.convert` call :func:`tune_process` first, so that the same work takes the
-same time from a script as from the shell."""
+same time from a script as from the shell; only the command line changes malloc's thresholds."""
 
 from __future__ import annotations
 
@@ -128,17 +128,19 @@ def check_environment() -> None:
         raise UsageError(f"OMP_NUM_THREADS: {threads!r} is not a positive whole number (or a list of them)")
 
 
-def tune_process() -> None:
+def tune_process(malloc: bool = False) -> None:
     """Once per process, before torch loads where it can: the settings ``run`` works under.
 
     - ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it (OpenMP reads it when torch
       loads, so it applies only if torch is not imported yet): beside one busy process a 10 s
       hifigan-v1 decode took 8.1 s instead of 12.0 s (medians of 3, 2 cores), and 6-14 s instead
       of 0.93 s for a short hifigan-v3 decode from Python; quiet, 5.6 s against 5.5 s.
-    - glibc's malloc keeps freed blocks of up to 32 MB instead of unmapping them: every block
-      of a stream allocates and frees arrays of a few hundred kB, and above the default 128 kB
-      each was a fresh mmap whose pages fault in again (10 minutes of stereo resampling spent
-      ~0.4 s of system time on it).
+    - with ``malloc`` (the command line's, a short process that owns its heap): glibc's malloc
+      keeps freed blocks of up to 32 MB instead of unmapping them: every block of a stream
+      allocates and frees arrays of a few hundred kB, and above the default 128 kB each was a
+      fresh mmap whose pages fault in again (10 minutes of stereo resampling spent ~0.4 s of
+      system time on it). Not for a library caller's process, whose heap is the caller's: a
+      long-lived process keeps up to 64 MB more of freed memory per arena under it.
     """
     global _TUNED
     if _TUNED:
@@ -146,7 +148,7 @@ def tune_process() -> None:
     _TUNED = True
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if sys.platform.startswith("linux"):
+    if malloc and sys.platform.startswith("linux"):
         with suppress(OSError, AttributeError):
             import ctypes
 
