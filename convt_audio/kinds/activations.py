@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
 from ..core.errors import ConfigError
-from .base import MAX_CHANNELS, Pointwise, check_int, check_keys, check_number, expect_channels, parse_key, register
+from .base import PerChannel, Pointwise, check_keys, check_number, parse_key, register
 
 # name -> (function of (torch.nn.functional, x, **parameters), {parameter: default})
 ACTIVATIONS: dict[str, tuple[Callable, dict[str, float]]] = {
@@ -76,34 +76,21 @@ class ActivationSpec(Pointwise):
 
 
 @dataclass(frozen=True)
-class _Snake(Pointwise):
+class _Snake(PerChannel):
     """Shared by the snakes: per-channel learned tensors of shape (1, channels, 1) (a checkpoint's
     (channels,) loads too); with ``logscale`` the tensors hold logarithms (BigVGAN's
     ``alpha_logscale``: exp() is taken before use, and they start at 0 instead of 1)."""
 
-    channels: int
     logscale: bool = False
     key: str | None = None
 
-    int_fields: ClassVar[tuple] = ("channels",)
-
     def validate(self) -> None:
-        check_int(self.where, "channels", self.channels, 1, MAX_CHANNELS)
+        super().validate()
         if not isinstance(self.logscale, bool):
             raise ConfigError(f"{self.where}.logscale: must be true or false, got {self.logscale!r}")
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: (1, self.channels, 1) for name in self.tensor_names}
-
-    def input_channels(self) -> int | None:
-        return self.channels
-
-    def out_channels_for(self, channels: int | None) -> int:
-        return self.channels
-
-    def check_channels(self, channels: int | None) -> int:
-        expect_channels(self.where, "channels", self.channels, channels)
-        return self.channels
 
     def init_params(self, generator=None) -> dict:
         import torch

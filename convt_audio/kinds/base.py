@@ -285,3 +285,26 @@ class Pointwise(Kind):
 
     def flops_per_frame(self) -> Fraction:
         return Fraction(0)
+
+
+@dataclass(frozen=True)
+class PerChannel(Pointwise):
+    """A pointwise kind of ``channels`` channels in and out (the snakes, ``layer_norm``,
+    ``scale``): those channel facts, checked against the layer before it."""
+
+    channels: int
+
+    int_fields: ClassVar[tuple] = ("channels",)
+
+    def validate(self) -> None:
+        check_int(self.where, "channels", self.channels, 1, MAX_CHANNELS)
+
+    def input_channels(self) -> int | None:
+        return self.channels
+
+    def out_channels_for(self, channels: int | None) -> int:
+        return self.channels
+
+    def check_channels(self, channels: int | None) -> int:
+        expect_channels(self.where, "channels", self.channels, channels)
+        return self.channels

@@ -10,30 +10,14 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..core.errors import ConfigError
-from .base import MAX_CHANNELS, Pointwise, check_int, expect_channels, register
+from .base import PerChannel, register
 
 
 @dataclass(frozen=True)
-class _PerChannel(Pointwise):
-    """Shared by the per-channel kinds: ``channels`` in and out, tensors of shape (channels,)."""
+class _PerChannel(PerChannel):
+    """Shared by the per-channel kinds here: tensors of shape (channels,), named by ``key``."""
 
-    channels: int
     key: str | None = None
-
-    int_fields: ClassVar[tuple] = ("channels",)
-
-    def validate(self) -> None:
-        check_int(self.where, "channels", self.channels, 1, MAX_CHANNELS)
-
-    def input_channels(self) -> int | None:
-        return self.channels
-
-    def out_channels_for(self, channels: int | None) -> int:
-        return self.channels
-
-    def check_channels(self, channels: int | None) -> int:
-        expect_channels(self.where, "channels", self.channels, channels)
-        return self.channels
 
 
 @register
