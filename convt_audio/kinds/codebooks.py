@@ -106,10 +106,14 @@ class CodebooksSpec(Pointwise):
         )
 
     def forward(self, x, params):
+        self.check_codes(x)
+        return self.decode(x, params)
+
+    def decode(self, x, params):
+        """The latent of codes already checked (:meth:`check_codes`)."""
         import torch
         import torch.nn.functional as F
 
-        self.check_codes(x)
         out = x.new_zeros(x.shape[0], self.out_width, x.shape[-1])
         for i in range(self.codebooks):
             codes = x[:, i]
@@ -142,9 +146,9 @@ class StreamingCodes(StreamingModule):
         super().__init__()
 
     def _push(self, chunk):
-        self.spec.check_codes(chunk, self.state.frames)
+        self.spec.check_codes(chunk, self.state.frames)  # once, named by the frame's place in the file
         self.state.frames += chunk.shape[-1]
-        return self.spec.forward(chunk, self.params)
+        return self.spec.decode(chunk, self.params)
 
     def _flush(self):
         return self._empty(self.spec.out_width)
