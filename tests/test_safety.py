@@ -388,7 +388,7 @@ def test_the_budget_follows_ulimit(tmp_path):
 
     code = (
         "import resource; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY)); "
-        "from convt_audio.run.runner import memory_budget; print(memory_budget())"
+        "from convt_audio.core.process import memory_budget; print(memory_budget())"
     )
     env = {**os.environ, "PYTHONPATH": PACKAGE_HOME}
     done = subprocess.run(

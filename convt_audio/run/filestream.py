@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..core.errors import AudioError, UsageError, option
+from ..core.process import size_text
 from ..io.atomic import atomic_path
 from ..io.audio import (
     PCM_BITS,
@@ -34,7 +35,7 @@ from ..io.audio import (
 from ..model.config import channel_plan
 from ..model.resamplers import COPY_SOURCE
 from .planning import Job, default_name
-from .runner import Runner, RunOptions, fit_chunk, size_text
+from .runner import Runner, RunOptions, fit_chunk
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..core.errors import AudioError, UsageError, option
 from ..core.options import CHANNEL_MODES, CLIP_MODES, NON_FINITE_MODES
-from ..core.process import MEMORY_ENV, memory_budget, size_text, usable_cpus  # noqa: F401 - where callers have found them
+from ..core.process import MEMORY_ENV, memory_budget, size_text
 from ..io.audio import RawFormat
 from ..model.config import Config
 
