@@ -5,6 +5,21 @@ import numpy as np
 NUMPY_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
+def pad_frames(x, left, right, mode):
+    """``x [..., frames]`` extended per README.md's padding modes: ``numpy.pad`` for PyTorch's
+    four; ``reflect_zeros`` as EnCodec's ``pad1d`` writes it (zeros appended to a signal no longer
+    than the padding, reflected, the zeros cut off again)."""
+    widths = [(0, 0)] * (x.ndim - 1) + [(left, right)]
+    if mode != "reflect_zeros":
+        return np.pad(x, widths, mode=NUMPY_MODE[mode])
+    frames, extra = x.shape[-1], 0
+    if frames <= max(left, right):
+        extra = max(left, right) - frames + 1
+        x = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, extra)])
+    padded = np.pad(x, widths, mode="reflect")
+    return padded[..., : padded.shape[-1] - extra]
+
+
 def brute_conv_transpose1d(x, weight, bias, spec, out_frames):
     """y[c_out, t] = bias + Σ_{i,k: i·s + k·d − p = t} Σ_{c_in in group} x_ext[c_in, i]·w[c_in, c_out', k]
     (p: the padding, or the left trim: frames cut from the start)."""
@@ -35,7 +50,7 @@ def brute_conv1d(x, weight, bias, spec, out_frames):
     y[c_out, q] = bias + Σ_k Σ_c_in x_ext[c_in, q·s + k·d]·w."""
     c_in, frames = x.shape
     left, right = tuple(spec.padding) if isinstance(spec.padding, (list, tuple)) else (spec.padding, spec.padding)
-    x_ext = np.pad(x, ((0, 0), (left, right)), mode=NUMPY_MODE[spec.padding_mode])
+    x_ext = pad_frames(x, left, right, spec.padding_mode)
     c_out_g = spec.out_channels // spec.groups
     c_in_g = c_in // spec.groups
     y = np.zeros((spec.out_channels, out_frames))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from test_stream import chunk_schedules
 
 from convt_audio.core.errors import ConfigError
-from convt_audio.kinds import PADDING_MODES, Conv1dSpec, ConvTranspose1dSpec
+from convt_audio.kinds import CONV1D_PADDING_MODES, PADDING_MODES, Conv1dSpec, ConvTranspose1dSpec
 from convt_audio.model.config import parse_config
 from convt_audio.model.stack import Stack, run_chunked
 
@@ -25,7 +25,7 @@ from convt_audio.model.stack import Stack, run_chunked
     stride=st.integers(1, 3),
     left=st.integers(0, 9),
     right=st.integers(0, 9),
-    mode=st.sampled_from(PADDING_MODES),
+    mode=st.sampled_from(CONV1D_PADDING_MODES),
     frames=st.integers(1, 30),
     schedule=chunk_schedules,
     seed=st.integers(0, 99),
@@ -106,6 +106,25 @@ def test_a_causal_convolution_looks_nowhere_ahead():
     assert config.layers[0].output_frames(50) == 50
 
 
+@pytest.mark.parametrize("frames", [1, 2, 6, 7, 8, 40])
+def test_reflect_zeros_is_encodecs_pad1d_whole_and_streamed(frames):
+    """EnCodec's causal SConv1d (k7: pad1d(x, (6, 0), "reflect") then the convolution), written
+    as its ``modules/conv.py`` does, against a ``padding: [6, 0]`` conv1d in ``reflect_zeros``:
+    equal on inputs shorter than the padding too, where plain ``reflect`` differs."""
+    spec = Conv1dSpec(2, 3, 7, padding=(6, 0), padding_mode="reflect_zeros")
+    spec.validate()
+    stack = Stack.initialised([spec], seed=frames).to(dtype=torch.float64)
+    x = torch.from_numpy(np.random.default_rng(frames).normal(size=(1, 2, frames)))
+    extra = max(0, 6 - frames + 1)  # pad1d: zeros first where the signal is no longer than the pad
+    padded = torch.nn.functional.pad(torch.nn.functional.pad(x, (0, extra)), (6, 0), "reflect")
+    padded = padded[..., : padded.shape[-1] - extra]
+    want = torch.nn.functional.conv1d(padded, stack.params[0]["weight"], stack.params[0]["bias"])
+    assert want.shape[-1] == frames
+    torch.testing.assert_close(stack.forward(x), want, rtol=0, atol=1e-12)
+    for schedule in ([1], [7], [3, 1, 5]):
+        torch.testing.assert_close(run_chunked(stack, x, schedule), want, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     "layer, message",
     [
@@ -114,6 +133,10 @@ def test_a_causal_convolution_looks_nowhere_ahead():
         ({"type": "conv_transpose1d", "padding": [1, 2]}, r"padding: \[left, right\] is for conv1d"),
         ({"type": "conv_transpose1d", "trim": [1, 2], "padding": 1}, r"trim: replaces padding"),
         ({"type": "conv_transpose1d", "trim": [1]}, r"trim: \[left, right\]"),
+        (
+            {"type": "conv_transpose1d", "padding_mode": "reflect_zeros"},
+            r"padding_mode: 'reflect_zeros' is not one of \['circular', 'reflect', 'replicate', 'zeros'\]",
+        ),
     ],
 )
 def test_bad_paddings_name_the_field(layer, message):

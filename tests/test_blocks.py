@@ -11,6 +11,7 @@ from convt_audio.core.errors import ConfigError
 from convt_audio.core.shapes import leaves
 from convt_audio.kinds import (
     ACTIVATIONS,
+    CONV1D_PADDING_MODES,
     PADDING_MODES,
     ActivationSpec,
     Conv1dSpec,
@@ -49,7 +50,7 @@ def _keeping(draw, channels, depth):
                     2 * half + 1,
                     padding=half * dilation,
                     dilation=dilation,
-                    padding_mode=mode,
+                    padding_mode=draw(st.sampled_from(CONV1D_PADDING_MODES)),
                     bias=draw(st.booleans()),
                 )
             )
@@ -95,7 +96,7 @@ def nested_stacks(draw, depth=2):
             channels,
             channels,
             draw(st.integers(1, 3)),
-            padding_mode=draw(st.sampled_from(PADDING_MODES)),
+            padding_mode=draw(st.sampled_from(CONV1D_PADDING_MODES)),
             padding=draw(st.integers(0, 1)),
         )
     ]

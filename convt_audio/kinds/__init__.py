@@ -12,7 +12,7 @@ from .alias_free import AliasFreeSpec
 from .base import KINDS, Kind, parse_layer, parse_sequence, register
 from .blocks import REDUCTIONS, ParallelSpec, ResidualSpec
 from .codebooks import CodebooksSpec
-from .conv import PADDING_MODES, Conv1dSpec, ConvTranspose1dSpec
+from .conv import CONV1D_PADDING_MODES, PADDING_MODES, Conv1dSpec, ConvTranspose1dSpec
 from .istft import IstftSpec
 from .linear import LinearSpec
 from .lstm import LstmSpec
@@ -21,6 +21,7 @@ from .pqmf import PqmfSynthesisSpec
 
 __all__ = [
     "ACTIVATIONS",
+    "CONV1D_PADDING_MODES",
     "KINDS",
     "PADDING_MODES",
     "REDUCTIONS",

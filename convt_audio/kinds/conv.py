@@ -1,5 +1,5 @@
 """The convolutions: ``conv_transpose1d`` and ``conv1d``, every PyTorch parameter and the four
-padding modes (README.md, "Padding modes"). Their torch code is :mod:`.conv_torch`."""
+padding modes (and EnCodec's ``reflect_zeros`` for ``conv1d``) (README.md, "Padding modes"). Their torch code is :mod:`.conv_torch`."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ from .base import (
 )
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+# conv1d's modes: PyTorch's four and EnCodec's ``pad1d`` (kinds/padding.py), which zero-extends
+# a signal no longer than the padding before reflecting it
+CONV1D_PADDING_MODES = PADDING_MODES + ("reflect_zeros",)
+REFLECTING = ("reflect", "reflect_zeros")  # the modes whose extensions mirror the signal's frames
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -41,6 +45,7 @@ class ConvKind(Kind):
     padding_mode: str = "zeros"
     key: str | None = None
 
+    padding_modes: ClassVar[tuple] = PADDING_MODES
     int_fields: ClassVar[tuple] = (
         "in_channels",
         "out_channels",
@@ -70,8 +75,9 @@ class ConvKind(Kind):
         for name in ("in_channels", "out_channels"):
             if getattr(self, name) % self.groups:
                 raise ConfigError(f"{where}.{name}: {getattr(self, name)} is not divisible by groups={self.groups}")
-        if not isinstance(self.padding_mode, str) or self.padding_mode not in PADDING_MODES:
-            raise ConfigError(f"{where}.padding_mode: {self.padding_mode!r} is not one of {sorted(PADDING_MODES)}")
+        modes = self.padding_modes
+        if not isinstance(self.padding_mode, str) or self.padding_mode not in modes:
+            raise ConfigError(f"{where}.padding_mode: {self.padding_mode!r} is not one of {sorted(modes)}")
         weights = math.prod(self.weight_shape)
         if weights > MAX_LAYER_WEIGHTS:
             raise ConfigError(
@@ -124,7 +130,7 @@ class ConvKind(Kind):
         left = self.extension()[0]
         if self.padding_mode == "circular" and left:
             return "input tail (seek)" if leading else "whole input"
-        if self.padding_mode == "reflect" and left:
+        if self.padding_mode in REFLECTING and left:
             return f"first {left + 1} frames"
         return ""
 
@@ -263,6 +269,7 @@ class Conv1dSpec(ConvKind):
 
     type: str = field(default="conv1d", init=False)
     names: ClassVar[tuple] = ("conv1d",)
+    padding_modes: ClassVar[tuple] = CONV1D_PADDING_MODES
 
     def __post_init__(self) -> None:
         if isinstance(self.padding, list):  # [left, right], as YAML gives it: hashable, as a spec is

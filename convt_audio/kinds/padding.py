@@ -1,5 +1,7 @@
 """The padding modes as ``numpy.pad`` defines them, whole (:func:`extend`) and streamed
-(:class:`Extender`), for the convolutions (README.md, "Padding modes")."""
+(:class:`Extender`), for the convolutions (README.md, "Padding modes"), and ``reflect_zeros``:
+EnCodec's and audiocraft's ``pad1d``, ``reflect`` except that a signal no longer than the padding
+is first extended by zeros to one frame more than it (so a 1-frame input is padded with zeros)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.streaming import UNBOUNDED, StreamingModule, cat
+from .conv import REFLECTING
 
 
 def extend(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
@@ -16,10 +19,18 @@ def extend(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
 
     ``zeros`` → constant 0, ``reflect`` → ``reflect``, ``replicate`` → ``edge``, ``circular`` →
     ``wrap``, including extensions longer than the signal (numpy reflects or wraps again).
+    ``reflect_zeros`` (EnCodec's ``pad1d``) reflects a signal no longer than the longer extension
+    as if it were followed by zeros: ``reflect`` of ``x`` zero-extended to ``max(left, right) + 1``
+    frames, those zeros then dropped.
     """
     if left == 0 and right == 0:
         return x
     frames = x.shape[-1]
+    if mode == "reflect_zeros":
+        extra = max(left, right) + 1 - frames
+        if extra <= 0:
+            return extend(x, left, right, "reflect")
+        return extend(F.pad(x, (0, extra)), left, right, "reflect")[..., : left + frames + right]
     if mode == "zeros":
         return F.pad(x, (left, right))
     j = torch.arange(-left, frames + right, device=x.device)
@@ -63,7 +74,7 @@ class Extender(StreamingModule):
         self.mode, self.left, self.right, self.tail = mode, left, right, tail
         if mode == "circular" and left:
             self.start_after = 0 if tail is not None else UNBOUNDED
-        elif mode == "reflect" and left:
+        elif mode in REFLECTING and left:
             self.start_after = left + 1
         elif mode == "replicate" and left:
             self.start_after = 1
@@ -71,8 +82,8 @@ class Extender(StreamingModule):
             self.start_after = 0
         if mode == "circular":
             self.keep_frames = right  # the first frames
-        elif mode in ("reflect", "replicate") and right:
-            self.keep_frames = right + 1 if mode == "reflect" else 1
+        elif mode in REFLECTING + ("replicate",) and right:
+            self.keep_frames = right + 1 if mode in REFLECTING else 1
         else:
             self.keep_frames = 0
         super().__init__()
