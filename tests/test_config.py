@@ -98,6 +98,8 @@ def test_layer_errors_name_file_and_yaml_path(tmp_path, layers, message):
         ({"channels": "mono"}, "channels: 'mono' is not one of ['auto', 'joint', 'per_channel']"),
         ({"output_sample_rate": 0}, "output_sample_rate: must be an integer from 1 to 2147483647 Hz or null, got 0"),
         ({"weights_prefix": 3}, "weights_prefix: must be a string, got 3"),
+        ({"weights_ignore": "encoder."}, "weights_ignore: must be a list of tensor name prefixes, got 'encoder.'"),
+        ({"weights_ignore": [""]}, "weights_ignore: must be a list of tensor name prefixes, got ['']"),
     ],
 )
 def test_top_level_errors(tmp_path, extra, message):

@@ -11,7 +11,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from convt_audio.core.errors import ConfigError, InputTooShortError
-from convt_audio.kinds import ACTIVATIONS, CONV1D_PADDING_MODES, PADDING_MODES, ActivationSpec, Conv1dSpec, ConvTranspose1dSpec, SnakeSpec
+from convt_audio.kinds import (
+    ACTIVATIONS,
+    CONV1D_PADDING_MODES,
+    PADDING_MODES,
+    ActivationSpec,
+    Conv1dSpec,
+    ConvTranspose1dSpec,
+    SnakeSpec,
+)
 from convt_audio.kinds.padding import extend
 from convt_audio.model.config import parse_config
 from convt_audio.model.stack import Stack, run_chunked

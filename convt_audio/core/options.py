@@ -9,4 +9,9 @@ NON_FINITE_MODES = ("error", "zero")  # --non-finite: NaN/Inf input samples
 SUBTYPES = ("PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")  # --subtype's choices (libsndfile names)
 RAW_ENCODINGS = ("signed-integer", "unsigned-integer", "floating-point")  # --input-encoding (sox's -e words)
 ENDIANS = ("little", "big")  # --input-endian
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")  # padding_mode: PyTorch's four
+# conv1d's: and EnCodec's pad1d (kinds/padding.py), which zero-extends a signal no longer than the
+# padding before reflecting it
+CONV1D_PADDING_MODES = PADDING_MODES + ("reflect_zeros",)
+REFLECTING = ("reflect", "reflect_zeros")  # the modes whose extensions mirror the signal's frames
 ABSENT_CODE = -(2**23)  # a codebook row an integer-codes input lacks (exact in float32): adds nothing

@@ -9,6 +9,7 @@ from fractions import Fraction
 from typing import ClassVar
 
 from ..core.errors import ConfigError
+from ..core.options import CONV1D_PADDING_MODES, PADDING_MODES, REFLECTING
 from .base import (
     MAX_CHANNELS,
     MAX_KERNEL,
@@ -20,12 +21,6 @@ from .base import (
     expect_channels,
     register,
 )
-
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-# conv1d's modes: PyTorch's four and EnCodec's ``pad1d`` (kinds/padding.py), which zero-extends
-# a signal no longer than the padding before reflecting it
-CONV1D_PADDING_MODES = PADDING_MODES + ("reflect_zeros",)
-REFLECTING = ("reflect", "reflect_zeros")  # the modes whose extensions mirror the signal's frames
 
 
 def ceil_div(a: int, b: int) -> int:

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..core.options import REFLECTING
 from ..core.streaming import UNBOUNDED, StreamingModule, cat
-from .conv import REFLECTING
 
 
 def extend(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:

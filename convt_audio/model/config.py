@@ -25,6 +25,7 @@ TOP_LEVEL_KEYS = (
     "description",
     "weights",
     "weights_prefix",
+    "weights_ignore",
     "channels",
     "output_sample_rate",
     "features",
@@ -157,6 +158,7 @@ class Config:
     tensor_names: tuple  # per leaf layer, depth first: {"weight": "<prefix><key>.weight", ...}
     weights: Path | None = None
     weights_prefix: str = ""
+    weights_ignore: tuple = ()  # name prefixes of a checkpoint's other parts, left unread unremarked
     channels: str = "auto"
     output_sample_rate: int | None = None
     source: str = "<config>"
@@ -408,6 +410,9 @@ def _parse_config(data: Any, source: str, base_dir: Path | None, default_name: s
     prefix = data.get("weights_prefix") or ""
     if not isinstance(prefix, str):
         raise ConfigError(f"weights_prefix: must be a string, got {prefix!r}")
+    ignore = data.get("weights_ignore") or []
+    if not isinstance(ignore, list) or not all(isinstance(x, str) and x for x in ignore):
+        raise ConfigError(f"weights_ignore: must be a list of tensor name prefixes, got {ignore!r}")
     specs = parse_sequence(layers, "layers")
     names = tensor_names(specs, prefix)
     input_channels(specs)  # a stack of activations alone has no channel count
@@ -454,6 +459,7 @@ def _parse_config(data: Any, source: str, base_dir: Path | None, default_name: s
         tensor_names=names,
         weights=weights,
         weights_prefix=prefix,
+        weights_ignore=tuple(ignore),
         channels=channels,
         output_sample_rate=rate,
         source=source,

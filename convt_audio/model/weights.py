@@ -274,7 +274,8 @@ def match_tensors(
     ``tensors`` may be lazy (:class:`TensorFile`): each shape is checked before its data is
     read, and tensors the config does not use are never read. Returns one ``{"weight", "bias",
     "alpha"}`` dict of arrays per leaf layer (depth first through blocks), and the names of the
-    tensors under the prefix it reads (the layout's) that it does not use. ``layout`` is the
+    tensors under the prefix it reads (the layout's) that it does not use, except those under the
+    config's ``weights_ignore`` prefixes. ``layout`` is the
     :class:`~convt_audio.model.config.Layout` to read by (None: the config's own names).
     """
     used: set[str] = set()
@@ -339,9 +340,11 @@ def match_tensors(
             used.update(pair or [full])
         params.append(layer)
     # unused: only what lies under the prefix read (an encoder, a discriminator or an optimizer
-    # elsewhere in the checkpoint is not the config's business)
+    # elsewhere in the checkpoint is not the config's business), less what the config declares
+    # it leaves unread (weights_ignore: a codec's encoder beside its decoder)
     prefix = layout.prefix if layout else config.weights_prefix
-    return params, sorted(name for name in tensors if name not in used and name.startswith(prefix))
+    unused = (name for name in tensors if name not in used and name.startswith(prefix))
+    return params, sorted(name for name in unused if not name.startswith(config.weights_ignore))
 
 
 def _check_norm_shape(source: str, pair: list, g_shape: tuple, v_shape: tuple, where: str) -> None:
