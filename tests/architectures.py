@@ -428,6 +428,7 @@ def vocos(name: str) -> dict:
             f"Vocos (Siuzdak 2023): {mels}-band log-mel at {rate}/{hop} Hz in, {rate} Hz audio out; ConvNeXt "
             f"backbone and ISTFT head; the hub's pytorch_model.bin loads with -w"
         ),
+        "weights_ignore": ["feature_extractor."],  # the mel's window and filterbank: `mel` computes them
         "channels": "joint",
         "output_sample_rate": rate,
         # MelSpectrogramFeatures: torchaudio's MelSpectrogram (centred, power 1, HTK scale, no
@@ -441,6 +442,54 @@ def vocos(name: str) -> dict:
     }
 
 
+def encodec() -> dict:
+    """EnCodec 24 kHz's decoder (Défossez et al. 2022, ``encodec/model.py``, ``modules/seanet.py``):
+    integer codes in — up to 32 codebooks of 1024 at 75 Hz (1.5 kbps: 2 rows … 24 kbps: 32) —
+    summed codebook entries (``quantizer.vq.layers.<i>._codebook.embed``), then the causal SEANet
+    decoder: SConv1d k7 (all padding on the left, EnCodec's ``pad1d`` reflect: ``reflect_zeros``),
+    a 2-layer SLSTM with its skip, per ratio 8·5·4·2 ELU and a transposed conv k = 2r trimmed on the
+    right by K − stride, a residual block (ELU, conv k3, ELU, conv k1) plus its 1×1 shortcut; ELU,
+    conv k7. ``encodec_24khz-d7cc33bc.th`` is the model's state_dict: every tensor is named
+    in full (no prefix); the encoder's are left unused."""
+    dimension, filters, ratios = 128, 32, (8, 5, 4, 2)
+
+    def sconv(c_in: int, c_out: int, kernel: int, key: str) -> dict:
+        layer = _conv(c_in, c_out, kernel, f"{key}.conv.conv")
+        if kernel > 1:
+            layer.update(padding=[kernel - 1, 0], padding_mode="reflect_zeros")
+        return layer
+
+    elu = {"type": "elu"}
+    width = filters * 2 ** len(ratios)
+    layers = [
+        {"type": "codebooks", "codebooks": 32, "bins": 1024, "dim": dimension, "key": "quantizer.vq"},
+        sconv(dimension, width, 7, "decoder.model.0"),
+        {"type": "lstm", "channels": width, "num_layers": 2, "skip": True, "key": "decoder.model.1.lstm"},
+    ]
+    for i, ratio in enumerate(ratios):
+        index, out = 3 + 3 * i, width // 2
+        up = {"type": "conv_transpose1d", "in_channels": width, "out_channels": out, "kernel_size": 2 * ratio}
+        up.update(stride=ratio, trim=[0, ratio], key=f"decoder.model.{index}.convtr.convtr")
+        block = f"decoder.model.{index + 1}"
+        body = [elu, sconv(out, out // 2, 3, f"{block}.block.1"), elu, sconv(out // 2, out, 1, f"{block}.block.3")]
+        shortcut = [sconv(out, out, 1, f"{block}.shortcut")]
+        layers += [elu, up, {"type": "parallel", "reduce": "sum", "branches": [shortcut, body]}]
+        width = out
+    layers += [elu, sconv(width, 1, 7, "decoder.model.15")]
+    return {
+        "name": "encodec-24khz",
+        "description": (
+            "EnCodec 24 kHz's decoder (Defossez et al. 2022): integer codes (codebooks, frames) at 75 Hz in, "
+            "2 to 32 rows of 1024-entry codebooks (1.5 to 24 kbps) as EncodecModel.encode returns them; "
+            "24000 Hz audio out; causal; encodec_24khz-d7cc33bc.th loads with -w"
+        ),
+        "weights_ignore": ["encoder.", "quantizer."],  # the encoder; the codebooks' training buffers
+        "channels": "joint",
+        "output_sample_rate": 24000,
+        "layers": layers,
+    }
+
+
 def architectures() -> dict[str, dict]:
     """Every built-in architecture config, by name."""
     configs = {f"hifigan-{v}": hifigan(v) for v in HIFIGAN}
@@ -449,6 +498,7 @@ def architectures() -> dict[str, dict]:
     configs.update({name: dac(name) for name in DAC})
     configs.update({name: pwg_melgan(name) for name in PWG_MELGAN})
     configs.update({name: vocos(name) for name in VOCOS})
+    configs["encodec-24khz"] = encodec()
     return configs
 
 
