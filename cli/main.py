@@ -19,7 +19,7 @@ from typing import List, Optional
 import typer
 from typer.core import TyperGroup
 
-from convt_audio.core.errors import one_line
+from convt_audio.core.errors import one_line, render
 from convt_audio.core.process import tune_process
 
 from . import options as opts
@@ -157,6 +157,7 @@ def run(
     output: Optional[str] = opts.OUTPUT,
     config: Optional[str] = opts.CONFIG,
     weights: Optional[Path] = opts.WEIGHTS,
+    condition: Optional[str] = opts.CONDITION,
     device: str = opts.DEVICE,
     chunk: str = opts.CHUNK,
     dtype: DType = opts.DTYPE,
@@ -221,6 +222,7 @@ def run(
             threads=threads,
             deterministic=deterministic,
             allow_aliasing=allow_aliasing,
+            condition=condition,
             chunk=chunk_frames,
             channels=channels.value if channels else None,
             subtype=subtype.value if subtype else None,
@@ -302,7 +304,7 @@ def info(
 
             print_table(layer_table(facts["layers"], one_line(f"{cfg.name}: {cfg.description}".rstrip(": "))))
             lines = info_lines(facts, cfg, input_rate is not None, status, weights_ok)
-            typer.echo("\n".join(one_line(line) for line in lines))
+            typer.echo("\n".join(one_line(render(line, FLAGS)) for line in lines))
         sys.stdout.flush()
     except (BrokenPipeError, OSError, ValueError) as exc:
         _stdout_gone()

@@ -50,6 +50,7 @@ FLAGS = {
     "bits": "-b",
     "dither": "--no-dither",
     "json": "--json",
+    "condition": "--condition",
 }
 
 
@@ -92,6 +93,13 @@ CONFIG = typer.Option(
 )
 
 WEIGHTS = typer.Option(None, "-w", "--weights", help="Weights file (default: the config's).")
+
+CONDITION = typer.Option(
+    None,
+    "--condition",
+    metavar="VALUE",
+    help="The config's condition, where it has one (vocos-encodec-24khz: the bandwidth, 1.5, 3, 6 or 12 kbps).",
+)
 
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
 

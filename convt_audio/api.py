@@ -308,12 +308,14 @@ def load(
     device: str = "auto",
     dtype: str = "float32",
     threads: int | None = None,
+    condition: float | str | None = None,
 ) -> Model:
     """A :class:`Model` for ``config`` (a path or a built-in name; default ``sinc-x3``) and
     ``weights`` (default: the config's), on the engine the command line would choose (NumPy for
     resampler stacks on the CPU, else torch on ``device``), under the command line's process
     tuning (:mod:`convt_audio.core.process`); ``threads`` sets torch's intra-op threads (default:
-    at most the CPUs this process may use). float16 on the CPU is warned of (slow there)."""
+    at most the CPUs this process may use); ``condition`` chooses the config's condition (Vocos's
+    bandwidth in kbps for ``vocos-encodec-24khz``). float16 on the CPU is warned of (slow there)."""
     import warnings
 
     from .core.process import half_precision_advice, set_torch_threads
@@ -327,7 +329,7 @@ def load(
     for name, value in (("config", config), ("weights", weights)):
         if not isinstance(value, (str, Path, type(None))):
             raise UsageError(f"{name}: a path or a built-in name, got {type(value).__name__} {value!r}")
-    cfg = load_config(config)
+    cfg = load_config(config).with_condition(condition)
     params, _ = load_params(cfg, weights, dtype)
     engine = build_engine(cfg, params, device, dtype)
     if engine.name == "torch":
@@ -350,7 +352,7 @@ def convert(
     ``options`` are :class:`~convt_audio.run.prepare.RunRequest` fields: ``subtype``, ``bits``,
     ``clip``, ``non_finite``, ``channels``, ``chunk``, ``input_rate``, ``container`` (the container),
     ``dither``, ``raw`` (a :class:`~convt_audio.run.prepare.RawInput`), ``device``, ``dtype``,
-    ``threads``, ``deterministic``, ``allow_aliasing``. Raises
+    ``threads``, ``deterministic``, ``allow_aliasing``, ``condition``. Raises
     :class:`~convt_audio.core.errors.ConvtAudioError` subclasses.
     """
     from dataclasses import fields

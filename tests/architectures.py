@@ -389,28 +389,39 @@ def pwg_melgan(name: str, channels: int | None = None) -> dict:
 
 
 VOCOS = {
-    # the released configs: sample rate, n_fft, hop, mels, dim, intermediate_dim, layers
-    "vocos-mel-24khz": (24000, 1024, 256, 100, 512, 1536, 8),
+    # the hub's config.yaml of each: sample rate, n_fft, hop, input channels, dim, intermediate_dim,
+    # layers, the ISTFT head's padding, adaptive LayerNorm rows (the bandwidths)
+    "vocos-mel-24khz": (24000, 1024, 256, 100, 512, 1536, 8, "center", None),
+    "vocos-encodec-24khz": (24000, 1280, 320, 128, 384, 1152, 8, "same", 4),
 }
+VOCOS_BANDWIDTHS = [1.5, 3.0, 6.0, 12.0]  # EncodecFeatures' bandwidths: kbps, 2/4/8/16 codebooks
 
 
 def vocos(name: str) -> dict:
-    """Vocos (Siuzdak 2023, ``vocos/models.py``, ``heads.py``, ``modules.py``): a mel in, a
-    ConvNeXt backbone (embed conv k7, LayerNorm, blocks of depthwise conv k7, LayerNorm, Linear,
-    GELU, Linear, layer scale, residual; a final LayerNorm) and an ISTFT head (Linear to
-    n_fft + 2, exp'd magnitude clipped at 100, phase, inverse STFT with ``padding="same"``). The
-    hub's ``pytorch_model.bin`` is the model's state_dict: ``backbone.…``, ``head.out``,
-    ``head.istft.window``; its feature extractor's tensors are not the decoder's."""
-    rate, n_fft, hop, mels, dim, inner, count = VOCOS[name]
-    layers = [
-        _conv(mels, dim, 7, "backbone.embed", padding=3),
-        {"type": "layer_norm", "channels": dim, "eps": 1e-6, "key": "backbone.norm"},
-    ]
+    """Vocos (Siuzdak 2023, ``vocos/models.py``, ``heads.py``, ``modules.py``): a ConvNeXt backbone
+    (embed conv k7, LayerNorm, blocks of depthwise conv k7, LayerNorm, Linear, GELU, Linear, layer
+    scale, residual; a final LayerNorm) and an ISTFT head (Linear to n_fft + 2, exp'd magnitude
+    clipped at 100, phase, inverse STFT). The hub's ``pytorch_model.bin`` is the model's
+    state_dict: ``backbone.…``, ``head.out``, ``head.istft.window``. The mel variant's input is
+    the log-mel (its feature extractor's buffers are not the decoder's); the EnCodec variant's is
+    EnCodec's codes, looked up in ``feature_extractor.codebook_weights`` (16 codebooks stacked) and
+    decoded with the LayerNorms' rows of the bandwidth chosen (``AdaLayerNorm``)."""
+    rate, n_fft, hop, channels, dim, inner, count, padding, rows = VOCOS[name]
+
+    def norm(key: str) -> dict:
+        layer = {"type": "layer_norm", "channels": dim, "eps": 1e-6, "key": key}
+        return {**layer, "conditions": rows} if rows else layer
+
+    layers = []
+    if rows:
+        stacked = {"type": "codebooks", "codebooks": 16, "bins": 1024, "dim": channels, "layout": "stacked"}
+        layers.append({**stacked, "key": "feature_extractor"})
+    layers += [_conv(channels, dim, 7, "backbone.embed", padding=3), norm("backbone.norm")]
     for i in range(count):
         block = f"backbone.convnext.{i}"
         body = [
             _conv(dim, dim, 7, f"{block}.dwconv", padding=3, groups=dim),
-            {"type": "layer_norm", "channels": dim, "eps": 1e-6, "key": f"{block}.norm"},
+            norm(f"{block}.norm"),
             {"type": "linear", "in_features": dim, "out_features": inner, "key": f"{block}.pwconv1"},
             {"type": "gelu"},
             {"type": "linear", "in_features": inner, "out_features": dim, "key": f"{block}.pwconv2"},
@@ -420,12 +431,32 @@ def vocos(name: str) -> dict:
     layers += [
         {"type": "layer_norm", "channels": dim, "eps": 1e-6, "key": "backbone.final_layer_norm"},
         {"type": "linear", "in_features": dim, "out_features": n_fft + 2, "key": "head.out"},
-        {"type": "istft", "n_fft": n_fft, "hop_length": hop, "padding": "same", "key": "head.istft"},
+        {"type": "istft", "n_fft": n_fft, "hop_length": hop, "padding": padding, "key": "head.istft"},
     ]
+    if rows:
+        return {
+            "name": name,
+            "description": (
+                f"Vocos (Siuzdak 2023) for EnCodec: EnCodec 24 kHz's integer codes (codebooks, frames) at "
+                f"{rate}/{hop} Hz in, 2, 4, 8 or 16 rows for 1.5, 3, 6 or 12 kbps (--condition chooses the "
+                f"bandwidth); {rate} Hz audio out; the hub's pytorch_model.bin loads with -w"
+            ),
+            "weights_ignore": ["feature_extractor.encodec."],  # EnCodec's own model, where a file holds it
+            "channels": "joint",
+            "output_sample_rate": rate,
+            "condition": {
+                "name": "bandwidth",
+                "unit": "kbps",
+                "values": VOCOS_BANDWIDTHS,
+                "codebooks": [2, 4, 8, 16],
+                "default": None,
+            },
+            "layers": layers,
+        }
     return {
         "name": name,
         "description": (
-            f"Vocos (Siuzdak 2023): {mels}-band log-mel at {rate}/{hop} Hz in, {rate} Hz audio out; ConvNeXt "
+            f"Vocos (Siuzdak 2023): {channels}-band log-mel at {rate}/{hop} Hz in, {rate} Hz audio out; ConvNeXt "
             f"backbone and ISTFT head; the hub's pytorch_model.bin loads with -w"
         ),
         "weights_ignore": ["feature_extractor."],  # the mel's window and filterbank: `mel` computes them
@@ -434,7 +465,7 @@ def vocos(name: str) -> dict:
         # MelSpectrogramFeatures: torchaudio's MelSpectrogram (centred, power 1, HTK scale, no
         # area normalisation), then log(clip(·, 1e-7))
         "features": {
-            **_recipe(rate, n_fft, hop, mels, None, eps=0.0, clamp=1e-7, padding="center"),
+            **_recipe(rate, n_fft, hop, channels, None, eps=0.0, clamp=1e-7, padding="center"),
             "mel_scale": "htk",
             "mel_norm": None,
         },

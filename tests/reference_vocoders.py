@@ -737,24 +737,50 @@ class PQMF(nn.Module):
         return F.conv1d(self.pad_fn(x), self.synthesis_filter)
 
 
-# --- Vocos (Siuzdak 2023), written from the authors' vocos/modules.py, heads.py, spectral_ops.py
+# --- Vocos (Siuzdak 2023), written from the authors' vocos/modules.py, models.py, heads.py,
+# spectral_ops.py, pretrained.py (Vocos.decode, codes_to_features) and feature_extractors.py
+class AdaLayerNorm(nn.Module):
+    """LayerNorm whose scale and shift are rows of embeddings picked by ``cond_embedding_id``."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps, self.dim = eps, embedding_dim
+        self.scale = nn.Embedding(num_embeddings=num_embeddings, embedding_dim=embedding_dim)
+        self.shift = nn.Embedding(num_embeddings=num_embeddings, embedding_dim=embedding_dim)
+        torch.nn.init.ones_(self.scale.weight)
+        torch.nn.init.zeros_(self.shift.weight)
+
+    def forward(self, x, cond_embedding_id):
+        scale = self.scale(cond_embedding_id)
+        shift = self.shift(cond_embedding_id)
+        x = nn.functional.layer_norm(x, (self.dim,), eps=self.eps)
+        return x * scale + shift
+
+
 class VocosConvNeXtBlock(nn.Module):
     """ConvNeXtBlock: depthwise conv k7, LayerNorm (channels last), Linear, GELU, Linear, gamma, residual."""
 
-    def __init__(self, dim: int, intermediate_dim: int, layer_scale_init_value: float):
+    def __init__(self, dim: int, intermediate_dim: int, layer_scale_init_value: float, adanorm_num_embeddings=None):
         super().__init__()
         self.dwconv = nn.Conv1d(dim, dim, kernel_size=7, padding=3, groups=dim)
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.adanorm = adanorm_num_embeddings is not None
+        if adanorm_num_embeddings:
+            self.norm = AdaLayerNorm(adanorm_num_embeddings, dim, eps=1e-6)
+        else:
+            self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, intermediate_dim)
         self.act = nn.GELU()
         self.pwconv2 = nn.Linear(intermediate_dim, dim)
         self.gamma = nn.Parameter(layer_scale_init_value * torch.ones(dim), requires_grad=True)
 
-    def forward(self, x):
+    def forward(self, x, cond_embedding_id=None):
         residual = x
         x = self.dwconv(x)
         x = x.transpose(1, 2)
-        x = self.norm(x)
+        if self.adanorm:
+            x = self.norm(x, cond_embedding_id)
+        else:
+            x = self.norm(x)
         x = self.pwconv1(x)
         x = self.act(x)
         x = self.pwconv2(x)
@@ -764,30 +790,43 @@ class VocosConvNeXtBlock(nn.Module):
 
 
 class VocosBackbone(nn.Module):
-    def __init__(self, input_channels: int, dim: int, intermediate_dim: int, num_layers: int):
+    def __init__(self, input_channels, dim, intermediate_dim, num_layers, adanorm_num_embeddings=None):
         super().__init__()
         self.embed = nn.Conv1d(input_channels, dim, kernel_size=7, padding=3)
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.adanorm = adanorm_num_embeddings is not None
+        if adanorm_num_embeddings:
+            self.norm = AdaLayerNorm(adanorm_num_embeddings, dim, eps=1e-6)
+        else:
+            self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.convnext = nn.ModuleList(
-            [VocosConvNeXtBlock(dim, intermediate_dim, 1 / num_layers) for _ in range(num_layers)]
+            [
+                VocosConvNeXtBlock(dim, intermediate_dim, 1 / num_layers, adanorm_num_embeddings)
+                for _ in range(num_layers)
+            ]
         )
         self.final_layer_norm = nn.LayerNorm(dim, eps=1e-6)
 
-    def forward(self, x):
+    def forward(self, x, bandwidth_id=None):
         x = self.embed(x)
-        x = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        if self.adanorm:
+            x = self.norm(x.transpose(1, 2), cond_embedding_id=bandwidth_id)
+        else:
+            x = self.norm(x.transpose(1, 2))
+        x = x.transpose(1, 2)
         for block in self.convnext:
-            x = block(x)
+            x = block(x, cond_embedding_id=bandwidth_id)
         return self.final_layer_norm(x.transpose(1, 2))
 
 
 class VocosISTFT(nn.Module):
-    def __init__(self, n_fft: int, hop_length: int, win_length: int):
+    def __init__(self, n_fft: int, hop_length: int, win_length: int, padding: str = "same"):
         super().__init__()
-        self.n_fft, self.hop_length, self.win_length = n_fft, hop_length, win_length
+        self.n_fft, self.hop_length, self.win_length, self.padding = n_fft, hop_length, win_length, padding
         self.register_buffer("window", torch.hann_window(win_length))
 
     def forward(self, spec):
+        if self.padding == "center":  # fallback to pytorch native implementation
+            return torch.istft(spec, self.n_fft, self.hop_length, self.win_length, self.window, center=True)
         pad = (self.win_length - self.hop_length) // 2
         _, _, frames = spec.shape
         ifft = torch.fft.irfft(spec, self.n_fft, dim=1, norm="backward") * self.window[None, :, None]
@@ -800,10 +839,10 @@ class VocosISTFT(nn.Module):
 
 
 class VocosISTFTHead(nn.Module):
-    def __init__(self, dim: int, n_fft: int, hop_length: int):
+    def __init__(self, dim: int, n_fft: int, hop_length: int, padding: str = "same"):
         super().__init__()
         self.out = nn.Linear(dim, n_fft + 2)
-        self.istft = VocosISTFT(n_fft, hop_length, n_fft)
+        self.istft = VocosISTFT(n_fft, hop_length, n_fft, padding)
 
     def forward(self, x):
         x = self.out(x).transpose(1, 2)
@@ -812,13 +851,52 @@ class VocosISTFTHead(nn.Module):
         return self.istft(mag * (torch.cos(p) + 1j * torch.sin(p)))
 
 
-class Vocos(nn.Module):
-    """Vocos.decode(features) = head(backbone(features)); a [B, T·hop] waveform."""
+class EncodecFeatures(nn.Module):
+    """The decoding half of Vocos's EncodecFeatures: the first codebooks of EnCodec 24 kHz stacked."""
 
-    def __init__(self, mels=100, dim=512, intermediate_dim=1536, num_layers=8, n_fft=1024, hop_length=256):
+    def __init__(self, num_q: int = 16, bins: int = 1024, dim: int = 128):
         super().__init__()
-        self.backbone = VocosBackbone(mels, dim, intermediate_dim, num_layers)
-        self.head = VocosISTFTHead(dim, n_fft, hop_length)
+        self.bins = bins
+        self.codebook_weights = nn.Parameter(torch.randn(num_q * bins, dim), requires_grad=False)
 
-    def decode(self, features):
-        return self.head(self.backbone(features))
+
+class Vocos(nn.Module):
+    """Vocos.decode(features[, bandwidth_id]) = head(backbone(features)); a [B, samples] waveform.
+    ``vocos-mel-24khz`` (the default arguments: the hub's config.yaml, head padding "center") or,
+    with ``encodec=True``, ``vocos-encodec-24khz`` (128-channel EnCodec embeddings, adaptive
+    LayerNorm over the 4 bandwidths, n_fft 1280, hop 320, "same")."""
+
+    def __init__(
+        self,
+        mels=100,
+        dim=512,
+        intermediate_dim=1536,
+        num_layers=8,
+        n_fft=1024,
+        hop_length=256,
+        padding="center",
+        adanorm_num_embeddings=None,
+        encodec=False,
+    ):
+        super().__init__()
+        if encodec:
+            self.feature_extractor = EncodecFeatures()
+        self.backbone = VocosBackbone(mels, dim, intermediate_dim, num_layers, adanorm_num_embeddings)
+        self.head = VocosISTFTHead(dim, n_fft, hop_length, padding)
+
+    @classmethod
+    def encodec_24khz(cls):
+        return cls(128, 384, 1152, 8, 1280, 320, "same", 4, encodec=True)
+
+    def decode(self, features, bandwidth_id=None):
+        return self.head(self.backbone(features, bandwidth_id=bandwidth_id))
+
+    def codes_to_features(self, codes):
+        """(K, L) or (K, B, L) codes → (B, 128, L) features: Σ_k codebook_weights[k·bins + code]."""
+        if codes.dim() == 2:
+            codes = codes.unsqueeze(1)
+        n_bins = self.feature_extractor.bins
+        offsets = torch.arange(0, n_bins * len(codes), n_bins, device=codes.device)
+        embeddings_idxs = codes + offsets.view(-1, 1, 1)
+        features = torch.nn.functional.embedding(embeddings_idxs, self.feature_extractor.codebook_weights).sum(dim=0)
+        return features.transpose(1, 2)

@@ -164,3 +164,48 @@ def test_every_config_in_the_repo_ships_and_loads():
         assert config.name == name and config.layers
         if config.weights is not None:  # the interpolators ship their taps beside them
             assert config.weights.is_file() and config.weights.parent == builtin_configs()[name].parent
+
+
+ADA = {"type": "layer_norm", "channels": 1, "conditions": 2}
+CONDITION = {"name": "bandwidth", "unit": "kbps", "values": [1.5, 3.0]}
+
+
+@pytest.mark.parametrize(
+    "condition, layers, message",
+    [
+        ({**CONDITION, "values": []}, [ADA], "condition.values: must be a non-empty list of numbers"),
+        ({**CONDITION, "values": [1.5, 1.5]}, [ADA], "condition.values: each value once"),
+        ({**CONDITION, "default": 6}, [ADA], "condition.default: 6 is not one of the values [1.5, 3.0]"),
+        ({**CONDITION, "colour": 1}, [ADA], "condition.colour: unknown key"),
+        (CONDITION, [UP], "condition: no layer is conditioned"),
+        ({**CONDITION, "values": [1, 2, 3]}, [ADA], "layers[0].conditions: 2 rows, but condition.values has 3"),
+        ({**CONDITION, "codebooks": [2, 4]}, [ADA], "condition.codebooks: needs a first layer of codebooks"),
+        ({**CONDITION, "codebooks": [2]}, [ADA], "condition.codebooks: one whole number >= 1 per value"),
+    ],
+)
+def test_condition_errors_name_the_field(tmp_path, condition, layers, message):
+    path = write(tmp_path, {"layers": layers, "condition": condition})
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: {message}"), str(info.value)
+
+
+def test_a_condition_picks_each_adaptive_rows_and_its_default(tmp_path):
+    import torch
+
+    from convt_audio.core.errors import UsageError
+    from convt_audio.model.stack import Stack
+
+    body = {"type": "residual", "layers": [{**ADA, "key": "inner"}]}
+    path = write(tmp_path, {"layers": [{**ADA, "key": "outer"}, body], "condition": {**CONDITION, "default": 3.0}})
+    config = load_config(path)
+    assert [leaf.row for leaf in config.with_condition().leaves] == [1, 1]
+    assert [leaf.row for leaf in config.with_condition("1.5").leaves] == [0, 0]
+    with pytest.raises(UsageError, match="'2' is not a bandwidth: 1.5 or 3 kbps"):
+        config.with_condition("2")
+    chosen = config.with_condition(1.5)
+    scale = torch.tensor([[2.0], [5.0]], dtype=torch.float64)
+    params = [{"scale.weight": scale, "shift.weight": torch.tensor([[1.0], [-1.0]], dtype=torch.float64)}] * 2
+    x = torch.tensor([[[0.5, -2.0]]], dtype=torch.float64)  # one channel: layer_norm gives 0, then the shift
+    stack = Stack(chosen.layers, params)
+    assert stack.forward(x).tolist() == [[[2.0, 2.0]]]  # outer: 0·2 + 1; inner: x + (0·2 + 1)

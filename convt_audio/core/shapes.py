@@ -55,6 +55,16 @@ def leading_convs(specs: Sequence) -> list:
     return []
 
 
+def map_leaves(specs: Sequence, change) -> tuple:
+    """``specs`` with every leaf layer replaced by ``change(leaf)``, blocks rebuilt around them."""
+    return tuple(
+        spec.with_sequences(tuple(map_leaves(s, change) for s in spec.sequences()))
+        if spec.sequences()
+        else change(spec)
+        for spec in specs
+    )
+
+
 def nest(specs: Sequence, flat: Sequence):
     """Per-leaf parameters (depth-first) → one entry per spec: a dict, or a block's nested lists."""
     it = iter(flat)

@@ -137,6 +137,7 @@ class Kind(ABC):
     pointwise: ClassVar[bool] = False  # maps each frame on its own: same channels and frames, no state
     int_fields: ClassVar[tuple] = ()  # fields that take PyTorch's ``int or tuple`` (``3`` or ``[3]``)
     takes_codes: ClassVar[bool] = False  # a first layer that reads integer codes (not samples to scale)
+    recurrent: ClassVar[bool] = False  # carries state from the whole past (beyond its receptive field)
 
     @property
     def where(self) -> str:

@@ -6,7 +6,8 @@ its children (README.md, "Blocks").
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from abc import abstractmethod
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING, ClassVar, Iterator, Sequence
 
@@ -42,6 +43,10 @@ class Block(Kind):
     def leaves(self) -> Iterator:
         for sequence in self.sequences():
             yield from leaves(sequence)
+
+    @abstractmethod
+    def with_sequences(self, sequences: tuple) -> Block:
+        """The same block holding ``sequences`` (one per :meth:`sequences`) instead."""
 
     def input_channels(self) -> int | None:
         for sequence in self.sequences():
@@ -83,6 +88,9 @@ class ResidualSpec(Block):
 
     def sequences(self) -> tuple:
         return (self.layers,)
+
+    def with_sequences(self, sequences: tuple) -> ResidualSpec:
+        return replace(self, layers=tuple(sequences[0]))
 
     def sequence_labels(self) -> tuple:
         """How tensor names continue into each sequence: ``<i>.<j>``."""
@@ -168,6 +176,9 @@ class ParallelSpec(Block):
 
     def sequences(self) -> tuple:
         return self.branches
+
+    def with_sequences(self, sequences: tuple) -> ParallelSpec:
+        return replace(self, branches=tuple(tuple(branch) for branch in sequences))
 
     def sequence_labels(self) -> tuple:
         """How tensor names continue into each branch: ``<i>.<b>.<j>``."""

@@ -1,7 +1,8 @@
 """``codebooks``: a residual vector quantizer's codes back to its latent — the step before a
 codec's decoder. The input is integer codes, one row per codebook (``(n_q, frames)``, as EnCodec's
 and DAC's encoders return them); each frame's latent is the sum over codebooks of that
-codebook's entry (EnCodec: ``layers.{i}._codebook.embed``), or of its projection (DAC:
+codebook's entry (EnCodec: ``layers.{i}._codebook.embed``; Vocos: the same tables stacked in one
+``codebook_weights``, row ``i·bins + code``), or of its projection (DAC:
 ``quantizers.{i}.codebook.weight`` through the weight-normed ``out_proj`` 1×1 convolution).
 
 A file with fewer rows than the model has codebooks (a lower bitrate) is padded with
@@ -21,7 +22,7 @@ from ..core.streaming import StreamingModule
 from .base import MAX_CHANNELS, Pointwise, check_int, expect_channels, register
 
 ABSENT = ABSENT_CODE  # a codebook row the input does not have
-LAYOUTS = ("encodec", "dac")
+LAYOUTS = ("encodec", "stacked", "dac")
 
 
 @register
@@ -34,11 +35,12 @@ class CodebooksSpec(Pointwise):
     dim: int
     projection: int | None = None  # DAC: out_proj's output channels (the latent's)
     layout: str = "encodec"
+    rows: int | None = None  # the rows a file must hold (set by a condition: Vocos's bandwidth)
     key: str | None = None
     type: str = field(default="codebooks", init=False)
 
     names: ClassVar[tuple] = ("codebooks",)
-    int_fields: ClassVar[tuple] = ("codebooks", "bins", "dim", "projection")
+    int_fields: ClassVar[tuple] = ("codebooks", "bins", "dim", "projection", "rows")
     takes_codes: ClassVar[bool] = True  # integer inputs are codes, not PCM samples to scale
 
     def validate(self) -> None:
@@ -51,12 +53,16 @@ class CodebooksSpec(Pointwise):
             raise ConfigError(f"{self.where}.projection: required with layout dac (out_proj's channels), and only then")
         if self.projection is not None:
             check_int(self.where, "projection", self.projection, 1, MAX_CHANNELS)
+        if self.rows is not None:
+            check_int(self.where, "rows", self.rows, 1, self.codebooks)
 
     @property
     def out_width(self) -> int:
         return self.projection or self.dim
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        if self.layout == "stacked":
+            return {"codebook_weights": (self.codebooks * self.bins, self.dim)}
         shapes = {}
         for i in range(self.codebooks):
             if self.layout == "encodec":
@@ -96,6 +102,13 @@ class CodebooksSpec(Pointwise):
         whole = x == torch.round(x)
         ok = whole & (((x >= 0) & (x < self.bins)) | (x == ABSENT))
         if bool(ok.all()):
+            if self.rows is not None and x.shape[-1]:
+                present = int((x != ABSENT).any(dim=-1).any(dim=0).sum())
+                if present != self.rows:
+                    raise AudioError(
+                        f"codes have {present} rows; {self.where} was told to expect {self.rows} (the "
+                        f"condition chosen): give the condition that matches the codes"
+                    )
             return
         _, row, frame = (int(i) for i in torch.nonzero(~ok)[0])
         value = float(x[torch.nonzero(~ok)[0].unbind()])
@@ -123,6 +136,8 @@ class CodebooksSpec(Pointwise):
             index = codes.clamp(min=0).to(torch.long)
             if self.layout == "encodec":
                 entry = F.embedding(index, params[f"layers.{i}._codebook.embed"]).transpose(1, 2)
+            elif self.layout == "stacked":
+                entry = F.embedding(index + i * self.bins, params["codebook_weights"]).transpose(1, 2)
             else:
                 latent = F.embedding(index, params[f"quantizers.{i}.codebook.weight"]).transpose(1, 2)
                 weight, bias = params[f"quantizers.{i}.out_proj.weight"], params[f"quantizers.{i}.out_proj.bias"]

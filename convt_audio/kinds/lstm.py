@@ -39,6 +39,7 @@ class LstmSpec(Kind):
 
     names: ClassVar[tuple] = ("lstm",)
     int_fields: ClassVar[tuple] = ("channels", "hidden_size", "num_layers")
+    recurrent: ClassVar[bool] = True
 
     @property
     def hidden(self) -> int:

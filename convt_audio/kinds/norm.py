@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..core.errors import ConfigError
-from .base import PerChannel, register
+from .base import PerChannel, check_int, register
 
 
 @dataclass(frozen=True)
@@ -25,12 +25,17 @@ class _PerChannel(PerChannel):
 class LayerNormSpec(_PerChannel):
     """``y[:, :, t] = (x[:, :, t] − mean) / sqrt(var + eps) · weight + bias`` over the channels of
     each frame (``torch.nn.LayerNorm(channels)`` on ``x.transpose(1, 2)``); ``affine: false``
-    has no tensors."""
+    has no tensors. With ``conditions: N`` it is Vocos's ``AdaLayerNorm``: ``weight`` and ``bias``
+    are row ``row`` of the embeddings ``scale.weight`` and ``shift.weight`` (N, channels), the row
+    chosen by the config's ``condition`` (vocos-encodec-24khz: the bandwidth)."""
 
     eps: float = 1e-5
     affine: bool = True
+    conditions: int | None = None
+    row: int | None = None  # set from the config's condition (Config.with_condition)
     type: str = field(default="layer_norm", init=False)
     names: ClassVar[tuple] = ("layer_norm",)
+    int_fields: ClassVar[tuple] = ("channels", "conditions", "row")
 
     def validate(self) -> None:
         super().validate()
@@ -38,13 +43,28 @@ class LayerNormSpec(_PerChannel):
             raise ConfigError(f"{self.where}.eps: must be a number > 0, got {self.eps!r}")
         if not isinstance(self.affine, bool):
             raise ConfigError(f"{self.where}.affine: must be true or false, got {self.affine!r}")
+        if self.conditions is not None:
+            check_int(self.where, "conditions", self.conditions, 1, 1024)
+            if not self.affine:
+                raise ConfigError(f"{self.where}.conditions: an adaptive layer_norm is affine; drop affine: false")
+        if self.row is not None:
+            if self.conditions is None:
+                raise ConfigError(f"{self.where}.row: only for a layer_norm with conditions")
+            check_int(self.where, "row", self.row, 0, self.conditions - 1)
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        if self.conditions is not None:
+            return {"scale.weight": (self.conditions, self.channels), "shift.weight": (self.conditions, self.channels)}
         return {"weight": (self.channels,), "bias": (self.channels,)} if self.affine else {}
 
     def init_params(self, generator=None) -> dict:
         import torch
 
+        if self.conditions is not None:  # AdaLayerNorm's init: every row the identity
+            return {
+                "scale.weight": torch.ones(self.conditions, self.channels),
+                "shift.weight": torch.zeros(self.conditions, self.channels),
+            }
         return {"weight": torch.ones(self.channels), "bias": torch.zeros(self.channels)} if self.affine else {}
 
     def flops_per_frame(self):
@@ -52,11 +72,19 @@ class LayerNormSpec(_PerChannel):
 
         return Fraction(8 * self.channels)
 
+    def affine_params(self, params: dict) -> tuple:
+        """``(weight, bias)``: the stored ones, or the condition's row of the embeddings."""
+        if self.conditions is None:
+            return params.get("weight"), params.get("bias")
+        if self.row is None:
+            raise ConfigError(f"{self.where}: an adaptive layer_norm needs the config's condition chosen")
+        return params["scale.weight"][self.row], params["shift.weight"][self.row]
+
     def forward(self, x, params=None):
         import torch.nn.functional as F
 
-        params = params or {}
-        y = F.layer_norm(x.transpose(1, 2), (self.channels,), params.get("weight"), params.get("bias"), float(self.eps))
+        weight, bias = self.affine_params(params or {})
+        y = F.layer_norm(x.transpose(1, 2), (self.channels,), weight, bias, float(self.eps))
         return y.transpose(1, 2)
 
 

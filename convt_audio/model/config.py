@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..core.errors import AudioError, ConfigError, option
+from ..core.errors import AudioError, ConfigError, UsageError, option
 from ..core.options import CHANNEL_MODES
 from ..core.shapes import chain, index_paths, input_channels, leaves, rate_of
 from ..io.features import MelRecipe
 from ..kinds import parse_sequence
+from .condition import Condition
 
 TOP_LEVEL_KEYS = (
     "name",
@@ -30,6 +31,7 @@ TOP_LEVEL_KEYS = (
     "output_sample_rate",
     "features",
     "layouts",
+    "condition",
     "layers",
 )
 DEFAULT_CONFIG = "sinc-x3"
@@ -164,6 +166,16 @@ class Config:
     source: str = "<config>"
     features: MelRecipe | None = None  # how the features this stack decodes are made (vocoders)
     layouts: tuple = ()  # other checkpoint layouts: Layout(name, prefix, map), tried after the default
+    condition: Condition | None = None  # a choice made when the stack is built (Vocos's bandwidth)
+
+    def with_condition(self, value=None) -> Config:
+        """The config with its condition chosen (``value``, else its default): each conditioned
+        layer told its row. A config without a condition takes no value."""
+        if self.condition is None:
+            if value is not None:
+                raise UsageError(f"{option('condition')}: {self.name} has no condition to choose")
+            return self
+        return replace(self, layers=self.condition.apply(self.layers, value))
 
     @property
     def in_channels(self) -> int:
@@ -465,6 +477,7 @@ def _parse_config(data: Any, source: str, base_dir: Path | None, default_name: s
         source=source,
         features=features,
         layouts=_parse_layouts(data["layouts"]) if data.get("layouts") is not None else (),
+        condition=Condition.from_config(data["condition"], specs) if data.get("condition") is not None else None,
     )
     for i, layout in enumerate(config.layouts):  # a rename that gives two layers one tensor
         owners: dict[str, str] = {}

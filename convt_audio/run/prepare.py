@@ -43,6 +43,7 @@ class RunRequest:
     threads: int | None = None
     deterministic: bool = False
     allow_aliasing: bool = False
+    condition: str | float | None = None  # the config's condition (Vocos's bandwidth), as typed
     chunk: int | None = None
     channels: str | None = None
     subtype: str | None = None
@@ -153,6 +154,7 @@ def prepare_run(request: RunRequest, started: float | None = None) -> PreparedRu
         request.deterministic,
         threads,
         request.allow_aliasing,
+        request.condition,
     )
     runner, unused = recipe.build()
     warnings = []

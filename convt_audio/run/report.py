@@ -181,6 +181,11 @@ def summary(config, input_rate, weights_path, weights_status: str) -> dict:
         "lookahead_seconds": float(facts.lookahead_input_frames / rate),
         "receptive_field_input_frames": facts.receptive_input_frames,
         "receptive_field_output_frames": _number(facts.receptive_input_frames * facts.rate_factor),
+        "receptive_field_seconds": float(facts.receptive_input_frames / rate),
+        # a recurrent layer (lstm) carries the whole past beyond the convolutions' field
+        "recurrent": any(leaf.recurrent for leaf in leaves(specs)),
+        "condition": config.condition.describe() if config.condition else None,
+        "condition_default": config.condition.default if config.condition else None,
         "parameters": facts.parameters,
         "flops_per_input_frame": facts.flops_per_input_frame,
         "flops_per_second_of_audio": _number(facts.flops_per_input_frame * rate),
@@ -217,7 +222,10 @@ def weights_status(config, weights, spelling=None) -> tuple[str, bool, str | Non
 
 
 def info_lines(facts: dict, config, rate_given: bool, status: str, weights_ok: bool) -> list[str]:
-    """``info``'s lines below the layer table, from :func:`summary`'s facts."""
+    """``info``'s lines below the layer table, from :func:`summary`'s facts (options are
+    :func:`~convt_audio.core.errors.option` marks, spelt by the front end)."""
+    from ..core.errors import option
+
     rate_text = f"{facts['input_rate']:g} Hz" + (
         " (the config's feature rate)" if facts["input_rate_from_config"] and not rate_given else ""
     )
@@ -230,7 +238,8 @@ def info_lines(facts: dict, config, rate_given: bool, status: str, weights_ok: b
         f"look-ahead:      {facts['lookahead_input_frames']:g} input frames "
         f"({facts['lookahead_output_frames']:g} output frames, {facts['lookahead_seconds'] * 1000:.2f} ms)",
         f"receptive field: {facts['receptive_field_input_frames']} input frames "
-        f"({facts['receptive_field_output_frames']:g} output frames)",
+        f"({facts['receptive_field_output_frames']:g} output frames, {facts['receptive_field_seconds'] * 1000:.2f} ms)"
+        + ("; its LSTM also carries the whole past" if facts["recurrent"] else ""),
         f"parameters:      {facts['parameters']:,}",
         f"cost:            {facts['flops_per_input_frame']:,} FLOP per input frame, "
         f"{facts['flops_per_second_of_audio'] / 1e9:.3f} GFLOP per second of audio",
@@ -239,6 +248,10 @@ def info_lines(facts: dict, config, rate_given: bool, status: str, weights_ok: b
     ]
     if config.features is not None:
         lines.append(f"features:        {config.features.describe()} (convt-audio mel computes them)")
+    if facts["condition"]:
+        default = facts["condition_default"]
+        chosen = "none: a run must choose" if default is None else f"{default:g}"
+        lines.append(f"condition:       {facts['condition']}; chosen with {option('condition')} (default {chosen})")
     if facts["buffers_whole_input"]:
         lines.append(
             f"memory:          {', '.join(facts['buffers_whole_input'])} hold their whole "

@@ -170,6 +170,7 @@ class RunnerRecipe:
     deterministic: bool = False
     threads: int | None = None
     allow_aliasing: bool = False  # --allow-aliasing: the older band edges (0.45/0.55 of the lower rate)
+    condition: str | float | None = None  # the config's condition (--condition): Vocos's bandwidth
 
     def build(self) -> tuple[Runner, list[str]]:
         """The runner, and the names of weight tensors the config does not use."""
@@ -186,6 +187,8 @@ class RunnerRecipe:
                     f"{option('target_rate')}: resampling goes up to {MAX_RESAMPLE_RATE} Hz (8 × 768 kHz), "
                     f"got {self.target_rate}"
                 )
+            if self.condition is not None:
+                raise UsageError(f"{option('condition')} needs {option('config')}: a choice a config declares")
             if self.weights is not None:
                 raise UsageError(
                     f"{option('weights')} needs {option('config')}: without one the resampler is "
@@ -207,7 +210,7 @@ class RunnerRecipe:
                 f"{option('target_rate')}: resampling goes up to {MAX_RESAMPLE_RATE} Hz (8 × 768 kHz), "
                 f"got {self.target_rate}"
             )
-        config = load_config(self.config)
+        config = load_config(self.config).with_condition(self.condition)
         params, unused = load_params(config, self.weights, self.dtype)
         engine = make(config, params)
         if engine.name == "torch":
