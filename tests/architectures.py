@@ -270,20 +270,40 @@ def bigvgan(
 
 
 DAC = {
-    # sample_rate, decoder_rates (descript-audio-codec conf/final/*.yml; all: latent 1024, decoder_dim 1536)
-    "dac-44khz": (44100, [8, 8, 4, 2]),
-    "dac-24khz": (24000, [8, 5, 4, 2]),
-    "dac-16khz": (16000, [8, 5, 4, 2]),
+    # sample_rate, decoder_rates, n_codebooks (descript-audio-codec conf/final/*.yml; all: latent
+    # 1024, decoder_dim 1536, codebook_size 1024, codebook_dim 8)
+    "dac-44khz": (44100, [8, 8, 4, 2], 9),
+    "dac-24khz": (24000, [8, 5, 4, 2], 32),
+    "dac-16khz": (16000, [8, 5, 4, 2], 12),
 }
 
 
+def _prefixed(layers: list, prefix: str) -> list:
+    """``layers`` with ``prefix`` before every ``key``, inside blocks too."""
+    out = []
+    for layer in layers:
+        layer = dict(layer)
+        if "key" in layer:
+            layer["key"] = prefix + layer["key"]
+        for field in ("layers", "branches"):
+            if field in layer:
+                inner = layer[field]
+                layer[field] = (
+                    [_prefixed(b, prefix) for b in inner] if field == "branches" else _prefixed(inner, prefix)
+                )
+        out.append(layer)
+    return out
+
+
 def dac(name: str, latent: int = 1024, dim: int = 1536) -> dict:
-    """Descript Audio Codec's decoder (Kumar et al. 2023, ``dac/model/dac.py``): the quantized
-    latent z (``latent`` channels at rate / hop) in, audio out. ``weights.pth`` holds
-    ``{"state_dict": …, "metadata": …}``; the decoder is ``decoder.model.<i>``: a conv, one
+    """Descript Audio Codec's decoder (Kumar et al. 2023, ``dac/model/dac.py``): integer codes
+    ``(n_codebooks, frames)`` (``quantizer.from_codes``: each codebook's entry through its
+    weight-normed ``out_proj``, summed) or the quantized latent z itself (``latent`` channels) at
+    rate / hop in, audio out. ``weights.pth`` holds ``{"state_dict": …, "metadata": …}``; the
+    quantizer is ``quantizer.quantizers.<i>``, the decoder ``decoder.model.<i>``: a conv, one
     DecoderBlock per rate (Snake1d, ConvTranspose1d k=2s, ResidualUnits with dilations 1/3/9:
     Snake1d, conv k7, Snake1d, conv k1, x + y), Snake1d, conv k7, tanh."""
-    rate, rates = DAC[name]
+    rate, rates, n_codebooks = DAC[name]
 
     def snake(channels: int, key: str) -> dict:
         return {"type": "snake", "channels": channels, "key": key}
@@ -308,16 +328,21 @@ def dac(name: str, latent: int = 1024, dim: int = 1536) -> dict:
             layers.append({"type": "residual", "layers": body})
     n = len(rates) + 1
     layers += [snake(out, f"{n}"), _conv(out, 1, 7, f"{n + 1}", padding=3), {"type": "tanh"}]
+    codebooks = {"type": "codebooks", "codebooks": n_codebooks, "bins": 1024, "dim": 8, "projection": latent}
+    codebooks.update(layout="dac", latents=True, key="quantizer")
+    layers = [codebooks, *_prefixed(layers, "decoder.model.")]
     hop = 1
     for stride in rates:
         hop *= stride
     return {
         "name": name,
         "description": (
-            f"Descript Audio Codec decoder (Kumar et al. 2023): the {latent}-channel quantized latent z at "
-            f"{rate}/{hop} Hz in, {rate} Hz audio out; the released weights_*.pth load with -w"
+            f"Descript Audio Codec decoder (Kumar et al. 2023): integer codes ({n_codebooks} or fewer rows of "
+            f"1024-entry codebooks) or the {latent}-channel quantized latent z, at {rate}/{hop} Hz, in; "
+            f"{rate} Hz audio out; the released weights_*.pth load with -w"
         ),
-        "weights_prefix": "state_dict.decoder.model.",
+        "weights_prefix": "state_dict.",
+        "weights_ignore": ["state_dict.encoder.", "state_dict.quantizer."],  # the encoder; in_proj
         "channels": "joint",
         "output_sample_rate": rate,
         "layers": layers,

@@ -607,6 +607,51 @@ class DacDecoder(nn.Module):
         return self.model(x)
 
 
+DAC_CODEBOOKS = {"dac-44khz": 9, "dac-24khz": 32, "dac-16khz": 12}  # conf/final/*.yml: n_codebooks
+
+
+class DacVectorQuantize(nn.Module):
+    """dac/nn/quantize.py's VectorQuantize, its decoding half: codebook (bins, 8), in/out_proj."""
+
+    def __init__(self, input_dim: int, codebook_size: int = 1024, codebook_dim: int = 8):
+        super().__init__()
+        self.in_proj = weight_norm(nn.Conv1d(input_dim, codebook_dim, kernel_size=1))
+        self.out_proj = weight_norm(nn.Conv1d(codebook_dim, input_dim, kernel_size=1))
+        self.codebook = nn.Embedding(codebook_size, codebook_dim)
+
+    def decode_code(self, embed_id):
+        return F.embedding(embed_id, self.codebook.weight).transpose(1, 2)
+
+
+class DacResidualVectorQuantize(nn.Module):
+    def __init__(self, input_dim: int, n_codebooks: int):
+        super().__init__()
+        self.quantizers = nn.ModuleList([DacVectorQuantize(input_dim) for _ in range(n_codebooks)])
+
+    def from_codes(self, codes):
+        """codes [B, N, T] (N ≤ n_codebooks) → z_q [B, D, T]: Σ_i out_proj_i(codebook_i[codes_i])."""
+        z_q = 0.0
+        for i in range(codes.shape[1]):
+            z_q = z_q + self.quantizers[i].out_proj(self.quantizers[i].decode_code(codes[:, i, :]))
+        return z_q
+
+
+class Dac(nn.Module):
+    """The decoding half of dac/model/dac.py's DAC: ``quantizer`` and ``decoder``, as weights.pth
+    names them (``state_dict.quantizer.…``, ``state_dict.decoder.…``)."""
+
+    def __init__(self, name: str, latent: int = 1024, dim: int = 1536):
+        super().__init__()
+        self.quantizer = DacResidualVectorQuantize(latent, DAC_CODEBOOKS[name])
+        self.decoder = DacDecoder(latent, dim, DAC_HPARAMS[name])
+
+    def decode_codes(self, codes):
+        return self.decoder(self.quantizer.from_codes(codes))
+
+    def forward(self, z):  # DAC.decode: the quantized latent to audio
+        return self.decoder(z)
+
+
 # --------------------------------------------------------------------------------------------
 # by built-in name (benchmarks/vocoder.py builds its peers with these)
 
@@ -618,10 +663,42 @@ def reference(name: str) -> nn.Module:
     if name.startswith("bigvgan"):
         return BigVGAN(name)
     if name.startswith("dac"):
-        return DacDecoder(1024, 1536, DAC_HPARAMS[name])
+        return Dac(name)
     if name == "melgan":
         return MelGanGenerator()
+    if name == "vocos-mel-24khz":
+        return Vocos()
+    if name == "vocos-encodec-24khz":
+        return Vocos.encodec_24khz()
+    if name == "encodec-24khz":
+        from reference_encodec import EncodecModel
+
+        return EncodecModel()
     raise ValueError(name)
+
+
+CODE_ROWS = {"encodec-24khz": 8, "vocos-encodec-24khz": 8}  # 6 kbps: the rows benchmarks decode
+
+
+class AuthorsDecode(nn.Module):
+    """What a built-in's authors call to decode its input — ``[B, C, frames]`` (a mel, a latent,
+    or integer codes) to ``[B, 1, samples]`` — as one module (traceable to TorchScript)."""
+
+    def __init__(self, name: str, module: nn.Module):
+        super().__init__()
+        self.name, self.module = name, module
+
+    def forward(self, x):
+        if self.name == "encodec-24khz":  # EncodecModel.decode([(codes, None)])
+            return self.module.decoder(self.module.quantizer.decode(x.transpose(0, 1)))
+        if self.name == "vocos-encodec-24khz":  # 6 kbps: bandwidth_id 2, as Bark's and the README's
+            bandwidth = torch.full((x.shape[0],), 2, dtype=torch.long)
+            return self.module.decode(self.module.codes_to_features(x.transpose(0, 1)), bandwidth)[:, None]
+        if self.name == "vocos-mel-24khz":
+            return self.module.decode(x)[:, None]
+        if self.name.startswith("dac") and not x.is_floating_point():
+            return self.module.decode_codes(x)
+        return self.module(x)
 
 
 def checkpoint_of(name: str, module: nn.Module) -> dict:
@@ -629,8 +706,8 @@ def checkpoint_of(name: str, module: nn.Module) -> dict:
     if name.startswith(("hifigan", "bigvgan")):
         return {"generator": module.state_dict()}
     if name.startswith("dac"):
-        return {"state_dict": {f"decoder.{k}": v for k, v in module.state_dict().items()}, "metadata": {}}
-    return module.state_dict()
+        return {"state_dict": module.state_dict(), "metadata": {}}
+    return module.state_dict()  # melgan, vocos, encodec: the model's state_dict
 
 
 def load_checkpoint(name: str, module: nn.Module, path) -> nn.Module:
@@ -638,7 +715,7 @@ def load_checkpoint(name: str, module: nn.Module, path) -> nn.Module:
     if name.startswith(("hifigan", "bigvgan")):
         state = state["generator"]
     elif name.startswith("dac"):
-        state = {k[len("decoder.") :]: v for k, v in state["state_dict"].items() if k.startswith("decoder.")}
+        state = state["state_dict"]
     module.load_state_dict(state)
     return module.eval()
 
@@ -849,6 +926,40 @@ class VocosISTFTHead(nn.Module):
         mag, p = x.chunk(2, dim=1)
         mag = torch.clip(torch.exp(mag), max=1e2)
         return self.istft(mag * (torch.cos(p) + 1j * torch.sin(p)))
+
+
+def melscale_fbanks(n_freqs, f_min, f_max, n_mels, sample_rate):
+    """torchaudio.functional.melscale_fbanks, HTK scale, norm None (float32, as torchaudio's)."""
+    all_freqs = torch.linspace(0, sample_rate // 2, n_freqs)
+    m_min = 2595.0 * math.log10(1.0 + (f_min / 700.0))
+    m_max = 2595.0 * math.log10(1.0 + (f_max / 700.0))
+    m_pts = torch.linspace(m_min, m_max, n_mels + 2)
+    f_pts = 700.0 * (10 ** (m_pts / 2595.0) - 1.0)
+    f_diff = f_pts[1:] - f_pts[:-1]
+    slopes = f_pts.unsqueeze(0) - all_freqs.unsqueeze(1)
+    down_slopes = (-1.0 * slopes[:, :-2]) / f_diff[:-1]
+    up_slopes = slopes[:, 2:] / f_diff[1:]
+    return torch.max(torch.zeros(1), torch.min(down_slopes, up_slopes))
+
+
+class MelSpectrogramFeatures(nn.Module):
+    """Vocos's feature extractor: torchaudio's MelSpectrogram (the stand-in here is written from
+    torchaudio's Spectrogram and MelScale: torch.stft centred with reflect padding, |X|, the HTK
+    filterbank) and safe_log, log(clip(x, 1e-7))."""
+
+    def __init__(self, sample_rate=24000, n_fft=1024, hop_length=256, n_mels=100):
+        super().__init__()
+        self.n_fft, self.hop_length = n_fft, hop_length
+        self.register_buffer("window", torch.hann_window(n_fft))
+        self.register_buffer("fb", melscale_fbanks(n_fft // 2 + 1, 0.0, sample_rate / 2, n_mels, sample_rate))
+
+    def forward(self, audio):  # [B, samples] -> [B, n_mels, frames]
+        spec = torch.stft(
+            audio, self.n_fft, self.hop_length, self.n_fft, self.window, center=True, pad_mode="reflect",
+            normalized=False, onesided=True, return_complex=True,
+        ).abs()  # fmt: skip
+        mel = torch.matmul(spec.transpose(-1, -2), self.fb).transpose(-1, -2)
+        return torch.log(torch.clip(mel, min=1e-7))
 
 
 class EncodecFeatures(nn.Module):

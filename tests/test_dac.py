@@ -1,5 +1,6 @@
-"""Descript Audio Codec decoders against their own code (reference_vocoders.DacDecoder, written from
-dac/model/dac.py): the released weights.pth layout named, and z -> audio equal to the module's."""
+"""Descript Audio Codec decoders against their own code (reference_vocoders.Dac, written from
+dac/model/dac.py and dac/nn/quantize.py): the released weights.pth layout named; z -> audio and
+codes -> audio (quantizer.from_codes, then the decoder) equal to the module's, whole and streamed."""
 
 import warnings
 
@@ -8,8 +9,9 @@ import pytest
 import torch
 from architectures import dac
 from clitools import invoke
-from reference_vocoders import DAC_HPARAMS, DacDecoder, randomise
+from reference_vocoders import DAC_CODEBOOKS, DAC_HPARAMS, Dac, randomise
 
+import convt_audio
 from convt_audio.model.config import load_config, parse_config
 from convt_audio.model.stack import run_chunked
 from convt_audio.model.weights import load_stack
@@ -18,9 +20,18 @@ NAMES = sorted(DAC_HPARAMS)
 
 
 def _decoder(name, latent=1024, dim=1536):
+    """The DAC's quantizer and decoder (``.decoder(z)``, ``.decode_codes(codes)``)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return DacDecoder(latent, dim, DAC_HPARAMS[name])
+        return Dac(name, latent, dim)
+
+
+def _weights_pth(module, path):
+    """As the released weights.pth holds them: the whole state_dict (an encoder beside it) and metadata."""
+    state = dict(module.state_dict())
+    state["encoder.block.0.weight_g"] = torch.ones(64, 1, 1)  # not the decoder's: not reported unused
+    torch.save({"state_dict": state, "metadata": {"kwargs": {"sample_rate": 44100}}}, path)
+    return path
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -29,8 +40,8 @@ def test_the_builtin_names_every_decoder_tensor_of_weights_pth(name):
         module = _decoder(name)
     official = {}
     for key, tensor in module.state_dict().items():
-        full = f"state_dict.decoder.{key}"
-        if key.endswith("weight_g"):
+        full = f"state_dict.{key}"
+        if key.endswith("weight_g") or ".in_proj." in key:  # in_proj: the encoder's side
             continue
         if key.endswith("weight_v"):
             full = full[: -len("_v")]
@@ -46,11 +57,8 @@ def test_z_decodes_as_the_module_in_float64(tmp_path, name):
     """At 1/24 of the width (64 channels, latent 16), random weights saved as weights.pth with an
     encoder and metadata beside the decoder: float64 relative error <= 1e-9 at chunk 7 and whole."""
     module = randomise(_decoder(name, latent=16, dim=64), seed=6)
-    state = {f"decoder.{k}": v for k, v in module.state_dict().items()}
-    state["encoder.block.0.weight_g"] = torch.ones(64, 1, 1)  # not the decoder's: not reported unused
-    torch.save({"state_dict": state, "metadata": {"kwargs": {"sample_rate": 44100}}}, tmp_path / "weights.pth")
     config = parse_config(dac(name, latent=16, dim=64))
-    stack, unused = load_stack(config, tmp_path / "weights.pth", dtype=None)
+    stack, unused = load_stack(config, _weights_pth(module, tmp_path / "weights.pth"), dtype=None)
     assert unused == []
     stack = stack.to(dtype=torch.float64)
     z = torch.from_numpy(np.random.default_rng(2).normal(0, 1, (1, 16, 23)))
@@ -76,8 +84,7 @@ def test_the_full_size_builtin_decodes_as_the_module(tmp_path):
     from convt_audio.model.weights import load_params
 
     module = randomise(_decoder("dac-44khz"), seed=8)
-    state = {f"decoder.{k}": v for k, v in module.state_dict().items()}
-    torch.save({"state_dict": state, "metadata": {"kwargs": {"sample_rate": 44100}}}, tmp_path / "weights.pth")
+    _weights_pth(module, tmp_path / "weights.pth")
     module = module.double()
     config = load_config("dac-44khz")
     stack, unused = load_stack(config, tmp_path / "weights.pth", dtype=None)
@@ -92,3 +99,58 @@ def test_the_full_size_builtin_decodes_as_the_module(tmp_path):
         got = run_chunked(stack, z, chunks)
         assert got.shape == want.shape == (1, 1, 9 * 512)
         assert float((got - want).abs().max()) <= 1e-9 * float(want.abs().max())
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("rows, frames", [(None, 23), (2, 1), (3, 7)])
+def test_codes_decode_as_quantizer_from_codes_then_the_decoder(tmp_path, name, rows, frames):
+    """Integer codes — every codebook, or the first few (a lower bitrate) — through the same
+    built-in that takes z: float64 relative error <= 1e-9 whole, at chunk 1 and 7, and for 1 frame."""
+    module = randomise(_decoder(name, latent=16, dim=64), seed=7).double()
+    n_q = rows or DAC_CODEBOOKS[name]
+    codes = torch.from_numpy(np.random.default_rng(frames).integers(0, 1024, (1, n_q, frames)))
+    with torch.no_grad():
+        want = module.decode_codes(codes)
+    config = parse_config(dac(name, latent=16, dim=64))
+    stack, _ = load_stack(config, _weights_pth(module.float(), tmp_path / "weights.pth"), dtype=torch.float64)
+    module.double()
+    x = torch.full((1, DAC_CODEBOOKS[name], frames), float(convt_audio.kinds.codebooks.ABSENT), dtype=torch.float64)
+    x[:, :n_q] = codes.double()
+    for chunks in ([1], [7], [frames]):
+        got = run_chunked(stack, x, chunks)
+        assert got.shape == want.shape
+        assert float((got - want).abs().max()) <= 1e-9 * float(want.abs().max()), chunks
+
+
+def test_the_full_size_builtin_takes_codes_and_latents_from_the_command_line(tmp_path):
+    """dac-24khz, full size, random weights: a (1, 8, frames) int64 .npy of codes (8 of its 32
+    codebooks, as DAC.encode(n_quantizers=8) returns them) and a float .npy of z decode through
+    the same -c dac-24khz; codes past the codebooks or out of range are refused."""
+    import soundfile as sf
+
+    module = randomise(_decoder("dac-24khz"), seed=9)
+    weights = _weights_pth(module, tmp_path / "weights.pth")
+    module = module.double()
+    codes = np.random.default_rng(3).integers(0, 1024, (1, 8, 12))
+    np.save(tmp_path / "codes.npy", codes)
+    with torch.no_grad():
+        z = module.quantizer.from_codes(torch.from_numpy(codes))
+        want = module.decoder(z)[0, 0].numpy()
+    np.save(tmp_path / "z.npy", z[0].float().numpy())
+    for source in ("codes", "z"):
+        result = invoke(
+            "run", tmp_path / f"{source}.npy", "-c", "dac-24khz", "-w", weights, "-o", tmp_path / f"{source}.wav"
+        )
+        assert result.exit_code == 0, result.stderr
+        got = sf.read(str(tmp_path / f"{source}.wav"), dtype="float64")[0]
+        assert got.shape == want.shape == (3832,)  # DAC 24 kHz: 12 frames give 12·320 − 8
+        assert np.abs(got - want).max() < 1e-4 * max(1.0, np.abs(want).max()), source  # float32 decode
+    vocoder = convt_audio.load("dac-24khz", str(weights), dtype="float64", device="cpu")
+    assert np.abs(vocoder(codes[0]) - want).max() <= 1e-9 * np.abs(want).max()
+    assert np.abs(vocoder(z[0].numpy()) - want).max() <= 1e-9 * np.abs(want).max()
+    bad = codes.copy()
+    bad[0, 5, 2] = -3
+    np.save(tmp_path / "bad.npy", bad)
+    result = invoke("run", tmp_path / "bad.npy", "-c", "dac-24khz", "-w", weights, "-o", tmp_path / "bad.wav")
+    assert result.exit_code == 1 and "codes row 5, frame 2: -3 is outside [0, 1024)" in result.stderr
+    assert not (tmp_path / "bad.wav").exists()

@@ -289,6 +289,7 @@ def _feature_source(
     label: str | None = None,
     mapped: bool = True,
     codes: bool = False,
+    latent_channels: int | None = None,
 ) -> AudioSource:
     """A ``(channels, frames)`` float array as a source: an ``.npy`` file, mapped block by block
     (``label`` names it in messages: ``<stdin>`` for standard input's spooled copy), or a tensor
@@ -305,6 +306,8 @@ def _feature_source(
         takes = "integer codes (codebooks, frames)" if codes else "a float array of shape (channels, frames)"
         hint = "" if codes or not integer else " (integer codes are read by a stack whose first layer is codebooks)"
         raise AudioError(f"{path}: {kind} input must be {takes}, got {array.dtype} {tuple(array.shape)}{hint}")
+    if codes and not integer and latent_channels:  # a codec's latent, in place of its codes
+        expected_channels = latent_channels
     codes = codes and integer  # a codec's codes: (codebooks, frames)
     absent = 0  # codebook rows the file lacks (a lower bitrate): padded with ABSENT codes
     if codes and expected_channels is not None and 0 < array.shape[0] != expected_channels:
@@ -360,7 +363,12 @@ def is_fifo(path: str | Path) -> bool:
 
 
 def _open_stdin(
-    input_rate, expected_channels: int | None, fd: int = 0, label: str = STDIO, codes: bool = False
+    input_rate,
+    expected_channels: int | None,
+    fd: int = 0,
+    label: str = STDIO,
+    codes: bool = False,
+    latent_channels: int | None = None,
 ) -> AudioSource:
     """Standard input (or another stream: a named FIFO's descriptor ``fd``, named ``label``): an
     ``.npy`` array, or an audio stream.
@@ -394,7 +402,15 @@ def _open_stdin(
             detail = (getattr(exc, "strerror", None) or str(exc)).splitlines()[0]
             raise AudioError(f"{name}: not a readable .npy array: {detail}") from None
         try:
-            source = _feature_source(spool.name, array, input_rate, expected_channels, label=name, codes=codes)
+            source = _feature_source(
+                spool.name,
+                array,
+                input_rate,
+                expected_channels,
+                label=name,
+                codes=codes,
+                latent_channels=latent_channels,
+            )
         except AudioError:
             spool.close()
             raise
@@ -599,6 +615,7 @@ def open_source(
     expected_channels: int | None = None,
     raw: RawFormat | None = None,
     codes: bool = False,
+    latent_channels: int | None = None,
 ) -> AudioSource:
     """Open an audio file (anything libsndfile reads), or a ``.npy`` or ``.pt`` ``(channels, frames)`` array.
 
@@ -606,8 +623,10 @@ def open_source(
     ``.npy`` inputs; ``expected_channels`` (the stack's) lets a short feature array have more
     channels than frames, and ``(1, channels, frames)`` arrays drop their batch axis. ``raw``
     reads the file (or standard input) as headerless samples it describes; ``codes``: the stack
-    reads a codec's integer codes, so integer arrays are taken (and fewer rows padded).
+    reads a codec's integer codes, so integer arrays are taken (and fewer rows padded), and
+    ``latent_channels`` is the channel count of the float latent it also takes in their place.
     """
+    latent = {"latent_channels": latent_channels}
     if raw is not None:
         if str(path) != STDIO and not Path(path).exists():
             raise AudioError(f"{path}: no such file")
@@ -615,7 +634,7 @@ def open_source(
             raise AudioError(f"{path}: is a folder (pass {option('recursive')} or name the files)")
         return _open_raw(Path(path), raw)
     if str(path) == STDIO:
-        return _open_stdin(input_rate, expected_channels, codes=codes)
+        return _open_stdin(input_rate, expected_channels, codes=codes, **latent)
     path = Path(path)
     if not path.exists():
         raise AudioError(f"{path}: no such file")
@@ -626,7 +645,7 @@ def open_source(
         except OSError as exc:
             raise AudioError(f"{path}: cannot read ({exc.strerror})") from None
         try:
-            source = _open_stdin(input_rate, expected_channels, fd, str(path), codes=codes)
+            source = _open_stdin(input_rate, expected_channels, fd, str(path), codes=codes, **latent)
         except BaseException:
             os.close(fd)
             raise
@@ -639,9 +658,11 @@ def open_source(
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise AudioError(f"{path}: not a readable .npy array: {str(exc).splitlines()[0]}") from None
-        return _feature_source(path, array, input_rate, expected_channels, codes=codes)
+        return _feature_source(path, array, input_rate, expected_channels, codes=codes, **latent)
     if path.suffix.lower() in TENSOR_SUFFIXES:
-        return _feature_source(path, _load_tensor(path), input_rate, expected_channels, mapped=False, codes=codes)
+        return _feature_source(
+            path, _load_tensor(path), input_rate, expected_channels, mapped=False, codes=codes, **latent
+        )
     try:
         with open(path, "rb"):
             pass

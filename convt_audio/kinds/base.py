@@ -197,6 +197,10 @@ class Kind(ABC):
         """The channels this layer requires, when it names them (a convolution, a snake)."""
         return None
 
+    def latent_input_channels(self) -> int | None:
+        """Another channel count a first layer takes (DAC's codebooks: the latent itself)."""
+        return None
+
     def out_channels_for(self, channels: int | None) -> int | None:
         return channels
 

@@ -5,6 +5,9 @@ codebook's entry (EnCodec: ``layers.{i}._codebook.embed``; Vocos: the same table
 ``codebook_weights``, row ``i·bins + code``), or of its projection (DAC:
 ``quantizers.{i}.codebook.weight`` through the weight-normed ``out_proj`` 1×1 convolution).
 
+With ``latents: true`` (DAC) the stack also takes the quantized latent itself: an input of
+the latent's channel count passes through unchanged, so one built-in decodes codes and latents.
+
 A file with fewer rows than the model has codebooks (a lower bitrate) is padded with
 :data:`ABSENT` rows, which add nothing. A code that is not a whole number in ``[0, bins)`` is an
 error naming its row and frame. Each frame maps on its own: it streams with no state.
@@ -36,6 +39,7 @@ class CodebooksSpec(Pointwise):
     projection: int | None = None  # DAC: out_proj's output channels (the latent's)
     layout: str = "encodec"
     rows: int | None = None  # the rows a file must hold (set by a condition: Vocos's bandwidth)
+    latents: bool = False  # an input of out_width channels is the latent already: passed through
     key: str | None = None
     type: str = field(default="codebooks", init=False)
 
@@ -55,6 +59,13 @@ class CodebooksSpec(Pointwise):
             check_int(self.where, "projection", self.projection, 1, MAX_CHANNELS)
         if self.rows is not None:
             check_int(self.where, "rows", self.rows, 1, self.codebooks)
+        if not isinstance(self.latents, bool):
+            raise ConfigError(f"{self.where}.latents: must be true or false, got {self.latents!r}")
+        if self.latents and self.out_width == self.codebooks:
+            raise ConfigError(
+                f"{self.where}.latents: the latent's {self.out_width} channels must differ from the "
+                f"{self.codebooks} rows of codes, to tell the inputs apart"
+            )
 
     @property
     def out_width(self) -> int:
@@ -84,9 +95,17 @@ class CodebooksSpec(Pointwise):
     def out_channels_for(self, channels: int | None) -> int:
         return self.out_width
 
+    def latent_input_channels(self) -> int | None:
+        return self.out_width if self.latents else None
+
     def check_channels(self, channels: int | None) -> int:
-        expect_channels(self.where, "codebooks", self.codebooks, channels)
+        if not (self.latents and channels == self.out_width):
+            expect_channels(self.where, "codebooks", self.codebooks, channels)
         return self.out_width
+
+    def is_latent(self, x) -> bool:
+        """Whether ``x [B, C, n]`` is the latent itself (``latents``), not codes."""
+        return self.latents and x.shape[1] == self.out_width
 
     def flops_per_frame(self) -> Fraction:
         return Fraction(self.codebooks * (self.dim + 2 * self.dim * (self.projection or 0)))
@@ -119,6 +138,8 @@ class CodebooksSpec(Pointwise):
         )
 
     def forward(self, x, params):
+        if self.is_latent(x):
+            return x
         self.check_codes(x)
         return self.decode(x, params)
 
@@ -161,6 +182,8 @@ class StreamingCodes(StreamingModule):
         super().__init__()
 
     def _push(self, chunk):
+        if self.spec.is_latent(chunk):
+            return chunk
         self.spec.check_codes(chunk, self.state.frames)  # once, named by the frame's place in the file
         self.state.frames += chunk.shape[-1]
         return self.spec.decode(chunk, self.params)

@@ -182,6 +182,11 @@ class Config:
         return input_channels(self.layers)
 
     @property
+    def latent_channels(self) -> int | None:
+        """The channels of a latent the first layer also takes in place of codes (DAC), if any."""
+        return self.layers[0].latent_input_channels()
+
+    @property
     def is_builtin(self) -> bool:
         """True for the configs that ship with the package."""
         return any(str(path) == self.source for path in builtin_configs().values())
@@ -496,6 +501,8 @@ def channel_plan(config: Config, file_channels: int, mode: str | None = None) ->
     """Decide ``joint`` or ``per_channel`` for a file, as README.md's "Configs" defines it (``mode`` overrides the config)."""
     mode = mode or config.channels
     first = config.in_channels
+    if file_channels == config.latent_channels and mode in ("auto", "joint"):
+        return "joint"  # a codec's latent, where its codes are the first layer's input
     if mode == "auto":
         if file_channels == first:
             return "joint"

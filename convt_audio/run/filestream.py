@@ -260,7 +260,8 @@ def process_file(
         input_rate = hint.feature_rate()
     expected = hint.in_channels if hint is not None else 1
     codes = hint is not None and getattr(hint.layers[0], "takes_codes", False)  # a codec's integer codes
-    with open_source(job.source, input_rate, expected, options.raw, codes) as source:
+    latent = hint.latent_channels if hint is not None else None  # or its latent (DAC)
+    with open_source(job.source, input_rate, expected, options.raw, codes, latent) as source:
         try:
             config, engine = runner.pick(source.rate)
         except AudioError as exc:
