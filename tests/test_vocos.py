@@ -176,3 +176,29 @@ def test_the_bandwidth_is_chosen_on_the_command_line_and_checked_against_the_cod
     result = invoke("run", tmp_path / "codes.npy", "-c", "encodec-24khz", "--condition", "6", "-o", tmp_path / "x.wav")
     assert result.exit_code == 2
     one_error_line(result.stderr, "--condition: encodec-24khz has no condition to choose")
+
+
+def test_copy_synthesis_equals_vocos_on_its_own_features(checkpoint, tmp_path):
+    """`mel` then `run -c vocos-mel-24khz` on a speech-like file, against the authors' pipeline
+    in float32: Vocos.decode(feature_extractor(wav)), with torchaudio's MelSpectrogram written
+    from its code. Equal to float32 rounding (the features' and the decode's)."""
+    from reference_vocoders import MelSpectrogramFeatures
+
+    model, path = checkpoint
+    t = np.arange(2 * 24000) / 24000
+    wav = 0.2 * np.sin(2 * np.pi * (150 + 40 * np.sin(2 * np.pi * 2 * t)) * t) + 0.01 * np.random.default_rng(
+        1
+    ).standard_normal(t.size)
+    sf.write(str(tmp_path / "in.wav"), wav, 24000, subtype="FLOAT")
+    assert invoke("mel", tmp_path / "in.wav", "-c", "vocos-mel-24khz", "-o", tmp_path / "in.npy").exit_code == 0
+    result = invoke("run", tmp_path / "in.npy", "-c", "vocos-mel-24khz", "-w", path, "-o", tmp_path / "out.wav")
+    assert result.exit_code == 0, result.stderr
+    got = sf.read(str(tmp_path / "out.wav"), dtype="float64")[0]
+    audio = torch.from_numpy(sf.read(str(tmp_path / "in.wav"), dtype="float32")[0])[None]
+    with torch.no_grad():
+        features = MelSpectrogramFeatures()(audio)
+        want = model.float().decode(features)[0].double().numpy()
+    model.double()
+    assert np.abs(np.load(tmp_path / "in.npy") - features[0].numpy()).max() < 1e-3  # the features themselves
+    assert got.shape == want.shape == ((features.shape[-1] - 1) * HOP,)  # 47872 of 48000: center padding
+    assert np.abs(got - want).max() / np.abs(want).max() < 2e-5  # measured 1.5e-6
