@@ -124,3 +124,31 @@ def test_real_and_imaginary_input_and_the_stored_window(tmp_path):
 def test_bad_configs_name_the_field(layer, message):
     with pytest.raises(ConfigError, match=message):
         parse_config({"layers": [{"type": "istft", **layer}]})
+
+
+@pytest.mark.parametrize("n_fft, hop", [(16, 4), (1024, 256), (1280, 320), (12, 5)])
+def test_the_fft_overlap_add_equals_the_kernel(n_fft, hop):
+    """float32/float64 compute the overlap-add by irfft and fold; the window × inverse-DFT kernel
+    (what half precisions use) gives the same sums."""
+    from convt_audio.kinds import IstftSpec
+    from convt_audio.kinds.conv_torch import conv_transpose1d
+
+    spec = IstftSpec(n_fft, hop, padding="center", input="real_imag")
+    x = torch.randn(2, n_fft + 2, 9, dtype=torch.float64)
+    window = torch.hann_window(n_fft, dtype=torch.float64) + 0.1
+    untrimmed = spec.conv().__class__(n_fft + 2, 1, n_fft, stride=hop, bias=False)
+    want = conv_transpose1d(x, spec.basis(window), None, untrimmed)
+    torch.testing.assert_close(spec.overlap_add(x, window), want, rtol=0, atol=1e-12)
+
+
+def test_a_matrix_product_stack_gets_blocks_of_256_frames():
+    """Vocos's Linear layers run one matrix product per block: 256 rows, not the 64 frames its
+    widest activation (1536 channels) alone would give; HiFi-GAN keeps its 32."""
+    from convt_audio.model.config import load_config
+    from convt_audio.model.engines import build_engine
+
+    for name, frames in (("vocos-mel-24khz", 256), ("hifigan-v1", 32)):
+        config = load_config(name)
+        params = [{k: v.numpy() for k, v in leaf.init_params().items()} for leaf in config.leaves]
+        engine = build_engine(config, params, "cpu", "float32")
+        assert engine.preferred_chunk() == frames, name

@@ -111,8 +111,10 @@ class StreamingConvTranspose1d(StreamingModule):
         bias: torch.Tensor | None,
         tail: torch.Tensor | None = None,
         kernel: str = "transposed",
+        full=None,
     ):
-        self.spec, self.weight, self.bias, self.kernel = spec, weight, bias, kernel
+        """``full``: computes a chunk's untrimmed sums in place of ``weight`` (the istft's FFT)."""
+        self.spec, self.weight, self.bias, self.kernel, self.full = spec, weight, bias, kernel, full
         left, right = spec.extension()
         self.extender = Extender(spec.padding_mode, left, right, tail)
         self.children = (self.extender,)
@@ -125,6 +127,8 @@ class StreamingConvTranspose1d(StreamingModule):
     def _full(self, x: torch.Tensor) -> torch.Tensor:
         """Transposed convolution of a chunk with no padding: ``n·s + overlap`` raw frames."""
         spec = self.spec
+        if self.full is not None:
+            return self.full(x)
         if self.kernel == "polyphase":
             delays = (spec.receptive - 1) // spec.stride
             phases = F.conv1d(F.pad(x, (delays, delays)), self.poly_weight, None, 1, 0, 1, spec.groups)
