@@ -171,6 +171,19 @@ def widest_activation(specs: Sequence, rate: Fraction = Fraction(1), channels: i
     return widest
 
 
+def gemm_frames(specs: Sequence, rate: Fraction = Fraction(1)) -> int:
+    """The fewest input frames per block that give every matrix-product kind (``gemm_rows``)
+    the rows it wants, at the rate it runs at; 0 when the stack has none."""
+    frames = 0
+    for spec in specs:
+        for sequence in spec.sequences():
+            frames = max(frames, gemm_frames(sequence, rate))
+        if spec.gemm_rows:
+            frames = max(frames, math.ceil(spec.gemm_rows / rate))
+        rate *= spec.rate()
+    return frames
+
+
 def block_elements(
     specs: Sequence, frames: int, rate: Fraction = Fraction(1), channels: int | None = None
 ) -> list[tuple[str, int]]:

@@ -138,6 +138,7 @@ class Kind(ABC):
     int_fields: ClassVar[tuple] = ()  # fields that take PyTorch's ``int or tuple`` (``3`` or ``[3]``)
     takes_codes: ClassVar[bool] = False  # a first layer that reads integer codes (not samples to scale)
     recurrent: ClassVar[bool] = False  # carries state from the whole past (beyond its receptive field)
+    gemm_rows: ClassVar[int] = 0  # a matrix product over the frames: the rows (frames) it wants per call
 
     @property
     def where(self) -> str:

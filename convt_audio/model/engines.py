@@ -25,7 +25,7 @@ import numpy as np
 from ..core.engine import Engine
 from ..core.errors import DeviceError, option
 from ..core.options import DTYPE_NAMES, KERNELS
-from ..core.shapes import widest_activation
+from ..core.shapes import gemm_frames, widest_activation
 from ..core.streaming import StreamingModule
 from ..resampling.chain import ResamplerChain, chain_eligible
 from .config import Config
@@ -154,6 +154,10 @@ class TorchEngine(Engine):
         12.6 s / 463 MB at 32 (2 cores), so the block is halved for half the TorchScript
         forward's memory at 0.7x its time.
 
+        A matrix product over the frames (``linear``: Vocos's ConvNeXt blocks) gets at least the
+        rows it wants (``gemm_rows``): Vocos, widest 1536, would get 64 frames, and runs 1.5x
+        faster at 256.
+
         On CUDA the block is 64x larger (2^23 elements, 32 MB in float32): each launch costs
         microseconds whatever its size, so small blocks leave the device idle. benchmarks/gpu.py
         on an H200, 60 s of HiFi-GAN V1 in float32: 0.237 s at 256 frames, 0.178 s at 1024.
@@ -161,6 +165,9 @@ class TorchEngine(Engine):
         on_cuda = self.torch_device is not None and self.torch_device.type == "cuda"
         chunk = int((2**23 if on_cuda else 2**17) / widest_activation(self.specs))
         chunk = 1 << max(5, min(16, chunk.bit_length() - 1))
+        rows = gemm_frames(self.specs)
+        if rows > chunk:
+            chunk = 1 << min(16, (rows - 1).bit_length())  # the power of two that gives them
         return max(chunk, self.min_input_frames())
 
     def leading_circular_frames(self) -> int:

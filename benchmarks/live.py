@@ -1,0 +1,146 @@
+"""A live stream, as a TTS server pushes mel frames as they come: `load(model).stream().push()`
+against the module's eager whole-utterance forward and against context-recompute with crossfade.
+
+For HiFi-GAN V1 (random weights; --model for another mel vocoder), utterances of 2, 5 and 10 s,
+pushes of 1, 2, 4, 8, 16 and 32 mel frames, with 1 and 2 torch threads, prints per push size:
+the median and p95 wall time of one push, the real-time factor (push seconds per second of
+audio), the ratio to the module's eager forward on the whole utterance, the algorithmic delay
+(look-ahead), and the largest error against the whole-signal output. Then what servers do
+instead: vocode each chunk with LEFT frames of left context and crossfade the seams, with its SNR
+against the whole-utterance output (the missing right context is the error).
+
+    .venv/bin/python benchmarks/live.py [--model hifigan-v1] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
+from _common import machine, table  # noqa: E402
+from reference_vocoders import AuthorsDecode, checkpoint_of, load_checkpoint, randomise, reference  # noqa: E402
+
+import convt_audio  # noqa: E402
+from convt_audio.model.config import load_config  # noqa: E402
+from convt_audio.run.report import summary  # noqa: E402
+
+PUSHES = (1, 2, 4, 8, 16, 32)
+
+
+def mel_like(frames: int, bands: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(frames, dtype=np.float32)
+    b = np.arange(bands, dtype=np.float32)[:, None]
+    return (-6 + 3 * np.sin(t / 17 + b / 9) * np.cos(b / 23) + 0.5 * rng.standard_normal((bands, frames))).astype(
+        np.float32
+    )
+
+
+def context_recompute(module, mel: np.ndarray, chunk: int, left: int, hop: int, fade: int) -> np.ndarray:
+    """Each chunk vocoded with ``left`` frames of left context (no right context), the context's
+    samples dropped but the last ``fade`` of them crossfaded with the previous chunk's tail."""
+    out = np.zeros(0, dtype=np.float32)
+    for start in range(0, mel.shape[1], chunk):
+        first = max(0, start - left)
+        with torch.inference_mode():
+            y = module(torch.from_numpy(mel[None, :, first : start + chunk]))[0, 0].numpy()
+        y = y[(start - first) * hop - min(fade, (start - first) * hop) :]
+        overlap = min(fade, (start - first) * hop)
+        if overlap:
+            ramp = np.linspace(0, 1, overlap, dtype=np.float32)
+            out[-overlap:] = out[-overlap:] * (1 - ramp) + y[:overlap] * ramp
+        out = np.concatenate([out, y[overlap:]])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="hifigan-v1")
+    parser.add_argument("--quick", action="store_true", help="one 5 s utterance, pushes of 1, 8, 32")
+    args = parser.parse_args()
+    config = load_config(args.model)
+    hop, rate, bands = int(config.rate_factor()), config.output_sample_rate, config.in_channels
+    seconds = (5,) if args.quick else (2, 5, 10)
+    pushes = (1, 8, 32) if args.quick else PUSHES
+    work = Path(tempfile.mkdtemp(prefix="convt-live-"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.save(checkpoint_of(args.model, randomise(reference(args.model), seed=0)), work / "g.pt")
+        module = AuthorsDecode(args.model, load_checkpoint(args.model, reference(args.model), work / "g.pt")).eval()
+    delay = summary(config, config.feature_rate(), None, "")["lookahead_output_frames"]
+    print(f"machine: {machine()}")
+    print(f"{args.model}: algorithmic delay {delay:g} samples ({1000 * delay / rate:.0f} ms) at every push size")
+    mels = [mel_like(int(s * rate / hop), bands, i) for i, s in enumerate(seconds)]
+    audio_s = sum(m.shape[1] * hop / rate for m in mels)
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        model = convt_audio.load(args.model, str(work / "g.pt"), device="cpu", threads=threads)
+        wholes, eager = [], 0.0
+        for mel in mels:
+            model(mel[:, :64])  # warm-up of this thread count
+            with torch.inference_mode():
+                module(torch.from_numpy(mel[None, :, :64]))
+                start = time.perf_counter()
+                want = module(torch.from_numpy(mel[None]))[0, 0].numpy()
+                eager += time.perf_counter() - start
+            wholes.append(want)
+        start = time.perf_counter()
+        for mel in mels:
+            model(mel)
+        ours_whole = time.perf_counter() - start
+        rows = []
+        for size in pushes:
+            times, total, error = [], 0.0, 0.0
+            for mel, want in zip(mels, wholes):
+                stream = model.stream()
+                parts = []
+                for i in range(0, mel.shape[1], size):
+                    start = time.perf_counter()
+                    parts.append(stream.push(mel[:, i : i + size]))
+                    times.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                parts.append(stream.flush())
+                total += sum(times[-len(range(0, mel.shape[1], size)) :]) + time.perf_counter() - start
+                got = np.concatenate(parts, axis=-1)[0]
+                error = max(error, float(np.abs(got - want).max() / np.abs(want).max()))
+            rtf = total / audio_s
+            rows.append(
+                [
+                    size,
+                    f"{1000 * statistics.median(times):.1f}",
+                    f"{1000 * np.percentile(times, 95):.1f}",
+                    f"{rtf:.3f}",
+                    f"{total / eager:.2f}",
+                    f"{error:.1e}",
+                ]
+            )
+        print(
+            f"\n{threads} thread(s), utterances of {', '.join(f'{s:g}' for s in seconds)} s: the module's eager "
+            f"whole forward RTF {eager / audio_s:.3f}; load(...)(mel) whole RTF {ours_whole / audio_s:.3f}"
+        )
+        print(table(rows, ["push frames", "median ms", "p95 ms", "RTF", "× eager whole", "max |Δ| / peak"]))
+        if threads == 1:
+            recompute = []
+            for size, left in ((8, 8), (8, 32), (32, 32)):
+                start = time.perf_counter()
+                outs = [context_recompute(module, mel, size, left, hop, hop) for mel in mels]
+                spent = time.perf_counter() - start
+                snr = min(10 * np.log10(np.sum(w**2) / np.sum((o[: w.size] - w) ** 2)) for o, w in zip(outs, wholes))
+                recompute.append([size, left, f"{spent / audio_s:.3f}", f"{spent / eager:.2f}", f"{snr:.1f}"])
+            print("\ncontext recompute with a one-hop crossfade, as TTS servers stream (1 thread):")
+            print(table(recompute, ["chunk frames", "left context", "RTF", "× eager whole", "SNR dB (worst)"]))
+
+
+if __name__ == "__main__":
+    main()
