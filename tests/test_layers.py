@@ -322,3 +322,19 @@ def test_min_input_frames_of_a_stack():
     stack = Stack.initialised(specs)
     low = stack.min_input_frames()
     assert stack.output_frames(low) >= 1 and stack.output_frames(low - 1) == 0
+
+
+@given(spec=conv1d_specs(modes=("zeros",)), frames=st.integers(1, 40), seed=st.integers(0, 99))
+def test_a_small_dilated_chunk_as_a_matrix_product_equals_conv1d(spec, frames, seed):
+    """The streamed small-chunk path for dilated convolutions (PyTorch's native one loops over
+    elements) gives F.conv1d's sums, any groups, stride and dilation."""
+    from convt_audio.kinds.conv_torch import dilated_as_matmul
+
+    if frames < spec.receptive:
+        return
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, spec.in_channels, frames, dtype=torch.float64, generator=generator)
+    weight = torch.randn(spec.weight_shape, dtype=torch.float64, generator=generator)
+    bias = torch.randn(spec.out_channels, dtype=torch.float64, generator=generator) if spec.bias else None
+    want = F.conv1d(x, weight, bias, spec.stride, 0, spec.dilation, spec.groups)
+    torch.testing.assert_close(dilated_as_matmul(x, weight, bias, spec), want, rtol=0, atol=1e-12)
