@@ -29,10 +29,13 @@ class _Given(NamedTuple):
     integer: np.dtype | None  # int8/16/32 samples: scaled to [-1, 1) in, rounded and clipped back out
 
 
-def _as_array(x, what: str, wide: bool = False, codes: bool = False) -> tuple[np.ndarray, _Given]:
+def _as_array(
+    x, what: str, wide: bool = False, codes: bool = False, latent: int | None = None
+) -> tuple[np.ndarray, _Given]:
     """``x`` as a float NumPy array (float64 stays float64; int32 becomes float64, as do the
     others with ``wide``), and what it was. Integer samples are read on their full scale, as
-    soxr and soundfile read them — unless they are ``codes`` (a codec's), taken as they are."""
+    soxr and soundfile read them — unless they are ``codes`` (a codec's), taken as they are; a
+    codes stack takes floats only as its ``latent``-channel latent (DAC's z)."""
     is_torch = type(x).__module__.startswith("torch")
     if is_torch:
         import torch
@@ -49,6 +52,12 @@ def _as_array(x, what: str, wide: bool = False, codes: bool = False) -> tuple[np
     integer = None
     if codes and array.dtype.kind in "iu":
         return array.astype(np.float64), _Given(array.ndim, is_torch, None)
+    if codes and (array.ndim < 2 or array.shape[-2] != latent):
+        also = f", or its {latent}-channel latent" if latent else ""
+        raise UsageError(
+            f"{what}: a {array.dtype} array of shape {array.shape}; this stack decodes a codec's integer codes "
+            f"(codebooks, frames){also}"
+        )
     if array.dtype.kind in "iu":
         if array.dtype not in _INTEGER_SCALES:
             raise UsageError(
@@ -205,7 +214,8 @@ class Model:
     def __call__(self, x):
         """The whole array through the stack: ``(channels, frames)`` or ``(batch, channels,
         frames)`` in, the same layout out."""
-        array, given = _as_array(x, "x", wide=self.engine.dtype == np.float64, codes=self.takes_codes)
+        wide = self.engine.dtype == np.float64
+        array, given = _as_array(x, "x", wide, self.takes_codes, self.config.latent_channels)
         batched, per_channel = self._batched(array)
         self.engine.check_frames(batched.shape[-1])
         return _give_back(self._unbatched(_stream_all(self.engine, batched), array.shape, per_channel), given)
@@ -269,9 +279,9 @@ class Stream:
         channels, frames)``) is in."""
         if self._flushed:
             raise UsageError("push: the stream was flushed; reset() it to start a new signal")
-        array, given = _as_array(
-            chunk, "chunk", wide=self.model.engine.dtype == np.float64, codes=self.model.takes_codes
-        )
+        model = self.model
+        wide = model.engine.dtype == np.float64
+        array, given = _as_array(chunk, "chunk", wide, model.takes_codes, model.config.latent_channels)
         batched, per_channel = self.model._batched(array)
         if self._stream is None or (not self._stream.started and array.shape[:-1] != self._shape):
             self._stream = self.model.engine.open_stream(batched.shape[0])

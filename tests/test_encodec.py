@@ -104,3 +104,20 @@ def test_more_codebooks_than_the_model_or_a_bad_code_is_refused(checkpoint, tmp_
     assert result.exit_code == 1
     one_error_line(result.stderr, "codes row 3, frame 4: 1024 is outside [0, 1024)")
     assert not (tmp_path / "a.wav").exists() and not (tmp_path / "b.wav").exists()
+
+
+def test_float_codes_are_refused_not_decoded(checkpoint, tmp_path):
+    """Codes are integers: a float array of them fails naming its type and shape, on the
+    command line (exit 1, no output) and in the API, rather than decoding or being taken as
+    features."""
+    _, path = checkpoint
+    np.save(tmp_path / "float.npy", _codes(8, 5).numpy()[0].astype(np.float32))
+    result = invoke("run", tmp_path / "float.npy", "-c", "encodec-24khz", "-w", path, "-o", tmp_path / "f.wav")
+    assert result.exit_code == 1
+    one_error_line(result.stderr, "float.npy: .npy input is float32 (8, 5); the stack decodes a codec's integer codes")
+    assert not (tmp_path / "f.wav").exists()
+    model = convt_audio.load("encodec-24khz", str(path), device="cpu")
+    with pytest.raises(convt_audio.ConvtAudioError, match=r"x: a float64 array of shape \(8, 5\); this stack decodes"):
+        model(_codes(8, 5).numpy()[0].astype(np.float64))
+    with pytest.raises(convt_audio.ConvtAudioError, match="chunk: a float32 array"):
+        model.stream().push(_codes(8, 5).numpy()[0].astype(np.float32))

@@ -306,7 +306,13 @@ def _feature_source(
         takes = "integer codes (codebooks, frames)" if codes else "a float array of shape (channels, frames)"
         hint = "" if codes or not integer else " (integer codes are read by a stack whose first layer is codebooks)"
         raise AudioError(f"{path}: {kind} input must be {takes}, got {array.dtype} {tuple(array.shape)}{hint}")
-    if codes and not integer and latent_channels:  # a codec's latent, in place of its codes
+    if codes and not integer:  # floats: only a codec's latent (DAC's z) in place of its codes
+        if array.ndim != 2 or array.shape[0] != latent_channels:
+            also = f", or its {latent_channels}-channel latent" if latent_channels else ""
+            raise AudioError(
+                f"{path}: {kind} input is {array.dtype} {tuple(array.shape)}; the stack decodes a codec's "
+                f"integer codes (codebooks, frames){also}"
+            )
         expected_channels = latent_channels
     codes = codes and integer  # a codec's codes: (codebooks, frames)
     absent = 0  # codebook rows the file lacks (a lower bitrate): padded with ABSENT codes
