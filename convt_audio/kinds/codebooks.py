@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import ClassVar
 
-from ..core.errors import AudioError, ConfigError
+from ..core.errors import AudioError, ConfigError, option
 from ..core.options import ABSENT_CODE
 from ..core.streaming import StreamingModule
 from .base import MAX_CHANNELS, Pointwise, check_int, expect_channels, register
@@ -125,8 +125,8 @@ class CodebooksSpec(Pointwise):
                 present = int((x != ABSENT).any(dim=-1).any(dim=0).sum())
                 if present != self.rows:
                     raise AudioError(
-                        f"codes have {present} rows; {self.where} was told to expect {self.rows} (the "
-                        f"condition chosen): give the condition that matches the codes"
+                        f"codes have {present} rows, but the {option('condition')} chosen decodes {self.rows}: "
+                        f"choose the one for {present} rows"
                     )
             return
         _, row, frame = (int(i) for i in torch.nonzero(~ok)[0])
