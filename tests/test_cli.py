@@ -444,6 +444,9 @@ def test_configs_and_version():
     result = invoke("configs")
     assert result.exit_code == 0
     assert "sinc-x3 (default):" in result.stdout and "sinc-x2:" in result.stdout
+    assert "in: 80-band features at 86.1328 Hz (.npy, .pt)" in result.stdout  # hifigan-v1
+    assert "in: integer codes (up to 32 rows) at 75 Hz" in result.stdout  # encodec-24khz
+    assert "in: integer codes (up to 9 rows) or the 1024-channel latent at 86.1328 Hz" in result.stdout  # dac-44khz
     result = invoke("--version")
     assert result.exit_code == 0
     assert "convt-audio 0.1.0" in result.stdout and f"torch {torch.__version__}" in result.stdout

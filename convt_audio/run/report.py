@@ -323,10 +323,12 @@ def builtin_lines() -> list[str]:
         default = " (default)" if name == DEFAULT_CONFIG else ""
         feature_rate = cfg.feature_rate()
         if feature_rate is not None:
-            shape = (
-                f"in: {cfg.in_channels}-band features at {float(feature_rate):g} Hz (.npy); "
-                f"out: audio at {cfg.output_sample_rate} Hz"
-            )
+            what = f"{cfg.in_channels}-band features"
+            if cfg.layers[0].takes_codes:  # a codec's decoder
+                what = f"integer codes (up to {cfg.in_channels} rows)"
+                what += f" or the {cfg.latent_channels}-channel latent" if cfg.latent_channels else ""
+            rate = f"{float(feature_rate):g} Hz"
+            shape = f"in: {what} at {rate} (.npy, .pt); out: audio at {cfg.output_sample_rate} Hz"
         else:
             shape = f"in: audio at any rate; out: ×{cfg.rate_factor()} the rate"
         weights = "weights included" if cfg.weights else "no weights: pass -w CHECKPOINT"
