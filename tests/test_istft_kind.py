@@ -143,11 +143,11 @@ def test_the_fft_overlap_add_equals_the_kernel(n_fft, hop):
 
 def test_a_matrix_product_stack_gets_blocks_of_256_frames():
     """Vocos's Linear layers run one matrix product per block: 256 rows, not the 64 frames its
-    widest activation (1536 channels) alone would give; HiFi-GAN keeps its 32."""
+    widest activation (1536 channels) alone would give; HiFi-GAN keeps its 64."""
     from convt_audio.model.config import load_config
     from convt_audio.model.engines import build_engine
 
-    for name, frames in (("vocos-mel-24khz", 256), ("hifigan-v1", 32)):
+    for name, frames in (("vocos-mel-24khz", 256), ("hifigan-v1", 64)):
         config = load_config(name)
         params = [{k: v.numpy() for k, v in leaf.init_params().items()} for leaf in config.leaves]
         engine = build_engine(config, params, "cpu", "float32")

@@ -149,10 +149,13 @@ class TorchEngine(Engine):
 
         Measured with benchmarks/decoder.py at 2^18: its stack (widest 512 channels·rate) got
         512 frames; 2048 was within the noise but raised peak RSS by 50 MB, 8192 was slower, 128
-        was 1.4x slower. A HiFi-GAN V1 (widest 8192) gets 32: peak RSS grows with the block
-        (oneDNN's per-shape buffers), 20 s of audio took 10.5 s / 664 MB at 64 frames and
-        12.6 s / 463 MB at 32 (2 cores), so the block is halved for half the TorchScript
-        forward's memory at 0.7x its time.
+        was 1.4x slower. A block holds at least 64 frames: the vocoders (widest 8192 to 49152)
+        would get fewer, and peak RSS grows with the block (oneDNN's per-shape buffers), but
+        below 64 the per-block cost shows (2 cores, whole processes, 32 → 64 frames): HiFi-GAN
+        V1 60 s 27.0 → 24.5 s, 435 → 659 MB; EnCodec 60 s 6.9 → 5.7 s, 401 → 434 MB; DAC 44 kHz
+        20 s 28.2 → 23.6 s, 984 → 1216 MB; 128 frames gained HiFi-GAN 4 % more for 876 MB. ONNX
+        Runtime on HiFi-GAN's whole mel, the peer deployers run, holds 1414 MB
+        (benchmarks/ort_vocoder.py); the authors' DAC forward 2361 MB.
 
         A matrix product over the frames (``linear``: Vocos's ConvNeXt blocks) gets at least the
         rows it wants (``gemm_rows``): Vocos, widest 1536, would get 64 frames, and runs 1.5x
@@ -164,7 +167,7 @@ class TorchEngine(Engine):
         """
         on_cuda = self.torch_device is not None and self.torch_device.type == "cuda"
         chunk = int((2**23 if on_cuda else 2**17) / widest_activation(self.specs))
-        chunk = 1 << max(5, min(16, chunk.bit_length() - 1))
+        chunk = 1 << max(6, min(16, chunk.bit_length() - 1))
         rows = gemm_frames(self.specs)
         if rows > chunk:
             chunk = 1 << min(16, (rows - 1).bit_length())  # the power of two that gives them
