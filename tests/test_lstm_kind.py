@@ -7,29 +7,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference_encodec import SLSTM
 from test_stream import chunk_schedules
-from torch import nn
 
 from convt_audio.core.errors import ConfigError
 from convt_audio.model.config import parse_config
 from convt_audio.model.stack import run_chunked
 from convt_audio.model.weights import load_stack
-
-
-class SLSTM(nn.Module):
-    """EnCodec's SLSTM: an LSTM over time, its input added back (``skip``)."""
-
-    def __init__(self, dimension: int, num_layers: int = 2, skip: bool = True):
-        super().__init__()
-        self.skip = skip
-        self.lstm = nn.LSTM(dimension, dimension, num_layers)
-
-    def forward(self, x):
-        x = x.permute(2, 0, 1)
-        y, _ = self.lstm(x)
-        if self.skip:
-            y = y + x
-        return y.permute(1, 2, 0)
 
 
 def _pair(tmp_path, channels: int, layers: int, skip: bool, seed: int):
