@@ -131,10 +131,12 @@ def check_environment() -> None:
 def tune_process(malloc: bool = False) -> None:
     """Once per process, before torch loads where it can: the settings ``run`` works under.
 
-    - ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it (OpenMP reads it when torch
-      loads, so it applies only if torch is not imported yet): beside one busy process a 10 s
-      hifigan-v1 decode took 8.1 s instead of 12.0 s (medians of 3, 2 cores), and 6-14 s instead
-      of 0.93 s for a short hifigan-v3 decode from Python; quiet, 5.6 s against 5.5 s.
+    - how torch's OpenMP threads wait between two operations (read when torch loads, so only
+      if torch is not imported yet, and only where the environment sets neither
+      ``OMP_WAIT_POLICY`` nor ``GOMP_SPINCOUNT``; :func:`wait_settings`): briefly spinning
+      where no other process is running, sleeping at once where one is (beside one busy
+      process, spinning made a 10 s hifigan-v1 decode take 12.0 s instead of 8.1 s, and a
+      short hifigan-v3 decode from Python 6-14 s instead of 0.93 s).
     - with ``malloc`` (the command line's, a short process that owns its heap): glibc's malloc
       keeps freed blocks of up to 32 MB instead of unmapping them: every block of a stream
       allocates and frees arrays of a few hundred kB, and above the default 128 kB each was a
@@ -146,8 +148,8 @@ def tune_process(malloc: bool = False) -> None:
     if _TUNED:
         return
     _TUNED = True
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "torch" not in sys.modules and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ):
+        os.environ.update(wait_settings())
     if malloc and sys.platform.startswith("linux"):
         with suppress(OSError, AttributeError):
             import ctypes
@@ -155,6 +157,46 @@ def tune_process(malloc: bool = False) -> None:
             libc = ctypes.CDLL("libc.so.6")
             libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
             libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
+
+
+SPIN_COUNT = 20000  # libgomp's spins before a waiting thread sleeps (its default: 300000)
+
+
+def others_running(looks: int = 5) -> int | None:
+    """How many threads of other processes are running or runnable (``/proc/loadavg``'s fourth
+    field, less this one): the least of ``looks`` readings 1 ms apart, so that a short command
+    passing by is not taken for a busy machine (a CPU-bound process is in every reading).
+    None where it cannot be read."""
+    import time
+
+    least = None
+    for look in range(looks):
+        if look:
+            time.sleep(0.001)
+        try:
+            running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        least = running if least is None else min(least, running)
+    return max(0, least - 1)
+
+
+def wait_settings() -> dict[str, str]:
+    """The OpenMP environment for torch's threads: ``GOMP_SPINCOUNT`` (spin a little, then sleep;
+    torch's Linux wheels use libgomp) where nothing else runs and there are cores to share,
+    else ``OMP_WAIT_POLICY=PASSIVE``.
+
+    Between two operations a thread that sleeps at once must be woken by a system call; one
+    that spins takes the next operation at once, but beside a busy process it spins on a core
+    the other thread of its barrier has lost. 60 s of hifigan-v1, 2 cores, whole processes:
+    quiet 24.2 s sleeping, 20.4 s spinning 20000 times (ONNX Runtime: 20.1 s); beside one busy
+    process 36.0 s sleeping, 56.1 s spinning 20000 times, 38.9 s 2000 times (ONNX Runtime
+    32.6 s). A process started beside a busy one sees it and sleeps; one that a busy process
+    joins later spins 20000 times per wait (libgomp's default: 300000). One core: no barrier
+    to wait at, and sleeping costs nothing."""
+    if usable_cpus() > 1 and others_running() == 0:
+        return {"GOMP_SPINCOUNT": str(SPIN_COUNT)}
+    return {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def set_torch_threads(threads: int | None) -> None:
