@@ -231,6 +231,34 @@ def test_activations(kind):
     torch.testing.assert_close(run_chunked(stack, x, 7), want)
 
 
+@pytest.mark.parametrize("kind", sorted(TORCH_ACTIVATIONS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_activation_written_into_the_next_convolutions_buffer(kind, dtype):
+    """An activation before a conv1d is written straight into the conv's input buffer, a slice
+    of a larger tensor in either layout: the same values as its plain forward, nothing outside
+    the slice touched, and the stack streamed at 1, 7 and 64 frames equal to its whole forward
+    (float32 runs the channels-last convolutions)."""
+    spec = ActivationSpec(kind)
+    for frames_last in (False, True):
+        x = torch.linspace(-3, 3, 4 * 9, dtype=dtype).reshape(1, 4, 9)
+        buf = torch.full((1, 4, 12), 7.0, dtype=dtype)
+        if frames_last:
+            x = x.transpose(1, 2).contiguous().transpose(1, 2)
+            buf = torch.full((1, 12, 4), 7.0, dtype=dtype).transpose(1, 2)
+        spec.forward_into(x, None, buf[..., 3:])
+        torch.testing.assert_close(buf[..., 3:], spec.forward(x), rtol=0, atol=1e-6)
+        assert bool((buf[..., :3] == 7).all())
+    conv = {"type": "conv1d", "in_channels": 3, "out_channels": 6, "kernel_size": 3, "padding": 1}
+    after = {"type": "conv1d", "in_channels": 6, "out_channels": 2, "kernel_size": 5, "dilation": 2}
+    config = parse_config({"layers": [conv, {"type": kind}, after]})
+    stack = Stack.initialised(config.layers, seed=3)
+    stack = Stack(config.layers, [{k: v.to(dtype) for k, v in p.items()} for p in stack.params])
+    x = torch.randn(1, 3, 300, generator=torch.Generator().manual_seed(4), dtype=dtype)
+    want = stack.forward(x)
+    for chunk in (1, 7, 64):
+        torch.testing.assert_close(run_chunked(stack, x, chunk), want, rtol=1e-5, atol=1e-5)
+
+
 def config_conv():
     return {"type": "conv1d", "in_channels": 1, "out_channels": 1, "kernel_size": 1}
 

@@ -38,7 +38,15 @@ def cat(parts: Sequence):
         return numpy.concatenate(parts, axis=-1)
     import torch
 
+    if frames_last_layout(max(parts, key=lambda p: p.shape[-1])):  # the layout the convolutions chose
+        return torch.cat([p.transpose(-1, -2) for p in parts], dim=-2).transpose(-1, -2)
     return torch.cat(parts, dim=-1)
+
+
+def frames_last_layout(x) -> bool:
+    """Whether a ``[B, C, n]`` tensor lies in memory frame by frame (channels adjacent: the
+    channels-last layout of the CPU convolutions, :mod:`convt_audio.kinds.conv_torch`)."""
+    return x.dim() == 3 and x.shape[1] > 1 and x.stride(1) == 1
 
 
 class StreamingModule:
@@ -119,6 +127,12 @@ class StreamingPointwise(StreamingModule):
     def _push(self, chunk: Tensor) -> Tensor:
         return self.spec.forward(chunk, self.params)
 
+    def push_into(self, chunk: Tensor, out: Tensor) -> None:
+        """``out[...] = push(chunk)``, written in place (by the layer after, into its buffer)."""
+        if self._like is None:
+            self._like = chunk[..., :0]
+        self.spec.forward_into(chunk, self.params, out)
+
     def _flush(self) -> Tensor:
         return self._empty()
 
@@ -137,11 +151,23 @@ class StreamingSequential(StreamingModule):
             if tail is not None:
                 tail = spec.forward(tail, spec_params) if spec.pointwise else None
         self.specs, self.children = tuple(specs), tuple(children)
+        # (child, the pointwise child before it that it applies itself) — a child with
+        # ``push_activated`` writes an activation straight into its input buffer
+        steps, i = [], 0
+        while i < len(children):
+            ahead = children[i + 1] if i + 1 < len(children) else None
+            if isinstance(children[i], StreamingPointwise) and hasattr(ahead, "push_activated"):
+                steps.append((ahead, children[i]))
+                i += 2
+            else:
+                steps.append((children[i], None))
+                i += 1
+        self.steps = tuple(steps)
         super().__init__()
 
     def _push(self, chunk: Tensor) -> Tensor:
-        for child in self.children:
-            chunk = child.push(chunk)
+        for child, before in self.steps:
+            chunk = child.push(chunk) if before is None else child.push_activated(chunk, before)
         return chunk
 
     def _flush(self) -> Tensor:

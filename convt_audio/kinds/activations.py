@@ -25,6 +25,21 @@ ACTIVATIONS: dict[str, tuple[Callable, dict[str, float]]] = {
     "clamp": (lambda F, x, min, max: x.clamp(min, max), {"min": -1.0, "max": 1.0}),  # BigVGAN v2's last step
 }
 
+# name -> the same, written into a given tensor (torch, x, out, **parameters): no allocation, no
+# copy. Each is checked against its row above with ``out`` a slice of a larger tensor in both
+# layouts (tests/test_layers.py); gelu is not here: torch 2.13's gelu(out=) writes wrong values
+# into a slice that is not contiguous. An activation without a row is computed, then copied.
+ACTIVATIONS_INTO: dict[str, Callable] = {
+    "relu": lambda torch, x, out: torch.clamp_min(x, 0, out=out),
+    "tanh": lambda torch, x, out: torch.tanh(x, out=out),
+    "sigmoid": lambda torch, x, out: torch.sigmoid(x, out=out),
+    "silu": lambda torch, x, out: torch._C._nn.silu(x, out=out),
+    "leaky_relu": lambda torch, x, out, negative_slope: torch._C._nn.leaky_relu(x, negative_slope, out=out),
+    "elu": lambda torch, x, out, alpha: torch._C._nn.elu(x, alpha, out=out),
+    "hardtanh": lambda torch, x, out, min_val, max_val: torch._C._nn.hardtanh(x, min_val, max_val, out=out),
+    "clamp": lambda torch, x, out, min, max: torch.clamp(x, min, max, out=out),
+}
+
 
 @register
 @dataclass(frozen=True, init=False)
@@ -73,6 +88,15 @@ class ActivationSpec(Pointwise):
 
         function = ACTIVATIONS[self.type][0]
         return function(F, x, **{name: float(value) for name, value in self.params})
+
+    def forward_into(self, x, params, out) -> None:
+        import torch
+
+        into = ACTIVATIONS_INTO.get(self.type)
+        if into is None:
+            out.copy_(self.forward(x, params))
+        else:
+            into(torch, x, out, **{name: float(value) for name, value in self.params})
 
 
 @dataclass(frozen=True)

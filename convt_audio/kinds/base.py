@@ -277,6 +277,12 @@ class Pointwise(Kind):
 
         return StreamingPointwise(self, params)
 
+    def forward_into(self, x, params, out) -> None:
+        """Write ``forward(x, params)`` into ``out`` (a slice of the next convolution's input
+        buffer, :meth:`~convt_audio.kinds.conv_torch.StreamingConv1d.push_activated`); a kind
+        with an ``out=`` form overrides this and saves the copy."""
+        out.copy_(self.forward(x, params))
+
     def first_starved(self, frames: int):
         return None
 

@@ -278,13 +278,20 @@ class StreamingResidual(StreamingModule):
 
     def _match(self, x: Tensor, y: Tensor) -> Tensor:
         held = self.state.held
-        if held is None or not held.shape[-1]:
-            held = x
-        elif x.shape[-1]:
-            held = cat([held, x])
         n = y.shape[-1]
-        self.state.held = held[..., n:].clone()  # a copy, so the chunk it came from can go
-        return held[..., :n] + y
+        h = 0 if held is None else held.shape[-1]
+        if n <= h or not h or not hasattr(y, "new_empty"):  # all held frames, none held, or NumPy
+            held = x if not h else cat([held, x]) if x.shape[-1] else held
+            self.state.held = held[..., n:].copy() if hasattr(held, "copy") else held[..., n:].clone()
+            return held[..., :n] + y
+        # held frames then the chunk's, added into one new tensor without joining them first
+        import torch
+
+        out = torch.empty_like(y)
+        torch.add(held, y[..., :h], out=out[..., :h])
+        torch.add(x[..., : n - h], y[..., h:], out=out[..., h:])
+        self.state.held = x[..., n - h :].clone()
+        return out
 
     def _push(self, chunk: Tensor) -> Tensor:
         return self._match(chunk, self.body.push(chunk))

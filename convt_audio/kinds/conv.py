@@ -319,6 +319,9 @@ class Conv1dSpec(ConvKind):
         return conv1d(x, params["weight"], params.get("bias"), self)
 
     def streamer(self, params, tail=None, kernel: str = "auto"):
-        from .conv_torch import StreamingConv1d
+        from .conv_torch import StreamingConv1d, channels_last_weight
 
+        weight4 = channels_last_weight(params["weight"])
+        if weight4 is not None:  # the stack keeps this layout: one copy of the weights, not two
+            params["weight"] = weight4.squeeze(2)
         return StreamingConv1d(self, params["weight"], params.get("bias"), tail)

@@ -98,14 +98,10 @@ class Extender(StreamingModule):
             return
         if self.mode == "circular":
             if state.keep is None or state.keep.shape[-1] < self.keep_frames:
-                joined = chunk if state.keep is None else torch.cat([state.keep, chunk], -1)
+                joined = chunk if state.keep is None else cat([state.keep, chunk])
                 state.keep = joined[..., : self.keep_frames].clone()
         else:  # the last frames: join with what was kept only when the chunk is shorter
-            joined = (
-                chunk
-                if state.keep is None or chunk.shape[-1] >= self.keep_frames
-                else torch.cat([state.keep, chunk], -1)
-            )
+            joined = chunk if state.keep is None or chunk.shape[-1] >= self.keep_frames else cat([state.keep, chunk])
             state.keep = joined[..., -self.keep_frames :].clone()
 
     def _left_extension(self, head: torch.Tensor) -> torch.Tensor:
@@ -126,7 +122,7 @@ class Extender(StreamingModule):
         state.held, state.started = [], True
         if not self.left:
             return head
-        return torch.cat([self._left_extension(head), head], -1)
+        return cat([self._left_extension(head), head])
 
     def _flush(self) -> torch.Tensor:
         """What is left: held frames with both extensions, or the right extension."""
