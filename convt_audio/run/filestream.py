@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..core.errors import AudioError, UsageError, option
-from ..core.process import size_text
+from ..core.process import memory_budget, size_text
 from ..io.atomic import atomic_path
 from ..io.audio import (
     PCM_BITS,
@@ -34,6 +34,7 @@ from ..io.audio import (
 )
 from ..model.config import channel_plan
 from ..model.resamplers import COPY_SOURCE
+from ..model.split import SplitStream, split_plan
 from .planning import Job, default_name
 from .runner import Runner, RunOptions, fit_chunk
 
@@ -381,7 +382,11 @@ def _write(
         tail_block = source.tail(tail_frames, read_dtype)
         check_finite(tail_block, source.frames - tail_block.shape[-1], source.path, options.non_finite)
         tail = _shaped(tail_block, per_channel)
-    run = _Pass(engine, source, chunk, read_dtype, per_channel, tail, out_channels, options, cancel, progress)
+    batch = source.channels if per_channel else 1
+    split = None if tail is not None else split_plan(engine, source.frames, batch, chunk, memory_budget())
+    if split and options.chunk is None:  # two streams: each on blocks half as long holds what one did
+        chunk = max(engine.min_input_frames(), chunk // 2)
+    run = _Pass(engine, source, chunk, read_dtype, per_channel, tail, out_channels, options, cancel, progress, split)
     gain, clip = 1.0, options.clip
     if clip == "rescale":
         clip = "clamp"
@@ -503,12 +508,15 @@ class _Pass:
     options: RunOptions
     cancel: threading.Event | None
     progress: Callable[[int, int | None, float], None] | None
+    split: tuple | None = None  # (boundary, context, threads each): two halves at once (model.split)
 
 
 def _stream_into(sink, run: _Pass) -> dict:
     """Read ``source`` in blocks, push them through a stream of ``engine``, write into ``sink``."""
     engine, source, cancel, progress, out_channels = run.engine, run.source, run.cancel, run.progress, run.out_channels
-    stream = engine.open_stream(source.channels if run.per_channel else 1, run.tail)
+    batch = source.channels if run.per_channel else 1
+    plan = run.split
+    stream = SplitStream(engine, batch, *plan) if plan else engine.open_stream(batch, run.tail)
     stop = threading.Event()
     overlap = _overlaps(engine, source, sink)
     writer = _Writer(sink) if overlap else _InlineWriter(sink)
@@ -533,6 +541,8 @@ def _stream_into(sink, run: _Pass) -> dict:
         writer.put(tail_out.reshape(out_channels, -1))
     except BaseException:
         stop.set()
+        if plan:
+            stream.stop()
         writer.abandon()
         with suppress(AudioError):
             sink.close()
