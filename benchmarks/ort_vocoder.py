@@ -102,7 +102,7 @@ def main() -> None:
         frames_dim = torch.export.Dim("frames", min=2 * context + 2, max=1 << 20)
         torch.onnx.export(
             decode,
-            (torch.randn(1, bands, 64),),
+            (torch.randn(1, bands, max(64, 2 * context + 4)),),  # inside the dynamic range
             str(work / "g.onnx"),
             dynamo=True,
             dynamic_shapes={"x": {2: frames_dim}},
