@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,6 +131,25 @@ def test_load_runs_under_the_command_lines_process_tuning():
         env={**env, "PYTHONPATH": PACKAGE_HOME, "OMP_WAIT_POLICY": "ACTIVE"},
     )
     assert done.stdout.split()[0] == "ACTIVE"
+
+
+def test_threads_spin_only_where_nothing_else_runs(monkeypatch):
+    from convt_audio.core import process
+
+    monkeypatch.setattr(process, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(process, "others_running", lambda looks=5: 0)
+    assert process.wait_settings() == {"GOMP_SPINCOUNT": str(process.SPIN_COUNT)}
+    monkeypatch.setattr(process, "others_running", lambda looks=5: 1)  # a busy process beside
+    assert process.wait_settings() == {"OMP_WAIT_POLICY": "PASSIVE"}
+    monkeypatch.setattr(process, "others_running", lambda looks=5: None)  # no /proc/loadavg
+    assert process.wait_settings() == {"OMP_WAIT_POLICY": "PASSIVE"}
+    monkeypatch.setattr(process, "others_running", lambda looks=5: 0)
+    monkeypatch.setattr(process, "usable_cpus", lambda: 1)  # one core: no barrier to spin at
+    assert process.wait_settings() == {"OMP_WAIT_POLICY": "PASSIVE"}
+    # the running count is read from /proc/loadavg, less this process, the least of its looks
+    running = process.others_running(looks=2)
+    fields = Path("/proc/loadavg").read_text().split()
+    assert running is not None and 0 <= running <= int(fields[3].split("/")[1])
 
 
 @pytest.mark.parametrize(
