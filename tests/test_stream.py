@@ -182,6 +182,33 @@ def test_bounded_state_for_long_streams():
     assert transposed.extender.state.keep.shape[-1] <= spec.extension()[1] + 1
 
 
+def test_a_stream_keeps_no_block_alive():
+    """What a stream holds between pushes is its state, not the blocks that went through it: no
+    tensor a module keeps shares memory with a block larger than the state (the empty tensor
+    each module keeps as a template was a view of its first block, and kept all of it)."""
+    from convt_audio.model.config import load_config
+
+    config = load_config("hifigan-v1")
+    stack = Stack.initialised(config.layers, seed=0)
+    streamer = StreamingStack(stack)
+    streamer.push(torch.randn(1, 80, 64))
+    streamer.push(torch.randn(1, 80, 64))
+    held = {}
+
+    def walk(module):
+        for value in (module._like, *vars(module.state).values()):
+            for tensor in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(tensor, torch.Tensor):
+                    storage = tensor.untyped_storage()
+                    held[storage.data_ptr()] = storage.nbytes()
+        for child in module.children:
+            walk(child)
+
+    walk(streamer)
+    weights = sum(t.untyped_storage().nbytes() for p in stack.params for t in p.values())
+    assert sum(held.values()) < 2e6 < weights  # HiFi-GAN's state is ~1 MB; one 64-frame block's activations ~20 MB
+
+
 def test_streaming_too_short_input_is_an_error():
     stack = Stack.initialised([Conv1dSpec(1, 1, kernel_size=9)])
     streamer = StreamingStack(stack)
