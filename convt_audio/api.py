@@ -110,8 +110,8 @@ def _stream_all(engine, data: np.ndarray) -> np.ndarray:
 
     size = engine.preferred_chunk()
     plan = split_plan(engine, data.shape[-1], data.shape[0], size, memory_budget())
-    if plan:  # two streams: each on blocks half as long holds what one did
-        size = max(engine.min_input_frames(), size // 2)
+    if plan:  # two streams, each with its own buffers per block shape
+        size = max(engine.min_input_frames(), size * 3 // 4)
     stream = SplitStream(engine, data.shape[0], *plan) if plan else engine.open_stream(data.shape[0])
     parts = [stream.push(data[..., i : i + size]) for i in range(0, data.shape[-1], size)]
     parts.append(stream.flush())

@@ -13,9 +13,10 @@ tests/test_split.py.
 Why: torch's intra-op threads meet at a barrier after every operation. On 2 cores, 60 s of
 HiFi-GAN V1 took 18.0 s as one stream of 2 threads and 17.3 s as two streams of one thread
 each (in process); beside a busy process, where a barrier waits for a descheduled thread,
-33.7 s against 26.7 s. Each stream holds oneDNN's buffers for its own block shapes, so the
-callers give each half blocks half as long (the whole process's peak: 655 MB, where one stream
-of 64-frame blocks took 679 MB and two of them 1035 MB). Used by ``convt-audio run`` for inputs read whole (a ``.npy``, a file
+33.7 s against 26.7 s. Each stream keeps its own buffers per block shape, so the callers give
+each half blocks three quarters as long (60 s of HiFi-GAN V1, two halves, whole processes: 32
+frames 18.6-19.8 s / 521-565 MB, 48 frames 18.3-18.5 s / 632-645 MB, 64 frames 18.1-18.3 s /
+702-727 MB; ONNX Runtime 19.7 s / 1414 MB). Used by ``convt-audio run`` for inputs read whole (a ``.npy``, a file
 whose length is known) and by :meth:`convt_audio.Model.__call__`; a live stream cannot be
 split (its length is unknown).
 """

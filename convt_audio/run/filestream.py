@@ -384,8 +384,8 @@ def _write(
         tail = _shaped(tail_block, per_channel)
     batch = source.channels if per_channel else 1
     split = None if tail is not None else split_plan(engine, source.frames, batch, chunk, memory_budget())
-    if split and options.chunk is None:  # two streams: each on blocks half as long holds what one did
-        chunk = max(engine.min_input_frames(), chunk // 2)
+    if split and options.chunk is None:  # two streams, each with its own buffers per block shape
+        chunk = max(engine.min_input_frames(), chunk * 3 // 4)
     run = _Pass(engine, source, chunk, read_dtype, per_channel, tail, out_channels, options, cancel, progress, split)
     gain, clip = 1.0, options.clip
     if clip == "rescale":
