@@ -106,12 +106,12 @@ def _stream_all(engine, data: np.ndarray) -> np.ndarray:
     """``[B, C, n]`` through a fresh stream of ``engine`` in its preferred blocks (as two halves
     at once where that applies: :mod:`convt_audio.model.split`)."""
     from .core.process import memory_budget
-    from .model.split import SplitStream, split_plan
+    from .model.split import SplitStream, part_block, split_plan
 
     size = engine.preferred_chunk()
     plan = split_plan(engine, data.shape[-1], data.shape[0], size, memory_budget())
-    if plan:  # two streams, each with its own buffers per block shape
-        size = max(engine.min_input_frames(), size * 3 // 4)
+    if plan:
+        size = part_block(engine, size)
     stream = SplitStream(engine, data.shape[0], *plan) if plan else engine.open_stream(data.shape[0])
     parts = [stream.push(data[..., i : i + size]) for i in range(0, data.shape[-1], size)]
     parts.append(stream.flush())

@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 from clitools import cli
+from helpers import stream_chunks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference_vocoders import checkpoint_of, randomise, reference
@@ -25,16 +26,6 @@ from convt_audio.model.split import SplitStream, context_frames, shift_period, s
 NOT_CIRCULAR = tuple(m for m in PADDING_MODES if m != "circular")
 
 
-def _streamed(stream, x: np.ndarray, sizes) -> np.ndarray:
-    parts, at, i = [], 0, 0
-    while at < x.shape[-1]:
-        n = sizes[i % len(sizes)]
-        parts.append(stream.push(x[..., at : at + n]))
-        at, i = at + n, i + 1
-    parts.append(stream.flush())
-    return np.concatenate(parts, axis=-1)
-
-
 def _check_split(stack, seed: int, sizes, where: float) -> None:
     engine = TorchEngine(stack)
     context = context_frames(engine.specs)
@@ -45,7 +36,7 @@ def _check_split(stack, seed: int, sizes, where: float) -> None:
     boundary = min(boundary, (frames - context) // period * period)
     x = np.random.default_rng(seed).standard_normal((2, stack.in_channels, frames))
     whole = stack.forward(torch.from_numpy(x)).numpy()
-    got = _streamed(SplitStream(engine, 2, boundary, context, 1), x, sizes)
+    got = stream_chunks(SplitStream(engine, 2, boundary, context, 1), x, sizes)
     assert got.shape == whole.shape
     np.testing.assert_allclose(got, whole, rtol=1e-9, atol=1e-9)
 

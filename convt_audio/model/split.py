@@ -13,8 +13,8 @@ tests/test_split.py.
 Why: torch's intra-op threads meet at a barrier after every operation. On 2 cores, 60 s of
 HiFi-GAN V1 took 18.0 s as one stream of 2 threads and 17.3 s as two streams of one thread
 each (in process); beside a busy process, where a barrier waits for a descheduled thread,
-33.7 s against 26.7 s. Each stream keeps its own buffers per block shape, so the callers give
-each half blocks three quarters as long (60 s of HiFi-GAN V1, two halves, whole processes: 32
+33.7 s against 26.7 s. Each stream keeps its own buffers per block shape, so each half gets
+blocks three quarters as long (:func:`part_block`; 60 s of HiFi-GAN V1, two halves, whole processes: 32
 frames 18.6-19.8 s / 521-565 MB, 48 frames 18.3-18.5 s / 632-645 MB, 64 frames 18.1-18.3 s /
 702-727 MB; ONNX Runtime 19.7 s / 1414 MB). Used by ``convt-audio run`` for inputs read whole (a ``.npy``, a file
 whose length is known) and by :meth:`convt_audio.Model.__call__`; a live stream cannot be
@@ -114,6 +114,12 @@ def split_plan(engine, frames: int | None, batch: int, chunk: int, budget: int) 
     return boundary, context, threads // 2
 
 
+def part_block(engine, chunk: int) -> int:
+    """The block of each half where the caller chose none: three quarters of ``chunk``, since
+    each stream keeps its own buffers per block shape (figures above)."""
+    return max(engine.min_input_frames(), chunk * 3 // 4)
+
+
 _END = object()
 
 
@@ -180,8 +186,6 @@ class SplitStream:
             try:
                 item = self.first_out.get(timeout=0.1) if wait else self.first_out.get_nowait()
             except queue.Empty:
-                if wait and not self.workers[0].is_alive() and self.first_out.empty():
-                    return True
                 if wait:
                     continue
                 return False

@@ -34,7 +34,7 @@ from ..io.audio import (
 )
 from ..model.config import channel_plan
 from ..model.resamplers import COPY_SOURCE
-from ..model.split import SplitStream, split_plan
+from ..model.split import SplitStream, part_block, split_plan
 from .planning import Job, default_name
 from .runner import Runner, RunOptions, fit_chunk
 
@@ -384,8 +384,8 @@ def _write(
         tail = _shaped(tail_block, per_channel)
     batch = source.channels if per_channel else 1
     split = None if tail is not None else split_plan(engine, source.frames, batch, chunk, memory_budget())
-    if split and options.chunk is None:  # two streams, each with its own buffers per block shape
-        chunk = max(engine.min_input_frames(), chunk * 3 // 4)
+    if split and options.chunk is None:
+        chunk = part_block(engine, chunk)
     run = _Pass(engine, source, chunk, read_dtype, per_channel, tail, out_channels, options, cancel, progress, split)
     gain, clip = 1.0, options.clip
     if clip == "rescale":
