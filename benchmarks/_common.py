@@ -68,6 +68,12 @@ def convt_audio() -> str:
     return str(BIN / "convt-audio")
 
 
+def decode_command(inputs: Path, model: str, weights: Path, out: Path, *extra: str) -> list[str]:
+    """``convt-audio run`` of ``inputs`` through ``model`` with ``weights`` into a float WAV."""
+    return [convt_audio(), "run", str(inputs), "-c", model, "-w", str(weights), "-o", str(out), "--subtype", "FLOAT",
+            "--overwrite", "-q", *extra]  # fmt: skip
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:

@@ -32,7 +32,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from _common import convt_audio, machine, table  # noqa: E402
+from _common import decode_command, machine, table  # noqa: E402
 from reference_vocoders import AuthorsDecode, checkpoint_of, randomise, reference  # noqa: E402
 
 from convt_audio.model.config import load_config  # noqa: E402
@@ -127,21 +127,7 @@ def main() -> None:
             str(context),
             str(hop),
         ],  # fmt: skip
-        f"convt-audio run -c {args.model}": [
-            convt_audio(),
-            "run",
-            str(work / "mel.npy"),
-            "-c",
-            args.model,
-            "-w",
-            str(work / "g.pt"),
-            "-o",
-            str(work / "c.wav"),
-            "--subtype",
-            "FLOAT",
-            "--overwrite",
-            "-q",
-        ],  # fmt: skip
+        f"convt-audio run -c {args.model}": decode_command(work / "mel.npy", args.model, work / "g.pt", work / "c.wav"),
     }
     print(f"machine: {machine()}")
     print(f"{args.model}: {frames} mel frames -> {frames * hop / rate:.1f} s; receptive field "

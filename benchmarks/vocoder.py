@@ -30,7 +30,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from _common import convt_audio, machine, matmul_peak, median_process, run_process, table  # noqa: E402
+from _common import convt_audio, decode_command, machine, matmul_peak, median_process, run_process, table  # noqa: E402
 from reference_vocoders import CODE_ROWS, checkpoint_of, randomise, reference  # noqa: E402
 
 from convt_audio.model.config import load_config  # noqa: E402
@@ -122,25 +122,9 @@ def main() -> None:
         MODEL,
         str(RATE),
     ]
-    ours = [
-        convt_audio(),
-        "run",
-        str(mel),
-        "-c",
-        MODEL,
-        "-w",
-        str(checkpoint),
-        "-o",
-        str(work / "c.wav"),
-        "--subtype",
-        "FLOAT",
-        "--overwrite",
-        "-q",
-        *EXTRA.get(MODEL, []),
-    ]
+    ours = decode_command(mel, MODEL, checkpoint, work / "c.wav", *EXTRA.get(MODEL, []))
     script = [*plain[:3], str(work / "s.wav"), *plain[4:], "torchscript"]
-    ours16 = [*ours[:7], "-o", str(work / "c16.wav"), "--subtype", "FLOAT", "--dtype", "bfloat16", "--overwrite", "-q"]
-    ours16 += EXTRA.get(MODEL, [])
+    ours16 = decode_command(mel, MODEL, checkpoint, work / "c16.wav", "--dtype", "bfloat16", *EXTRA.get(MODEL, []))
     audio_s = frames * HOP / RATE
     conditions = [("quiet", None)] + ([("beside a busy process", "while True: pass")] if args.busy else [])
     for condition, hog in conditions:
