@@ -62,6 +62,8 @@ _EXPORTS = {
     "convert": "api",
     "Model": "api",
     "Stream": "api",
+    "Pool": "api",
+    "PoolStream": "api",
     "FileReport": "run.filestream",
     "RunOptions": "run.runner",
     "RawFormat": "io.audio",

@@ -4,6 +4,8 @@ import convt_audio
 y = convt_audio.resample(x, 44100, 48000)                 # (frames,) or (frames, channels)
 model = convt_audio.load("hifigan-v1", "g_02500000")      # model(mel) -> audio
 stream = model.stream()                                   # push(chunk) / flush() / reset()
+pool = model.pool(); a, b = pool.open(), pool.open()      # pool.push({a: x, b: z}): one batch
+outputs = list(model.map(arrays, slots=16))               # many arrays, continuously batched
 record = convt_audio.convert("in.wav", "out.wav", rate=48000)   # one file, as run writes it
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
@@ -221,8 +223,7 @@ class Model:
     def __call__(self, x):
         """The whole array through the stack: ``(channels, frames)`` or ``(batch, channels,
         frames)`` in, the same layout out."""
-        wide = self.engine.dtype == np.float64
-        array, given = _as_array(x, "x", wide, self.takes_codes, self.config.latent_channels)
+        array, given = self._given(x, "x")
         batched, per_channel = self._batched(array)
         self.engine.check_frames(batched.shape[-1])
         return _give_back(self._unbatched(_stream_all(self.engine, batched), array.shape, per_channel), given)
@@ -231,6 +232,41 @@ class Model:
         """A live stream: ``push(chunk)`` returns the frames now final, ``flush()`` the rest;
         the frames joined equal ``model(x)`` whatever the chunk sizes."""
         return Stream(self)
+
+    def pool(self) -> Pool:
+        """Many live streams (a server's sessions) whose pushes run as one batch where they line
+        up: ``pool.push({a: chunk_a, b: chunk_b})``. Each stream's frames equal its own
+        :meth:`stream`'s, whatever the others do."""
+        return Pool(self)
+
+    def map(self, arrays: Iterable, *, slots: int = 16, block: int | None = None) -> Iterator:
+        """``model(x)`` for each array, in order, ``slots`` of them streamed at once as one batch
+        in blocks of ``block`` frames (default: the engine's); a finished array's slot goes to
+        the next (continuous batching). For many short inputs: one forward a block for all of
+        them, not one per array."""
+        from .model.pool import StreamPool
+
+        for name, value in (("slots", slots), ("block", block)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise UsageError(f"{name}: must be a positive whole number, got {value!r}")
+        shapes: dict[int, tuple] = {}
+
+        def items() -> Iterator[np.ndarray]:
+            for index, x in enumerate(arrays):
+                array, given = self._given(x, f"arrays[{index}]")
+                batched, per_channel = self._batched(array)
+                self.engine.check_frames(batched.shape[-1])
+                shapes[index] = (array.shape, per_channel, given)
+                yield batched
+
+        pool = StreamPool(self.engine)
+        for index, out in enumerate(pool.map(items(), slots, block or self.engine.preferred_chunk())):
+            shape, per_channel, given = shapes.pop(index)
+            yield _give_back(self._unbatched(out, shape, per_channel), given)
+
+    def _given(self, x, what: str) -> tuple[np.ndarray, _Given]:
+        wide = self.engine.dtype == np.float64
+        return _as_array(x, what, wide, self.takes_codes, self.config.latent_channels)
 
     def _batched(self, array: np.ndarray) -> tuple[np.ndarray, bool]:
         """``[batch, in_channels, frames]`` for the engine, and whether each channel of the
@@ -286,9 +322,7 @@ class Stream:
         channels, frames)``) is in."""
         if self._flushed:
             raise UsageError("push: the stream was flushed; reset() it to start a new signal")
-        model = self.model
-        wide = model.engine.dtype == np.float64
-        array, given = _as_array(chunk, "chunk", wide, model.takes_codes, model.config.latent_channels)
+        array, given = self.model._given(chunk, "chunk")
         batched, per_channel = self.model._batched(array)
         if self._stream is None or (not self._stream.started and array.shape[:-1] != self._shape):
             self._stream = self.model.engine.open_stream(batched.shape[0])
@@ -316,6 +350,87 @@ class Stream:
         if self._stream is not None:
             self._stream.reset()
         self._flushed = False
+
+
+class Pool:
+    """Live streams of one :class:`Model` run as one batch where they line up
+    (:mod:`convt_audio.model.pool`): the streams that push the same number of frames, once past
+    their first pushes, share one forward; one that pushes another size runs on its own for that
+    push. Chunks are laid out as :meth:`Stream.push` takes them."""
+
+    def __init__(self, model: Model):
+        from .model.pool import StreamPool
+
+        self.model = model
+        self._pool = StreamPool(model.engine)
+
+    def open(self) -> PoolStream:
+        """A new stream (its layout set by its first chunk)."""
+        return PoolStream(self)
+
+    def push(self, chunks: Mapping[PoolStream, object]) -> dict:
+        """Each stream's chunk in, as one batch where the streams line up; each stream's frames
+        now final out (as its chunk was given: NumPy or torch, integer type kept)."""
+        engine_chunks, layouts = {}, {}
+        for stream, chunk in chunks.items():
+            if not isinstance(stream, PoolStream) or stream.pool is not self:
+                raise UsageError(f"push: {stream!r} is not a stream of this pool")
+            inner = stream._engine_stream(chunk)
+            engine_chunks[inner] = stream._block
+            layouts[stream._inner] = stream
+        out = self._pool.push(engine_chunks)
+        return {layouts[inner]: layouts[inner]._given_back(y) for inner, y in out.items()}
+
+    def __len__(self) -> int:
+        """The streams open (pushed to and not yet flushed)."""
+        return len(self._pool.streams)
+
+
+class PoolStream:
+    """One stream of a :class:`Pool`: ``push`` alone (``pool.push({s: chunk})[s]``), ``flush``
+    once (it then leaves the pool)."""
+
+    def __init__(self, pool: Pool):
+        self.pool = pool
+        self._inner = None
+        self._shape: tuple | None = None
+        self._per_channel = False
+        self._given: _Given | None = None
+        self._block: np.ndarray | None = None
+        self._flushed = False
+
+    def _engine_stream(self, chunk):
+        """The engine's stream for ``chunk`` (opened at the first), the chunk made its block."""
+        if self._flushed:
+            raise UsageError("push: the stream was flushed; open a new one")
+        model = self.pool.model
+        array, given = model._given(chunk, "chunk")
+        batched, per_channel = model._batched(array)
+        if self._inner is None:
+            self._inner = self.pool._pool.open(batched.shape[0])
+            self._shape, self._per_channel, self._given = array.shape[:-1], per_channel, given
+        elif array.shape[:-1] != self._shape:
+            raise UsageError(
+                f"chunk: shape {array.shape} after chunks of shape {(*self._shape, 'frames')}; every chunk of a "
+                f"stream has the same batch and channels"
+            )
+        self._block = batched
+        return self._inner
+
+    def _given_back(self, y: np.ndarray):
+        return _give_back(self.pool.model._unbatched(y, (*self._shape, 0), self._per_channel), self._given)
+
+    def push(self, chunk) -> np.ndarray:
+        return self.pool.push({self: chunk})[self]
+
+    def flush(self) -> np.ndarray:
+        """The rest of the output; the stream leaves the pool."""
+        if self._inner is None:
+            raise UsageError("flush: nothing was pushed")
+        if self._flushed:
+            raise UsageError("flush: the stream was flushed already; open a new one")
+        self._flushed = True
+        return self._given_back(self.pool._pool.flush(self._inner))
 
 
 def load(

@@ -19,7 +19,7 @@ children return (torch tensors here, NumPy arrays in the resampling engine).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, ClassVar, Sequence
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -72,6 +72,10 @@ class StreamingModule:
 
     children: tuple = ()
     buffers_whole_input = False  # True for a layer that holds its whole input until flush
+    # Sharing a batch with other streams (:mod:`convt_audio.core.batching`):
+    poolable: ClassVar[bool] = False  # True: all it carries per stream is in ``state``
+    positions: ClassVar[tuple] = ()  # ``State`` fields that count frames since the stream began
+    batch_dims: ClassVar[dict] = {}  # ``State`` fields whose batch axis is not 0
 
     def __init__(self) -> None:
         self._like: Tensor | None = None  # an empty [B, C_in, 0] tensor of the stream's kind
@@ -112,6 +116,12 @@ class StreamingModule:
         self._flushed = True
         return self._flush()
 
+    def steady(self) -> bool:
+        """Whether the next pushes depend on ``positions`` only through their differences (so
+        that streams at different places can share a batch); a layer whose start differs from
+        its middle says False until the start is behind it."""
+        return True
+
     def _check_end(self) -> None:
         """Raise if the stream cannot end here (an engine: too few frames for its stack)."""
 
@@ -128,6 +138,8 @@ class StreamingModule:
 
 class StreamingPointwise(StreamingModule):
     """An activation: no state, every frame is finished at once."""
+
+    poolable = True
 
     def __init__(self, spec, params):
         self.spec, self.params = spec, params
@@ -152,6 +164,8 @@ class StreamingSequential(StreamingModule):
     ``tail`` (the input's last frames, for a leading ``circular`` convolution) goes to the first
     child that is not pointwise, through the pointwise ones before it.
     """
+
+    poolable = True
 
     def __init__(self, specs: Sequence, params: Sequence, tail: Tensor | None = None, kernel: str = "auto"):
         children = []

@@ -271,6 +271,8 @@ class StreamingResidual(StreamingModule):
     class State:
         held: Tensor | None = None  # input frames [emitted, pushed)
 
+    poolable = True
+
     def __init__(self, spec, body: StreamingSequential):
         self.spec, self.body = spec, body
         self.children = (body,)
@@ -311,6 +313,8 @@ class StreamingParallel(StreamingModule):
     @dataclass
     class State:
         surplus: dict = field(default_factory=dict)  # branch -> frames ahead of the slowest
+
+    poolable = True
 
     def __init__(self, spec, branches: Sequence[StreamingSequential]):
         self.spec, self.children = spec, tuple(branches)

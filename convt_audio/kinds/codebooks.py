@@ -177,6 +177,9 @@ class StreamingCodes(StreamingModule):
     class State:
         frames: int = 0
 
+    poolable = True
+    positions = ("frames",)  # names a bad code's frame; a pool checks each stream's codes itself
+
     def __init__(self, spec: CodebooksSpec, params: dict):
         self.spec, self.params = spec, params
         super().__init__()

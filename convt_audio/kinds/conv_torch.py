@@ -148,6 +148,9 @@ class StreamingConvTranspose1d(StreamingModule):
         partial_start: int = 0
         emitted: int = 0  # output frames returned so far
 
+    poolable = True
+    positions = ("extended", "partial_start", "emitted")
+
     def __init__(
         self,
         spec,
@@ -228,6 +231,11 @@ class StreamingConvTranspose1d(StreamingModule):
     def buffers_whole_input(self) -> bool:
         return self.extender.holds_whole_input
 
+    def steady(self) -> bool:
+        """Past the first output frame: from there on each push emits, in both the final-sums
+        and the guaranteed-length bounds, ``stride`` frames per input frame whatever the place."""
+        return self.state.emitted > 0
+
     def _push(self, chunk: torch.Tensor) -> torch.Tensor:
         self._accumulate(self.extender.push(chunk))
         final_raw = self.state.extended * self.spec.stride - self.offset
@@ -256,6 +264,8 @@ class StreamingConv1d(StreamingModule):
     class State:
         window: torch.Tensor | None = None  # extended inputs from the next window's start
         skip: int = 0  # extended inputs still to drop before the next window starts
+
+    poolable = True
 
     def __init__(self, spec, weight: torch.Tensor, bias: torch.Tensor | None, tail: torch.Tensor | None = None):
         self.spec, self.weight, self.bias = spec, weight, bias

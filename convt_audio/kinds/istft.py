@@ -238,6 +238,9 @@ class StreamingIstft(StreamingModule):
         emitted: int = 0  # output samples returned so far
         frames: int = 0  # input frames pushed so far
 
+    poolable = True
+    positions = ("emitted", "frames")
+
     def __init__(self, spec: IstftSpec, params: dict, kernel: str = "auto"):
         self.spec, self.params, self.kernel = spec, params, kernel
         self.window = None
@@ -260,6 +263,11 @@ class StreamingIstft(StreamingModule):
 
     def _flush(self):
         return self._divided(self.children[0].flush(), self.state.frames)
+
+    def steady(self) -> bool:
+        """Past the first ``n_fft`` samples the envelope repeats every hop: streams whose places
+        differ by whole frames divide alike."""
+        return self.state.emitted + self.spec.pad >= self.spec.n_fft
 
     def _divided(self, y, frames):
         out = self.spec.divide(y, self.window, self.state.emitted, frames)

@@ -148,6 +148,9 @@ class StreamingLstm(StreamingModule):
     class State:
         hc: tuple | None = None  # (h, c): [layers, batch, hidden] each; None before the first frame
 
+    poolable = True
+    batch_dims = {"hc": 1}
+
     def __init__(self, spec: LstmSpec, params: dict):
         self.spec, self.params, self.lstm = spec, params, None
         super().__init__()

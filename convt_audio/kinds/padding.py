@@ -70,8 +70,11 @@ class Extender(StreamingModule):
         held_frames: int = 0
         keep: torch.Tensor | None = None  # the frames the right extension copies
 
+    positions = ("frames", "held_frames")
+
     def __init__(self, mode: str, left: int, right: int, tail: torch.Tensor | None = None):
         self.mode, self.left, self.right, self.tail = mode, left, right, tail
+        self.poolable = mode != "circular"  # ``tail`` is the stream's own, and kept outside its state
         if mode == "circular" and left:
             self.start_after = 0 if tail is not None else UNBOUNDED
         elif mode in REFLECTING and left:
@@ -87,6 +90,9 @@ class Extender(StreamingModule):
         else:
             self.keep_frames = 0
         super().__init__()
+
+    def steady(self) -> bool:
+        return self.state.started
 
     @property
     def holds_whole_input(self) -> bool:

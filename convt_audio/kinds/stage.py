@@ -65,6 +65,8 @@ class StreamingStage(StreamingModule):
     """The stage's kinds streamed in sequence; built at the first chunk, whose dtype and device
     the computed weights take."""
 
+    poolable = True
+
     def __init__(self, spec: ComputedStage, params: dict, kernel: str = "auto"):
         self.spec, self.params, self.kernel = spec, params, kernel
         super().__init__()

@@ -142,6 +142,8 @@ class StreamingStack(StreamingSequential):
         frames_in: int = 0
         frames_out: int = 0
 
+    positions = ("frames_in", "frames_out")
+
     def __init__(self, stack: Stack, tail: torch.Tensor | None = None, kernel: str = "auto"):
         self.stack = stack
         super().__init__(stack.specs, stack.nested, tail, kernel)

@@ -1,0 +1,272 @@
+"""Many independent streams of one engine, run as one batch wherever their states line up.
+
+A live server holds one stream per session; a batch of short files one per file. Pushed one by
+one, each stream pays the whole per-push cost alone — on the CPU every weight is read from
+memory once per push, on a GPU every layer launches its kernels once per push. A
+:class:`StreamPool` runs the streams that push the same number of frames, and whose states
+line up (:func:`~convt_audio.core.batching.batch_key`), as one batch: one forward, each row its
+own stream's exact output. A stream that pushes another size, or ends, is parted out and runs
+on its own; streams opened together start as one batch; one that joins later runs alone until
+its layers are past their start, then joins (continuous batching)::
+
+    step   a (900 frames in)   b (300 in)   c (new)       runs
+    k      push 64             push 64      push 64       [a | b] one batch, c alone
+    k+1    push 64             push 64      push 64       [a | b | c] one batch
+    k+2    push 64             push 20      push 64       [a | c], b alone; then b's flush
+
+Only the torch engine's streams share batches (their layers declare what they carry: ``poolable``);
+others run one by one, exactly as well.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Iterable, Iterator, Mapping
+
+import numpy as np
+
+from ..core.batching import batch_key, join, modules, part, shifted
+from ..core.errors import UsageError
+
+
+class PooledStream:
+    """One stream of a :class:`StreamPool`: its own modules, its batch rows, its group."""
+
+    def __init__(self, pool: StreamPool, rows: int, tree):
+        self.pool, self.rows, self.tree = pool, rows, tree
+        self.group: _Group | None = None
+        self.frames_in = 0
+        self.ended = False
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        """This stream alone: ``pool.push({self: chunk})[self]``."""
+        return self.pool.push({self: chunk})[self]
+
+    def flush(self) -> np.ndarray:
+        return self.pool.flush(self)
+
+
+class _Group:
+    """Streams run as one batch: the first member's modules carry every member's rows, in order."""
+
+    def __init__(self, members: list, offsets: dict):
+        self.members, self.offsets = members, offsets  # offsets: member -> its positions − the carrier's
+        for member in members:
+            member.group = self
+
+    @property
+    def carrier(self) -> PooledStream:
+        return self.members[0]
+
+    def rows(self, members) -> list[int]:
+        starts, at = {}, 0
+        for member in self.members:
+            starts[member] = at
+            at += member.rows
+        return [r for m in members for r in range(starts[m], starts[m] + m.rows)]
+
+
+def _alone(member: PooledStream) -> _Group:
+    return _Group([member], {member: [{} for _ in modules(member.tree)]})
+
+
+class StreamPool:
+    """Independent streams of ``engine`` (``[rows, channels, frames]`` NumPy blocks in and out),
+    batched where they line up. See the module's docstring."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.stack = getattr(engine, "stack", None)  # the torch engine's: its streams share batches
+        self.streams: set[PooledStream] = set()
+        first = self.stack.specs[0] if self.stack is not None else None
+        self._codes = first if hasattr(first, "check_codes") else None
+        self.batch_sizes: Counter = Counter()  # streams in a forward -> forwards run so
+
+    # -- streams -------------------------------------------------------------------------------
+
+    def open(self, rows: int = 1) -> PooledStream:
+        """A new stream of ``rows`` batch rows (a file's channels where each runs on its own)."""
+        if self.stack is None:
+            tree = self.engine.open_stream(rows)
+        else:
+            from .stack import StreamingStack
+
+            tree = StreamingStack(self.stack, kernel=self.engine.kernel)
+            # a push of no frames builds what a module makes at its first chunk, so that every
+            # stream of the pool has the same modules to part rows into
+            tree.push(self._up(np.zeros((rows, self.engine.in_channels, 0), dtype=np.float32)))
+        stream = PooledStream(self, rows, tree)
+        _alone(stream)
+        self.streams.add(stream)
+        return stream
+
+    def push(self, chunks: Mapping[PooledStream, np.ndarray]) -> dict[PooledStream, np.ndarray]:
+        """Each stream's ``[rows, channels, frames]`` block in; each stream's frames now final out."""
+        for stream, chunk in chunks.items():
+            self._check(stream, chunk)
+        frames = {stream: chunk.shape[-1] for stream, chunk in chunks.items()}
+        for group in {stream.group for stream in chunks}:
+            self._keep_uniform(group, frames)
+        groups = list(dict.fromkeys(stream.group for stream in chunks))
+        if self.stack is not None:
+            groups = self._joined(groups, frames)
+        out = {}
+        for group in groups:
+            members = group.members
+            x = np.concatenate([chunks[m] for m in members], axis=0) if len(members) > 1 else chunks[members[0]]
+            if self._codes is not None and len(members) > 1:
+                self._check_codes(members, chunks)
+            y = self._down(group.carrier.tree.push(self._up(x)))
+            self.batch_sizes[len(members)] += 1
+            at = 0
+            for member in members:
+                out[member] = y[at : at + member.rows]
+                member.frames_in += frames[member]
+                at += member.rows
+        return out
+
+    def flush(self, stream: PooledStream) -> np.ndarray:
+        """End ``stream``: every output frame it has not returned. It leaves the pool."""
+        self._own(stream)
+        if len(stream.group.members) > 1:
+            self._split(stream.group, {stream})
+        stream.ended = True
+        self.streams.discard(stream)
+        return self._down(stream.tree.flush())
+
+    def close(self, stream: PooledStream) -> None:
+        """Drop ``stream`` without its last frames."""
+        self._own(stream)
+        if len(stream.group.members) > 1:
+            self._split(stream.group, {stream})
+        stream.ended = True
+        self.streams.discard(stream)
+
+    def map(self, items: Iterable[np.ndarray], slots: int, block: int) -> Iterator[np.ndarray]:
+        """Each ``[rows, channels, frames]`` array's whole output, in order, ``slots`` streamed at
+        once in blocks of ``block`` frames; a finished one's slot goes to the next."""
+        if slots < 1 or block < 1:
+            raise UsageError(f"slots and block must be at least 1, got {slots} and {block}")
+        pending = iter(enumerate(items))
+        active: dict[PooledStream, list] = {}  # stream -> [index, array, frames pushed, outputs]
+        done: dict[int, np.ndarray] = {}
+        following = 0
+
+        def refill() -> None:
+            while len(active) < slots:
+                taken = next(pending, None)
+                if taken is None:
+                    return
+                index, array = taken
+                self.engine.check_frames(array.shape[-1])
+                active[self.open(array.shape[0])] = [index, array, 0, []]
+
+        refill()
+        while active:
+            chunks = {s: entry[1][..., entry[2] : entry[2] + block] for s, entry in active.items()}
+            for stream, y in self.push(chunks).items():
+                entry = active[stream]
+                entry[2] += block
+                entry[3].append(y)
+                if entry[2] >= entry[1].shape[-1]:
+                    entry[3].append(self.flush(stream))
+                    done[entry[0]] = np.concatenate(entry[3], axis=-1)
+                    del active[stream]
+            refill()
+            while following in done:
+                yield done.pop(following)
+                following += 1
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def _keep_uniform(self, group: _Group, frames: Mapping) -> None:
+        """Part out the members that do not push what most of the group pushes (or push at all)."""
+        if len(group.members) == 1:
+            return
+        sizes = Counter(frames.get(m) for m in group.members)
+        if len(sizes) == 1:
+            return
+        most = sizes.most_common(1)[0][0]
+        self._split(group, {m for m in group.members if frames.get(m) != most})
+
+    def _split(self, group: _Group, leaving: set) -> None:
+        """Each member in ``leaving`` back on its own modules, alone; the rest stay one group."""
+        carrier, offsets = group.carrier, group.offsets
+        staying = [m for m in group.members if m not in leaving]
+        for member in group.members:
+            if member in leaving and member is not carrier:
+                part(carrier.tree, group.rows([member]), member.tree, offsets[member])
+        if staying:
+            lead = staying[0]
+            part(carrier.tree, group.rows(staying), lead.tree, offsets[lead])
+            _Group(staying, {m: shifted(offsets[m], offsets[lead]) for m in staying})
+        if carrier in leaving:
+            part(carrier.tree, group.rows([carrier]), carrier.tree, offsets[carrier])
+        for member in leaving:
+            _alone(member)
+
+    def _joined(self, groups: list, frames: Mapping) -> list:
+        """Groups pushing the same frames whose states line up, made one (in order of ``groups``)."""
+        by_size = defaultdict(list)
+        for group in groups:
+            by_size[frames[group.carrier]].append(group)
+        result = []
+        for same in by_size.values():
+            if len(same) == 1:
+                result.extend(same)
+                continue
+            by_key = defaultdict(list)
+            for group in same:
+                key = batch_key(group.carrier.tree)
+                by_key[key if key is not None else id(group)].append(group)
+            for together in by_key.values():
+                result.append(together[0] if len(together) == 1 else self._join(together))
+        return result
+
+    @staticmethod
+    def _join(groups: list) -> _Group:
+        between = join([g.carrier.tree for g in groups])  # each carrier's positions − the first's
+        members, offsets = [], {}
+        for group, base in zip(groups, between):
+            for member in group.members:
+                own = group.offsets[member]
+                offsets[member] = [{k: o.get(k, 0) + b.get(k, 0) for k in {*o, *b}} for o, b in zip(own, base)]
+                members.append(member)
+        return _Group(members, offsets)
+
+    # -- arrays --------------------------------------------------------------------------------
+
+    def _own(self, stream: PooledStream) -> None:
+        if stream.pool is not self:
+            raise UsageError("a stream of another pool")
+        if stream.ended:
+            raise UsageError("the stream was flushed or closed already; open a new one")
+
+    def _check(self, stream: PooledStream, chunk: np.ndarray) -> None:
+        self._own(stream)
+        if chunk.ndim != 3 or chunk.shape[0] != stream.rows:
+            raise UsageError(f"a block of shape {chunk.shape} for a stream of {stream.rows} rows")
+
+    def _check_codes(self, members, chunks) -> None:
+        """A batch's codes checked stream by stream, so that a bad one names its own frame."""
+        for member in members:
+            x = self._up(chunks[member])
+            if not self._codes.is_latent(x):
+                self._codes.check_codes(x, member.frames_in)
+
+    def _up(self, block: np.ndarray):
+        if self.stack is None:
+            return block
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(block))
+        return x.to(device=self.engine.torch_device, dtype=self.engine.torch_dtype)
+
+    def _down(self, y) -> np.ndarray:
+        if self.stack is None:
+            return y
+        import torch
+
+        if y.dtype in (torch.float16, torch.bfloat16):
+            y = y.float()
+        return y.cpu().numpy()

@@ -1,0 +1,296 @@
+"""Independent streams run as one batch (convt_audio.model.pool, convt_audio.core.batching): each
+stream's output equals its own whole-signal output whatever the others push, when they start,
+join, part or end — random stacks and nested blocks, irregular pushes; streams that line up do
+share forwards; and the API's pool and map give what a stream and ``model(x)`` give."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference_vocoders import checkpoint_of, randomise, reference
+from test_blocks import _stack, nested_stacks
+from test_stream import _seeded, stacks
+
+import convt_audio
+from convt_audio.core.batching import batch_key
+from convt_audio.core.errors import AudioError, InputTooShortError, UsageError
+from convt_audio.kinds import PADDING_MODES
+from convt_audio.model.config import load_config, parse_config
+from convt_audio.model.engines import TorchEngine
+from convt_audio.model.pool import StreamPool
+from convt_audio.model.stack import Stack
+
+
+def _drive(engine, inputs, seed: int, common: int):
+    """Push every ``[rows, C, n]`` input through one pool on a random schedule: streams open at
+    random steps; each step most push ``common`` frames, some another count, some nothing; each
+    is flushed once all its frames are in. Returns the outputs and the pool."""
+    rng = np.random.default_rng(seed)
+    pool = StreamPool(engine)
+    opens = sorted(int(s) for s in rng.integers(0, 6, len(inputs)))
+    streams, pushed, parts = {}, [0] * len(inputs), [[] for _ in inputs]
+    step = 0
+    while len(streams) < len(inputs) or any(not s.ended for s in streams.values()):
+        for i, when in enumerate(opens):
+            if when == step and i not in streams:
+                streams[i] = pool.open(inputs[i].shape[0])
+        chunks = {}
+        for i, stream in streams.items():
+            if stream.ended:
+                continue
+            roll = rng.random()
+            n = common if roll < 0.8 else int(rng.integers(0, 13)) if roll < 0.9 else None
+            if n is not None:
+                chunks[stream] = inputs[i][..., pushed[i] : pushed[i] + n]
+                pushed[i] += chunks[stream].shape[-1]
+        for stream, y in pool.push(chunks).items():
+            parts[next(i for i, s in streams.items() if s is stream)].append(y)
+        for i, stream in streams.items():
+            if not stream.ended and pushed[i] >= inputs[i].shape[-1]:
+                parts[i].append(pool.flush(stream))
+        step += 1
+    return [np.concatenate(p, axis=-1) for p in parts], pool
+
+
+def _check_pool(stack, seed: int, common: int) -> StreamPool:
+    engine = TorchEngine(stack)
+    rng = np.random.default_rng(seed)
+    least = max(stack.min_input_frames(), 1)
+    inputs = [
+        rng.standard_normal((int(rng.integers(1, 3)), stack.in_channels, least + int(rng.integers(0, 60))))
+        for _ in range(int(rng.integers(2, 6)))
+    ]
+    outputs, pool = _drive(engine, inputs, seed, common)
+    for x, got in zip(inputs, outputs):
+        whole = stack.forward(torch.from_numpy(x)).numpy()
+        assert got.shape == whole.shape
+        np.testing.assert_allclose(got, whole, rtol=1e-9, atol=1e-9)
+    assert not pool.streams
+    return pool
+
+
+@settings(max_examples=60, deadline=None)
+@given(specs=stacks(max_convs=3, modes=PADDING_MODES), seed=st.integers(0, 999), common=st.sampled_from([1, 3, 8]))
+def test_every_pooled_stream_equals_its_whole_signal(specs, seed, common):
+    _check_pool(_seeded(specs, seed).to(dtype=torch.float64), seed, common)
+
+
+@settings(max_examples=40, deadline=None)
+@given(specs=nested_stacks(), seed=st.integers(0, 999), common=st.sampled_from([1, 4, 9]))
+def test_pooled_streams_through_nested_blocks(specs, seed, common):
+    _check_pool(_stack(specs, seed), seed, common)
+
+
+def _melgan(dtype=torch.float64):
+    return Stack.initialised(load_config("melgan").layers, seed=0).to(dtype=dtype)
+
+
+def test_streams_that_line_up_share_forwards_and_late_ones_join():
+    stack = _melgan()
+    engine = TorchEngine(stack)
+    rng = np.random.default_rng(1)
+    pool = StreamPool(engine)
+    early = [rng.standard_normal((1, 80, 120)) for _ in range(2)]
+    late = rng.standard_normal((1, 80, 90))
+    a, b = pool.open(), pool.open()
+    out = {a: [], b: []}
+    for i in range(0, 40, 8):  # opened together: one batch from the first push
+        for s, y in pool.push({a: early[0][..., i : i + 8], b: early[1][..., i : i + 8]}).items():
+            out[s].append(y)
+    assert pool.batch_sizes == {2: 5}
+    c = pool.open()
+    out[c] = []
+    for i in range(40, 120, 8):  # c starts 40 frames behind, joins once its layers are past their start
+        j = i - 40
+        got = pool.push({a: early[0][..., i : i + 8], b: early[1][..., i : i + 8], c: late[..., j : j + 8]})
+        for s, y in got.items():
+            out[s].append(y)
+    assert pool.batch_sizes[3] >= 5, pool.batch_sizes
+    out[c].append(pool.push({c: late[..., 80:]})[c])  # alone: the others push nothing
+    for s in (a, b, c):
+        out[s].append(pool.flush(s))
+    for x, s in ((early[0], a), (early[1], b), (late, c)):
+        np.testing.assert_allclose(np.concatenate(out[s], -1), stack.forward(torch.from_numpy(x)).numpy(), atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["vocos-mel-24khz", "encodec-24khz", "pwg-multiband-melgan"])
+def test_published_decoders_pool_exactly(name):
+    """An istft head (its envelope at the start differs), an LSTM (state batched on its second
+    axis) and codes, a PQMF stage built at the first chunk: streams at different places, joined."""
+    config = load_config(name)
+    stack = Stack.initialised(config.layers, seed=1).to(dtype=torch.float64)
+    engine = TorchEngine(stack)
+    rng = np.random.default_rng(6)
+    bins = getattr(stack.specs[0], "bins", None)
+    inputs = [
+        rng.integers(0, bins, (1, stack.in_channels, n)).astype(np.float64)
+        if bins
+        else rng.standard_normal((1, stack.in_channels, n))
+        for n in (70, 52, 61)
+    ]
+    outputs, pool = _drive(engine, inputs, seed=6, common=1)
+    assert max(pool.batch_sizes) >= 2, pool.batch_sizes
+    for x, got in zip(inputs, outputs):
+        with torch.inference_mode():
+            whole = stack.forward(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(got, whole, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("padding", ["same", "center"])
+def test_an_istft_joins_only_past_its_start(padding):
+    """The overlap-added window's envelope differs over the first n_fft samples: a stream still
+    there must not take the envelope of one further on."""
+    config = parse_config({"layers": [{"type": "istft", "n_fft": 16, "hop_length": 4, "padding": padding}]})
+    stack = Stack.initialised(config.layers, seed=2).to(dtype=torch.float64)
+    stack.params[0]["window"] = torch.hann_window(16, dtype=torch.float64) + 0.1
+    rng = np.random.default_rng(7)
+    inputs = [rng.standard_normal((1, 18, n)) for n in (30, 24, 27)]
+    for seed in range(4):
+        outputs, pool = _drive(TorchEngine(stack), inputs, seed=seed, common=1)
+        for x, got in zip(inputs, outputs):
+            np.testing.assert_allclose(got, stack.forward(torch.from_numpy(x)).numpy(), rtol=1e-9, atol=1e-9)
+
+
+def test_a_circular_stack_pools_exactly_without_sharing():
+    config = parse_config(
+        {
+            "layers": [
+                {
+                    "type": "conv1d",
+                    "in_channels": 1,
+                    "out_channels": 2,
+                    "kernel_size": 5,
+                    "padding": 2,
+                    "padding_mode": "circular",
+                },
+                {"type": "conv_transpose1d", "in_channels": 2, "out_channels": 1, "kernel_size": 4, "stride": 2},
+            ]
+        }  # fmt: skip
+    )
+    stack = Stack.initialised(config.layers, seed=3).to(dtype=torch.float64)
+    pool = _check_pool(stack, seed=5, common=4)
+    assert set(pool.batch_sizes) == {1}  # the circular layer keeps each stream's own tail
+
+
+def test_streams_at_their_start_share_only_with_streams_at_the_same_place():
+    engine = TorchEngine(_melgan())
+    pool = StreamPool(engine)
+    a, b, c = pool.open(), pool.open(), pool.open()
+    assert batch_key(a.tree) == batch_key(b.tree) is not None  # fresh: identical in every count
+    x = np.zeros((1, 80, 1))
+    pool.push({a: x})
+    assert batch_key(a.tree) != batch_key(c.tree)  # one frame in, still at its start: counts matter
+
+
+def test_a_pooled_stream_too_short_fails_at_its_flush_alone():
+    config = parse_config(
+        {
+            "layers": [
+                {"type": "conv1d", "in_channels": 1, "out_channels": 2, "kernel_size": 7},
+                {"type": "conv_transpose1d", "in_channels": 2, "out_channels": 1, "kernel_size": 4, "stride": 2},
+            ]
+        }  # fmt: skip
+    )
+    engine = TorchEngine(Stack.initialised(config.layers, seed=0).to(dtype=torch.float64))
+    pool = StreamPool(engine)
+    a, b = pool.open(), pool.open()
+    pool.push({a: np.zeros((1, 1, 3)), b: np.zeros((1, 1, 3))})
+    assert pool.batch_sizes == {2: 1}
+    with pytest.raises(InputTooShortError, match="needs at least 7"):
+        pool.flush(a)
+    first = pool.push({b: np.zeros((1, 1, 40))})[b]
+    assert first.shape[-1] + pool.flush(b).shape[-1] == engine.output_frames(43)
+    with pytest.raises(InputTooShortError, match="needs at least 7"):
+        list(pool.map([np.zeros((1, 1, 9)), np.zeros((1, 1, 6))], slots=2, block=4))
+
+
+def test_a_bad_code_is_named_by_its_own_streams_frame():
+    config = load_config("encodec-24khz")
+    stack = Stack.initialised(config.layers, seed=0)
+    pool = StreamPool(TorchEngine(stack))
+    rows = stack.in_channels
+    a, b = pool.open(), pool.open()
+    rng = np.random.default_rng(0)
+    pool.push({a: rng.integers(0, 1024, (1, rows, 30)).astype(np.float32)})
+    for _ in range(2):
+        pool.push({s: rng.integers(0, 1024, (1, rows, 10)).astype(np.float32) for s in (a, b)})
+    bad = rng.integers(0, 1024, (1, rows, 10)).astype(np.float32)
+    bad[0, 3, 7] = 1024
+    with pytest.raises(AudioError, match=r"codes row 3, frame 27\b"):
+        pool.push({a: rng.integers(0, 1024, (1, rows, 10)).astype(np.float32), b: bad})
+
+
+def test_misuse_is_refused_in_words():
+    engine = TorchEngine(_melgan())
+    pool, other = StreamPool(engine), StreamPool(engine)
+    a = pool.open()
+    with pytest.raises(UsageError, match="another pool"):
+        other.push({a: np.zeros((1, 80, 4))})
+    with pytest.raises(UsageError, match="rows"):
+        pool.push({a: np.zeros((2, 80, 4))})
+    pool.push({a: np.zeros((1, 80, 40))})
+    pool.flush(a)
+    with pytest.raises(UsageError, match="flushed or closed"):
+        pool.push({a: np.zeros((1, 80, 4))})
+    with pytest.raises(UsageError, match="slots"):
+        list(pool.map([np.zeros((1, 80, 40))], slots=0, block=8))
+
+
+# -- the API ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def melgan_weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pool") / "g.pt"
+    torch.save(checkpoint_of("melgan", randomise(reference("melgan"), seed=0)), path)
+    return str(path)
+
+
+def test_the_api_pool_gives_what_each_stream_gives(melgan_weights):
+    model = convt_audio.load("melgan", melgan_weights, threads=1)
+    rng = np.random.default_rng(2)
+    mels = [rng.standard_normal((80, n)).astype(np.float32) for n in (70, 95, 130)]
+    pool = model.pool()
+    streams = [pool.open() for _ in mels]
+    assert isinstance(streams[0], convt_audio.PoolStream)
+    outs = [[] for _ in mels]
+    for i in range(0, 130, 10):
+        live = {s: m[:, i : i + 10] for s, m in zip(streams, mels) if i < m.shape[1]}
+        for s, y in pool.push(live).items():
+            outs[streams.index(s)].append(y)
+        for k, (s, m) in enumerate(zip(streams, mels)):
+            if i + 10 >= m.shape[1] and not s._flushed:
+                outs[k].append(s.flush())
+    assert len(pool) == 0
+    for m, parts in zip(mels, outs):
+        np.testing.assert_array_equal(np.concatenate(parts, -1).shape, model(m).shape)
+        np.testing.assert_allclose(np.concatenate(parts, -1), model(m), atol=2e-6)
+    with pytest.raises(UsageError, match="flushed"):
+        streams[0].push(mels[0][:, :4])
+
+
+def test_the_api_pool_keeps_integer_types_and_channel_layout(melgan_weights):
+    model = convt_audio.load("melgan", melgan_weights, threads=1)
+    rng = np.random.default_rng(3)
+    stereo = (rng.standard_normal((2, 80, 60)) * 3000).astype(np.int16)  # two items of 80 bands
+    pool = model.pool()
+    s = pool.open()
+    got = np.concatenate([s.push(stereo[..., :25]), s.push(stereo[..., 25:]), s.flush()], -1)
+    want = model(stereo)
+    assert got.dtype == np.int16 and got.shape == want.shape
+    assert np.abs(got.astype(int) - want).max() <= 1  # float rounding may move a sample by one step
+
+
+def test_map_gives_model_of_each_array_in_order(melgan_weights):
+    model = convt_audio.load("melgan", melgan_weights, threads=1)
+    rng = np.random.default_rng(4)
+    mels = [rng.standard_normal((80, int(n))).astype(np.float32) for n in rng.integers(20, 150, 9)]
+    got = list(model.map(iter(mels), slots=3, block=16))
+    assert len(got) == len(mels)
+    for m, y in zip(mels, got):
+        np.testing.assert_allclose(y, model(m), atol=2e-6)
+    with pytest.raises(UsageError, match="slots"):
+        list(model.map(mels, slots=0))
+    with pytest.raises(UsageError, match=r"arrays\[1\].*empty|empty"):
+        list(model.map([mels[0], mels[0][:, :0]], slots=2))
