@@ -432,6 +432,12 @@ class PoolStream:
         self._flushed = True
         return self._given_back(self.pool._pool.flush(self._inner))
 
+    def close(self) -> None:
+        """Leave the pool without the last frames (a session dropped); its state is freed."""
+        if self._inner is not None and not self._flushed:
+            self.pool._pool.close(self._inner)
+        self._flushed = True
+
 
 def load(
     config: str | Path | None = None,

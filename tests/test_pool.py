@@ -268,6 +268,14 @@ def test_the_api_pool_gives_what_each_stream_gives(melgan_weights):
         np.testing.assert_allclose(np.concatenate(parts, -1), model(m), atol=2e-6)
     with pytest.raises(UsageError, match="flushed"):
         streams[0].push(mels[0][:, :4])
+    kept, dropped = pool.open(), pool.open()
+    pool.push({kept: mels[0][:, :30], dropped: mels[1][:, :30]})
+    dropped.close()  # a session gone: it leaves the pool, the other goes on exactly
+    assert len(pool) == 1
+    rest = [kept.push(mels[0][:, 30:]), kept.flush()]
+    np.testing.assert_allclose(
+        np.concatenate(rest, -1), model(mels[0])[..., -sum(r.shape[-1] for r in rest) :], atol=2e-6
+    )
 
 
 def test_the_api_pool_keeps_integer_types_and_channel_layout(melgan_weights):
