@@ -11,6 +11,9 @@ medians of 3; outputs compared.
 Needs ``pip install onnxruntime onnx onnxscript`` (not the package's extras).
 
     .venv/bin/python benchmarks/ort_vocoder.py [--model hifigan-v1] [--seconds 60] [--busy]
+
+For a codec (``--model dac-44khz``) the input is its float latent (DAC's ``z``), which both sides
+decode (the authors' ``model.decode(z)``; ``convt-audio run`` on the latent's ``.npy``).
 """
 
 from __future__ import annotations
@@ -89,7 +92,8 @@ def main() -> None:
     parser.add_argument("--busy", action="store_true", help="also beside one CPU-bound process")
     args = parser.parse_args()
     config = load_config(args.model)
-    hop, rate, bands = int(config.rate_factor()), config.output_sample_rate, config.in_channels
+    hop, rate = int(config.rate_factor()), config.output_sample_rate
+    bands = config.latent_channels or config.in_channels  # a codec (DAC): its float latent, not codes
     facts = summary(config, config.feature_rate(), None, "")
     # context each side: the receptive field's reach past a window's edges, and one frame more
     context = int(np.ceil(facts["receptive_field_input_frames"] / 2)) + 1

@@ -18,7 +18,7 @@ from test_stream import _seeded, stacks
 import convt_audio
 import convt_audio.model.split as split
 from convt_audio.core.shapes import rate_of
-from convt_audio.kinds import PADDING_MODES
+from convt_audio.kinds import PADDING_MODES, Conv1dSpec, ConvTranspose1dSpec
 from convt_audio.model.config import load_config, parse_config
 from convt_audio.model.engines import TorchEngine
 from convt_audio.model.split import SplitStream, context_frames, shift_period, split_plan
@@ -36,7 +36,12 @@ def _check_split(stack, seed: int, sizes, where: float) -> None:
     boundary = min(boundary, (frames - context) // period * period)
     x = np.random.default_rng(seed).standard_normal((2, stack.in_channels, frames))
     whole = stack.forward(torch.from_numpy(x)).numpy()
-    got = stream_chunks(SplitStream(engine, 2, boundary, context, 1), x, sizes)
+    stream = SplitStream(engine, 2, boundary, context, 1)
+    got = stream_chunks(stream, x, sizes)
+    # both threads have ended when flush returns: one still tearing down its OpenMP team as the
+    # process exits aborted it ("terminate called without an active exception", 1 run in 4 of
+    # 20 s of DAC 44 kHz, after its output was written)
+    assert not any(worker.is_alive() for worker in stream.workers)
     assert got.shape == whole.shape
     np.testing.assert_allclose(got, whole, rtol=1e-9, atol=1e-9)
 
@@ -65,6 +70,18 @@ def test_two_halves_through_nested_blocks(specs, sizes, seed, where):
     if context_frames(stack.specs) is None or context_frames(stack.specs) > 400:
         return  # circular padding: not split (its own test below)
     _check_split(stack, seed, sizes, where)
+
+
+def test_a_stopped_split_has_no_thread_left():
+    stack = _seeded(
+        [ConvTranspose1dSpec(1, 2, 4, stride=2, padding=1, index=0), Conv1dSpec(2, 1, 3, padding=1, index=1)], 0
+    ).to(dtype=torch.float64)
+    engine = TorchEngine(stack)
+    stream = SplitStream(engine, 1, 200, context_frames(engine.specs) + 2, 1)
+    for _ in range(6):
+        stream.push(np.zeros((1, 1, 50)))
+    stream.stop()  # a failed or cancelled run
+    assert not any(worker.is_alive() for worker in stream.workers)
 
 
 def test_downsampling_needs_even_shifts():

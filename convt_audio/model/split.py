@@ -214,7 +214,8 @@ class SplitStream:
             self.inputs[part].put(_END)
         ready: list = []
         self._take(ready, wait=True)
-        self.workers[1].join()
+        for worker in self.workers:  # both ended before the caller goes on: a thread still
+            worker.join()  # tearing down its OpenMP team as the process exits aborts it
         self._raise()
         if self.given != self.cut:
             raise RuntimeError(f"split stream: the first half gave {self.given} output frames, not {self.cut}")
@@ -229,6 +230,9 @@ class SplitStream:
         self.stopped.set()
         for part in (0, 1):
             self.inputs[part].put(_END)
+        for worker in self.workers:
+            if worker.is_alive() and worker is not threading.current_thread():
+                worker.join()
 
     def _joined(self, ready: list) -> np.ndarray:
         if ready:
