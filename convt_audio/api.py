@@ -239,16 +239,23 @@ class Model:
         :meth:`stream`'s, whatever the others do."""
         return Pool(self)
 
-    def map(self, arrays: Iterable, *, slots: int = 16, block: int | None = None) -> Iterator:
+    def map(self, arrays: Iterable, *, slots: int | None = None, block: int | None = None) -> Iterator:
         """``model(x)`` for each array, in order, ``slots`` of them streamed at once as one batch
         in blocks of ``block`` frames (default: the engine's); a finished array's slot goes to
-        the next (continuous batching). For many short inputs: one forward a block for all of
-        them, not one per array."""
+        the next (continuous batching): one forward a block for all of them, not one per array.
+
+        ``slots`` defaults to 16 on a GPU, where each forward launches every kernel whatever its
+        batch; on the CPU to none — each array runs as ``model(x)`` does — because whole arrays
+        already fill the cores there (16 HiFi-GAN V1 inputs of 3-6 s through 4 and 16 slots took
+        1.06x and 1.16x a loop of ``model(x)``; docs/benchmarks.md). Give ``slots`` to batch
+        anyway. Live input from many sessions pays on the CPU too: :meth:`pool`."""
         from .model.pool import StreamPool
 
         for name, value in (("slots", slots), ("block", block)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise UsageError(f"{name}: must be a positive whole number, got {value!r}")
+        if slots is None and self.engine.device.startswith("cuda"):
+            slots = 16
         shapes: dict[int, tuple] = {}
 
         def items() -> Iterator[np.ndarray]:
@@ -259,8 +266,11 @@ class Model:
                 shapes[index] = (array.shape, per_channel, given)
                 yield batched
 
-        pool = StreamPool(self.engine)
-        for index, out in enumerate(pool.map(items(), slots, block or self.engine.preferred_chunk())):
+        if slots is None:
+            outs = (_stream_all(self.engine, batched) for batched in items())
+        else:
+            outs = StreamPool(self.engine).map(items(), slots, block or self.engine.preferred_chunk())
+        for index, out in enumerate(outs):
             shape, per_channel, given = shapes.pop(index)
             yield _give_back(self._unbatched(out, shape, per_channel), given)
 

@@ -298,6 +298,9 @@ def test_map_gives_model_of_each_array_in_order(melgan_weights):
     assert len(got) == len(mels)
     for m, y in zip(mels, got):
         np.testing.assert_allclose(y, model(m), atol=2e-6)
+    unbatched = list(model.map(mels[:3]))  # on the CPU by default: each as model(x)
+    for m, y in zip(mels, unbatched):
+        np.testing.assert_array_equal(y, model(m))
     with pytest.raises(UsageError, match="slots"):
         list(model.map(mels, slots=0))
     with pytest.raises(UsageError, match=r"arrays\[1\].*empty|empty"):
