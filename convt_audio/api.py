@@ -385,9 +385,8 @@ class Pool:
         for stream, chunk in chunks.items():
             if not isinstance(stream, PoolStream) or stream.pool is not self:
                 raise UsageError(f"push: {stream!r} is not a stream of this pool")
-            inner = stream._engine_stream(chunk)
-            engine_chunks[inner] = stream._block
-            layouts[stream._inner] = stream
+            inner, block = stream._engine_block(chunk)
+            engine_chunks[inner], layouts[inner] = block, stream
         out = self._pool.push(engine_chunks)
         return {layouts[inner]: layouts[inner]._given_back(y) for inner, y in out.items()}
 
@@ -406,11 +405,10 @@ class PoolStream:
         self._shape: tuple | None = None
         self._per_channel = False
         self._given: _Given | None = None
-        self._block: np.ndarray | None = None
         self._flushed = False
 
-    def _engine_stream(self, chunk):
-        """The engine's stream for ``chunk`` (opened at the first), the chunk made its block."""
+    def _engine_block(self, chunk) -> tuple:
+        """The engine's stream (opened at the first chunk) and ``chunk`` as its block."""
         if self._flushed:
             raise UsageError("push: the stream was flushed; open a new one")
         model = self.pool.model
@@ -424,8 +422,7 @@ class PoolStream:
                 f"chunk: shape {array.shape} after chunks of shape {(*self._shape, 'frames')}; every chunk of a "
                 f"stream has the same batch and channels"
             )
-        self._block = batched
-        return self._inner
+        return self._inner, batched
 
     def _given_back(self, y: np.ndarray):
         return _give_back(self.pool.model._unbatched(y, (*self._shape, 0), self._per_channel), self._given)

@@ -219,6 +219,10 @@ def test_a_bad_code_is_named_by_its_own_streams_frame():
     bad[0, 3, 7] = 1024
     with pytest.raises(AudioError, match=r"codes row 3, frame 27\b"):
         pool.push({a: rng.integers(0, 1024, (1, rows, 10)).astype(np.float32), b: bad})
+    c = pool.open()  # alone, after a stream that runs first: refused before either runs
+    with pytest.raises(AudioError, match=r"codes row 3, frame 7\b"):
+        pool.push({a: rng.integers(0, 1024, (1, rows, 10)).astype(np.float32), c: bad})
+    assert a.frames_in == 50 and c.frames_in == 0  # nothing of a's was pushed and lost
 
 
 def test_misuse_is_refused_in_words():

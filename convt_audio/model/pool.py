@@ -104,6 +104,8 @@ class StreamPool:
         """Each stream's ``[rows, channels, frames]`` block in; each stream's frames now final out."""
         for stream, chunk in chunks.items():
             self._check(stream, chunk)
+        if self._codes is not None:  # every stream's, before any runs: a failed push loses nothing
+            self._check_codes(chunks)
         frames = {stream: chunk.shape[-1] for stream, chunk in chunks.items()}
         for group in {stream.group for stream in chunks}:
             self._keep_uniform(group, frames)
@@ -114,8 +116,6 @@ class StreamPool:
         for group in groups:
             members = group.members
             x = np.concatenate([chunks[m] for m in members], axis=0) if len(members) > 1 else chunks[members[0]]
-            if self._codes is not None and len(members) > 1:
-                self._check_codes(members, chunks)
             y = self._down(group.carrier.tree.push(self._up(x)))
             self.batch_sizes[len(members)] += 1
             at = 0
@@ -247,12 +247,13 @@ class StreamPool:
         if chunk.ndim != 3 or chunk.shape[0] != stream.rows:
             raise UsageError(f"a block of shape {chunk.shape} for a stream of {stream.rows} rows")
 
-    def _check_codes(self, members, chunks) -> None:
-        """A batch's codes checked stream by stream, so that a bad one names its own frame."""
-        for member in members:
-            x = self._up(chunks[member])
+    def _check_codes(self, chunks: Mapping) -> None:
+        """Codes checked stream by stream, so that a bad one names its own stream's frame (in a
+        batch the layer counts the carrier's)."""
+        for stream, chunk in chunks.items():
+            x = self._up(chunk)
             if not self._codes.is_latent(x):
-                self._codes.check_codes(x, member.frames_in)
+                self._codes.check_codes(x, stream.frames_in)
 
     def _up(self, block: np.ndarray):
         if self.stack is None:
