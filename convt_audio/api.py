@@ -256,14 +256,14 @@ class Model:
                 raise UsageError(f"{name}: must be a positive whole number, got {value!r}")
         if slots is None and self.engine.device.startswith("cuda"):
             slots = 16
-        shapes: dict[int, tuple] = {}
+        layouts: dict[int, _Layout] = {}
 
         def items() -> Iterator[np.ndarray]:
             for index, x in enumerate(arrays):
                 array, given = self._given(x, f"arrays[{index}]")
                 batched, per_channel = self._batched(array)
                 self.engine.check_frames(batched.shape[-1])
-                shapes[index] = (array.shape, per_channel, given)
+                layouts[index] = _Layout(array.shape[:-1], per_channel, given)
                 yield batched
 
         if slots is None:
@@ -271,8 +271,7 @@ class Model:
         else:
             outs = StreamPool(self.engine).map(items(), slots, block or self.engine.preferred_chunk())
         for index, out in enumerate(outs):
-            shape, per_channel, given = shapes.pop(index)
-            yield _give_back(self._unbatched(out, shape, per_channel), given)
+            yield layouts.pop(index).give_back(self, out)
 
     def _given(self, x, what: str) -> tuple[np.ndarray, _Given]:
         wide = self.engine.dtype == np.float64
@@ -315,6 +314,25 @@ class Model:
         return out[0] if len(shape) == 2 else out
 
 
+class _Layout(NamedTuple):
+    """What a live stream's first chunk fixed: its shape but the frames, whether each channel
+    runs on its own, and how it was given (to give the output back alike)."""
+
+    shape: tuple
+    per_channel: bool
+    given: _Given
+
+    def check(self, array: np.ndarray) -> None:
+        if array.shape[:-1] != self.shape:
+            raise UsageError(
+                f"chunk: shape {array.shape} after chunks of shape {(*self.shape, 'frames')}; every chunk of a "
+                f"stream has the same batch and channels"
+            )
+
+    def give_back(self, model: Model, out: np.ndarray):
+        return _give_back(model._unbatched(out, (*self.shape, 0), self.per_channel), self.given)
+
+
 class Stream:
     """One live stream of a :class:`Model`: ``push`` chunks of one layout (the batch and channel
     count fixed by the first), ``flush`` once, ``reset`` to start a new signal."""
@@ -322,9 +340,7 @@ class Stream:
     def __init__(self, model: Model):
         self.model = model
         self._stream = None
-        self._shape: tuple | None = None  # the first chunk's shape but its frames
-        self._per_channel = False
-        self._given: _Given | None = None
+        self._layout: _Layout | None = None
         self._flushed = False
 
     def push(self, chunk) -> np.ndarray:
@@ -334,15 +350,11 @@ class Stream:
             raise UsageError("push: the stream was flushed; reset() it to start a new signal")
         array, given = self.model._given(chunk, "chunk")
         batched, per_channel = self.model._batched(array)
-        if self._stream is None or (not self._stream.started and array.shape[:-1] != self._shape):
+        if self._stream is None or (not self._stream.started and array.shape[:-1] != self._layout.shape):
             self._stream = self.model.engine.open_stream(batched.shape[0])
-            self._shape, self._per_channel, self._given = array.shape[:-1], per_channel, given
-        elif array.shape[:-1] != self._shape:
-            raise UsageError(
-                f"chunk: shape {array.shape} after chunks of shape {(*self._shape, 'frames')}; every chunk of a "
-                f"stream has the same batch and channels"
-            )
-        return _give_back(self.model._unbatched(self._stream.push(batched), array.shape, per_channel), self._given)
+            self._layout = _Layout(array.shape[:-1], per_channel, given)
+        self._layout.check(array)
+        return self._layout.give_back(self.model, self._stream.push(batched))
 
     def flush(self) -> np.ndarray:
         """The rest of the output; the stream then takes no more pushes until :meth:`reset`."""
@@ -351,8 +363,7 @@ class Stream:
         if self._flushed:
             raise UsageError("flush: the stream was flushed already; reset() it to start a new signal")
         self._flushed = True
-        out = self.model._unbatched(self._stream.flush(), (*self._shape, 0), self._per_channel)
-        return _give_back(out, self._given)
+        return self._layout.give_back(self.model, self._stream.flush())
 
     def reset(self) -> None:
         """Forget everything pushed: the next push starts a new signal. The engine's stream is
@@ -402,9 +413,7 @@ class PoolStream:
     def __init__(self, pool: Pool):
         self.pool = pool
         self._inner = None
-        self._shape: tuple | None = None
-        self._per_channel = False
-        self._given: _Given | None = None
+        self._layout: _Layout | None = None
         self._flushed = False
 
     def _engine_block(self, chunk) -> tuple:
@@ -416,16 +425,12 @@ class PoolStream:
         batched, per_channel = model._batched(array)
         if self._inner is None:
             self._inner = self.pool._pool.open(batched.shape[0])
-            self._shape, self._per_channel, self._given = array.shape[:-1], per_channel, given
-        elif array.shape[:-1] != self._shape:
-            raise UsageError(
-                f"chunk: shape {array.shape} after chunks of shape {(*self._shape, 'frames')}; every chunk of a "
-                f"stream has the same batch and channels"
-            )
+            self._layout = _Layout(array.shape[:-1], per_channel, given)
+        self._layout.check(array)
         return self._inner, batched
 
     def _given_back(self, y: np.ndarray):
-        return _give_back(self.pool.model._unbatched(y, (*self._shape, 0), self._per_channel), self._given)
+        return self._layout.give_back(self.pool.model, y)
 
     def push(self, chunk) -> np.ndarray:
         return self.pool.push({self: chunk})[self]

@@ -38,11 +38,6 @@ def modules(tree: StreamingModule) -> list[StreamingModule]:
     return found
 
 
-def rows_of(tree: StreamingModule) -> int:
-    """The batch rows a started stream carries."""
-    return tree._like.shape[0]
-
-
 class _Unshareable(Exception):
     pass
 
@@ -125,8 +120,13 @@ def _taken(value, rows: Sequence[int], dim: int):
 
 
 def _resized(like, rows: int):
+    """An empty ``[rows, C, 0]`` array of ``like``'s kind, dtype and device (a module's template)."""
     shape = (rows, *like.shape[1:])
-    return like.new_empty(shape) if hasattr(like, "new_empty") else like[:0].repeat(0).reshape(shape)
+    if hasattr(like, "new_empty"):
+        return like.new_empty(shape)
+    import numpy
+
+    return numpy.empty(shape, like.dtype)
 
 
 def join(trees: Sequence[StreamingModule]) -> list[Offsets]:

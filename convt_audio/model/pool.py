@@ -38,13 +38,6 @@ class PooledStream:
         self.frames_in = 0
         self.ended = False
 
-    def push(self, chunk: np.ndarray) -> np.ndarray:
-        """This stream alone: ``pool.push({self: chunk})[self]``."""
-        return self.pool.push({self: chunk})[self]
-
-    def flush(self) -> np.ndarray:
-        return self.pool.flush(self)
-
 
 class _Group:
     """Streams run as one batch: the first member's modules carry every member's rows, in order."""
@@ -127,15 +120,11 @@ class StreamPool:
 
     def flush(self, stream: PooledStream) -> np.ndarray:
         """End ``stream``: every output frame it has not returned. It leaves the pool."""
-        self._own(stream)
-        if len(stream.group.members) > 1:
-            self._split(stream.group, {stream})
-        stream.ended = True
-        self.streams.discard(stream)
+        self.close(stream)
         return self._down(stream.tree.flush())
 
     def close(self, stream: PooledStream) -> None:
-        """Drop ``stream`` without its last frames."""
+        """Take ``stream`` out of the pool (its state back in its own modules, alone)."""
         self._own(stream)
         if len(stream.group.members) > 1:
             self._split(stream.group, {stream})

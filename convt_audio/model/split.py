@@ -231,8 +231,7 @@ class SplitStream:
         for part in (0, 1):
             self.inputs[part].put(_END)
         for worker in self.workers:
-            if worker.is_alive() and worker is not threading.current_thread():
-                worker.join()
+            worker.join()
 
     def _joined(self, ready: list) -> np.ndarray:
         if ready:
