@@ -366,3 +366,49 @@ def test_a_small_dilated_chunk_as_a_matrix_product_equals_conv1d(spec, frames, s
     bias = torch.randn(spec.out_channels, dtype=torch.float64, generator=generator) if spec.bias else None
     want = F.conv1d(x, weight, bias, spec.stride, 0, spec.dilation, spec.groups)
     torch.testing.assert_close(dilated_as_matmul(x, weight, bias, spec), want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("path", ["packed", "product", "convolution"])
+@given(
+    spec=conv1d_specs(modes=("zeros",)),
+    frames=st.integers(1, 60),
+    batch=st.integers(1, 3),
+    layout=st.sampled_from(["frames_last", "channels_first", "slice"]),
+    seed=st.integers(0, 99),
+)
+def test_the_channels_last_convolution_equals_conv1d_on_every_path(path, spec, frames, batch, layout, seed):
+    """conv_frames_last picks a packed product, a plain product or oneDNN's convolution by the
+    layer's size and its outputs' count; each path (forced here by its thresholds) gives
+    F.conv1d's sums for any batch, stride, dilation, groups and input layout, frames outermost."""
+    from convt_audio.kinds import conv_torch
+    from convt_audio.kinds.conv_torch import channels_last_weight, conv_frames_last
+
+    if frames < spec.receptive:
+        return
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, frames + 5, spec.in_channels, generator=generator).transpose(1, 2)
+    x = {
+        "frames_last": x[..., :frames],
+        "channels_first": x[..., :frames].contiguous(),
+        "slice": x[..., 3 : 3 + frames],
+    }[layout]
+    weight = torch.randn(spec.weight_shape, generator=generator)
+    bias = torch.randn(spec.out_channels, generator=generator) if spec.bias else None
+    thresholds = {
+        "packed": dict(PACKED_WEIGHTS=1, PACKED_FRAMES=1 << 20),
+        "product": dict(PACKED_WEIGHTS=1 << 40, MATMUL_DILATED_FRAMES=1 << 20),
+        "convolution": dict(PACKED_WEIGHTS=1 << 40, MATMUL_DILATED_FRAMES=0),
+    }[path]
+    saved = {name: getattr(conv_torch, name) for name in thresholds}
+    try:
+        for name, value in thresholds.items():
+            setattr(conv_torch, name, value)
+        weight4 = channels_last_weight(weight)
+        got = conv_frames_last(x, weight4, bias, spec.stride, spec.dilation, spec.groups)
+    finally:
+        for name, value in saved.items():
+            setattr(conv_torch, name, value)
+    if path == "packed" and spec.groups == 1:  # packed once, by this PyTorch build
+        assert conv_torch.derived(weight4, "packed", None) is not None
+    want = F.conv1d(x, weight, bias, spec.stride, 0, spec.dilation, spec.groups)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
