@@ -118,7 +118,9 @@ def conv_frames_last(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, 
       9 outputs) 1166 → 655 µs. Unpacked, the product repacks the weight every call and gains
       nothing. Past ~128 outputs on 2 threads the convolution is faster again.
     - a dilated layer's outputs up to :data:`MATMUL_DILATED_FRAMES`: a plain product (256
-      channels, kernel 3, dilation 3, 8 outputs 310 → 59 µs; 32 channels 40 → 7 µs).
+      channels, kernel 3, dilation 3, 8 outputs 310 → 59 µs; 32 channels 40 → 7 µs); and a
+      layer with one output channel (a vocoder's last), whatever the count: oneDNN runs it at
+      ~5 GFLOP/s (32 → 1 channels, kernel 7, 2048 outputs 161 → 81 µs; 8192: 547 → 297 µs).
     - everything else: the convolution (small layers, where a product's fixed cost is larger).
 
     Same sums in another order: float rounding differs, nothing else."""
@@ -131,7 +133,7 @@ def conv_frames_last(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, 
                 rows = taps_rows(x, kernel, stride, dilation, count)
                 y = torch.ops.mkldnn._linear_pointwise(rows, packed, bias, "none", [], "")
                 return y.view(x.shape[0], count, -1).transpose(1, 2)
-        if dilation > 1 and count <= MATMUL_DILATED_FRAMES:
+        if dilation > 1 and count <= MATMUL_DILATED_FRAMES or weight4.shape[0] == 1:
             rows = taps_rows(x, kernel, stride, dilation, count)
             matrix = weight_matrix(weight4).t()
             y = rows @ matrix if bias is None else torch.addmm(bias, rows, matrix)
