@@ -412,3 +412,28 @@ def test_the_channels_last_convolution_equals_conv1d_on_every_path(path, spec, f
         assert conv_torch.derived(weight4, "packed", None) is not None
     want = F.conv1d(x, weight, bias, spec.stride, 0, spec.dilation, spec.groups)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["snake", "snake_beta"])
+@pytest.mark.parametrize("logscale", [False, True])
+def test_snakes_written_in_place_give_the_formula_and_leave_the_input(kind, logscale):
+    """The snakes compute step over step in one tensor (no temporaries): the same operations as
+    the formula, so the same float32 bits, in the input's layout, the input untouched."""
+    from convt_audio.kinds.activations import SnakeBetaSpec
+
+    generator = torch.Generator().manual_seed(1)
+    spec = (SnakeSpec if kind == "snake" else SnakeBetaSpec)(5, logscale=logscale)
+    params = {name: 0.3 * torch.randn(shape, generator=generator) + 1 for name, shape in spec.tensor_shapes().items()}
+    alpha = params["alpha"].exp() if logscale else params["alpha"]
+    x = torch.randn(2, 40, 5, generator=generator).transpose(1, 2)  # frames outermost, as between convolutions
+    before = x.clone()
+    if kind == "snake":
+        want = x + torch.sin(alpha * x) ** 2 / (alpha + 1e-9)
+    else:
+        beta = params["beta"].exp() if logscale else params["beta"]
+        want = x + (1.0 / (beta + 1e-9)) * torch.sin(x * alpha) ** 2
+    got = spec.forward(x, params)
+    into = torch.empty(2, 5, 40)
+    spec.forward_into(x, params, into)
+    assert torch.equal(got, want) and torch.equal(into, want)
+    assert got.stride() == x.stride() and torch.equal(x, before)

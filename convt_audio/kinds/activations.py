@@ -137,7 +137,17 @@ class SnakeSpec(_Snake):
 
     def forward(self, x, params):
         alpha = self._scaled(params["alpha"])
-        return x + (alpha * x).sin() ** 2 / (alpha + 1e-9)
+        return (alpha * x).sin_().square_().div_(alpha + 1e-9).add_(x)  # x's layout, one tensor
+
+    def forward_into(self, x, params, out) -> None:
+        """``out[...] = x + sin²(αx)/(α + 1e-9)`` with no temporary: each step is written over
+        the last (DAC's decoder has 25 snakes; five full-size temporaries each were most of
+        what a block allocated, and all of what glibc's heap then kept)."""
+        import torch
+
+        alpha = self._scaled(params["alpha"])
+        torch.mul(alpha, x, out=out)
+        out.sin_().square_().div_(alpha + 1e-9).add_(x)
 
 
 @register
@@ -151,4 +161,12 @@ class SnakeBetaSpec(_Snake):
 
     def forward(self, x, params):
         alpha, beta = self._scaled(params["alpha"]), self._scaled(params["beta"])
-        return x + (1.0 / (beta + 1e-9)) * (x * alpha).sin() ** 2
+        return (x * alpha).sin_().square_().mul_(1.0 / (beta + 1e-9)).add_(x)  # x's layout, one tensor
+
+    def forward_into(self, x, params, out) -> None:
+        """``out[...] = x + sin²(αx)/(β + 1e-9)`` with no temporary (see :class:`SnakeSpec`)."""
+        import torch
+
+        alpha, beta = self._scaled(params["alpha"]), self._scaled(params["beta"])
+        torch.mul(x, alpha, out=out)
+        out.sin_().square_().mul_(1.0 / (beta + 1e-9)).add_(x)
