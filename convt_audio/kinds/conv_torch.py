@@ -103,6 +103,7 @@ def channels_last_weight(weight: torch.Tensor) -> torch.Tensor | None:
 MATMUL_DILATED_FRAMES = 256  # a dilated convolution with at most this many outputs runs as a product
 PACKED_FRAMES = 128  # a large one with at most this many, as a product with the weight packed once
 PACKED_WEIGHTS = 1 << 18  # "large": weights (O·C_in·K) from which packing pays
+PACKED_MAX_WEIGHTS = 1 << 22  # and up to which its copy is worth its memory (16 MB in float32)
 
 
 def conv_frames_last(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, dilation: int, groups: int):
@@ -116,7 +117,10 @@ def conv_frames_last(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, 
       multiply (:func:`packed_matrix`). 256 channels, kernel 11, 8 outputs 216 → 145 µs, 64
       outputs 1129 → 920 µs; HiFi-GAN V1's first upsampler (512 → 2048 polyphase outputs,
       9 outputs) 1166 → 655 µs. Unpacked, the product repacks the weight every call and gains
-      nothing. Past ~128 outputs on 2 threads the convolution is faster again.
+      nothing. Past ~128 outputs on 2 threads the convolution is faster again. The packed copy
+      is a second copy of the weights: not for layers above :data:`PACKED_MAX_WEIGHTS` (DAC's
+      and BigVGAN's 1536-channel ones, 44-75 MB each; with them packed a 20 s DAC decode held
+      ~250 MB more for 3 % less time).
     - a dilated layer's outputs up to :data:`MATMUL_DILATED_FRAMES`: a plain product (256
       channels, kernel 3, dilation 3, 8 outputs 310 → 59 µs; 32 channels 40 → 7 µs); and a
       layer with one output channel (a vocoder's last), whatever the count: oneDNN runs it at
@@ -127,7 +131,7 @@ def conv_frames_last(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, 
     kernel = weight4.shape[-1]
     count = (x.shape[-1] - dilation * (kernel - 1) - 1) // stride + 1
     if groups == 1 and count > 0:
-        if count <= PACKED_FRAMES and weight4.numel() >= PACKED_WEIGHTS:
+        if count <= PACKED_FRAMES and PACKED_WEIGHTS <= weight4.numel() <= PACKED_MAX_WEIGHTS:
             packed = packed_matrix(weight4)
             if packed is not None:
                 rows = taps_rows(x, kernel, stride, dilation, count)
