@@ -232,3 +232,34 @@ def test_polyphase_and_transposed_kernels_agree_on_a_decoder_stack():
     for kernel in ("transposed", "polyphase"):
         y = run_chunked(stack, x, [64, 3, 129], kernel=kernel)
         assert (y - whole).abs().max() <= 1e-5 * max(1.0, whole.abs().max().item())
+
+
+def test_weights_derived_for_streams_go_with_their_stack():
+    """Streams share the weights they rearrange (channels-last, polyphase, packed for few
+    outputs), kept per weight tensor: they live as long as the stack's tensors, and a stack
+    dropped takes them with it (a server loading model after model keeps no old weights)."""
+    import gc
+    import weakref
+
+    from convt_audio.kinds import conv_torch
+    from convt_audio.model.config import load_config
+
+    before = len(conv_torch._DERIVED)
+    stack = Stack.initialised(load_config("hifigan-v2").layers, seed=0)
+    mel = torch.randn(1, 80, 12)
+    with torch.inference_mode():
+        first = run_chunked(stack, mel, 1)
+        made = len(conv_torch._DERIVED) - before
+        second = run_chunked(stack, mel, [2, 1])  # a second stream: the same derived weights
+    assert made > 0 and len(conv_torch._DERIVED) - before == made
+    torch.testing.assert_close(first, second, rtol=0, atol=1e-5)
+    derived = [
+        weakref.ref(value)
+        for entry in conv_torch._DERIVED.values()
+        for value in entry[1].values()
+        if torch.is_tensor(value)
+    ]
+    del stack, first, second
+    gc.collect()
+    assert len(conv_torch._DERIVED) == before
+    assert all(ref() is None for ref in derived)
