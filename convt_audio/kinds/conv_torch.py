@@ -100,7 +100,9 @@ def channels_last_weight(weight: torch.Tensor) -> torch.Tensor | None:
     return weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
 
 
-MATMUL_DILATED_FRAMES = 256  # a dilated convolution with at most this many outputs runs as a product
+MATMUL_DILATED_FRAMES = (
+    256  # a dilated convolution with at most this many outputs (all rows of a batch) runs as a product
+)
 PACKED_FRAMES = 128  # a large one with at most this many, as a product with the weight packed once
 PACKED_WEIGHTS = 1 << 18  # "large": weights (O·C_in·K) from which packing pays
 PACKED_MAX_WEIGHTS = 1 << 22  # and up to which its copy is worth its memory (16 MB in float32)
@@ -130,14 +132,15 @@ def conv_frames_last(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, 
     Same sums in another order: float rounding differs, nothing else."""
     kernel = weight4.shape[-1]
     count = (x.shape[-1] - dilation * (kernel - 1) - 1) // stride + 1
+    rows = x.shape[0] * count  # the product's rows: a pool's batch of streams counts them all
     if groups == 1 and count > 0:
-        if count <= PACKED_FRAMES and PACKED_WEIGHTS <= weight4.numel() <= PACKED_MAX_WEIGHTS:
+        if rows <= PACKED_FRAMES and PACKED_WEIGHTS <= weight4.numel() <= PACKED_MAX_WEIGHTS:
             packed = packed_matrix(weight4)
             if packed is not None:
                 rows = taps_rows(x, kernel, stride, dilation, count)
                 y = torch.ops.mkldnn._linear_pointwise(rows, packed, bias, "none", [], "")
                 return y.view(x.shape[0], count, -1).transpose(1, 2)
-        if dilation > 1 and count <= MATMUL_DILATED_FRAMES or weight4.shape[0] == 1:
+        if dilation > 1 and rows <= MATMUL_DILATED_FRAMES or weight4.shape[0] == 1:
             rows = taps_rows(x, kernel, stride, dilation, count)
             matrix = weight_matrix(weight4).t()
             y = rows @ matrix if bias is None else torch.addmm(bias, rows, matrix)
