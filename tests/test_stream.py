@@ -244,6 +244,7 @@ def test_weights_derived_for_streams_go_with_their_stack():
     from convt_audio.kinds import conv_torch
     from convt_audio.model.config import load_config
 
+    gc.collect()  # stacks earlier tests dropped, still in garbage cycles
     before = len(conv_torch._DERIVED)
     stack = Stack.initialised(load_config("hifigan-v2").layers, seed=0)
     mel = torch.randn(1, 80, 12)
