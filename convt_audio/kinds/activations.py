@@ -135,19 +135,17 @@ class SnakeSpec(_Snake):
     names: ClassVar[tuple] = ("snake",)
     tensor_names: ClassVar[tuple] = ("alpha",)
 
-    def forward(self, x, params):
-        alpha = self._scaled(params["alpha"])
-        return (alpha * x).sin_().square_().div_(alpha + 1e-9).add_(x)  # x's layout, one tensor
-
-    def forward_into(self, x, params, out) -> None:
-        """``out[...] = x + sin²(αx)/(α + 1e-9)`` with no temporary: each step is written over
-        the last (DAC's decoder has 25 snakes; five full-size temporaries each were most of
-        what a block allocated, and all of what glibc's heap then kept)."""
+    def forward(self, x, params, out=None):
+        """``x + sin²(αx)/(α + 1e-9)``, computed step over step in one tensor (``out``, or a new
+        one in ``x``'s layout): DAC's decoder has 25 snakes; five full-size temporaries each
+        were most of what a block allocated, and all of what glibc's heap then kept."""
         import torch
 
         alpha = self._scaled(params["alpha"])
-        torch.mul(alpha, x, out=out)
-        out.sin_().square_().div_(alpha + 1e-9).add_(x)
+        return torch.mul(alpha, x, out=out).sin_().square_().div_(alpha + 1e-9).add_(x)
+
+    def forward_into(self, x, params, out) -> None:
+        self.forward(x, params, out)
 
 
 @register
@@ -159,14 +157,12 @@ class SnakeBetaSpec(_Snake):
     names: ClassVar[tuple] = ("snake_beta",)
     tensor_names: ClassVar[tuple] = ("alpha", "beta")
 
-    def forward(self, x, params):
-        alpha, beta = self._scaled(params["alpha"]), self._scaled(params["beta"])
-        return (x * alpha).sin_().square_().mul_(1.0 / (beta + 1e-9)).add_(x)  # x's layout, one tensor
-
-    def forward_into(self, x, params, out) -> None:
-        """``out[...] = x + sin²(αx)/(β + 1e-9)`` with no temporary (see :class:`SnakeSpec`)."""
+    def forward(self, x, params, out=None):
+        """``x + sin²(αx)/(β + 1e-9)`` in one tensor (see :class:`SnakeSpec`)."""
         import torch
 
         alpha, beta = self._scaled(params["alpha"]), self._scaled(params["beta"])
-        torch.mul(x, alpha, out=out)
-        out.sin_().square_().mul_(1.0 / (beta + 1e-9)).add_(x)
+        return torch.mul(x, alpha, out=out).sin_().square_().mul_(1.0 / (beta + 1e-9)).add_(x)
+
+    def forward_into(self, x, params, out) -> None:
+        self.forward(x, params, out)

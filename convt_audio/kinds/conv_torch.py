@@ -132,18 +132,17 @@ def conv_frames_last(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, 
     Same sums in another order: float rounding differs, nothing else."""
     kernel = weight4.shape[-1]
     count = (x.shape[-1] - dilation * (kernel - 1) - 1) // stride + 1
-    rows = x.shape[0] * count  # the product's rows: a pool's batch of streams counts them all
+    height = x.shape[0] * count  # the product's rows: a pool's batch of streams counts them all
     if groups == 1 and count > 0:
-        if rows <= PACKED_FRAMES and PACKED_WEIGHTS <= weight4.numel() <= PACKED_MAX_WEIGHTS:
-            packed = packed_matrix(weight4)
+        large = PACKED_WEIGHTS <= weight4.numel() <= PACKED_MAX_WEIGHTS
+        packed = packed_matrix(weight4) if large and height <= PACKED_FRAMES else None
+        if packed is not None or dilation > 1 and height <= MATMUL_DILATED_FRAMES or weight4.shape[0] == 1:
+            taps = taps_rows(x, kernel, stride, dilation, count)
             if packed is not None:
-                rows = taps_rows(x, kernel, stride, dilation, count)
-                y = torch.ops.mkldnn._linear_pointwise(rows, packed, bias, "none", [], "")
-                return y.view(x.shape[0], count, -1).transpose(1, 2)
-        if dilation > 1 and rows <= MATMUL_DILATED_FRAMES or weight4.shape[0] == 1:
-            rows = taps_rows(x, kernel, stride, dilation, count)
-            matrix = weight_matrix(weight4).t()
-            y = rows @ matrix if bias is None else torch.addmm(bias, rows, matrix)
+                y = torch.ops.mkldnn._linear_pointwise(taps, packed, bias, "none", [], "")
+            else:
+                matrix = weight_matrix(weight4).t()
+                y = taps @ matrix if bias is None else torch.addmm(bias, taps, matrix)
             return y.view(x.shape[0], count, -1).transpose(1, 2)
     return F.conv2d(x.unsqueeze(2), weight4, bias, (1, stride), 0, (1, dilation), groups).squeeze(2)
 
