@@ -368,7 +368,7 @@ def test_a_small_dilated_chunk_as_a_matrix_product_equals_conv1d(spec, frames, s
     torch.testing.assert_close(dilated_as_matmul(x, weight, bias, spec), want, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("path", ["packed", "product", "convolution"])
+@pytest.mark.parametrize("path", ["packed", "product", "slices", "convolution"])
 @given(
     spec=conv1d_specs(modes=("zeros",)),
     frames=st.integers(1, 60),
@@ -377,9 +377,10 @@ def test_a_small_dilated_chunk_as_a_matrix_product_equals_conv1d(spec, frames, s
     seed=st.integers(0, 99),
 )
 def test_the_channels_last_convolution_equals_conv1d_on_every_path(path, spec, frames, batch, layout, seed):
-    """conv_frames_last picks a packed product, a plain product or oneDNN's convolution by the
-    layer's size and its outputs' count; each path (forced here by its thresholds) gives
-    F.conv1d's sums for any batch, stride, dilation, groups and input layout, frames outermost."""
+    """conv_frames_last picks a packed product, a plain product (whole or in slices of outputs)
+    or oneDNN's convolution by the layer's size and its outputs' count; each path (forced here
+    by its thresholds) gives F.conv1d's sums for any batch, stride, dilation, groups and input
+    layout, frames outermost."""
     from convt_audio.kinds import conv_torch
     from convt_audio.kinds.conv_torch import channels_last_weight, conv_frames_last
 
@@ -397,6 +398,8 @@ def test_the_channels_last_convolution_equals_conv1d_on_every_path(path, spec, f
     thresholds = {
         "packed": dict(PACKED_WEIGHTS=1, PACKED_FRAMES=1 << 20, PACKED_MAX_WEIGHTS=1 << 40),
         "product": dict(PACKED_WEIGHTS=1 << 40, MATMUL_DILATED_FRAMES=1 << 20),
+        # slices of 1 to ~40 outputs, the last one shorter where they do not divide the count
+        "slices": dict(PACKED_WEIGHTS=1 << 40, MATMUL_DILATED_FRAMES=1 << 20, TAPS_ELEMENTS=1 + 13 * seed),
         "convolution": dict(PACKED_WEIGHTS=1 << 40, MATMUL_DILATED_FRAMES=0),
     }[path]
     saved = {name: getattr(conv_torch, name) for name in thresholds}
