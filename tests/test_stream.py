@@ -264,3 +264,40 @@ def test_weights_derived_for_streams_go_with_their_stack():
     gc.collect()
     assert len(conv_torch._DERIVED) == before
     assert all(ref() is None for ref in derived)
+
+
+def test_streams_opened_at_once_in_threads_share_the_derived_weights(monkeypatch):
+    """Streams opened by several threads at once (a file's two halves, a server's sessions)
+    rearrange each weight once between them, not once each."""
+    import threading
+
+    from convt_audio.kinds import conv_torch
+    from convt_audio.model.config import load_config
+
+    stack = Stack.initialised(load_config("hifigan-v2").layers, seed=0)
+    made = []
+    rearrange = conv_torch.polyphase_weight
+    monkeypatch.setattr(conv_torch, "polyphase_weight", lambda *a: made.append(a) or rearrange(*a))
+    start = threading.Barrier(4)
+    streams = []
+
+    def open_one():
+        start.wait()
+        streams.append(StreamingStack(stack))
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    polyphase = sum(leaf.type == "conv_transpose1d" and leaf.auto_kernel() == "polyphase" for leaf in stack.leaves)
+    assert len(streams) == 4 and polyphase > 0 and len(made) == polyphase
+
+    def convolutions(module):
+        if isinstance(module, conv_torch.StreamingConv1d):
+            yield module
+        for child in getattr(module, "children", ()):
+            yield from convolutions(child)
+
+    weights = {tuple(layer.weight4.data_ptr() for layer in convolutions(stream)) for stream in streams}
+    assert len(weights) == 1 and len(next(iter(weights))) > 0  # one channels-last copy, shared

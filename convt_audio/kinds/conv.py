@@ -319,9 +319,7 @@ class Conv1dSpec(ConvKind):
         return conv1d(x, params["weight"], params.get("bias"), self)
 
     def streamer(self, params, tail=None, kernel: str = "auto"):
-        from .conv_torch import StreamingConv1d, channels_last_weight
+        from .conv_torch import StreamingConv1d, store_channels_last
 
-        weight4 = channels_last_weight(params["weight"])
-        if weight4 is not None:  # the stack keeps this layout: one copy of the weights, not two
-            params["weight"] = weight4.squeeze(2)
+        store_channels_last(params)
         return StreamingConv1d(self, params["weight"], params.get("bias"), tail)

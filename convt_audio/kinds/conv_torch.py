@@ -5,6 +5,7 @@ Imported by :mod:`.conv` when a layer runs, so that parsing a config never impor
 
 from __future__ import annotations
 
+import threading
 import weakref
 from dataclasses import dataclass
 
@@ -238,20 +239,34 @@ def polyphase_weight(weight: torch.Tensor, spec) -> torch.Tensor:
 
 
 _DERIVED: dict[int, tuple] = {}  # id(tensor) -> (a weak reference to it, {what: derived from it})
+_DERIVING = threading.RLock()
 
 
 def derived(tensor: torch.Tensor, what, make):
     """``make(tensor)``, made once per weight tensor and ``what`` and shared by every stream of
     the stack while the tensor lives (a pool's hundred streams of HiFi-GAN V1 would otherwise
-    hold a hundred copies of its rearranged weights)."""
+    hold a hundred copies of its rearranged weights), whichever thread opens them: a file's two
+    halves opened theirs at once, each made its own, and DAC's decode held 263 MB more."""
     key = id(tensor)
-    entry = _DERIVED.get(key)
-    if entry is None or entry[0]() is not tensor:
-        entry = (weakref.ref(tensor, lambda _, key=key: _DERIVED.pop(key, None)), {})
-        _DERIVED[key] = entry
-    if what not in entry[1]:
-        entry[1][what] = make(tensor)
-    return entry[1][what]
+    with _DERIVING:
+        entry = _DERIVED.get(key)
+        if entry is None or entry[0]() is not tensor:
+            # the table bound now: at exit the module's globals may be gone before the tensors
+            entry = (weakref.ref(tensor, lambda _, key=key, table=_DERIVED: table.pop(key, None)), {})
+            _DERIVED[key] = entry
+        if what not in entry[1]:
+            entry[1][what] = make(tensor)
+        return entry[1][what]
+
+
+def store_channels_last(params: dict) -> None:
+    """Keep a convolution's ``params["weight"]`` in the channels-last layout its streams take
+    (:func:`channels_last_weight`): the stack holds that one copy of the weights, not two.
+    Under the lock of :func:`derived`: streams opened at once convert it once."""
+    with _DERIVING:
+        weight4 = channels_last_weight(params["weight"])
+        if weight4 is not None:
+            params["weight"] = weight4.squeeze(2)
 
 
 def polyphase_weights(weight: torch.Tensor, spec) -> tuple:
