@@ -88,6 +88,34 @@ def test_streaming_equals_whole_signal(specs, extra, chunks, seed, kernel):
     torch.testing.assert_close(streamed, whole, rtol=1e-9, atol=1e-9)
 
 
+@given(
+    specs=stacks(),
+    extra=st.integers(0, 40),
+    chunks=chunk_schedules,
+    seed=st.integers(0, 999),
+    elements=st.integers(1, 40),
+)
+def test_chunks_streamed_on_in_slices_equal_the_whole_signal(specs, extra, chunks, seed, elements):
+    """A chunk a layer grows past ``SLICE_ELEMENTS`` (forced small here) goes on through the
+    later layers in slices of frames, the last one shorter: the same whole-signal output."""
+    from convt_audio.core import streaming
+
+    stack = _seeded(specs, seed).to(dtype=torch.float64)
+    frames = stack.min_input_frames() + extra
+    if frames > 3000:
+        return
+    x = torch.randn(2, stack.in_channels, frames, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    whole = stack.forward(x)
+    saved = streaming.SLICE_ELEMENTS
+    try:
+        streaming.SLICE_ELEMENTS = elements
+        streamed = run_chunked(stack, x, chunks)
+    finally:
+        streaming.SLICE_ELEMENTS = saved
+    assert streamed.shape == whole.shape
+    torch.testing.assert_close(streamed, whole, rtol=1e-9, atol=1e-9)
+
+
 @given(specs=stacks(max_convs=2), chunks=chunk_schedules, seed=st.integers(0, 999))
 def test_streaming_at_the_shortest_input(specs, chunks, seed):
     stack = _seeded(specs, seed).to(dtype=torch.float64)

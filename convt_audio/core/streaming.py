@@ -58,6 +58,29 @@ def frames_last_layout(x) -> bool:
     return x.dim() == 3 and x.shape[1] > 1 and x.stride(1) == 1
 
 
+SLICE_ELEMENTS = 1 << 20
+
+
+def slices(chunk) -> int:
+    """Into how many slices of frames a CPU chunk goes on through the layers after the one
+    that made it: one per :data:`SLICE_ELEMENTS` elements (4 MB in float32).
+
+    An upsampler's output grows with the product of the strides before it: a 48-frame block of
+    DAC's latent is 24576 frames of 96 channels (9.4 MB) at its last layers, each such tensor
+    made, freed and made again every block, glibc's heap grown to twice what is in use by the
+    holes between them (a 20 s decode of 1.3 GB, where torch, weights and state are 636 MB).
+    Streamed on in slices, the late layers' tensors stay a few MB and in cache, while the early
+    ones keep the whole block their large weights need to run at speed; streaming is exact for
+    any chunk sizes, so the output is the same. On CUDA a chunk stays whole: there each
+    launch costs the same whatever its size."""
+    if getattr(getattr(chunk, "device", None), "type", "cpu") != "cpu":
+        return 1
+    elements = 1
+    for size in chunk.shape:
+        elements *= size
+    return -(-elements // SLICE_ELEMENTS) if chunk.shape[-1] > 1 else 1
+
+
 class StreamingModule:
     """The streaming protocol: ``push``, ``flush``, ``reset``; state in ``self.state``.
 
@@ -189,8 +212,20 @@ class StreamingSequential(StreamingModule):
         super().__init__()
 
     def _push(self, chunk: Tensor) -> Tensor:
-        for child, before in self.steps:
+        return self._run(chunk, 0)
+
+    def _run(self, chunk: Tensor, first: int) -> Tensor:
+        """``chunk`` through steps ``first…``; a chunk grown past :data:`SLICE_ELEMENTS` goes
+        through the steps after it in slices of frames, each slice's outputs joined."""
+        last = len(self.steps) - 1
+        for index in range(first, last + 1):
+            child, before = self.steps[index]
             chunk = child.push(chunk) if before is None else child.push_activated(chunk, before)
+            pieces = slices(chunk) if index < last else 1
+            if pieces > 1:
+                frames = chunk.shape[-1]
+                step = -(-frames // pieces)
+                return cat([self._run(chunk[..., start : start + step], index + 1) for start in range(0, frames, step)])
         return chunk
 
     def _flush(self) -> Tensor:
