@@ -119,6 +119,29 @@ def test_torch_engine_streams_exactly(sizes, overlap):
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64"])
+def test_conv1d_weights_are_stored_in_the_layout_their_streams_take(dtype):
+    """On the CPU in float32 and bfloat16 a conv1d weight is built channels-last, which is what
+    its streams convolve with: opening streams copies no weight (it used to copy each one then,
+    holding every weight twice for a moment and leaving the freed originals in the heap).
+    float64, which oneDNN does not run, stays as stored."""
+    config, params = decoder_params()
+    engine = TorchEngine.build(config, params, device="cpu", dtype=dtype)
+    convolutions = [p for leaf, p in zip(engine.stack.leaves, engine.stack.params) if leaf.type == "conv1d"]
+    frames_last = dtype != "float64"
+    for layer in convolutions:
+        weight = layer["weight"]
+        assert weight.unsqueeze(2).is_contiguous(memory_format=torch.channels_last) == frames_last
+        assert weight.is_contiguous() != frames_last
+    stored = [layer["weight"].data_ptr() for layer in convolutions]
+    x = np.random.default_rng(0).standard_normal((1, 2, 300)).astype(np.float32)
+    y = run(engine, x, [7, 100])
+    assert [layer["weight"].data_ptr() for layer in convolutions] == stored
+    tolerance = {"float32": 1e-5, "bfloat16": 5e-2, "float64": 1e-9}[dtype]
+    want = whole(config, params, x)
+    assert np.abs(y - want).max() <= tolerance * max(1.0, np.abs(want).max())
+
+
 @pytest.mark.parametrize("dtype,tolerance", [("float32", 1e-5), ("float16", 2e-2), ("bfloat16", 5e-2)])
 def test_dtypes_on_cpu(dtype, tolerance):
     config, params = decoder_params()

@@ -139,6 +139,7 @@ class Kind(ABC):
     takes_codes: ClassVar[bool] = False  # a first layer that reads integer codes (not samples to scale)
     recurrent: ClassVar[bool] = False  # carries state from the whole past (beyond its receptive field)
     gemm_rows: ClassVar[int] = 0  # a matrix product over the frames: the rows (frames) it wants per call
+    frames_last_tensors: ClassVar[tuple] = ()  # tensors its CPU streams take channels-last: stored so
 
     @property
     def where(self) -> str:

@@ -265,6 +265,7 @@ class Conv1dSpec(ConvKind):
     type: str = field(default="conv1d", init=False)
     names: ClassVar[tuple] = ("conv1d",)
     padding_modes: ClassVar[tuple] = CONV1D_PADDING_MODES
+    frames_last_tensors: ClassVar[tuple] = ("weight",)  # conv_torch.channels_last_weight's layout
 
     def __post_init__(self) -> None:
         if isinstance(self.padding, list):  # [left, right], as YAML gives it: hashable, as a spec is

@@ -130,6 +130,7 @@ class TorchEngine(Engine):
     ) -> "TorchEngine":
         import torch
 
+        from ..core.shapes import leaves
         from .stack import Stack, as_tensor
 
         target = resolve_device(device)
@@ -141,7 +142,10 @@ class TorchEngine(Engine):
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
         torch_dtype = getattr(torch, dtype)
-        tensors = [{k: as_tensor(v, torch_dtype, target) for k, v in layer.items()} for layer in params]
+        tensors = [
+            {k: as_tensor(v, torch_dtype, target, k in leaf.frames_last_tensors) for k, v in layer.items()}
+            for leaf, layer in zip(leaves(config.layers), params)
+        ]
         return cls(Stack(config.layers, tensors), kernel)
 
     def preferred_chunk(self) -> int:
