@@ -1,5 +1,7 @@
 """Brute-force references straight from the definitions in README.md ("Padding modes"), independent of the engine's code paths."""
 
+from contextlib import contextmanager
+
 import numpy as np
 
 NUMPY_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
@@ -74,3 +76,17 @@ def stream_chunks(stream, x, sizes):
         pos, i = pos + n, i + 1
     parts.append(stream.flush())
     return np.concatenate(parts, axis=-1)
+
+
+@contextmanager
+def slice_elements(elements):
+    """The streams' ``SLICE_ELEMENTS`` set to ``elements`` inside the block (None: unchanged),
+    so that small test chunks go on through the later layers in slices of frames."""
+    from convt_audio.core import streaming
+
+    saved = streaming.SLICE_ELEMENTS
+    streaming.SLICE_ELEMENTS = elements or saved
+    try:
+        yield
+    finally:
+        streaming.SLICE_ELEMENTS = saved

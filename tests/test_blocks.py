@@ -3,6 +3,7 @@
 import pytest
 import torch
 import yaml
+from helpers import slice_elements
 from hypothesis import given
 from hypothesis import strategies as st
 from test_stream import chunk_schedules
@@ -160,14 +161,18 @@ def _stack(specs, seed, dtype=torch.float64):
     seed=st.integers(0, 999),
     kernel=st.sampled_from(["transposed", "polyphase", "auto"]),
     use_tail=st.booleans(),
+    elements=st.one_of(st.none(), st.integers(1, 40)),
 )
-def test_streaming_through_nested_blocks_equals_whole_signal(specs, extra, chunks, seed, kernel, use_tail):
+def test_streaming_through_nested_blocks_equals_whole_signal(specs, extra, chunks, seed, kernel, use_tail, elements):
+    """Whatever the chunks and nesting; ``elements`` forces the slice size small: chunks grown
+    past it go on through the later layers (into blocks, branches, bodies) in slices of frames."""
     stack = _stack(specs, seed)
     frames = stack.min_input_frames() + extra
     x = torch.randn(2, stack.in_channels, frames, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     whole = stack.forward(x)
     tail = x[..., max(0, frames - leading_circular_frames(stack)) :] if use_tail else None
-    streamed = run_chunked(stack, x, chunks, kernel=kernel, tail=tail)
+    with slice_elements(elements):
+        streamed = run_chunked(stack, x, chunks, kernel=kernel, tail=tail)
     assert streamed.shape == whole.shape == (2, stack.out_channels, stack.output_frames(frames))
     torch.testing.assert_close(streamed, whole, rtol=1e-9, atol=1e-9)
 

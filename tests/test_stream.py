@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import slice_elements
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -74,45 +75,21 @@ chunk_schedules = st.one_of(
     chunks=chunk_schedules,
     seed=st.integers(0, 999),
     kernel=st.sampled_from(["transposed", "polyphase", "auto"]),
+    elements=st.one_of(st.none(), st.integers(1, 40)),
 )
-def test_streaming_equals_whole_signal(specs, extra, chunks, seed, kernel):
+def test_streaming_equals_whole_signal(specs, extra, chunks, seed, kernel, elements):
+    """Whatever the chunks; ``elements`` forces ``SLICE_ELEMENTS`` small, so that chunks a layer
+    grows past it go on through the later layers in slices of frames, the last one shorter."""
     stack = _seeded(specs, seed).to(dtype=torch.float64)
     frames = stack.min_input_frames() + extra
     if frames > 3000:
         return
     x = torch.randn(2, stack.in_channels, frames, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     whole = stack.forward(x)
-    streamed = run_chunked(stack, x, chunks, kernel=kernel)
+    with slice_elements(elements):
+        streamed = run_chunked(stack, x, chunks, kernel=kernel)
     assert streamed.shape == whole.shape
     assert whole.shape[-1] == stack.output_frames(frames)
-    torch.testing.assert_close(streamed, whole, rtol=1e-9, atol=1e-9)
-
-
-@given(
-    specs=stacks(),
-    extra=st.integers(0, 40),
-    chunks=chunk_schedules,
-    seed=st.integers(0, 999),
-    elements=st.integers(1, 40),
-)
-def test_chunks_streamed_on_in_slices_equal_the_whole_signal(specs, extra, chunks, seed, elements):
-    """A chunk a layer grows past ``SLICE_ELEMENTS`` (forced small here) goes on through the
-    later layers in slices of frames, the last one shorter: the same whole-signal output."""
-    from convt_audio.core import streaming
-
-    stack = _seeded(specs, seed).to(dtype=torch.float64)
-    frames = stack.min_input_frames() + extra
-    if frames > 3000:
-        return
-    x = torch.randn(2, stack.in_channels, frames, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-    whole = stack.forward(x)
-    saved = streaming.SLICE_ELEMENTS
-    try:
-        streaming.SLICE_ELEMENTS = elements
-        streamed = run_chunked(stack, x, chunks)
-    finally:
-        streaming.SLICE_ELEMENTS = saved
-    assert streamed.shape == whole.shape
     torch.testing.assert_close(streamed, whole, rtol=1e-9, atol=1e-9)
 
 
