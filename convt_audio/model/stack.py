@@ -30,15 +30,16 @@ def as_tensor(array, dtype: torch.dtype | None = None, device=None, frames_last:
     layout. Converted when the first stream opened, every weight was briefly held twice, and
     the originals freed left their memory in glibc's heap: BigVGAN v2's first 64-frame block
     raised a process from 658 to 1188 MB, 420 MB of it freed but held."""
-    if frames_last and array.ndim == 3 and dtype in (torch.float32, torch.bfloat16):
-        if device is None or torch.device(device).type == "cpu":
-            out, channels, kernel = array.shape
-            stored = torch.empty((out, channels, 1, kernel), dtype=dtype, memory_format=torch.channels_last)
-            stored.copy_(torch.from_numpy(np.require(array, requirements="W"))[:, :, None, :])
-            return stored.squeeze(2)
     same = dtype is None or str(array.dtype) == str(dtype).removeprefix("torch.")
     usable = array.flags.writeable and array.flags.c_contiguous and same
-    return torch.from_numpy(array if usable else np.array(array)).to(device=device, dtype=dtype)
+    tensor = torch.from_numpy(array if usable else np.array(array)).to(device=device, dtype=dtype)
+    if frames_last:
+        from ..kinds.conv_torch import channels_last_weight
+
+        weight4 = channels_last_weight(tensor)
+        if weight4 is not None:
+            return weight4.squeeze(2)
+    return tensor
 
 
 MAX_INIT_PARAMETERS = 1 << 30  # 4 GiB of float32: far past any vocoder (HiFi-GAN V1: 13.9 M)
