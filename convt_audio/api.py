@@ -247,7 +247,7 @@ class Model:
         ``slots`` defaults to 16 on a GPU, where each forward launches every kernel whatever its
         batch; on the CPU to none — each array runs as ``model(x)`` does — because whole arrays
         already fill the cores there (16 HiFi-GAN V1 inputs of 3-6 s through 4 and 16 slots took
-        1.06x and 1.16x a loop of ``model(x)``; docs/benchmarks.md). Give ``slots`` to batch
+        1.01x and 0.97x a loop of ``model(x)``; docs/benchmarks.md). Give ``slots`` to batch
         anyway. Live input from many sessions pays on the CPU too: :meth:`pool`."""
         from .model.pool import StreamPool
 
