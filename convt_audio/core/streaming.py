@@ -18,6 +18,7 @@ children return (torch tensors here, NumPy arrays in the resampling engine).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Sequence
 
@@ -75,10 +76,7 @@ def slices(chunk) -> int:
     launch costs the same whatever its size."""
     if getattr(getattr(chunk, "device", None), "type", "cpu") != "cpu":
         return 1
-    elements = 1
-    for size in chunk.shape:
-        elements *= size
-    return -(-elements // SLICE_ELEMENTS) if chunk.shape[-1] > 1 else 1
+    return -(-math.prod(chunk.shape) // SLICE_ELEMENTS) if chunk.shape[-1] > 1 else 1
 
 
 class StreamingModule:

@@ -101,9 +101,8 @@ def channels_last_weight(weight: torch.Tensor) -> torch.Tensor | None:
     return weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
 
 
-MATMUL_DILATED_FRAMES = (
-    256  # a dilated convolution with at most this many outputs (all rows of a batch) runs as a product
-)
+# a dilated convolution with at most this many outputs (all rows of a batch) runs as a product
+MATMUL_DILATED_FRAMES = 256
 PACKED_FRAMES = 128  # a large one with at most this many, as a product with the weight packed once
 PACKED_WEIGHTS = 1 << 18  # "large": weights (O·C_in·K) from which packing pays
 PACKED_MAX_WEIGHTS = 1 << 22  # and up to which its copy is worth its memory (16 MB in float32)
