@@ -90,3 +90,27 @@ def slice_elements(elements):
         yield
     finally:
         streaming.SLICE_ELEMENTS = saved
+
+
+@contextmanager
+def one_thread(winograd_everywhere=False):
+    """One torch thread inside the block, as a file's halves and live streams run; with
+    ``winograd_everywhere`` every stride-1 ungrouped float32 convolution of any size takes the
+    Winograd path (its size thresholds lifted), not only those where it pays."""
+    import torch
+
+    from convt_audio.kinds import conv_torch
+
+    lifted = dict(WINOGRAD_KERNEL=1, WINOGRAD_CHANNELS=1, WINOGRAD_FRAMES=1, WINOGRAD_MAX_WEIGHTS=1 << 40)
+    saved = {name: getattr(conv_torch, name) for name in lifted}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if winograd_everywhere:
+            for name, value in lifted.items():
+                setattr(conv_torch, name, value)
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        for name, value in saved.items():
+            setattr(conv_torch, name, value)

@@ -368,7 +368,7 @@ def test_a_small_dilated_chunk_as_a_matrix_product_equals_conv1d(spec, frames, s
     torch.testing.assert_close(dilated_as_matmul(x, weight, bias, spec), want, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("path", ["packed", "product", "slices", "convolution"])
+@pytest.mark.parametrize("path", ["winograd", "packed", "product", "slices", "convolution"])
 @given(
     spec=conv1d_specs(modes=("zeros",)),
     frames=st.integers(1, 60),
@@ -377,11 +377,11 @@ def test_a_small_dilated_chunk_as_a_matrix_product_equals_conv1d(spec, frames, s
     seed=st.integers(0, 99),
 )
 def test_the_channels_last_convolution_equals_conv1d_on_every_path(path, spec, frames, batch, layout, seed):
-    """conv_frames_last picks a packed product, a plain product (whole or in slices of outputs)
-    or oneDNN's convolution by the layer's size and its outputs' count; each path (forced here
-    by its thresholds) gives F.conv1d's sums for any batch, stride, dilation, groups and input
-    layout, frames outermost."""
-    from convt_audio.kinds import conv_torch
+    """conv_frames_last picks Winograd's tiled product (one thread), a packed product, a plain
+    product (whole or in slices of outputs) or oneDNN's convolution by the layer's size and its
+    outputs' count; each path (forced here by its thresholds) gives F.conv1d's sums for any
+    batch, stride, dilation, groups and input layout, frames outermost."""
+    from convt_audio.kinds import conv_torch, winograd
     from convt_audio.kinds.conv_torch import channels_last_weight, conv_frames_last
 
     if frames < spec.receptive:
@@ -395,24 +395,34 @@ def test_the_channels_last_convolution_equals_conv1d_on_every_path(path, spec, f
     }[layout]
     weight = torch.randn(spec.weight_shape, generator=generator)
     bias = torch.randn(spec.out_channels, generator=generator) if spec.bias else None
+    never = dict(WINOGRAD_FRAMES=1 << 40)
     thresholds = {
-        "packed": dict(PACKED_WEIGHTS=1, PACKED_FRAMES=1 << 20, PACKED_MAX_WEIGHTS=1 << 40),
-        "product": dict(PACKED_WEIGHTS=1 << 40, MATMUL_DILATED_FRAMES=1 << 20),
+        "winograd": dict(WINOGRAD_KERNEL=1, WINOGRAD_CHANNELS=1, WINOGRAD_FRAMES=1, WINOGRAD_MAX_WEIGHTS=1 << 40),
+        "packed": dict(**never, PACKED_WEIGHTS=1, PACKED_FRAMES=1 << 20, PACKED_MAX_WEIGHTS=1 << 40),
+        "product": dict(**never, PACKED_WEIGHTS=1 << 40, MATMUL_DILATED_FRAMES=1 << 20),
         # slices of 1 to ~40 outputs, the last one shorter where they do not divide the count
-        "slices": dict(PACKED_WEIGHTS=1 << 40, MATMUL_DILATED_FRAMES=1 << 20, TAPS_ELEMENTS=1 + 13 * seed),
-        "convolution": dict(PACKED_WEIGHTS=1 << 40, MATMUL_DILATED_FRAMES=0),
+        "slices": dict(**never, PACKED_WEIGHTS=1 << 40, MATMUL_DILATED_FRAMES=1 << 20, TAPS_ELEMENTS=1 + 13 * seed),
+        "convolution": dict(**never, PACKED_WEIGHTS=1 << 40, MATMUL_DILATED_FRAMES=0),
     }[path]
     saved = {name: getattr(conv_torch, name) for name in thresholds}
+    threads, tiles = torch.get_num_threads(), winograd.SLICE_ELEMENTS
+    torch.set_num_threads(1)  # Winograd's path is taken on one thread only
+    winograd.SLICE_ELEMENTS = 1 + 41 * seed  # slices of one tile to all of them
     try:
         for name, value in thresholds.items():
             setattr(conv_torch, name, value)
         weight4 = channels_last_weight(weight)
         got = conv_frames_last(x, weight4, bias, spec.stride, spec.dilation, spec.groups)
     finally:
+        torch.set_num_threads(threads)
+        winograd.SLICE_ELEMENTS = tiles
         for name, value in saved.items():
             setattr(conv_torch, name, value)
     if path == "packed" and spec.groups == 1:  # packed once, by this PyTorch build
         assert conv_torch.derived(weight4, "packed", None) is not None
+    if path == "winograd":  # transformed once where it applies, never elsewhere
+        applies = spec.groups == 1 and spec.stride == 1
+        assert (conv_torch.derived(weight4, "winograd", lambda w4: None) is not None) == applies
     want = F.conv1d(x, weight, bias, spec.stride, 0, spec.dilation, spec.groups)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
@@ -440,3 +450,22 @@ def test_snakes_written_in_place_give_the_formula_and_leave_the_input(kind, logs
     spec.forward_into(x, params, into)
     assert torch.equal(got, want) and torch.equal(into, want)
     assert got.stride() == x.stride() and torch.equal(x, before)
+
+
+@pytest.mark.parametrize("m", [2, 3, 4])
+@given(seed=st.integers(0, 999))
+def test_winograd_transforms_give_the_correlation_exactly(m, seed):
+    """F(m, m) in exact rationals: ``AT·[(G·g) ⊙ (BT·d)]`` is ``y_i = Σ_k g_k d_{i+k}`` for any
+    taps and inputs; the float convolution's rounding is the only difference there is."""
+    from fractions import Fraction
+
+    from convt_audio.kinds.winograd import transforms
+
+    rng = np.random.default_rng(seed)
+    taps = [Fraction(int(v), int(q)) for v, q in zip(rng.integers(-50, 50, m), rng.integers(1, 9, m))]
+    inputs = [Fraction(int(v)) for v in rng.integers(-50, 50, 2 * m - 1)]
+    at, g, bt = transforms(m)
+    left = [sum(row[k] * taps[k] for k in range(m)) for row in g]
+    right = [sum(row[u] * inputs[u] for u in range(2 * m - 1)) for row in bt]
+    got = [sum(row[a] * left[a] * right[a] for a in range(2 * m - 1)) for row in at]
+    assert got == [sum(taps[k] * inputs[i + k] for k in range(m)) for i in range(m)]

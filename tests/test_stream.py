@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import slice_elements
+from helpers import one_thread, slice_elements
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -120,13 +120,16 @@ def test_single_output_frame(mode, stride, kernel, padding, chunks):
             torch.testing.assert_close(y, stack.forward(x), rtol=1e-9, atol=1e-9)
 
 
-@given(specs=stacks(max_convs=3), chunks=chunk_schedules, seed=st.integers(0, 99))
-def test_float32_within_the_contract_tolerance(specs, chunks, seed):
+@given(specs=stacks(max_convs=3), chunks=chunk_schedules, seed=st.integers(0, 99), winograd=st.booleans())
+def test_float32_within_the_contract_tolerance(specs, chunks, seed, winograd):
+    """``winograd``: streamed on one thread with every stride-1 ungrouped convolution (the
+    transposed ones' polyphase form too) on Winograd's tiled product, whatever its size."""
     stack = _seeded(specs, seed)
     frames = stack.min_input_frames() + 50
     x = torch.randn(1, stack.in_channels, frames)
     whole = stack.forward(x)
-    streamed = run_chunked(stack, x, chunks)
+    with one_thread(winograd_everywhere=winograd):
+        streamed = run_chunked(stack, x, chunks)
     bound = 1e-5 * max(1.0, whole.abs().max().item())
     assert streamed.shape == whole.shape
     assert (streamed - whole).abs().max().item() <= bound

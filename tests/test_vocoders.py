@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 from clitools import invoke
+from helpers import one_thread
 from reference_vocoders import HifiGanGenerator, MelGanGenerator, randomise
 
 from convt_audio.model.config import load_config
@@ -94,6 +95,33 @@ def test_streaming_at_irregular_chunks_equals_the_official_module(tmp_path, name
         expected = module(mel).numpy()
     for chunks in ([1], [3, 1, 8], [45]):
         _close(run_chunked(stack, mel, chunks).numpy(), expected)
+
+
+def test_one_thread_streams_take_winograds_path_and_equal_the_official_module(tmp_path):
+    """On one thread (a file's halves, a live stream) HiFi-GAN V1's resblock layers with kernels
+    7 and 11 and 64 or 128 channels run as Winograd's tiled product once a chunk gives 256 outputs:
+    the same output as the authors' module within the contract's tolerance, live pushes of 8
+    frames and whole chunks alike."""
+    from convt_audio.kinds import conv_torch
+
+    module = _module("hifigan-v1")
+    stack, _ = load_stack(load_config("hifigan-v1"), _checkpoint(tmp_path, "hifigan-v1", module))
+    mel = torch.from_numpy(_mel(45, seed=4))[None]
+    with torch.no_grad():
+        expected = module(mel).numpy()
+    with one_thread():
+        for chunks in ([8], [45], [3, 17]):
+            _close(run_chunked(stack, mel, chunks).numpy(), expected)
+    kernels = []
+    for leaf, params in zip(stack.leaves, stack.params):
+        if leaf.type != "conv1d":
+            continue
+        weight4 = conv_torch.derived(params["weight"], "channels_last", conv_torch.channels_last_weight)
+        if conv_torch.derived(weight4, "winograd", lambda _: None) is not None:
+            kernels.append((leaf.in_channels, leaf.kernel_size))
+    # kernels 7 and 11, 3 dilations x 2 convolutions, in the stages of 128 and 64 channels (256:
+    # weights past WINOGRAD_MAX_WEIGHTS)
+    assert sorted(kernels) == sorted((c, k) for c in (64, 128) for k in (7, 11) for _ in range(6))
 
 
 def test_a_vocoder_then_a_rate_is_one_stream(tmp_path):

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from ..core.errors import InputTooShortError
 from ..core.streaming import StreamingModule, cat, frames_last_layout
 from .padding import Extender, extend
+from .winograd import winograd_conv, winograd_weight
 
 
 def conv_transpose1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec) -> torch.Tensor:
@@ -134,6 +135,12 @@ def conv_frames_last(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, 
     kernel = weight4.shape[-1]
     count = (x.shape[-1] - dilation * (kernel - 1) - 1) // stride + 1
     height = x.shape[0] * count  # the product's rows: a pool's batch of streams counts them all
+    if groups == 1 and stride == 1 and count >= WINOGRAD_FRAMES and winograd_pays(weight4):
+        transformed = derived(weight4, "winograd", lambda w4: winograd_weight(w4.squeeze(2)))
+        y = x.new_empty(x.shape[0], count, weight4.shape[0])
+        for item in range(x.shape[0]):
+            y[item] = winograd_conv(frame_rows(x[item : item + 1])[0], transformed, bias, dilation, count)
+        return y.transpose(1, 2)
     if groups == 1 and count > 0:
         large = PACKED_WEIGHTS <= weight4.numel() <= PACKED_MAX_WEIGHTS
         packed = packed_matrix(weight4) if large and height <= PACKED_FRAMES else None
@@ -144,6 +151,35 @@ def conv_frames_last(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, 
         if dilation > 1 and height <= MATMUL_DILATED_FRAMES or weight4.shape[0] == 1:
             return taps_product(x, weight4, bias, stride, dilation, count)
     return F.conv2d(x.unsqueeze(2), weight4, bias, (1, stride), 0, (1, dilation), groups).squeeze(2)
+
+
+WINOGRAD_KERNEL = 7  # the fewest taps, the fewest channels each side, and the fewest outputs
+WINOGRAD_CHANNELS = 64  # from which the tiled Winograd product beats oneDNN on one thread
+WINOGRAD_FRAMES = 256
+WINOGRAD_MAX_WEIGHTS = 1 << 18  # the transformed copy is ~2x the weight: 2 MB at most
+
+
+def winograd_pays(weight4: torch.Tensor) -> bool:
+    """Whether a stride-1 ungrouped convolution runs faster as :func:`.winograd.winograd_conv`:
+    float32, kernel ≥ :data:`WINOGRAD_KERNEL`, ≥ :data:`WINOGRAD_CHANNELS` channels in and out,
+    at most :data:`WINOGRAD_MAX_WEIGHTS` weights, and one thread.
+
+    1 thread, medians, weights read from memory (HiFi-GAN V1's resblocks, kernel 11): 128
+    channels, 512 outputs 1790 → 1214 µs, kernel 7 1162 → 885 µs; 64 channels, 1024 outputs
+    888 → 688 µs. Its transforms run on one thread where oneDNN's convolution uses them all:
+    with 2 threads it loses (1.0–2.8x), so a stream with more threads convolves. Kernel 3 and
+    32 channels lose (0.9–1.8x), and so do fewer outputs than :data:`WINOGRAD_FRAMES` (a
+    1-frame push's 128 at 64 channels). Larger layers gain too (256 channels, kernel 11, 512
+    outputs 7.3 → 4.3 ms), but their transformed copies held HiFi-GAN V1's two halves 190 MB
+    more (72 MB of copies, the rest glibc's heap) for 8 % less time; at this size 17 MB."""
+    out_channels, channels, _, kernel = weight4.shape
+    return (
+        weight4.dtype == torch.float32
+        and kernel >= WINOGRAD_KERNEL
+        and min(out_channels, channels) >= WINOGRAD_CHANNELS
+        and weight4.numel() <= WINOGRAD_MAX_WEIGHTS
+        and torch.get_num_threads() == 1
+    )
 
 
 TAPS_ELEMENTS = 1 << 19  # the most gathered taps a product holds at once (2 MB in float32)
@@ -179,13 +215,20 @@ def taps_product(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, dila
     return y.transpose(1, 2)
 
 
+def frame_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` ``[B, C, n]`` as ``[B, n, C]`` with each frame's channels contiguous (copied there
+    if they are not)."""
+    rows = x.transpose(1, 2)
+    if rows.stride(2) != 1 or rows.stride(1) != x.shape[1]:
+        rows = rows.contiguous()
+    return rows
+
+
 def taps_rows(x: torch.Tensor, kernel: int, stride: int, dilation: int, count: int) -> torch.Tensor:
     """``[B·count, K·C]``: each output's taps, tap-major, gathered from ``x`` ``[B, C, n]`` with
     frames outermost (copied there first if it is not)."""
     batch, channels, _ = x.shape
-    rows = x.transpose(1, 2)  # [B, n, C]
-    if rows.stride(2) != 1 or rows.stride(1) != channels:
-        rows = rows.contiguous()
+    rows = frame_rows(x)
     return rows.as_strided(
         (batch, count, kernel, channels),
         (rows.stride(0), stride * channels, dilation * channels, 1),
