@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..core.errors import InputTooShortError
 from ..core.streaming import StreamingModule, cat, frames_last_layout
 from .padding import Extender, extend
-from .winograd import winograd_conv, winograd_weight
+from .winograd import padded_frames, winograd_conv, winograd_weight
 
 
 def conv_transpose1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, spec) -> torch.Tensor:
@@ -137,10 +137,10 @@ def conv_frames_last(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, 
     height = x.shape[0] * count  # the product's rows: a pool's batch of streams counts them all
     if groups == 1 and stride == 1 and count >= WINOGRAD_FRAMES and winograd_pays(weight4):
         transformed = derived(weight4, "winograd", lambda w4: winograd_weight(w4.squeeze(2)))
-        y = x.new_empty(x.shape[0], count, weight4.shape[0])
+        y = x.new_empty(x.shape[0], padded_frames(count, dilation), weight4.shape[0])  # whole tiles
         for item in range(x.shape[0]):
-            y[item] = winograd_conv(frame_rows(x[item : item + 1])[0], transformed, bias, dilation, count)
-        return y.transpose(1, 2)
+            winograd_conv(frame_rows(x[item : item + 1])[0], transformed, bias, dilation, count, out=y[item])
+        return y[:, :count].transpose(1, 2)
     if groups == 1 and count > 0:
         large = PACKED_WEIGHTS <= weight4.numel() <= PACKED_MAX_WEIGHTS
         packed = packed_matrix(weight4) if large and height <= PACKED_FRAMES else None

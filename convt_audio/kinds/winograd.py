@@ -94,9 +94,15 @@ def winograd_weight(weight: torch.Tensor, m: int = TILE) -> tuple:
 SLICE_ELEMENTS = 1 << 18  # the most products of one slice of tiles (1 MB in float32)
 
 
-def winograd_conv(rows: torch.Tensor, transformed: tuple, bias, dilation: int, count: int) -> torch.Tensor:
+def padded_frames(count: int, dilation: int, m: int = TILE) -> int:
+    """The outputs :func:`winograd_conv` computes for ``count``: whole rows of tiles."""
+    return -(-count // (m * dilation)) * m * dilation
+
+
+def winograd_conv(rows: torch.Tensor, transformed: tuple, bias, dilation: int, count: int, out=None) -> torch.Tensor:
     """``count`` outputs of a stride-1 convolution of ``rows`` ``[n, C]`` (frames outermost,
-    contiguous), ``[count, O]`` out; ``transformed`` from :func:`winograd_weight`.
+    contiguous), ``[count, O]`` out; ``transformed`` from :func:`winograd_weight`. ``out``: a
+    contiguous ``[padded_frames(count, dilation), O]`` tensor to write them into.
 
     Tiles go in slices of at most :data:`SLICE_ELEMENTS` products: a 48-frame block of HiFi-GAN
     V1 at 128 channels would otherwise make 3 MB temporaries of every size its layers give,
@@ -109,7 +115,9 @@ def winograd_conv(rows: torch.Tensor, transformed: tuple, bias, dilation: int, c
     needed = (tiles + segments - 1) * span + (m - 1) * dilation
     if rows.shape[0] < needed:  # the last row of tiles reads past the inputs: zeros, outputs dropped
         rows = torch.nn.functional.pad(rows, (0, 0, 0, needed - rows.shape[0]))
-    y = rows.new_empty(tiles, m, dilation * out_channels)
+    if out is None:
+        out = rows.new_empty(tiles * span, out_channels)
+    y = out.view(tiles, m, dilation * out_channels)
     start = None if bias is None else bias.repeat(dilation)
     step = max(1, SLICE_ELEMENTS // (points * dilation * max(channels, out_channels)))
     for first in range(0, tiles, step):
@@ -130,4 +138,4 @@ def winograd_conv(rows: torch.Tensor, transformed: tuple, bias, dilation: int, c
         else:
             expanded = start.expand(size, m, dilation * out_channels)
             torch.baddbmm(expanded, at.expand(size, m, points), products, out=y[first : first + size])
-    return y.view(tiles * span, out_channels)[:count]
+    return out[:count]
