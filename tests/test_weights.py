@@ -218,3 +218,41 @@ def test_safetensors_and_npz_load_without_torch(tmp_path):
         "assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_weight_normed_convolutions_fold_into_the_engines_layout_and_release_the_file(tmp_path):
+    """A weight-normed conv1d read for a float32 run is folded straight into the frames-last
+    order the engine keeps it in (the engine uses that array as it is: no second copy), equal to
+    weight_norm's own weight. A mapped source's pages released after folding are read from the
+    file again if asked for: the same values."""
+    from torch.nn.utils import parametrizations
+
+    from convt_audio.model.engines import TorchEngine
+    from convt_audio.model.weights import load_params, open_tensors
+
+    torch.manual_seed(2)
+    conv = parametrizations.weight_norm(nn.Conv1d(64, 48, 5, padding=2))
+    path = tmp_path / "g.pt"
+    torch.save({"c": conv.state_dict()}, path)
+    config = parse_config(
+        {
+            "layers": [
+                {"type": "conv1d", "in_channels": 64, "out_channels": 48, "kernel_size": 5, "padding": 2, "key": "c"}
+            ]
+        }
+    )
+    params, unused = load_params(config, path, "float32")
+    assert unused == []
+    weight = params[0]["weight"]
+    assert weight.shape == (48, 64, 5) and weight.transpose(0, 2, 1).flags.c_contiguous
+    np.testing.assert_allclose(weight, conv.weight.detach().numpy(), rtol=1e-6, atol=1e-7)
+    engine = TorchEngine.build(config, params, device="cpu", dtype="float32")
+    assert engine.stack.params[0]["weight"].data_ptr() == weight.ctypes.data
+    float64, _ = load_params(config, path, "float64")  # every bit of the fold, as stored
+    assert float64[0]["weight"].flags.c_contiguous
+
+    tensors = open_tensors(path)
+    name = "c.parametrizations.weight.original1"
+    before = np.array(tensors[name])
+    tensors.release(name)
+    np.testing.assert_array_equal(tensors[name], before)

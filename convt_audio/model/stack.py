@@ -32,7 +32,11 @@ def as_tensor(array, dtype: torch.dtype | None = None, device=None, frames_last:
     the originals freed left their memory in glibc's heap: BigVGAN v2's first 64-frame block
     raised a process from 658 to 1188 MB, 420 MB of it freed but held."""
     same = dtype is None or str(array.dtype) == str(dtype).removeprefix("torch.")
-    usable = array.flags.writeable and array.flags.c_contiguous and same
+    # a weight folded in the frames-last order already (weights._fold) is used as it lies
+    laid_out = array.flags.c_contiguous or (
+        frames_last and array.ndim == 3 and array.transpose(0, 2, 1).flags.c_contiguous
+    )
+    usable = array.flags.writeable and laid_out and same
     tensor = torch.from_numpy(array if usable else np.array(array)).to(device=device, dtype=dtype)
     if frames_last:
         from ..kinds.conv_torch import channels_last_weight
