@@ -398,7 +398,7 @@ def test_the_channels_last_convolution_equals_conv1d_on_every_path(path, spec, f
     never = dict(WINOGRAD_FRAMES=1 << 40)
     thresholds = {
         "winograd": dict(WINOGRAD_KERNEL=1, WINOGRAD_CHANNELS=1, WINOGRAD_FRAMES=1, WINOGRAD_MAX_WEIGHTS=1 << 40),
-        "packed": dict(**never, PACKED_WEIGHTS=1, PACKED_FRAMES=1 << 20, PACKED_MAX_WEIGHTS=1 << 40),
+        "packed": dict(**never, PACKED_WEIGHTS=1, PACKED_FRAMES=1 << 20, PACKED_MAX_WEIGHTS=1 << 40, PACKED_AFTER=0),
         "product": dict(**never, PACKED_WEIGHTS=1 << 40, MATMUL_DILATED_FRAMES=1 << 20),
         # slices of 1 to ~40 outputs, the last one shorter where they do not divide the count
         "slices": dict(**never, PACKED_WEIGHTS=1 << 40, MATMUL_DILATED_FRAMES=1 << 20, TAPS_ELEMENTS=1 + 13 * seed),
@@ -469,3 +469,27 @@ def test_winograd_transforms_give_the_correlation_exactly(m, seed):
     right = [sum(row[u] * inputs[u] for u in range(2 * m - 1)) for row in bt]
     got = [sum(row[a] * left[a] * right[a] for a in range(2 * m - 1)) for row in at]
     assert got == [sum(taps[k] * inputs[i + k] for k in range(m)) for i in range(m)]
+
+
+def test_a_layer_is_packed_only_after_many_few_output_calls():
+    """Packing pays over a live stream's many small pushes, not over a file's few small blocks:
+    a layer's packed copy is made at its ``PACKED_AFTER + 1``-th few-output call (all streams
+    together), and every call before and after gives F.conv1d's sums."""
+    from convt_audio.kinds import conv_torch
+    from convt_audio.kinds.conv_torch import channels_last_weight, conv_frames_last
+
+    generator = torch.Generator().manual_seed(3)
+    weight = torch.randn(64, 96, 5, generator=generator) / math.sqrt(96 * 5)
+    x = torch.randn(1, 96, 20, generator=generator)
+    want = F.conv1d(x, weight)
+    weight4 = channels_last_weight(weight)
+    saved = conv_torch.PACKED_WEIGHTS
+    conv_torch.PACKED_WEIGHTS = 1  # this small layer counts as large
+    try:
+        packed = []
+        for _ in range(conv_torch.PACKED_AFTER + 2):
+            torch.testing.assert_close(conv_frames_last(x, weight4, None, 1, 1, 1), want, rtol=1e-5, atol=1e-5)
+            packed.append("packed" in conv_torch._DERIVED[id(weight4)][1])
+    finally:
+        conv_torch.PACKED_WEIGHTS = saved
+    assert packed == [False] * conv_torch.PACKED_AFTER + [True, True]
