@@ -116,10 +116,13 @@ def conv_frames_last(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, 
     oneDNN's convolution pays per call what a few outputs do not amortise, a dilated one above
     all; a live stream's pushes are all that size. So, ungrouped (1 thread, medians):
 
+    - on one thread, stride 1, kernel 7 or more, 64 or more channels, at least
+      :data:`WINOGRAD_FRAMES` outputs: Winograd's tiled product (:func:`winograd_pays`; half
+      the multiplications, 0.64-0.77x the convolution's time).
     - few outputs of a large layer: one product with the weight packed once for oneDNN's matrix
-      multiply (:func:`packed_matrix`). 256 channels, kernel 11, 8 outputs 216 → 145 µs, 64
-      outputs 1129 → 920 µs; HiFi-GAN V1's first upsampler (512 → 2048 polyphase outputs,
-      9 outputs) 1166 → 655 µs. Unpacked, the product repacks the weight every call and gains
+      multiply (:func:`packed_matrix`, from a layer's 17th such call). 256 channels, kernel 11,
+      8 outputs 216 → 145 µs, 64 outputs 1129 → 920 µs; HiFi-GAN V1's first upsampler (512 →
+      2048 polyphase outputs, 9 outputs) 1166 → 655 µs. Unpacked, the product repacks the weight every call and gains
       nothing. Past ~128 outputs on 2 threads the convolution is faster again. The packed copy
       is a second copy of the weights: not for layers above :data:`PACKED_MAX_WEIGHTS` (DAC's
       and BigVGAN's 1536-channel ones, 44-75 MB each; with them packed a 20 s DAC decode held
