@@ -4,7 +4,8 @@ against the module's eager whole-utterance forward and against context-recompute
 For HiFi-GAN V1 (random weights; --model for another mel vocoder), utterances of 2, 5 and 10 s,
 pushes of 1, 2, 4, 8, 16 and 32 mel frames, with 1 and 2 torch threads, prints per push size:
 the median and p95 wall time of one push, the real-time factor (push seconds per second of
-audio), the ratio to the module's eager forward on the whole utterance, the algorithmic delay
+audio), the ratio to the module's eager forward on the whole utterance (each utterance's the
+median of 3 runs, as is ``load(...)(mel)``'s whole forward beside it), the algorithmic delay
 (look-ahead), and the largest error against the whole-signal output. Then what servers do
 instead: vocode each chunk with LEFT frames of left context and crossfade the seams, with its SNR
 against the whole-utterance output (the missing right context is the error).
@@ -86,19 +87,24 @@ def main() -> None:
     for threads in (1, 2):
         torch.set_num_threads(threads)
         model = convt_audio.load(args.model, str(work / "g.pt"), device="cpu", threads=threads)
-        wholes, eager = [], 0.0
-        for mel in mels:
+        wholes, eager, ours_whole = [], 0.0, 0.0
+        for mel in mels:  # each whole forward: the median of 3 (one run moves ~10 % on a shared machine)
             model(mel[:, :64])  # warm-up of this thread count
             with torch.inference_mode():
                 module(torch.from_numpy(mel[None, :, :64]))
-                start = time.perf_counter()
-                want = module(torch.from_numpy(mel[None]))[0, 0].numpy()
-                eager += time.perf_counter() - start
+                runs = []
+                for _ in range(3):
+                    start = time.perf_counter()
+                    want = module(torch.from_numpy(mel[None]))[0, 0].numpy()
+                    runs.append(time.perf_counter() - start)
+                eager += statistics.median(runs)
             wholes.append(want)
-        start = time.perf_counter()
-        for mel in mels:
-            model(mel)
-        ours_whole = time.perf_counter() - start
+            runs = []
+            for _ in range(3):
+                start = time.perf_counter()
+                model(mel)
+                runs.append(time.perf_counter() - start)
+            ours_whole += statistics.median(runs)
         rows = []
         for size in pushes:
             times, total, error = [], 0.0, 0.0
