@@ -122,8 +122,8 @@ def conv_frames_last(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, 
     - few outputs of a large layer: one product with the weight packed once for oneDNN's matrix
       multiply (:func:`packed_matrix`, from a layer's 17th such call). 256 channels, kernel 11,
       8 outputs 216 → 145 µs, 64 outputs 1129 → 920 µs; HiFi-GAN V1's first upsampler (512 →
-      2048 polyphase outputs, 9 outputs) 1166 → 655 µs. Unpacked, the product repacks the weight every call and gains
-      nothing. Past ~128 outputs on 2 threads the convolution is faster again. The packed copy
+      2048 polyphase outputs, 9 outputs) 1166 → 655 µs. Unpacked, the product repacks the
+      weight every call and gains nothing. Past ~128 outputs on 2 threads the convolution is faster again. The packed copy
       is a second copy of the weights: not for layers above :data:`PACKED_MAX_WEIGHTS` (DAC's
       and BigVGAN's 1536-channel ones, 44-75 MB each; with them packed a 20 s DAC decode held
       ~250 MB more for 3 % less time).
@@ -140,9 +140,11 @@ def conv_frames_last(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, 
     height = x.shape[0] * count  # the product's rows: a pool's batch of streams counts them all
     if groups == 1 and stride == 1 and count >= WINOGRAD_FRAMES and winograd_pays(weight4):
         transformed = derived(weight4, "winograd", lambda w4: winograd_weight(w4.squeeze(2)))
-        y = x.new_empty(x.shape[0], padded_frames(count, dilation), weight4.shape[0])  # whole tiles
+        if bias is not None:  # once per layer and dilation, not every call
+            bias = derived(bias, ("repeated", dilation), lambda b: b.repeat(dilation))
+        y = x.new_empty(x.shape[0], padded_frames(count, dilation, transformed), weight4.shape[0])  # whole tiles
         for item in range(x.shape[0]):
-            winograd_conv(frame_rows(x[item : item + 1])[0], transformed, bias, dilation, count, out=y[item])
+            winograd_conv(frame_rows(x[item : item + 1])[0], transformed, bias, dilation, count, y[item])
         return y[:, :count].transpose(1, 2)
     if groups == 1 and count > 0:
         large = PACKED_WEIGHTS <= weight4.numel() <= PACKED_MAX_WEIGHTS

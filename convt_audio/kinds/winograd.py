@@ -94,15 +94,17 @@ def winograd_weight(weight: torch.Tensor, m: int = TILE) -> tuple:
 SLICE_ELEMENTS = 1 << 18  # the most products of one slice of tiles (1 MB in float32)
 
 
-def padded_frames(count: int, dilation: int, m: int = TILE) -> int:
+def padded_frames(count: int, dilation: int, transformed: tuple) -> int:
     """The outputs :func:`winograd_conv` computes for ``count``: whole rows of tiles."""
-    return -(-count // (m * dilation)) * m * dilation
+    span = transformed[1].shape[0] * dilation
+    return -(-count // span) * span
 
 
-def winograd_conv(rows: torch.Tensor, transformed: tuple, bias, dilation: int, count: int, out=None) -> torch.Tensor:
+def winograd_conv(rows: torch.Tensor, transformed: tuple, bias, dilation: int, count: int, out) -> torch.Tensor:
     """``count`` outputs of a stride-1 convolution of ``rows`` ``[n, C]`` (frames outermost,
-    contiguous), ``[count, O]`` out; ``transformed`` from :func:`winograd_weight`. ``out``: a
-    contiguous ``[padded_frames(count, dilation), O]`` tensor to write them into.
+    contiguous) written into ``out``, a contiguous ``[padded_frames(...), O]`` tensor; returns
+    its first ``count`` rows. ``transformed`` from :func:`winograd_weight`; ``bias`` already
+    repeated ``dilation`` times (``[dilation·O]``, the order of a row of tiles) or None.
 
     Tiles go in slices of at most :data:`SLICE_ELEMENTS` products: a 48-frame block of HiFi-GAN
     V1 at 128 channels would otherwise make 3 MB temporaries of every size its layers give,
@@ -115,10 +117,7 @@ def winograd_conv(rows: torch.Tensor, transformed: tuple, bias, dilation: int, c
     needed = (tiles + segments - 1) * span + (m - 1) * dilation
     if rows.shape[0] < needed:  # the last row of tiles reads past the inputs: zeros, outputs dropped
         rows = torch.nn.functional.pad(rows, (0, 0, 0, needed - rows.shape[0]))
-    if out is None:
-        out = rows.new_empty(tiles * span, out_channels)
     y = out.view(tiles, m, dilation * out_channels)
-    start = None if bias is None else bias.repeat(dilation)
     step = max(1, SLICE_ELEMENTS // (points * dilation * max(channels, out_channels)))
     for first in range(0, tiles, step):
         size = min(step, tiles - first)
@@ -133,9 +132,9 @@ def winograd_conv(rows: torch.Tensor, transformed: tuple, bias, dilation: int, c
         for j in range(1, segments):
             products.baddbmm_(v[:, j : j + size].reshape(points, size * dilation, channels), u[j])
         products = products.view(points, size, dilation * out_channels).transpose(0, 1)
-        if start is None:
+        if bias is None:
             torch.matmul(at, products, out=y[first : first + size])
         else:
-            expanded = start.expand(size, m, dilation * out_channels)
+            expanded = bias.expand(size, m, dilation * out_channels)
             torch.baddbmm(expanded, at.expand(size, m, points), products, out=y[first : first + size])
     return out[:count]

@@ -28,9 +28,10 @@ def as_tensor(array, dtype: torch.dtype | None = None, device=None, frames_last:
     ``frames_last``: a convolution weight ``[O, I, K]`` that the CPU streams take channels-last
     (:func:`~convt_audio.kinds.conv_torch.channels_last_weight`) is kept in that layout from
     here on (a view of the array as it is, or its copy, becomes the one channels-last copy that
-    stays; a dtype conversion adds one more for a moment). Converted when the first stream opened, every weight was briefly held twice, and
-    the originals freed left their memory in glibc's heap: BigVGAN v2's first 64-frame block
-    raised a process from 658 to 1188 MB, 420 MB of it freed but held."""
+    stays; a dtype conversion adds one more for a moment). Converted when the first stream
+    opened, every weight was briefly held twice, and the originals freed left their memory in
+    glibc's heap: BigVGAN v2's first 64-frame block raised a process from 658 to 1188 MB,
+    420 MB of it freed but held."""
     same = dtype is None or str(array.dtype) == str(dtype).removeprefix("torch.")
     # a weight folded in the frames-last order already (weights._fold) is used as it lies
     laid_out = array.flags.c_contiguous or (
