@@ -25,7 +25,8 @@ def cache(tmp_path, monkeypatch):
 def engines(fin: int, fout: int):
     """The spectral engine, and the literal stack in float64, each layer run by torch on its own
     (transposed layers as their polyphase convolutions: equal to ``conv_transpose1d`` to 1e-15,
-    as the streaming property of tests/test_stream.py checks; 27x faster in float64 for 48048 -> 48000)."""
+    as the streaming property of tests/test_stream.py checks; 27x faster in float64 for
+    48048 -> 48000)."""
     config, params = resampler_for(fin, fout)
     return build_engine(config, params, "cpu", "float32"), build_engine(
         config, params, "cpu", "float64", kernel="polyphase"

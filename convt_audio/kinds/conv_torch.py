@@ -123,10 +123,10 @@ def conv_frames_last(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, 
       multiply (:func:`packed_matrix`, from a layer's 17th such call). 256 channels, kernel 11,
       8 outputs 216 → 145 µs, 64 outputs 1129 → 920 µs; HiFi-GAN V1's first upsampler (512 →
       2048 polyphase outputs, 9 outputs) 1166 → 655 µs. Unpacked, the product repacks the
-      weight every call and gains nothing. Past ~128 outputs on 2 threads the convolution is faster again. The packed copy
-      is a second copy of the weights: not for layers above :data:`PACKED_MAX_WEIGHTS` (DAC's
-      and BigVGAN's 1536-channel ones, 44-75 MB each; with them packed a 20 s DAC decode held
-      ~250 MB more for 3 % less time).
+      weight every call and gains nothing. Past ~128 outputs on 2 threads the convolution is
+      faster again. The packed copy is a second copy of the weights: not for layers above
+      :data:`PACKED_MAX_WEIGHTS` (DAC's and BigVGAN's 1536-channel ones, 44-75 MB each; with
+      them packed a 20 s DAC decode held ~250 MB more for 3 % less time).
     - a dilated layer's outputs up to :data:`MATMUL_DILATED_FRAMES`: a plain product (256
       channels, kernel 3, dilation 3, 8 outputs 310 → 59 µs; 32 channels 40 → 7 µs); and a
       layer with one output channel (a vocoder's last), whatever the count: oneDNN runs it at
