@@ -29,7 +29,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from _common import machine, table  # noqa: E402
+from _common import machine, median_time, table  # noqa: E402
 from reference_vocoders import AuthorsDecode, checkpoint_of, load_checkpoint, randomise, reference  # noqa: E402
 
 import convt_audio  # noqa: E402
@@ -89,22 +89,10 @@ def main() -> None:
         model = convt_audio.load(args.model, str(work / "g.pt"), device="cpu", threads=threads)
         wholes, eager, ours_whole = [], 0.0, 0.0
         for mel in mels:  # each whole forward: the median of 3 (one run moves ~10 % on a shared machine)
-            model(mel[:, :64])  # warm-up of this thread count
             with torch.inference_mode():
-                module(torch.from_numpy(mel[None, :, :64]))
-                runs = []
-                for _ in range(3):
-                    start = time.perf_counter()
-                    want = module(torch.from_numpy(mel[None]))[0, 0].numpy()
-                    runs.append(time.perf_counter() - start)
-                eager += statistics.median(runs)
-            wholes.append(want)
-            runs = []
-            for _ in range(3):
-                start = time.perf_counter()
-                model(mel)
-                runs.append(time.perf_counter() - start)
-            ours_whole += statistics.median(runs)
+                eager += median_time(lambda mel=mel: module(torch.from_numpy(mel[None])), repeats=3)
+                wholes.append(module(torch.from_numpy(mel[None]))[0, 0].numpy())
+            ours_whole += median_time(lambda model=model, mel=mel: model(mel), repeats=3)
         rows = []
         for size in pushes:
             times, total, error = [], 0.0, 0.0
