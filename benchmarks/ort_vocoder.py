@@ -10,7 +10,7 @@ medians of 3; outputs compared.
 
 Needs ``pip install onnxruntime onnx onnxscript`` (not the package's extras).
 
-    .venv/bin/python benchmarks/ort_vocoder.py [--model hifigan-v1] [--seconds 60] [--busy]
+    .venv/bin/python benchmarks/ort_vocoder.py [--model hifigan-v1] [--seconds 60] [--busy] [--no-windows]
 
 For a codec (``--model dac-44khz``) the input is its float latent (DAC's ``z``), which both sides
 decode (the authors' ``model.decode(z)``; ``convt-audio run`` on the latent's ``.npy``).
@@ -90,6 +90,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--window", type=int, default=256, help="ORT window, in input frames")
     parser.add_argument("--busy", action="store_true", help="also beside one CPU-bound process")
+    parser.add_argument(
+        "--no-windows", action="store_true", help="leave out ORT's window loop (the targets compare the whole run)"
+    )
     args = parser.parse_args()
     config = load_config(args.model)
     hop, rate = int(config.rate_factor()), config.output_sample_rate
@@ -119,22 +122,22 @@ def main() -> None:
         np.float32
     )
     np.save(work / "mel.npy", mel)
+    what = "latent" if config.latent_channels else "mel"
     (work / "ort.py").write_text(ORT)
     ort = [sys.executable, str(work / "ort.py"), str(work / "g.onnx"), str(work / "mel.npy")]
+    whole, windows = (
+        f"ONNX Runtime, whole {what}, 2 threads",
+        f"ONNX Runtime, {args.window}-frame windows ±{context} context",
+    )
     commands = {
-        "ONNX Runtime, whole mel, 2 threads": [*ort, str(work / "w.wav"), str(rate), "0", "0"],
-        f"ONNX Runtime, {args.window}-frame windows ±{context} context": [
-            *ort,
-            str(work / "o.wav"),
-            str(rate),
-            str(args.window),
-            str(context),
-            str(hop),
-        ],  # fmt: skip
+        whole: [*ort, str(work / "w.wav"), str(rate), "0", "0"],
+        windows: [*ort, str(work / "o.wav"), str(rate), str(args.window), str(context), str(hop)],
         f"convt-audio run -c {args.model}": decode_command(work / "mel.npy", args.model, work / "g.pt", work / "c.wav"),
     }
+    if args.no_windows:
+        del commands[windows]
     print(f"machine: {machine()}")
-    print(f"{args.model}: {frames} mel frames -> {frames * hop / rate:.1f} s; receptive field "
+    print(f"{args.model}: {frames} {what} frames -> {frames * hop / rate:.1f} s; receptive field "
           f"{facts['receptive_field_input_frames']} frames, look-ahead {facts['lookahead_input_frames']:g}")  # fmt: skip
     conditions = [("quiet", None)] + ([("beside a busy process", "while True: pass")] if args.busy else [])
     for condition, hog in conditions:
@@ -144,7 +147,7 @@ def main() -> None:
         finally:
             if busy is not None:
                 busy.kill()
-        base_wall, _, base_rss = results["ONNX Runtime, whole mel, 2 threads"]
+        base_wall, _, base_rss = results[whole]
         rows = [
             [name, f"{wall:.2f}", f"{wall / base_wall:.2f}", f"{cpu:.1f}", f"{cpu / wall:.2f}", rss // 1024,
              f"{rss / base_rss:.2f}"]
@@ -152,10 +155,14 @@ def main() -> None:
         ]  # fmt: skip
         print(f"\nwhole processes, {condition}, median of 3")
         print(table(rows, ["process", "wall s", "× ORT whole", "CPU s", "CPU ÷ wall", "peak RSS MB", "RSS × ORT"]))
-    whole = sf.read(str(work / "w.wav"), dtype="float64")[0]
-    for name, path in (("ORT windows", "o.wav"), ("convt-audio", "c.wav")):
+    ort_output = sf.read(str(work / "w.wav"), dtype="float64")[0]
+    for name, path in (("ORT windows", "o.wav"), ("convt-audio", "c.wav"))[args.no_windows :]:
         other = sf.read(str(work / path), dtype="float64")[0]
-        error = np.abs(other - whole).max() / np.abs(whole).max() if other.shape == whole.shape else float("inf")
+        error = (
+            np.abs(other - ort_output).max() / np.abs(ort_output).max()
+            if other.shape == ort_output.shape
+            else float("inf")
+        )
         print(f"{name} vs ORT whole: max |Δ| / peak {error:.1e}")
 
 
