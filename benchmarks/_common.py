@@ -1,18 +1,28 @@
-"""Helpers shared by the benchmark scripts: medians, whole-process timing, peak memory."""
+"""Helpers shared by the benchmark scripts: medians, whole-process timing, peak memory, scratch folders."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+
+
+def scratch(prefix: str) -> Path:
+    """A new temporary folder, removed when the script exits, however it exits: the checkpoints,
+    exports and decodes the scripts write there reach ~900 MB a run for BigVGAN v2."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
+    return work
 
 
 def median_time(fn, repeats: int = 5) -> float:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import convt_audio, run_process, table  # noqa: E402
+from _common import convt_audio, run_process, scratch, table  # noqa: E402
 
 
 def main() -> None:
@@ -27,7 +26,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--config", default="sinc-x3")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="convt-batch-"))
+    work = scratch("convt-batch-")
     rng = np.random.default_rng(0)
     (work / "in").mkdir()
     for i in range(args.files):

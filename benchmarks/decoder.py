@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ import yaml
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import convt_audio, machine, matmul_peak, median_process, median_time, table  # noqa: E402
+from _common import convt_audio, machine, matmul_peak, median_process, median_time, scratch, table  # noqa: E402
 
 from convt_audio.model.config import load_config  # noqa: E402
 from convt_audio.model.stack import StreamingStack  # noqa: E402
@@ -94,7 +93,7 @@ def main() -> None:
     args = parser.parse_args()
     repeats = 3 if args.quick else 5
     long_seconds = 300 if args.quick else 1800
-    work = Path(tempfile.mkdtemp(prefix="convt-bench-"))
+    work = scratch("convt-bench-")
     config_path = work / "decoder.yaml"
     config_path.write_text(yaml.safe_dump({"name": "decoder-x32", "weights": "decoder.safetensors", "layers": LAYERS}))
     torch.manual_seed(0)

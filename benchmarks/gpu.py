@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -32,7 +31,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from _common import convt_audio, median_process, table  # noqa: E402
+from _common import convt_audio, median_process, scratch, table  # noqa: E402
 from decoder import LAYERS, sequential  # noqa: E402
 from reference_vocoders import checkpoint_of, randomise, reference  # noqa: E402
 
@@ -233,7 +232,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 s, 2 repeats: checks the script")
     args = parser.parse_args()
     seconds, repeats = (2.0, 2) if args.quick else (args.seconds, 5)
-    work = Path(tempfile.mkdtemp(prefix="convt-gpu-"))
+    work = scratch("convt-gpu-")
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     print(f"device: {args.device} ({name}), torch {torch.__version__}, CUDA {torch.version.cuda}")
     dtypes = ("float32", "float16", "bfloat16") if args.device.startswith("cuda") else ("float32",)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from _common import machine, median_time, table  # noqa: E402
+from _common import machine, median_time, scratch, table  # noqa: E402
 from reference_vocoders import AuthorsDecode, checkpoint_of, load_checkpoint, randomise, reference  # noqa: E402
 
 import convt_audio  # noqa: E402
@@ -74,7 +73,7 @@ def main() -> None:
     hop, rate, bands = int(config.rate_factor()), config.output_sample_rate, config.in_channels
     seconds = (5,) if args.quick else (2, 5, 10)
     pushes = (1, 8, 32) if args.quick else PUSHES
-    work = Path(tempfile.mkdtemp(prefix="convt-live-"))
+    work = scratch("convt-live-")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.save(checkpoint_of(args.model, randomise(reference(args.model), seed=0)), work / "g.pt")

@@ -24,7 +24,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -35,7 +34,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from _common import decode_command, machine, table  # noqa: E402
+from _common import decode_command, machine, scratch, table  # noqa: E402
 from reference_vocoders import AuthorsDecode, checkpoint_of, randomise, reference  # noqa: E402
 
 from convt_audio.model.config import load_config  # noqa: E402
@@ -100,7 +99,7 @@ def main() -> None:
     facts = summary(config, config.feature_rate(), None, "")
     # context each side: the receptive field's reach past a window's edges, and one frame more
     context = int(np.ceil(facts["receptive_field_input_frames"] / 2)) + 1
-    work = Path(tempfile.mkdtemp(prefix="convt-ort-"))
+    work = scratch("convt-ort-")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         module = randomise(reference(args.model), seed=0)

@@ -18,7 +18,6 @@ import argparse
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from _common import machine, table  # noqa: E402
+from _common import machine, scratch, table  # noqa: E402
 from live import mel_like  # noqa: E402
 from reference_vocoders import AuthorsDecode, checkpoint_of, load_checkpoint, randomise, reference  # noqa: E402
 
@@ -86,7 +85,7 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(args.model)
     hop, rate, bands = int(config.rate_factor()), config.output_sample_rate, config.in_channels
-    work = Path(tempfile.mkdtemp(prefix="convt-pool-"))
+    work = scratch("convt-pool-")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.save(checkpoint_of(args.model, randomise(reference(args.model), seed=0)), work / "g.pt")

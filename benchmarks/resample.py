@@ -25,14 +25,13 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, convt_audio, table  # noqa: E402
+from _common import ROOT, convt_audio, scratch, table  # noqa: E402
 
 from convt_audio.model.engines import build_engine  # noqa: E402
 from convt_audio.model.resamplers import resampler_for  # noqa: E402
@@ -178,7 +177,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     minutes, repeats = (1.0, 1) if args.quick else (10.0, args.repeats)
-    work = Path(tempfile.mkdtemp(prefix="convt-resample-"))
+    work = scratch("convt-resample-")
     os.environ.setdefault("CONVT_AUDIO_CACHE", str(work / "cache"))
     (work / "with_soxr.py").write_text(SOXR_SCRIPT)
     rows = []
@@ -203,7 +202,6 @@ def main() -> None:
             f"({os.cpu_count()} cores)"
         )
         print(table(rows, ["rates", "process", "wall s", "CPU s", "CPU × soxr HQ", "peak RSS MB"]), flush=True)
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from _common import convt_audio, decode_command, machine, matmul_peak, median_process, run_process, table  # noqa: E402
+from _common import convt_audio, decode_command, machine, matmul_peak, median_process, run_process, scratch, table  # noqa: E402
 from reference_vocoders import CODE_ROWS, checkpoint_of, randomise, reference  # noqa: E402
 
 from convt_audio.model.config import load_config  # noqa: E402
@@ -96,7 +95,7 @@ def main() -> None:
     BANDS = CODE_ROWS.get(MODEL, BANDS)
     seconds = args.seconds or (20 if args.quick else 60)
     long_seconds = 300 if args.quick else 1800
-    work = Path(tempfile.mkdtemp(prefix="convt-vocoder-"))
+    work = scratch("convt-vocoder-")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         generator = randomise(reference(MODEL), seed=0)
