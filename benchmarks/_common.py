@@ -18,8 +18,9 @@ BIN = Path(sys.executable).parent
 
 
 def scratch(prefix: str) -> Path:
-    """A new temporary folder, removed when the script exits, however it exits: the checkpoints,
-    exports and decodes the scripts write there reach ~900 MB a run for BigVGAN v2."""
+    """A new temporary folder, removed when the script exits (at its end, on an error or on
+    Ctrl-C; not when it is killed): the checkpoints, exports and decodes the scripts write
+    there reach ~900 MB a run for BigVGAN v2."""
     work = Path(tempfile.mkdtemp(prefix=prefix))
     atexit.register(shutil.rmtree, work, ignore_errors=True)
     return work
