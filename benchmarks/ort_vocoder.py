@@ -128,10 +128,11 @@ def main() -> None:
         f"ONNX Runtime, whole {what}, 2 threads",
         f"ONNX Runtime, {args.window}-frame windows ±{context} context",
     )
+    ours = f"convt-audio run -c {args.model}"
     commands = {
         whole: [*ort, str(work / "w.wav"), str(rate), "0", "0"],
         windows: [*ort, str(work / "o.wav"), str(rate), str(args.window), str(context), str(hop)],
-        f"convt-audio run -c {args.model}": decode_command(work / "mel.npy", args.model, work / "g.pt", work / "c.wav"),
+        ours: decode_command(work / "mel.npy", args.model, work / "g.pt", work / "c.wav"),
     }
     if args.no_windows:
         del commands[windows]
@@ -155,7 +156,9 @@ def main() -> None:
         print(f"\nwhole processes, {condition}, median of 3")
         print(table(rows, ["process", "wall s", "× ORT whole", "CPU s", "CPU ÷ wall", "peak RSS MB", "RSS × ORT"]))
     ort_output = sf.read(str(work / "w.wav"), dtype="float64")[0]
-    for name, path in (("ORT windows", "o.wav"), ("convt-audio", "c.wav"))[args.no_windows :]:
+    for name, path, command in (("ORT windows", "o.wav", windows), ("convt-audio", "c.wav", ours)):
+        if command not in commands:  # left out (--no-windows)
+            continue
         other = sf.read(str(work / path), dtype="float64")[0]
         error = (
             np.abs(other - ort_output).max() / np.abs(ort_output).max()
