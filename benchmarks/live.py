@@ -10,6 +10,11 @@ median of 3 runs, as is ``load(...)(mel)``'s whole forward beside it), the algor
 instead: vocode each chunk with LEFT frames of left context and crossfade the seams, with its SNR
 against the whole-utterance output (the missing right context is the error).
 
+Last, where a push's time goes, 1 thread: each top-level layer's milliseconds a push and the
+GFLOP/s its convolutions reach (multiply-adds of the direct convolution, 2 FLOP each), beside the
+float32 matrix-multiply peak and the module's eager forward measured in the same run, and what a
+push must reach to meet a ratio.
+
     .venv/bin/python benchmarks/live.py [--model hifigan-v1] [--quick]
 """
 
@@ -28,10 +33,11 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from _common import machine, median_time, scratch, table  # noqa: E402
+from _common import machine, matmul_peak, median_time, scratch, table  # noqa: E402
 from reference_vocoders import AuthorsDecode, checkpoint_of, load_checkpoint, randomise, reference  # noqa: E402
 
 import convt_audio  # noqa: E402
+from convt_audio.core.shapes import flops_of  # noqa: E402
 from convt_audio.model.config import load_config  # noqa: E402
 from convt_audio.run.report import summary  # noqa: E402
 
@@ -62,6 +68,83 @@ def context_recompute(module, mel: np.ndarray, chunk: int, left: int, hop: int, 
             out[-overlap:] = out[-overlap:] * (1 - ramp) + y[:overlap] * ramp
         out = np.concatenate([out, y[overlap:]])
     return out
+
+
+def layer_times(model, mel: np.ndarray, size: int) -> list[float]:
+    """Seconds a push of ``size`` frames spends in each top-level layer of ``model``'s stream
+    (medians over one pass of ``mel``, after a pass to warm up). An activation that a
+    convolution writes into its own input buffer counts in that convolution."""
+    stream = model.engine.open_stream(1)
+    stack = stream.children[0]
+    spent = [[] for _ in stack.children]
+    for index, child in enumerate(stack.children):
+        for method in ("push", "push_activated"):
+            if hasattr(child, method):
+
+                def timed(*args, _call=getattr(child, method), _index=index):
+                    start = time.perf_counter()
+                    out = _call(*args)
+                    spent[_index].append(time.perf_counter() - start)
+                    return out
+
+                setattr(child, method, timed)
+    chunk = mel[None]
+    for _pass in ("warm-up", "timed"):
+        stream.reset()
+        for layer in spent:
+            layer.clear()
+        for i in range(0, mel.shape[1] - size + 1, size):
+            stream.push(chunk[..., i : i + size])
+    return [statistics.median(layer) if layer else 0.0 for layer in spent]
+
+
+def convolution_peak() -> float:
+    """GFLOP/s of the fastest of a few HiFi-GAN-sized float32 convolutions, weights and frames
+    in cache, frames outermost (oneDNN's fastest layout here): kernel 11, 64 channels over 2048
+    frames and 128 over 1024 (medians of 20). On AVX-512 they outrun a 2048² matrix product."""
+    best = 0.0
+    for channels, frames in ((64, 2048), (128, 1024)):
+        weight = torch.randn(channels, channels, 1, 11).contiguous(memory_format=torch.channels_last)
+        x = torch.randn(1, frames + 10, channels).transpose(1, 2).unsqueeze(2)
+        seconds = median_time(lambda x=x, weight=weight: torch.nn.functional.conv2d(x, weight), 20)
+        best = max(best, 2 * channels * channels * 11 * frames / seconds / 1e9)
+    return best
+
+
+def breakdown(model, config, mel: np.ndarray, eager_flops: float, sizes: tuple) -> None:
+    """Print where a push's time goes (1 thread) against the peaks and the eager forward."""
+    peak = max(matmul_peak(), convolution_peak())
+    print(
+        f"\nwhere a push goes, 1 thread: float32 peak {peak:.0f} GFLOP/s (the faster of a 2048² matrix "
+        f"product and an in-cache convolution, this run); the module's eager forward {eager_flops:.0f} GFLOP/s"
+    )
+    flops, rate = [], 1
+    for spec in config.layers:
+        flops.append(float(flops_of([spec])) * rate)
+        rate *= spec.rate()
+    per_size = {size: layer_times(model, mel, size) for size in sizes}
+    rows = []
+    for index, spec in enumerate(config.layers):
+        if not flops[index]:
+            continue
+        label = f"{spec.where} {spec.type}" + (f" → {spec.out_channels}" if hasattr(spec, "out_channels") else "")
+        row = [label]
+        for size in sizes:
+            seconds = per_size[size][index]
+            row += [f"{1000 * seconds:.2f}", f"{size * flops[index] / seconds / 1e9:.0f}" if seconds else "-"]
+        rows.append(row)
+    total = [sum(per_size[size]) for size in sizes]
+    rows.append(
+        ["all layers"]
+        + [x for size, t in zip(sizes, total) for x in (f"{1000 * t:.2f}", f"{size * sum(flops) / t / 1e9:.0f}")]
+    )
+    headers = ["layer"] + [x for size in sizes for x in (f"{size}-frame ms", "GFLOP/s")]
+    print(table(rows, headers))
+    for ratio in (0.8, 1.0, 2.0):
+        print(
+            f"a push at {ratio:g}× the eager forward must run at {eager_flops / ratio:.0f} GFLOP/s "
+            f"({eager_flops / ratio / peak:.2f}× the peak)"
+        )
 
 
 def main() -> None:
@@ -133,6 +216,9 @@ def main() -> None:
                 recompute.append([size, left, f"{spent / audio_s:.3f}", f"{spent / eager:.2f}", f"{snr:.1f}"])
             print("\ncontext recompute with a one-hop crossfade, as TTS servers stream (1 thread):")
             print(table(recompute, ["chunk frames", "left context", "RTF", "× eager whole", "SNR dB (worst)"]))
+            one_thread = (model, sum(m.shape[1] for m in mels) * float(flops_of(config.layers)) / eager / 1e9)
+    torch.set_num_threads(1)
+    breakdown(one_thread[0], config, mels[0], one_thread[1], (1, 8))
 
 
 if __name__ == "__main__":
