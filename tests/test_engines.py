@@ -142,6 +142,30 @@ def test_conv1d_weights_are_stored_in_the_layout_their_streams_take(dtype):
     assert np.abs(y - want).max() <= tolerance * max(1.0, np.abs(want).max())
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float64"])
+def test_a_polyphase_transposed_weight_is_held_once(dtype):
+    """On the CPU in float32 and bfloat16 a conv_transpose1d that streams as polyphase keeps that
+    form alone: the original beside it was 97 MB of DAC 44 kHz's decoder. One that streams
+    transposed (8 → 4 channels in 2 groups), every layer under ``kernel="transposed"``, and
+    float64 (which oneDNN does not run) keep the weight as stored. Streams and the engine
+    stack's whole-signal forward (which reads the original back) still give the stack's output."""
+    config, params = decoder_params()
+    engine = TorchEngine.build(config, params, device="cpu", dtype=dtype)
+    first, second = [p for leaf, p in zip(engine.stack.leaves, engine.stack.params) if leaf.type == "conv_transpose1d"]
+    assert set(first) == ({"polyphase", "bias"} if dtype != "float64" else {"weight", "bias"})
+    assert set(second) == {"weight", "bias"}
+    transposed = TorchEngine.build(config, params, device="cpu", dtype=dtype, kernel="transposed")
+    assert all("polyphase" not in p for p in transposed.stack.params)
+    x = np.random.default_rng(3).standard_normal((1, 2, 300)).astype(np.float32)
+    want = whole(config, params, x)
+    tolerance = {"float32": 1e-5, "bfloat16": 5e-2, "float64": 1e-9}[dtype] * max(1.0, np.abs(want).max())
+    for built in (engine, transposed):
+        got = run(built, x, [7, 100], tail=x[..., -built.leading_circular_frames() :])
+        assert np.abs(got - want).max() <= tolerance
+    forward = engine.stack.forward(torch.from_numpy(x).to(getattr(torch, dtype))).double().numpy()
+    assert np.abs(forward - want).max() <= tolerance
+
+
 @pytest.mark.parametrize("dtype,tolerance", [("float32", 1e-5), ("float16", 2e-2), ("bfloat16", 5e-2)])
 def test_dtypes_on_cpu(dtype, tolerance):
     config, params = decoder_params()

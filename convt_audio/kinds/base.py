@@ -265,6 +265,11 @@ class Kind(ABC):
     def streamer(self, params, tail=None, kernel: str = "auto"):
         """The streaming form: a :class:`~convt_audio.core.streaming.StreamingModule`."""
 
+    def store_for_streams(self, params: dict, kernel: str = "auto") -> None:
+        """Rewrite this leaf's tensors in place, once, when an engine that only streams is built,
+        into the form its streams take (so that it is not held twice). Default: as loaded."""
+        return None
+
 
 @dataclass(frozen=True)
 class Pointwise(Kind):

@@ -246,15 +246,25 @@ class ConvTranspose1dSpec(ConvKind):
         return self.auto_kernel()
 
     def forward(self, x, params):
-        from .conv_torch import conv_transpose1d
+        from .conv_torch import conv_transpose1d, transposed_weight
 
-        return conv_transpose1d(x, params["weight"], params.get("bias"), self)
+        weight = params["weight"] if "weight" in params else transposed_weight(params["polyphase"], self)
+        return conv_transpose1d(x, weight, params.get("bias"), self)
+
+    def store_for_streams(self, params: dict, kernel: str = "auto") -> None:
+        """The polyphase form alone where the streams take it (:func:`.conv_torch.store_polyphase`)."""
+        if (self.auto_kernel() if kernel == "auto" else kernel) == "polyphase":
+            from .conv_torch import store_polyphase
+
+            store_polyphase(params, self)
 
     def streamer(self, params, tail=None, kernel: str = "auto"):
         from .conv_torch import StreamingConvTranspose1d
 
         chosen = self.auto_kernel() if kernel == "auto" else kernel
-        return StreamingConvTranspose1d(self, params["weight"], params.get("bias"), tail, chosen)
+        return StreamingConvTranspose1d(
+            self, params.get("weight"), params.get("bias"), tail, chosen, polyphase=params.get("polyphase")
+        )
 
 
 @register

@@ -142,10 +142,12 @@ class TorchEngine(Engine):
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
         torch_dtype = getattr(torch, dtype)
-        tensors = [
-            {k: as_tensor(v, torch_dtype, target, k in leaf.frames_last_tensors) for k, v in layer.items()}
-            for leaf, layer in zip(leaves(config.layers), params)
-        ]
+        tensors = []
+        for leaf, layer in zip(leaves(config.layers), params):
+            tensors.append(
+                {k: as_tensor(v, torch_dtype, target, k in leaf.frames_last_tensors) for k, v in layer.items()}
+            )
+            leaf.store_for_streams(tensors[-1], kernel)  # the engine only streams: one form of each weight
         return cls(Stack(config.layers, tensors), kernel)
 
     def preferred_chunk(self) -> int:
