@@ -12,8 +12,8 @@ against the whole-utterance output (the missing right context is the error).
 
 Last, where a push's time goes, 1 thread: each top-level layer's milliseconds a push and the
 GFLOP/s its convolutions reach (multiply-adds of the direct convolution, 2 FLOP each), beside the
-float32 matrix-multiply peak and the module's eager forward measured in the same run, and what a
-push must reach to meet a ratio.
+float32 peak (the faster of a matrix product and an in-cache convolution) and the module's eager
+forward measured in the same run, and what a push must reach to meet a ratio.
 
     .venv/bin/python benchmarks/live.py [--model hifigan-v1] [--quick]
 """
@@ -37,7 +37,7 @@ from _common import machine, matmul_peak, median_time, scratch, table  # noqa: E
 from reference_vocoders import AuthorsDecode, checkpoint_of, load_checkpoint, randomise, reference  # noqa: E402
 
 import convt_audio  # noqa: E402
-from convt_audio.core.shapes import flops_of  # noqa: E402
+from convt_audio.core.shapes import flops_of, rate_of  # noqa: E402
 from convt_audio.model.config import load_config  # noqa: E402
 from convt_audio.run.report import summary  # noqa: E402
 
@@ -118,10 +118,8 @@ def breakdown(model, config, mel: np.ndarray, eager_flops: float, sizes: tuple) 
         f"\nwhere a push goes, 1 thread: float32 peak {peak:.0f} GFLOP/s (the faster of a 2048² matrix "
         f"product and an in-cache convolution, this run); the module's eager forward {eager_flops:.0f} GFLOP/s"
     )
-    flops, rate = [], 1
-    for spec in config.layers:
-        flops.append(float(flops_of([spec])) * rate)
-        rate *= spec.rate()
+    # per input frame of the stack: a layer's own FLOPs times the rate of the layers before it
+    flops = [float(flops_of([spec]) * rate_of(config.layers[:index])) for index, spec in enumerate(config.layers)]
     per_size = {size: layer_times(model, mel, size) for size in sizes}
     rows = []
     for index, spec in enumerate(config.layers):
