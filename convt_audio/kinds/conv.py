@@ -238,6 +238,11 @@ class ConvTranspose1dSpec(ConvKind):
         channels per group, stride > 1), else ``conv_transpose1d`` (``transposed``)."""
         return "polyphase" if self.stride > 1 and self.in_channels // self.groups >= 8 else "transposed"
 
+    def streaming_kernel(self, kernel: str = "auto") -> str:
+        """The kernel this layer's streams take under ``kernel`` (``auto``: :meth:`auto_kernel`);
+        the form :meth:`store_for_streams` keeps follows it."""
+        return self.auto_kernel() if kernel == "auto" else kernel
+
     def fan_in(self) -> int:
         # PyTorch's kaiming_uniform_(a=√5) reads fan_in from weight.size(1)·K = (out/groups)·K
         return self.out_channels // self.groups * self.kernel_size
@@ -253,7 +258,7 @@ class ConvTranspose1dSpec(ConvKind):
 
     def store_for_streams(self, params: dict, kernel: str = "auto") -> None:
         """The polyphase form alone where the streams take it (:func:`.conv_torch.store_polyphase`)."""
-        if (self.auto_kernel() if kernel == "auto" else kernel) == "polyphase":
+        if self.streaming_kernel(kernel) == "polyphase":
             from .conv_torch import store_polyphase
 
             store_polyphase(params, self)
@@ -261,9 +266,13 @@ class ConvTranspose1dSpec(ConvKind):
     def streamer(self, params, tail=None, kernel: str = "auto"):
         from .conv_torch import StreamingConvTranspose1d
 
-        chosen = self.auto_kernel() if kernel == "auto" else kernel
         return StreamingConvTranspose1d(
-            self, params.get("weight"), params.get("bias"), tail, chosen, polyphase=params.get("polyphase")
+            self,
+            params.get("weight"),
+            params.get("bias"),
+            tail,
+            self.streaming_kernel(kernel),
+            polyphase=params.get("polyphase"),
         )
 
 
