@@ -249,13 +249,13 @@ class Model:
         already fill the cores there (16 HiFi-GAN V1 inputs of 3-6 s through 4 and 16 slots took
         1.01x and 0.97x a loop of ``model(x)``; docs/benchmarks.md). Give ``slots`` to batch
         anyway. Live input from many sessions pays on the CPU too: :meth:`pool`."""
-        from .model.pool import StreamPool
+        from .model.pool import SLOTS_ON_GPU, StreamPool
 
         for name, value in (("slots", slots), ("block", block)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise UsageError(f"{name}: must be a positive whole number, got {value!r}")
         if slots is None and self.engine.device.startswith("cuda"):
-            slots = 16
+            slots = SLOTS_ON_GPU
         layouts: dict[int, _Layout] = {}
 
         def items() -> Iterator[np.ndarray]:
@@ -512,7 +512,8 @@ def convert(
 
     tune_process()
     allowed = {f.name for f in fields(RunRequest)} - {
-        "inputs", "output", "config", "weights", "rate", "overwrite", "skip_existing", "recursive", "jobs", "to_json", "ray",
+        "inputs", "output", "config", "weights", "rate", "overwrite", "skip_existing", "recursive", "jobs", "slots", "to_json",
+        "ray",
     }  # fmt: skip
     unknown = set(options) - allowed
     if unknown:

@@ -3,6 +3,8 @@ stream's output equals its own whole-signal output whatever the others push, whe
 join, part or end — random stacks and nested blocks, irregular pushes; streams that line up do
 share forwards; and the API's pool and map give what a stream and ``model(x)`` give."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -19,7 +21,7 @@ from convt_audio.core.errors import AudioError, InputTooShortError, UsageError
 from convt_audio.kinds import PADDING_MODES
 from convt_audio.model.config import load_config, parse_config
 from convt_audio.model.engines import TorchEngine
-from convt_audio.model.pool import StreamPool
+from convt_audio.model.pool import SharedPool, StreamPool
 from convt_audio.model.stack import Stack
 
 
@@ -239,6 +241,77 @@ def test_a_bad_code_is_named_by_its_own_streams_frame():
     with pytest.raises(AudioError, match=r"codes row 3, frame 7\b"):
         pool.push({a: rng.integers(0, 1024, (1, rows, 10)).astype(np.float32), c: bad})
     assert a.frames_in == 50 and c.frames_in == 0  # nothing of a's was pushed and lost
+
+
+def _threads(shared: SharedPool, inputs, blocks, bad=None):
+    """Each input streamed by a thread of its own through ``shared`` in its own block sizes,
+    all opened before any pushes; returns each thread's output (or the exception it raised)."""
+    opened = threading.Barrier(len(inputs))
+    results: list = [None] * len(inputs)
+
+    def one(i: int) -> None:
+        stream = shared.open(inputs[i].shape[0])
+        opened.wait()
+        try:
+            parts, at = [], 0
+            for n in blocks[i]:
+                chunk = inputs[i][..., at : at + n]
+                if bad is not None and i == bad[0] and at <= bad[1] < at + n:
+                    chunk = chunk.copy()
+                    chunk[0, 0, bad[1] - at] = 1 << 20  # not a code
+                parts.append(stream.push(chunk))
+                at += n
+            parts.append(stream.flush())
+            results[i] = np.concatenate(parts, axis=-1)
+        except Exception as exc:  # noqa: BLE001 - the test reads it
+            stream.stop()
+            results[i] = exc
+
+    workers = [threading.Thread(target=one, args=(i,)) for i in range(len(inputs))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return results
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**16), count=st.integers(2, 6))
+def test_streams_pushed_from_threads_of_their_own_share_forwards_exactly(seed, count):
+    """The command line's batch: every file's thread pushes its own stream; the pushes that wait
+    together run as one forward, each output equal to its own whole signal."""
+    stack = _melgan()
+    rng = np.random.default_rng(seed)
+    inputs = [rng.standard_normal((int(rng.integers(1, 3)), 80, int(rng.integers(20, 90)))) for _ in range(count)]
+    blocks = []
+    for x in inputs:  # mostly 16 frames, now and then another count, the last what is left
+        sizes, at = [], 0
+        while at < x.shape[-1]:
+            n = 16 if rng.random() < 0.8 else int(rng.integers(1, 20))
+            sizes.append(min(n, x.shape[-1] - at))
+            at += sizes[-1]
+        blocks.append(sizes)
+    shared = SharedPool(TorchEngine(stack), len(inputs), patience=30.0)  # a bound on the wait, never reached here
+    outputs = _threads(shared, inputs, blocks)
+    for x, got in zip(inputs, outputs):
+        np.testing.assert_allclose(got, stack.forward(torch.from_numpy(x)).numpy(), rtol=1e-9, atol=1e-9)
+    assert max(shared.pool.batch_sizes) > 1, shared.pool.batch_sizes  # they did share forwards
+    assert not shared.pool.streams
+
+
+def test_a_refused_push_fails_its_own_thread_and_the_others_finish():
+    config = load_config("encodec-24khz")
+    stack = Stack.initialised(config.layers, seed=0)
+    rows = stack.in_channels
+    rng = np.random.default_rng(3)
+    inputs = [rng.integers(0, 1024, (1, rows, 40)).astype(np.float32) for _ in range(3)]
+    shared = SharedPool(TorchEngine(stack), len(inputs), patience=30.0)
+    got = _threads(shared, inputs, [[10] * 4] * 3, bad=(1, 25))
+    assert isinstance(got[1], AudioError) and "frame 25" in str(got[1])
+    for i in (0, 2):  # the thread that failed left the pool: the others did not wait on it
+        whole = stack.forward(torch.from_numpy(inputs[i])).detach().numpy()
+        assert np.abs(got[i] - whole).max() <= 1e-5 * max(1.0, np.abs(whole).max())
+    assert not shared.pool.streams
 
 
 def test_misuse_is_refused_in_words():

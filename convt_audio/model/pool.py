@@ -16,17 +16,26 @@ its layers are past their start, then joins (continuous batching)::
 
 Only the torch engine's streams share batches (their layers declare what they carry: ``poolable``);
 others run one by one, exactly as well.
+
+:class:`SharedPool` is the same pool for streams pushed from threads of their own (the files of
+a command-line batch, each read and written by its own thread; a server's session handlers):
+each thread's ``push`` waits for the others' and the waiting pushes run as one.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
 from ..core.batching import batch_key, join, modules, part, shifted
 from ..core.errors import UsageError
+
+SLOTS_ON_GPU = 16  # streams batched at once by default on a GPU (Model.map, the command line's batch)
 
 
 class PooledStream:
@@ -93,12 +102,16 @@ class StreamPool:
         self.streams.add(stream)
         return stream
 
-    def push(self, chunks: Mapping[PooledStream, np.ndarray]) -> dict[PooledStream, np.ndarray]:
-        """Each stream's ``[rows, channels, frames]`` block in; each stream's frames now final out."""
+    def check(self, chunks: Mapping[PooledStream, np.ndarray]) -> None:
+        """Raise what :meth:`push` would refuse in ``chunks``, before anything runs."""
         for stream, chunk in chunks.items():
             self._check(stream, chunk)
-        if self._codes is not None:  # every stream's, before any runs: a failed push loses nothing
+        if self._codes is not None:
             self._check_codes(chunks)
+
+    def push(self, chunks: Mapping[PooledStream, np.ndarray]) -> dict[PooledStream, np.ndarray]:
+        """Each stream's ``[rows, channels, frames]`` block in; each stream's frames now final out."""
+        self.check(chunks)  # every stream's, before any runs: a failed push loses nothing
         frames = {stream: chunk.shape[-1] for stream, chunk in chunks.items()}
         for group in {stream.group for stream in chunks}:
             self._keep_uniform(group, frames)
@@ -260,3 +273,116 @@ class StreamPool:
         if y.dtype in (torch.float16, torch.bfloat16):
             y = y.float()
         return y.cpu().numpy()
+
+
+class SharedStream:
+    """One thread's stream of a :class:`SharedPool`: ``push`` / ``flush`` as a stream of the
+    engine's own, and ``stop`` to leave without its remaining frames (a failed file)."""
+
+    def __init__(self, shared: SharedPool, stream: PooledStream):
+        self.shared, self.stream = shared, stream
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        return self.shared._push(self.stream, chunk)
+
+    def flush(self) -> np.ndarray:
+        return self.shared._leave(self.stream, flush=True)
+
+    def stop(self) -> None:
+        if not self.stream.ended:
+            self.shared._leave(self.stream, flush=False)
+
+
+class SharedPool:
+    """A :class:`StreamPool` whose streams are pushed from threads of their own.
+
+    A ``push`` waits until every open stream has a push waiting — or ``patience`` seconds have
+    passed, so that a thread busy reading or writing holds the others up that long at most —
+    and the thread that finds them complete runs them as one :meth:`StreamPool.push` (the
+    pool's batching rules decide which share a forward), while new pushes gather for the next
+    round. A push the pool refuses (a bad code) fails its own thread alone: each is checked
+    before the batch runs. Every stream's frames equal its own stream's, whatever the others do.
+    ``slots`` is what the caller promises to open at most at once (blocks are sized for it)."""
+
+    def __init__(self, engine, slots: int, patience: float = 0.01):
+        self.pool = StreamPool(engine)
+        self.slots = slots  # at most this many streams open at once: their blocks share a forward
+        self.patience = patience
+        self._cond = threading.Condition()
+        self._pending: dict[PooledStream, np.ndarray] = {}
+        self._results: dict[PooledStream, object] = {}  # frames out, or the exception to raise
+        self._busy = False  # a thread is running the pool: pushes, opens and flushes wait
+        self._open = 0
+
+    def open(self, rows: int = 1) -> SharedStream:
+        with self._running():
+            stream = self.pool.open(rows)
+            self._open += 1
+        return SharedStream(self, stream)
+
+    @contextmanager
+    def _running(self):
+        """The pool to this thread alone (the lock itself is not held, so pushes can gather)."""
+        with self._cond:
+            while self._busy:
+                self._cond.wait()
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def _push(self, stream: PooledStream, chunk: np.ndarray) -> np.ndarray:
+        with self._cond:
+            self._pending[stream] = chunk
+            self._cond.notify_all()
+            deadline = time.monotonic() + self.patience
+            while stream not in self._results:
+                left = deadline - time.monotonic()
+                if not self._busy and self._pending and (len(self._pending) >= self._open or left <= 0):
+                    batch, self._pending = self._pending, {}
+                    self._busy = True
+                    self._cond.release()
+                    results: dict = {}
+                    try:
+                        results = self._run(batch)
+                    finally:  # every push of the batch answered, even if this thread is stopped
+                        self._cond.acquire()
+                        unfinished = RuntimeError("the batch this push was in did not finish")
+                        self._results.update({s: results.get(s, unfinished) for s in batch})
+                        self._busy = False
+                        self._cond.notify_all()
+                else:
+                    self._cond.wait(left if left > 0 and not self._busy else None)
+            result = self._results.pop(stream)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _run(self, batch: dict) -> dict:
+        """Each push checked alone (a refused one is its own thread's error), the rest as one."""
+        results: dict = {}
+        good = {}
+        for stream, chunk in batch.items():
+            try:
+                self.pool.check({stream: chunk})
+            except Exception as exc:  # noqa: BLE001 - handed to the thread that pushed it
+                results[stream] = exc
+            else:
+                good[stream] = chunk
+        if good:
+            try:
+                results.update(self.pool.push(good))
+            except Exception as exc:  # noqa: BLE001 - a forward that failed fails every push in it
+                results.update({stream: exc for stream in good})
+        return results
+
+    def _leave(self, stream: PooledStream, flush: bool):
+        with self._running():
+            self._open -= 1
+            if flush:
+                return self.pool.flush(stream)
+            self.pool.close(stream)
+            return None
