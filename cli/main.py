@@ -182,6 +182,7 @@ def run(
     allow_aliasing: bool = opts.ALLOW_ALIASING,
     recursive: bool = opts.RECURSIVE,
     jobs: int = opts.JOBS,
+    slots: Optional[int] = opts.SLOTS,
     ray: Optional[str] = opts.RAY,
     fail_fast: bool = opts.FAIL_FAST,
     as_json: bool = opts.AS_JSON,
@@ -236,6 +237,7 @@ def run(
             raw=None if input_type is None else RawInput(*(getattr(v, "value", v) for v in raw_fields)),
             recursive=recursive,
             jobs=jobs,
+            slots=slots,
             to_json=as_json,
             ray=ray,
         )
@@ -259,7 +261,7 @@ def run(
     with apart:
         shown = _Shown(quiet, as_json, verbose, show_progress, debug)
         cluster = None if ray is None else (ray, prepared.recipe)
-        code = _run_jobs(prepared.runner, prepared.jobs, prepared.options, jobs, fail_fast, shown, cluster)
+        code = _run_jobs(prepared.runner, prepared.jobs, prepared.options, prepared.workers, fail_fast, shown, cluster)
     if output == "-" or as_json:
         try:
             sys.stdout.flush()

@@ -36,6 +36,8 @@ FLAGS = {
     "device": "--device",
     "dtype": "--dtype",
     "ray": "--ray",
+    "jobs": "--jobs",
+    "slots": "--slots",
     "allow_aliasing": "--allow-aliasing",
     "output": "-o",
     "weights": "-w",
@@ -202,6 +204,14 @@ ALLOW_ALIASING = typer.Option(
 RECURSIVE = typer.Option(False, "--recursive", "-R", metavar="", help="Look for audio in subfolders too.")
 
 JOBS = typer.Option(1, "--jobs", "-j", min=1, help="Files processed in parallel (with --ray: workers).")
+
+SLOTS = typer.Option(
+    None,
+    "--slots",
+    min=1,
+    help="Files streamed at once as one batch through the model, a finished file's slot taken by the "
+    "next: one forward a block for all of them. Default 16 on a GPU, 1 (each file alone) on the CPU.",
+)
 
 RAY = typer.Option(
     None,

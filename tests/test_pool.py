@@ -398,3 +398,71 @@ def test_map_gives_model_of_each_array_in_order(melgan_weights):
         list(model.map(mels, slots=0))
     with pytest.raises(UsageError, match=r"arrays\[1\].*empty|empty"):
         list(model.map([mels[0], mels[0][:, :0]], slots=2))
+
+
+def test_the_command_lines_slots_batch_files_and_a_bad_one_fails_alone(tmp_path, melgan_weights):
+    """``run --slots 3``: the files' blocks share forwards; each output equals the one ``--slots
+    1`` writes (to float rounding), a file that fails before or midway fails alone with one line
+    and leaves nothing, and the others are not held up by it."""
+    import soundfile as sf
+    from clitools import cli, error_lines
+
+    rng = np.random.default_rng(5)
+    (tmp_path / "mel").mkdir()
+    names = []
+    for i, frames in enumerate((150, 95, 260, 70, 181)):
+        names.append(f"{i}.npy")
+        np.save(tmp_path / "mel" / names[-1], (rng.standard_normal((80, frames)) - 5).astype(np.float32))
+    nan = (rng.standard_normal((80, 300)) - 5).astype(np.float32)
+    nan[7, 200] = np.nan  # midway: its first blocks have run in shared forwards
+    np.save(tmp_path / "mel" / "midway.npy", nan)
+    np.save(tmp_path / "mel" / "bands.npy", np.zeros((40, 90), dtype=np.float32))  # refused at once
+    outs = {}
+    for slots in (1, 3):
+        done = cli("run", tmp_path / "mel", "-o", tmp_path / f"s{slots}", "-c", "melgan", "-w", melgan_weights,
+                   "--slots", slots, "-q", "--threads", 1)  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        lines = error_lines(done.stderr)
+        assert len(lines) == 2 and any("midway.npy" in line and "non-finite sample" in line for line in lines), lines
+        assert any("bands.npy" in line for line in lines), lines
+        assert sorted(p.name for p in (tmp_path / f"s{slots}").iterdir()) == sorted(n[:-4] + ".wav" for n in names)
+        outs[slots] = {n: sf.read(tmp_path / f"s{slots}" / (n[:-4] + ".wav"), dtype="float32")[0] for n in names}
+    for name in names:
+        assert outs[3][name].shape == outs[1][name].shape
+        assert np.abs(outs[3][name] - outs[1][name]).max() <= 1e-6, name
+    clash = cli(
+        "run", tmp_path / "mel", "-o", tmp_path / "x", "-c", "melgan", "-w", melgan_weights, "--slots", 2, "-j", 2
+    )
+    assert clash.returncode == 2 and not (tmp_path / "x").exists()
+    assert "--slots 2 batches files through the one model of this process, --jobs 2" in clash.stderr.decode()
+
+
+def test_a_slots_batch_shares_forwards_and_writes_what_each_file_alone_does(tmp_path, melgan_weights):
+    """The library's batch (what the command line calls) with ``slots=4``: the files' blocks did
+    run as shared forwards, and each output equals ``model(x)`` of its file to float rounding."""
+    import soundfile as sf
+
+    from convt_audio.run.batch import run_batch
+    from convt_audio.run.prepare import RunRequest, prepare_run
+
+    rng = np.random.default_rng(6)
+    (tmp_path / "mel").mkdir()
+    mels = [(rng.standard_normal((80, n)) - 5).astype(np.float32) for n in (400, 333, 512, 290, 377, 420)]
+    for i, mel in enumerate(mels):
+        np.save(tmp_path / "mel" / f"{i}.npy", mel)
+    request = RunRequest(
+        inputs=(str(tmp_path / "mel"),), output=str(tmp_path / "out"), config="melgan", weights=melgan_weights,
+        slots=4, threads=1,
+    )  # fmt: skip
+    prepared = prepare_run(request)
+    assert prepared.workers == 4 and prepared.runner.slots == 4
+    result = run_batch(prepared.runner, prepared.jobs, prepared.options, prepared.workers)
+    assert (result.written, result.failed) == (6, 0)
+    (shared,) = prepared.runner._shared.values()
+    assert max(shared.pool.batch_sizes) >= 2, shared.pool.batch_sizes
+    model = convt_audio.load("melgan", melgan_weights, threads=1)
+    for i, mel in enumerate(mels):
+        got = sf.read(tmp_path / "out" / f"{i}.wav", dtype="float32")[0]
+        want = model(mel)[0]
+        assert got.shape == want.shape and np.abs(got - want).max() <= 1e-6
+    assert prepare_run(RunRequest(inputs=(str(tmp_path / "mel"),), output=str(tmp_path / "o2"))).runner.slots == 1

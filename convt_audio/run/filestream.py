@@ -286,7 +286,17 @@ def process_file(
                     raise type(exc)(f"{job.source}: {exc.args[0]}") from None
                 copy = config.source == COPY_SOURCE  # equal rates: the samples as they are, never dithered
                 written = _write(
-                    engine, source, dest, out_rate, per_channel, options, cancel, progress, job.token, copy
+                    engine,
+                    source,
+                    dest,
+                    out_rate,
+                    per_channel,
+                    options,
+                    cancel,
+                    progress,
+                    job.token,
+                    copy,
+                    runner.shared_pool(engine),
                 )
         except AudioError as exc:
             exc.output = str(dest)
@@ -355,10 +365,12 @@ def _write(
     progress,
     token: str | None = None,
     copy: bool = False,
+    shared=None,
 ) -> dict:
     """Stream ``source`` through ``engine`` into a temporary file renamed onto ``dest`` (or to
     standard output when ``dest`` is ``-``); ``copy``: the engine computes nothing (equal rates),
-    so a PCM output is not dithered."""
+    so a PCM output is not dithered; ``shared``: the batch's
+    :class:`~convt_audio.model.pool.SharedPool`, whose forwards this file's blocks join."""
     to_stdout = str(dest) == STDIO
     if to_stdout:
         container = options.container or "wav"
@@ -372,21 +384,26 @@ def _write(
     subtype = choose_subtype(fmt, options.subtype, source.subtype, where)
     out_channels = engine.out_channels * (source.channels if per_channel else 1)
     read_dtype = "float64" if engine.dtype == np.float64 else "float32"
-    chunk = fit_chunk(engine, options.chunk, source.channels if per_channel else 1)
+    tail_frames = engine.leading_circular_frames()
+    if tail_frames:  # a leading circular layer: the file's own stream, seeded with its end
+        shared = None
+    # a block's buffers hold every file of a shared forward: the automatic block fits them all
+    chunk = fit_chunk(engine, options.chunk, (source.channels if per_channel else 1) * (shared.slots if shared else 1))
     if not to_stdout:
         _check_space(dest, fmt, subtype, source, engine, out_channels)
 
-    tail_frames = engine.leading_circular_frames()
     tail = None
     if tail_frames:
         tail_block = source.tail(tail_frames, read_dtype)
         check_finite(tail_block, source.frames - tail_block.shape[-1], source.path, options.non_finite)
         tail = _shaped(tail_block, per_channel)
     batch = source.channels if per_channel else 1
-    split = None if tail is not None else split_plan(engine, source.frames, batch, chunk, memory_budget())
+    split = None if tail is not None or shared else split_plan(engine, source.frames, batch, chunk, memory_budget())
     if split and options.chunk is None:
         chunk = part_block(engine, chunk)
-    run = _Pass(engine, source, chunk, read_dtype, per_channel, tail, out_channels, options, cancel, progress, split)
+    run = _Pass(
+        engine, source, chunk, read_dtype, per_channel, tail, out_channels, options, cancel, progress, split, shared
+    )
     gain, clip = 1.0, options.clip
     if clip == "rescale":
         clip = "clamp"
@@ -509,6 +526,7 @@ class _Pass:
     cancel: threading.Event | None
     progress: Callable[[int, int | None, float], None] | None
     split: tuple | None = None  # (boundary, context, threads each): two halves at once (model.split)
+    shared: object = None  # the batch's SharedPool: this file's blocks join its forwards
 
 
 def _stream_into(sink, run: _Pass) -> dict:
@@ -516,7 +534,12 @@ def _stream_into(sink, run: _Pass) -> dict:
     engine, source, cancel, progress, out_channels = run.engine, run.source, run.cancel, run.progress, run.out_channels
     batch = source.channels if run.per_channel else 1
     plan = run.split
-    stream = SplitStream(engine, batch, *plan) if plan else engine.open_stream(batch, run.tail)
+    if plan:
+        stream = SplitStream(engine, batch, *plan)
+    elif run.shared is not None:
+        stream = run.shared.open(batch)
+    else:
+        stream = engine.open_stream(batch, run.tail)
     stop = threading.Event()
     overlap = _overlaps(engine, source, sink)
     writer = _Writer(sink) if overlap else _InlineWriter(sink)
@@ -541,7 +564,7 @@ def _stream_into(sink, run: _Pass) -> dict:
         writer.put(tail_out.reshape(out_channels, -1))
     except BaseException:
         stop.set()
-        if plan:
+        if plan or run.shared is not None:  # its threads stopped, or its place in the batch given up
             stream.stop()
         writer.abandon()
         with suppress(AudioError):

@@ -57,6 +57,7 @@ class RunRequest:
     raw: RawInput | None = None
     recursive: bool = False
     jobs: int = 1
+    slots: int | None = None  # files streamed at once as one batch (--slots); None: 16 on a GPU, else 1
     to_json: bool = False
     ray: str | None = None
 
@@ -71,6 +72,7 @@ class PreparedRun:
     jobs: list[Job]
     options: RunOptions
     warnings: list[str] = field(default_factory=list)
+    workers: int = 1  # files in flight here: --jobs, or --slots (each file's reading and writing a thread)
 
 
 def _container(container: str | None, output) -> str | None:
@@ -141,6 +143,12 @@ def prepare_run(request: RunRequest, started: float | None = None) -> PreparedRu
             f"{option('ray')} and {option('output', '-')}: the cluster's workers write files, not this standard "
             f"output; name an output file or folder"
         )
+    if request.slots is not None and request.slots > 1 and (request.ray is not None or request.jobs > 1):
+        given = option("ray") if request.ray is not None else option("jobs", request.jobs)
+        raise UsageError(
+            f"{option('slots', request.slots)} batches files through the one model of this process, "
+            f"{given} runs them on models of their own; give one of the two"
+        )
     jobs = plan_jobs(request.inputs, request.output, request.recursive, container)
     # torch's threads are shared by the files run here at once (a cluster worker has its own),
     # out of the CPUs this process may use (taskset, cpusets), not the machine's count
@@ -193,4 +201,18 @@ def prepare_run(request: RunRequest, started: float | None = None) -> PreparedRu
     stale = clean_stale_parts(jobs, started)
     if stale:
         warnings.append(f"removed {len(stale)} temporary file(s) left by runs that died, e.g. {stale[0]}")
-    return PreparedRun(runner, recipe, jobs, options, warnings)
+    runner.slots = min(_slots(request, runner), max(1, len(jobs)))
+    workers = request.jobs if runner.slots == 1 or request.ray is not None else runner.slots
+    return PreparedRun(runner, recipe, jobs, options, warnings, workers)
+
+
+def _slots(request: RunRequest, runner: Runner) -> int:
+    """Files streamed at once as one batch: ``--slots``, else 16 on a GPU for a local batch of
+    one file at a time (each forward launches every kernel whatever its batch), else 1: on the
+    CPU whole files already fill the cores (docs/benchmarks.md)."""
+    from ..model.pool import SLOTS_ON_GPU
+
+    if request.slots is not None:
+        return request.slots
+    device = str(getattr(runner.engine, "device", "cpu"))
+    return SLOTS_ON_GPU if device.startswith("cuda") and request.jobs == 1 and request.ray is None else 1

@@ -97,6 +97,20 @@ class Runner:
         self.upsample_only = upsample_only  # the default target (no config, no rate): inputs below it only
         self._by_ratio: dict = {}  # (config, engine) by ratio (no config) or by the config's output rate
         self._lock = threading.Lock()
+        self.slots = 1  # files streamed at once as one batch (--slots): the threads of a local batch
+        self._shared: dict = {}  # id(engine) -> the SharedPool its files share
+
+    def shared_pool(self, engine):
+        """The :class:`~convt_audio.model.pool.SharedPool` the batch's files share on ``engine``
+        (``slots`` above 1 and a torch stack), else None: each file streams on its own."""
+        if self.slots <= 1 or getattr(engine, "stack", None) is None:
+            return None
+        from ..model.pool import SharedPool
+
+        with self._lock:
+            if id(engine) not in self._shared:
+                self._shared[id(engine)] = SharedPool(engine, self.slots)
+            return self._shared[id(engine)]
 
     def output_rate(self, input_rate) -> int:
         if self.config is None:
