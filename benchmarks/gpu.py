@@ -10,9 +10,14 @@ Prints, in one run:
    PyTorch's default TF32 convolutions for reference;
 2. whole processes: ``convt-audio run --device cuda`` (start-up, reading and writing included)
    against a plain script that loads the module, runs it on the whole input (exact float32) and
-   writes the WAV.
+   writes the WAV;
+3. a batch of many short files (``--files``, default 1000 mel files of 5 s, HiFi-GAN V1):
+   ``convt-audio run DIR --device cuda`` (its files streamed 16 at a time as one batch, the
+   default on a GPU) and ``--slots 1`` (one file at a time), against a plain script looping the
+   module over the files; whole processes, one run each, outputs compared.
 
-Usage: python benchmarks/gpu.py [--device cuda] [--seconds 60] [--models learned,hifigan-v1] [--quick]
+Usage: python benchmarks/gpu.py [--device cuda] [--seconds 60] [--models learned,hifigan-v1]
+       [--files 1000] [--quick]
 (``--device cpu --quick`` checks the script itself on a machine without CUDA.)
 """
 
@@ -80,6 +85,23 @@ def exact_float32() -> None:
     """No TF32 in convolutions or matmuls: float32 as on the CPU, as convt-audio runs it."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+
+
+LOOP = """
+import pathlib, sys, warnings, numpy as np, soundfile as sf, torch
+sys.path.insert(0, sys.argv[4])
+sys.path.insert(0, sys.argv[5])
+warnings.simplefilter("ignore")
+from gpu import exact_float32, plain_module
+exact_float32()
+module, rate = plain_module(sys.argv[6], sys.argv[3], sys.argv[7])
+out = pathlib.Path(sys.argv[2])
+out.mkdir(exist_ok=True)
+with torch.inference_mode():
+    for path in sorted(pathlib.Path(sys.argv[1]).glob("*.npy")):
+        y = module(torch.from_numpy(np.load(path)).to(sys.argv[7])[None])[0].float().cpu()
+        sf.write(str(out / (path.stem + ".wav")), y.numpy().T, rate, subtype="FLOAT")
+"""
 
 
 def synced(device: str):
@@ -224,14 +246,70 @@ def whole_processes(model: str, config, weights, x, audio_s, device, work: Path,
     print(f"float32 outputs equal: {delta <= 1e-4} (max |Δ| {delta:.2e})")
 
 
+def many_files(model: str, weights, device: str, work: Path, files: int, seconds: float) -> None:
+    """``files`` mel files of ``seconds`` each: the plain loop against ``convt-audio run DIR``."""
+    import shutil
+
+    import soundfile as sf
+
+    folder = work / "files"
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(1)
+    frames = int(np.ceil(seconds * 22050 / 256))
+    bands = np.arange(80, dtype=np.float32)[:, None]
+    for i in range(files):
+        t = np.arange(frames, dtype=np.float32) + 97 * i
+        mel = -6 + 3 * np.sin(t / 17 + bands / 9) * np.cos(bands / 23) + 0.5 * rng.standard_normal((80, frames))
+        np.save(folder / f"{i:05d}.npy", mel.astype(np.float32))
+    (work / "loop.py").write_text(LOOP)
+    audio_s = files * frames * 256 / 22050
+    plain = [sys.executable, str(work / "loop.py"), str(folder), str(work / "out-plain"), str(weights)]
+    plain += [str(HERE.parent / "tests"), str(HERE), model, device]
+    ours = [convt_audio(), "run", str(folder), "-c", model, "-w", str(weights), "--device", device]
+    ours += ["--subtype", "FLOAT", "-q", "-o"]
+    batched = "convt-audio run DIR --slots 16 (" + (
+        "the default on a GPU)" if device.startswith("cuda") else "not the CPU's)"
+    )
+    runs = [
+        ("plain script: the module over each file in turn", plain, "out-plain"),
+        (batched, [*ours, str(work / "out-slots"), "--slots", "16"], "out-slots"),
+        (
+            "convt-audio run DIR --slots 1 (one file at a time)",
+            [*ours, str(work / "out-one"), "--slots", "1"],
+            "out-one",
+        ),
+    ]
+    rows, first = [], None
+    for label, command, out in runs:
+        shutil.rmtree(work / out, ignore_errors=True)
+        wall, rss = median_process(command, 1)
+        first = first or wall
+        assert len(list((work / out).glob("*.wav"))) == files, f"{label}: not every file was written"
+        rows.append([label, f"{wall:.2f}", f"{wall / audio_s:.5f}", f"{first / wall:.2f}", rss // 1024])
+    worst, step = 0.0, max(1, files // 50)
+    for i in range(0, files, step):
+        a = sf.read(str(work / "out-plain" / f"{i:05d}.wav"), dtype="float32")[0]
+        for out in ("out-slots", "out-one"):
+            b = sf.read(str(work / out / f"{i:05d}.wav"), dtype="float32")[0]
+            worst = max(worst, float(np.abs(a - b).max()) if a.shape == b.shape else float("inf"))
+    print(
+        f"\n{model}: {files} files of {seconds:g} s ({audio_s:.0f} s of audio), whole processes on {device}, one run each"
+    )
+    print(table(rows, ["process", "seconds", "RTF", "× faster than the loop", "peak RSS MB"]))
+    print(f"max |Δ| against the loop, {'every file' if step == 1 else f'every {step}th file'}: {worst:.2e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--models", default="learned,hifigan-v1", help="comma-separated: learned, hifigan-v1")
-    parser.add_argument("--quick", action="store_true", help="2 s, 2 repeats: checks the script")
+    parser.add_argument("--files", type=int, default=1000, help="short files of the batch part (0: none)")
+    parser.add_argument("--file-seconds", type=float, default=5.0)
+    parser.add_argument("--quick", action="store_true", help="2 s, 2 repeats, 12 files: checks the script")
     args = parser.parse_args()
     seconds, repeats = (2.0, 2) if args.quick else (args.seconds, 5)
+    files = min(args.files, 12) if args.quick else args.files
     work = scratch("convt-gpu-")
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     print(f"device: {args.device} ({name}), torch {torch.__version__}, CUDA {torch.version.cuda}")
@@ -240,6 +318,8 @@ def main() -> None:
         config, weights, x, audio_s = prepare(model, work, seconds)
         in_process(model, config, weights, x, audio_s, args.device, dtypes, repeats)
         whole_processes(model, config, weights, x, audio_s, args.device, work, min(repeats, 3))
+        if model != "learned" and files:
+            many_files(model, weights, args.device, work, files, args.file_seconds)
 
 
 if __name__ == "__main__":
