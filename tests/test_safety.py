@@ -578,3 +578,34 @@ def test_spectrogram_reads_db_re_full_scale_with_the_same_window_in_seconds():
         assert abs(db[np.argmin(abs(freqs - 1000)), len(times) // 2]) < 0.1  # a full-scale sine: 0 dB
         assert 1.0 - 0.005 <= times[-1] <= 1.0  # frames centred on the signal, to its end
     assert (spectrogram_dbfs(np.zeros(1000), 8000)[2] == SPECTROGRAM_FLOOR_DB).all()
+
+
+def test_the_automatic_block_on_a_gpu_fits_its_free_memory(monkeypatch):
+    """On CUDA a block's buffers live on the device: the automatic block shrinks to a quarter
+    of its free memory (plus what torch's allocator holds unused) where that is below the host
+    budget, and a block given by hand that cannot fit it is refused naming the device."""
+    import torch
+
+    from convt_audio.core.errors import AudioError
+    from convt_audio.run.runner import fit_chunk
+
+    class OnGpu:  # what fit_chunk reads of an engine
+        torch_device = torch.device("cuda:0")
+
+        def preferred_chunk(self):
+            return 4096
+
+        def min_input_frames(self):
+            return 1
+
+        def block_bytes(self, frames, batch):
+            return frames * batch * 1000, "layers[3] (conv1d)", frames * batch * 600
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (3_000_000, 80 << 30))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 1_500_000)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 500_000)
+    assert fit_chunk(OnGpu(), None, 1, budget=1 << 40) == 512  # 4 MB free in all: 512 × 1000 ≤ 1 MB
+    assert fit_chunk(OnGpu(), None, 16, budget=1 << 40) == 32  # sixteen files' rows in one block
+    assert fit_chunk(OnGpu(), None, 1, budget=1 << 20) == 256  # the host budget where it is less
+    with pytest.raises(AudioError, match=r"over the 4 MB free on cuda:0; use a smaller --chunk"):
+        fit_chunk(OnGpu(), 8192, 1, budget=1 << 40)

@@ -50,11 +50,28 @@ class RunOptions:
                 raise UsageError(f"{option(name)}: {getattr(self, name)!r} is not one of {[a for a in allowed if a]}")
 
 
+def device_free_bytes(engine) -> int | None:
+    """What a block may still take on ``engine``'s CUDA device: its free memory plus what
+    torch's allocator holds unused (freed blocks it keeps for reuse); None off CUDA."""
+    device = getattr(engine, "torch_device", None)
+    if device is None or device.type != "cuda":
+        return None
+    import torch
+
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+
+
 def fit_chunk(engine, chunk: int | None, batch: int, budget: int | None = None) -> int:
     """The input frames per block: ``chunk`` (the user's) or the engine's preferred size, shrunk
-    (when automatic) until the block's buffers fit a quarter of the memory budget; a block that
-    cannot fit the budget even at its smallest is refused, naming the layer and the bytes."""
+    (when automatic) until the block's buffers fit a quarter of the memory budget — on a CUDA
+    device, of its free memory where that is less; a block that cannot fit the budget even at
+    its smallest is refused, naming the layer and the bytes."""
     budget = memory_budget() if budget is None else budget
+    bound = f"the memory budget of {size_text(budget)} (${MEMORY_ENV} sets it)"
+    free = device_free_bytes(engine)
+    if free is not None and free < budget:  # a block's buffers live on the device
+        budget, bound = free, f"the {size_text(free)} free on {engine.torch_device}"
     size = chunk or engine.preferred_chunk()
     smallest = max(1, engine.min_input_frames())
     if chunk is None:
@@ -65,8 +82,7 @@ def fit_chunk(engine, chunk: int | None, batch: int, budget: int | None = None) 
         advice = f"a smaller --chunk (it is {size})" if chunk is not None else "a stack with smaller strides"
         raise AudioError(
             f"{where} would hold {most:,} bytes ({size_text(most)}; all layers {size_text(total)}) for one "
-            f"block of {size} input frame(s) × {batch}, over the memory budget of {size_text(budget)} "
-            f"(${MEMORY_ENV} sets it); use {advice}"
+            f"block of {size} input frame(s) × {batch}, over {bound}; use {advice}"
         )
     return size
 
