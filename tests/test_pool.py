@@ -284,10 +284,10 @@ def test_streams_pushed_from_threads_of_their_own_share_forwards_exactly(seed, c
     rng = np.random.default_rng(seed)
     inputs = [rng.standard_normal((int(rng.integers(1, 3)), 80, int(rng.integers(20, 90)))) for _ in range(count)]
     blocks = []
-    for x in inputs:  # mostly 16 frames, now and then another count, the last what is left
+    for x in inputs:  # 16 frames first, then mostly 16, now and then another count, the last what is left
         sizes, at = [], 0
         while at < x.shape[-1]:
-            n = 16 if rng.random() < 0.8 else int(rng.integers(1, 20))
+            n = 16 if not sizes or rng.random() < 0.8 else int(rng.integers(1, 20))
             sizes.append(min(n, x.shape[-1] - at))
             at += sizes[-1]
         blocks.append(sizes)
@@ -295,7 +295,8 @@ def test_streams_pushed_from_threads_of_their_own_share_forwards_exactly(seed, c
     outputs = _threads(shared, inputs, blocks)
     for x, got in zip(inputs, outputs):
         np.testing.assert_allclose(got, stack.forward(torch.from_numpy(x)).numpy(), rtol=1e-9, atol=1e-9)
-    assert max(shared.pool.batch_sizes) > 1, shared.pool.batch_sizes  # they did share forwards
+    # opened together, their first pushes (16 frames each) all wait for one another: one forward
+    assert shared.pool.batch_sizes[count] >= 1, shared.pool.batch_sizes
     assert not shared.pool.streams
 
 

@@ -380,8 +380,10 @@ class SharedPool:
         return results
 
     def _leave(self, stream: PooledStream, flush: bool):
-        with self._running():
+        with self._cond:  # no one waits for this stream's pushes while it waits to leave
             self._open -= 1
+            self._cond.notify_all()
+        with self._running():
             if flush:
                 return self.pool.flush(stream)
             self.pool.close(stream)
