@@ -233,11 +233,18 @@ class Model:
         the frames joined equal ``model(x)`` whatever the chunk sizes."""
         return Stream(self)
 
-    def pool(self) -> Pool:
+    def pool(self, *, wait: float | None = None) -> Pool:
         """Many live streams (a server's sessions) whose pushes run as one batch where they line
         up: ``pool.push({a: chunk_a, b: chunk_b})``. Each stream's frames equal its own
-        :meth:`stream`'s, whatever the others do."""
-        return Pool(self)
+        :meth:`stream`'s, whatever the others do.
+
+        With ``wait`` (seconds), each stream is pushed from a thread of its own instead (a
+        server's session handlers): ``a.push(chunk)`` waits until every open stream of the pool
+        has a push waiting, or ``wait`` seconds have passed, and the pushes waiting then run as
+        one batch."""
+        if wait is not None and (isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait >= 0):
+            raise UsageError(f"wait: must be a number of seconds, 0 or more, got {wait!r}")
+        return Pool(self, wait)
 
     def map(self, arrays: Iterable, *, slots: int | None = None, block: int | None = None) -> Iterator:
         """``model(x)`` for each array, in order, ``slots`` of them streamed at once as one batch
@@ -379,19 +386,23 @@ class Pool:
     their first pushes, share one forward; one that pushes another size runs on its own for that
     push. Chunks are laid out as :meth:`Stream.push` takes them."""
 
-    def __init__(self, model: Model):
-        from .model.pool import StreamPool
+    def __init__(self, model: Model, wait: float | None = None):
+        from .model.pool import SharedPool, StreamPool
 
         self.model = model
-        self._pool = StreamPool(model.engine)
+        self._shared = None if wait is None else SharedPool(model.engine, patience=float(wait))
+        self._pool = StreamPool(model.engine) if wait is None else self._shared.pool
 
     def open(self) -> PoolStream:
-        """A new stream (its layout set by its first chunk)."""
+        """A new stream (its layout set by its first chunk). In a pool with ``wait``, it counts
+        as open at once: the others' pushes wait for its pushes until it is flushed or closed."""
         return PoolStream(self)
 
     def push(self, chunks: Mapping[PoolStream, object]) -> dict:
         """Each stream's chunk in, as one batch where the streams line up; each stream's frames
         now final out (as its chunk was given: NumPy or torch, integer type kept)."""
+        if self._shared is not None:
+            raise UsageError("push: this pool's streams push from threads of their own (wait=): stream.push(chunk)")
         engine_chunks, layouts = {}, {}
         for stream, chunk in chunks.items():
             if not isinstance(stream, PoolStream) or stream.pool is not self:
@@ -413,6 +424,7 @@ class PoolStream:
     def __init__(self, pool: Pool):
         self.pool = pool
         self._inner = None
+        self._shared = None if pool._shared is None else pool._shared.open(None)  # a SharedStream
         self._layout: _Layout | None = None
         self._flushed = False
 
@@ -423,8 +435,9 @@ class PoolStream:
         model = self.pool.model
         array, given = model._given(chunk, "chunk")
         batched, per_channel = model._batched(array)
-        if self._inner is None:
-            self._inner = self.pool._pool.open(batched.shape[0])
+        if self._layout is None:
+            if self._shared is None:
+                self._inner = self.pool._pool.open(batched.shape[0])
             self._layout = _Layout(array.shape[:-1], per_channel, given)
         self._layout.check(array)
         return self._inner, batched
@@ -433,20 +446,29 @@ class PoolStream:
         return self._layout.give_back(self.pool.model, y)
 
     def push(self, chunk) -> np.ndarray:
-        return self.pool.push({self: chunk})[self]
+        """This stream's chunk alone, or — in a pool with ``wait`` — with the pushes of the
+        others' threads waiting at the time."""
+        if self._shared is None:
+            return self.pool.push({self: chunk})[self]
+        _, block = self._engine_block(chunk)
+        return self._given_back(self._shared.push(block))
 
     def flush(self) -> np.ndarray:
         """The rest of the output; the stream leaves the pool."""
-        if self._inner is None:
+        if self._layout is None:
             raise UsageError("flush: nothing was pushed")
         if self._flushed:
             raise UsageError("flush: the stream was flushed already; open a new one")
         self._flushed = True
+        if self._shared is not None:
+            return self._given_back(self._shared.flush())
         return self._given_back(self.pool._pool.flush(self._inner))
 
     def close(self) -> None:
         """Leave the pool without the last frames (a session dropped); its state is freed."""
-        if self._inner is not None and not self._flushed:
+        if self._shared is not None:
+            self._shared.stop()
+        elif self._inner is not None and not self._flushed:
             self.pool._pool.close(self._inner)
         self._flushed = True
 

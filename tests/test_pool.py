@@ -372,6 +372,45 @@ def test_the_api_pool_gives_what_each_stream_gives(melgan_weights):
     )
 
 
+def test_the_api_pool_with_wait_serves_sessions_on_threads_of_their_own(melgan_weights):
+    """``model.pool(wait=...)``: each session's thread pushes its own stream; their pushes run
+    as one batch, each session's frames equal ``model(x)``; a session closed midway stops
+    counting, and the pool refuses the mapping push and a bad wait in words."""
+    model = convt_audio.load("melgan", melgan_weights, threads=1)
+    rng = np.random.default_rng(4)
+    mels = [rng.standard_normal((80, n)).astype(np.float32) for n in (90, 120, 75, 140)]
+    pool = model.pool(wait=30.0)  # a bound on the wait, never reached here
+    sessions = [pool.open() for _ in mels]  # open before any pushes: the first ones wait for all
+    dropped = pool.open()  # a session that pushes twice, then is dropped
+    outs: list = [None] * len(mels)
+
+    def serve(k: int) -> None:
+        parts = [sessions[k].push(mels[k][:, i : i + 8]) for i in range(0, mels[k].shape[1], 8)]
+        outs[k] = np.concatenate([*parts, sessions[k].flush()], -1)
+
+    def drop() -> None:
+        for i in range(2):
+            dropped.push(mels[0][:, 8 * i : 8 * i + 8])
+        dropped.close()
+
+    workers = [threading.Thread(target=serve, args=(k,)) for k in range(len(mels))]
+    workers.append(threading.Thread(target=drop))
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    for m, got in zip(mels, outs):
+        want = model(m)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=2e-6)
+    assert pool._pool.batch_sizes[len(mels) + 1] >= 1, pool._pool.batch_sizes  # the first pushes, as one
+    assert len(pool) == 0
+    with pytest.raises(UsageError, match=r"threads of their own \(wait=\): stream.push\(chunk\)"):
+        pool.push({pool.open(): mels[0][:, :8]})
+    with pytest.raises(UsageError, match="wait: must be a number of seconds"):
+        model.pool(wait=-1)
+
+
 def test_the_api_pool_keeps_integer_types_and_channel_layout(melgan_weights):
     model = convt_audio.load("melgan", melgan_weights, threads=1)
     rng = np.random.default_rng(3)

@@ -277,20 +277,35 @@ class StreamPool:
 
 class SharedStream:
     """One thread's stream of a :class:`SharedPool`: ``push`` / ``flush`` as a stream of the
-    engine's own, and ``stop`` to leave without its remaining frames (a failed file)."""
+    engine's own, and ``stop`` to leave without its remaining frames (a failed file, a dropped
+    session). Its rows are set when it opens, or by its first push."""
 
-    def __init__(self, shared: SharedPool, stream: PooledStream):
-        self.shared, self.stream = shared, stream
+    def __init__(self, shared: SharedPool, rows: int | None):
+        self.shared = shared
+        self.stream: PooledStream | None = None if rows is None else shared._open_rows(rows)
+        self.left = False
 
     def push(self, chunk: np.ndarray) -> np.ndarray:
+        if self.left:
+            raise UsageError("push: the stream was flushed or closed already; open a new one")
+        if self.stream is None:
+            self.stream = self.shared._open_rows(chunk.shape[0])
         return self.shared._push(self.stream, chunk)
 
     def flush(self) -> np.ndarray:
-        return self.shared._leave(self.stream, flush=True)
+        if self.stream is None:
+            raise UsageError("flush: nothing was pushed")
+        return self._leave(flush=True)
 
     def stop(self) -> None:
-        if not self.stream.ended:
-            self.shared._leave(self.stream, flush=False)
+        if not self.left:
+            self._leave(flush=False)
+
+    def _leave(self, flush: bool):
+        if self.left:
+            raise UsageError("the stream was flushed or closed already; open a new one")
+        self.left = True
+        return self.shared._leave(self.stream, flush)
 
 
 class SharedPool:
@@ -304,7 +319,7 @@ class SharedPool:
     before the batch runs. Every stream's frames equal its own stream's, whatever the others do.
     ``slots`` is what the caller promises to open at most at once (blocks are sized for it)."""
 
-    def __init__(self, engine, slots: int, patience: float = 0.01):
+    def __init__(self, engine, slots: int = 1, patience: float = 0.01):
         self.pool = StreamPool(engine)
         self.slots = slots  # at most this many streams open at once: their blocks share a forward
         self.patience = patience
@@ -314,11 +329,16 @@ class SharedPool:
         self._busy = False  # a thread is running the pool: pushes, opens and flushes wait
         self._open = 0
 
-    def open(self, rows: int = 1) -> SharedStream:
-        with self._running():
-            stream = self.pool.open(rows)
+    def open(self, rows: int | None = 1) -> SharedStream:
+        """A stream of ``rows`` batch rows (None: its first push's). It counts as open at once:
+        from now on the others' pushes wait for its pushes too."""
+        with self._cond:
             self._open += 1
-        return SharedStream(self, stream)
+        return SharedStream(self, rows)
+
+    def _open_rows(self, rows: int) -> PooledStream:
+        with self._running():
+            return self.pool.open(rows)
 
     @contextmanager
     def _running(self):
@@ -379,10 +399,12 @@ class SharedPool:
                 results.update({stream: exc for stream in good})
         return results
 
-    def _leave(self, stream: PooledStream, flush: bool):
+    def _leave(self, stream: PooledStream | None, flush: bool):
         with self._cond:  # no one waits for this stream's pushes while it waits to leave
             self._open -= 1
             self._cond.notify_all()
+        if stream is None or stream.ended:
+            return None
         with self._running():
             if flush:
                 return self.pool.flush(stream)
