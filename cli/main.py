@@ -243,7 +243,7 @@ def run(
         )
         prepared = prepare_run(request, started)
         for line in prepared.warnings:
-            _warn(line, quiet)
+            _warn(render(line, FLAGS), quiet)
         if ray is not None:
             from convt_audio.run.cluster import check_address, check_writable, connect
 

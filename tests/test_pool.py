@@ -506,3 +506,14 @@ def test_a_slots_batch_shares_forwards_and_writes_what_each_file_alone_does(tmp_
         want = model(mel)[0]
         assert got.shape == want.shape and np.abs(got - want).max() <= 1e-6
     assert prepare_run(RunRequest(inputs=(str(tmp_path / "mel"),), output=str(tmp_path / "o2"))).runner.slots == 1
+
+
+def test_slots_where_nothing_can_share_a_forward_are_told_and_run_each_file_alone(tmp_path):
+    from clitools import cli, tone
+
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        tone(tmp_path / "in" / f"{i}.wav", seconds=0.5)
+    done = cli("run", tmp_path / "in", "-o", tmp_path / "out", "-r", 48000, "--slots", 3)
+    assert done.returncode == 0 and len(list((tmp_path / "out").iterdir())) == 3
+    assert "--slots 3: only a config's own torch stack batches files" in done.stderr.decode()

@@ -202,6 +202,13 @@ def prepare_run(request: RunRequest, started: float | None = None) -> PreparedRu
     if stale:
         warnings.append(f"removed {len(stale)} temporary file(s) left by runs that died, e.g. {stale[0]}")
     runner.slots = min(_slots(request, runner), max(1, len(jobs)))
+    if runner.slots > 1 and (getattr(runner.engine, "stack", None) is None or runner.target_rate is not None):
+        if request.slots is not None:
+            warnings.append(
+                f"{option('slots', request.slots)}: only a config's own torch stack batches files (not the "
+                f"resamplers {option('target_rate')} adds); each file runs alone"
+            )
+        runner.slots = 1
     workers = request.jobs if runner.slots == 1 or request.ray is not None else runner.slots
     return PreparedRun(runner, recipe, jobs, options, warnings, workers)
 
