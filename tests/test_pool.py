@@ -49,9 +49,15 @@ def _drive(engine, inputs, seed: int, common: int):
                 pushed[i] += chunks[stream].shape[-1]
         for stream, y in pool.push(chunks).items():
             parts[next(i for i, s in streams.items() if s is stream)].append(y)
-        for i, stream in streams.items():
-            if not stream.ended and pushed[i] >= inputs[i].shape[-1]:
-                parts[i].append(pool.flush(stream))
+        ending = {i: s for i, s in streams.items() if not s.ended and pushed[i] >= inputs[i].shape[-1]}
+        if len(ending) == 1:  # alone through flush(), together through flush_many()
+            ((i, stream),) = ending.items()
+            parts[i].append(pool.flush(stream))
+        elif ending:
+            rests = pool.flush_many(ending.values())
+            for i, stream in ending.items():
+                assert not isinstance(rests[stream], BaseException), rests[stream]
+                parts[i].append(rests[stream])
         step += 1
     return [np.concatenate(p, axis=-1) for p in parts], pool
 
@@ -130,6 +136,45 @@ def test_streams_that_line_up_share_forwards_and_late_ones_join():
         out[s].append(pool.flush(s))
     for x, s in ((early[0], a), (early[1], b), (late, c)):
         np.testing.assert_allclose(np.concatenate(out[s], -1), stack.forward(torch.from_numpy(x)).numpy(), atol=1e-10)
+
+
+def test_streams_that_pushed_alike_end_in_one_flush_and_the_others_alone():
+    """Files of one length ending together flush as one forward; a stream that joined later
+    (other positions) or pushed differently flushes alone; each ends exactly as its own."""
+    stack = _melgan()
+    engine = TorchEngine(stack)
+    rng = np.random.default_rng(8)
+    xs = [rng.standard_normal((1 + (i == 2), 80, 72)) for i in range(4)]  # the third: two rows
+    late = rng.standard_normal((1, 80, 56))
+    pool = StreamPool(engine)
+    streams = [pool.open(x.shape[0]) for x in xs]
+    out = {s: [] for s in streams}
+    joiner = None
+    for i in range(0, 72, 8):
+        chunks = {s: x[..., i : i + 8] for s, x in zip(streams, xs)}
+        if i == 16:
+            joiner = pool.open()
+            out[joiner] = []
+        if joiner is not None:
+            chunks[joiner] = late[..., i - 16 : i - 8]
+        for s, y in pool.push(chunks).items():
+            out[s].append(y)
+    assert pool.batch_sizes[5] >= 1, pool.batch_sizes  # the late stream had joined the batch
+    rests = pool.flush_many([*streams, joiner])
+    assert pool.flush_sizes == {4: 1}, pool.flush_sizes  # the four of one length, one flush
+    for s, x in [*zip(streams, xs), (joiner, late)]:
+        got = np.concatenate([*out[s], rests[s]], -1)
+        np.testing.assert_allclose(got, stack.forward(torch.from_numpy(x)).numpy(), atol=1e-10)
+    assert not pool.streams
+    with pytest.raises(UsageError, match="flushed or closed already"):
+        pool.flush_many([streams[0]])
+    config = parse_config({"layers": [{"type": "conv1d", "in_channels": 1, "out_channels": 1, "kernel_size": 7}]})
+    pool = StreamPool(TorchEngine(Stack.initialised(config.layers, seed=0).to(dtype=torch.float64)))
+    short = [pool.open() for _ in range(2)]  # too short for the stack: each told
+    pool.push({s: np.zeros((1, 1, 3)) for s in short})
+    for rest in pool.flush_many(short).values():
+        assert isinstance(rest, InputTooShortError) and "needs at least 7" in str(rest)
+    assert not pool.streams
 
 
 @pytest.mark.parametrize("name", ["vocos-mel-24khz", "encodec-24khz", "pwg-multiband-melgan"])
@@ -298,6 +343,19 @@ def test_streams_pushed_from_threads_of_their_own_share_forwards_exactly(seed, c
     # opened together, their first pushes (16 frames each) all wait for one another: one forward
     assert shared.pool.batch_sizes[count] >= 1, shared.pool.batch_sizes
     assert not shared.pool.streams
+
+
+def test_threads_whose_files_have_one_length_end_in_one_flush():
+    """Files of one length, one per thread (the command line's batch of 5 s files): their
+    pushes and their flushes each run as one forward, every output exact."""
+    stack = _melgan()
+    rng = np.random.default_rng(9)
+    inputs = [rng.standard_normal((1, 80, 45)) for _ in range(3)]
+    shared = SharedPool(TorchEngine(stack), len(inputs), patience=30.0)
+    outputs = _threads(shared, inputs, [[16, 16, 13]] * 3)
+    for x, got in zip(inputs, outputs):
+        np.testing.assert_allclose(got, stack.forward(torch.from_numpy(x)).numpy(), rtol=1e-9, atol=1e-9)
+    assert shared.pool.batch_sizes == {3: 3} and shared.pool.flush_sizes == {3: 1}
 
 
 def test_a_refused_push_fails_its_own_thread_and_the_others_finish():

@@ -68,6 +68,11 @@ class _Group:
         return [r for m in members for r in range(starts[m], starts[m] + m.rows)]
 
 
+def _settled(offsets: list) -> tuple:
+    """Offsets as a value to compare: two members with equal ones are at the same place everywhere."""
+    return tuple(tuple(sorted((k, v) for k, v in module.items() if v)) for module in offsets)
+
+
 def _alone(member: PooledStream) -> _Group:
     return _Group([member], {member: [{} for _ in modules(member.tree)]})
 
@@ -83,6 +88,7 @@ class StreamPool:
         first = self.stack.specs[0] if self.stack is not None else None
         self._codes = first if hasattr(first, "check_codes") else None
         self.batch_sizes: Counter = Counter()  # streams in a forward -> forwards run so
+        self.flush_sizes: Counter = Counter()  # streams in a flush -> flushes run so
 
     # -- streams -------------------------------------------------------------------------------
 
@@ -136,6 +142,46 @@ class StreamPool:
         self.close(stream)
         return self._down(stream.tree.flush())
 
+    def flush_many(self, streams: Iterable[PooledStream]) -> dict:
+        """End every stream of ``streams``: each one's frames not yet returned, or the exception
+        its flush raised. Streams of one batch that have pushed alike — the same frames, so that
+        every layer's counts agree — flush as one forward (files of one length ending together);
+        the others one by one. They all leave the pool."""
+        streams = list(dict.fromkeys(streams))
+        for stream in streams:
+            self._own(stream)
+        ending = set(streams)
+        results: dict = {}
+        for group in list(dict.fromkeys(stream.group for stream in streams)):
+            alike: dict = defaultdict(list)  # the group's ending members by their offsets
+            for member in group.members:
+                if member in ending:
+                    alike[_settled(group.offsets[member])].append(member)
+            rest = [m for m in group.members if m not in ending]
+            parts = [*alike.values(), *([rest] if rest else [])]
+            if len(parts) > 1:
+                self._divide(group, parts)
+            for together in alike.values():
+                results.update(self._flush_together(together))
+        return {stream: results[stream] for stream in streams}
+
+    def _flush_together(self, members: list) -> dict:
+        """Flush ``members`` — one group, the lead's modules carrying every member's rows."""
+        for member in members:
+            member.ended = True
+            self.streams.discard(member)
+        try:
+            y = self._down(members[0].tree.flush())
+        except Exception as exc:  # noqa: BLE001 - each member's own: they are alike to the frame
+            return {member: exc for member in members}
+        if len(members) > 1:
+            self.flush_sizes[len(members)] += 1
+        out, at = {}, 0
+        for member in members:
+            out[member] = y[at : at + member.rows]
+            at += member.rows
+        return out
+
     def close(self, stream: PooledStream) -> None:
         """Take ``stream`` out of the pool (its state back in its own modules, alone)."""
         self._own(stream)
@@ -166,14 +212,18 @@ class StreamPool:
         refill()
         while active:
             chunks = {s: entry[1][..., entry[2] : entry[2] + block] for s, entry in active.items()}
+            finished = []
             for stream, y in self.push(chunks).items():
                 entry = active[stream]
                 entry[2] += block
                 entry[3].append(y)
                 if entry[2] >= entry[1].shape[-1]:
-                    entry[3].append(self.flush(stream))
-                    done[entry[0]] = np.concatenate(entry[3], axis=-1)
-                    del active[stream]
+                    finished.append(stream)
+            for stream, rest in self.flush_many(finished).items():  # arrays of one length: one flush
+                if isinstance(rest, BaseException):
+                    raise rest
+                entry = active.pop(stream)
+                done[entry[0]] = np.concatenate([*entry[3], rest], axis=-1)
             refill()
             while following in done:
                 yield done.pop(following)
@@ -206,6 +256,14 @@ class StreamPool:
             part(carrier.tree, group.rows([carrier]), carrier.tree, offsets[carrier])
         for member in leaving:
             _alone(member)
+
+    def _divide(self, group: _Group, parts: list) -> None:
+        """Make each of ``parts`` (members of ``group``, in its order) a group of its own."""
+        carrier, offsets = group.carrier, group.offsets
+        for members in sorted(parts, key=lambda members: carrier in members):  # the carrier's rows last
+            lead = members[0]
+            part(carrier.tree, group.rows(members), lead.tree, offsets[lead])
+            _Group(members, {m: shifted(offsets[m], offsets[lead]) for m in members})
 
     def _joined(self, groups: list, frames: Mapping) -> list:
         """Groups pushing the same frames whose states line up, made one (in order of ``groups``)."""
@@ -275,6 +333,9 @@ class StreamPool:
         return y.cpu().numpy()
 
 
+_FLUSH = object()  # a SharedStream's flush, waiting among the pushes
+
+
 class SharedStream:
     """One thread's stream of a :class:`SharedPool`: ``push`` / ``flush`` as a stream of the
     engine's own, and ``stop`` to leave without its remaining frames (a failed file, a dropped
@@ -293,19 +354,19 @@ class SharedStream:
         return self.shared._push(self.stream, chunk)
 
     def flush(self) -> np.ndarray:
+        """The rest of the output, flushed with the other streams' pushes and flushes waiting
+        (streams that pushed alike flush as one forward); the stream leaves the pool."""
         if self.stream is None:
             raise UsageError("flush: nothing was pushed")
-        return self._leave(flush=True)
+        if self.left:
+            raise UsageError("flush: the stream was flushed or closed already; open a new one")
+        self.left = True
+        return self.shared._push(self.stream, _FLUSH)
 
     def stop(self) -> None:
         if not self.left:
-            self._leave(flush=False)
-
-    def _leave(self, flush: bool):
-        if self.left:
-            raise UsageError("the stream was flushed or closed already; open a new one")
-        self.left = True
-        return self.shared._leave(self.stream, flush)
+            self.left = True
+            self.shared._leave(self.stream)
 
 
 class SharedPool:
@@ -315,8 +376,9 @@ class SharedPool:
     passed, so that a thread busy reading or writing holds the others up that long at most —
     and the thread that finds them complete runs them as one :meth:`StreamPool.push` (the
     pool's batching rules decide which share a forward), while new pushes gather for the next
-    round. A push the pool refuses (a bad code) fails its own thread alone: each is checked
-    before the batch runs. Every stream's frames equal its own stream's, whatever the others do.
+    round. Flushes wait and run the same way, streams that pushed alike as one forward
+    (:meth:`StreamPool.flush_many`: files of one length). A push the pool refuses (a bad code)
+    fails its own thread alone: each is checked before the batch runs. Every stream's frames equal its own stream's, whatever the others do.
     ``slots`` is what the caller promises to open at most at once (blocks are sized for it)."""
 
     def __init__(self, engine, slots: int = 1, patience: float = 0.01):
@@ -372,6 +434,7 @@ class SharedPool:
                         self._cond.acquire()
                         unfinished = RuntimeError("the batch this push was in did not finish")
                         self._results.update({s: results.get(s, unfinished) for s in batch})
+                        self._open -= sum(chunk is _FLUSH for chunk in batch.values())  # they left
                         self._busy = False
                         self._cond.notify_all()
                 else:
@@ -382,10 +445,17 @@ class SharedPool:
         return result
 
     def _run(self, batch: dict) -> dict:
-        """Each push checked alone (a refused one is its own thread's error), the rest as one."""
-        results: dict = {}
+        """The flushes waiting (:meth:`StreamPool.flush_many`), then the pushes: each checked
+        alone (a refused one is its own thread's error), the rest as one."""
+        ending = [stream for stream, chunk in batch.items() if chunk is _FLUSH]
+        try:
+            results: dict = self.pool.flush_many(ending) if ending else {}
+        except Exception as exc:  # noqa: BLE001 - a flush that failed fails every flush in it
+            results = {stream: exc for stream in ending}
         good = {}
         for stream, chunk in batch.items():
+            if chunk is _FLUSH:
+                continue
             try:
                 self.pool.check({stream: chunk})
             except Exception as exc:  # noqa: BLE001 - handed to the thread that pushed it
@@ -399,14 +469,11 @@ class SharedPool:
                 results.update({stream: exc for stream in good})
         return results
 
-    def _leave(self, stream: PooledStream | None, flush: bool):
+    def _leave(self, stream: PooledStream | None) -> None:
+        """``stream`` out of the pool without its last frames."""
         with self._cond:  # no one waits for this stream's pushes while it waits to leave
             self._open -= 1
             self._cond.notify_all()
-        if stream is None or stream.ended:
-            return None
-        with self._running():
-            if flush:
-                return self.pool.flush(stream)
-            self.pool.close(stream)
-            return None
+        if stream is not None and not stream.ended:
+            with self._running():
+                self.pool.close(stream)
