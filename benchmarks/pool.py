@@ -1,12 +1,13 @@
 """Many live sessions at once, as a TTS server holds them: one `Model.pool()` against one
-`Model.stream()` per session pushed in turn, and many short files: `Model.map()` against a loop
-of `model(x)`.
+`Model.stream()` per session pushed in turn, and `Model.pool(wait=)` with each session pushing
+from a thread of its own; and many short files: `Model.map()` against a loop of `model(x)`.
 
 HiFi-GAN V1 (random weights; --model for another mel vocoder), every session a 2 s utterance
 pushed as its frames come (1 and 8 mel frames a push), 1, 4 and 16 sessions: wall and CPU time
 per second of audio (RTF), the ratio to the sessions' streams pushed one by one and to the
 module's eager forward of each whole utterance, the median wall time of one step (every session
-pushes once), and the largest error against the module. Quiet, and with --busy also beside one
+pushes once; for the threads, the median push as a session's thread waits for it), and the
+largest error against the module. Quiet, and with --busy also beside one
 CPU-bound process. Then 16 files of 3-6 s through map() (4 and 16 slots) against model(x) each.
 
     .venv/bin/python benchmarks/pool.py [--model hifigan-v1] [--threads 1] [--busy] [--quick]
@@ -70,6 +71,29 @@ def pooled(model, mels, size):
     return [np.concatenate(p, axis=-1)[0] for p in parts], steps
 
 
+def threaded(model, mels, size):
+    """One pool with ``wait``, each session pushing its frames from a thread of its own."""
+    import threading
+
+    pool = model.pool(wait=0.01)
+    streams = [pool.open() for _ in mels]
+    parts, waits = [[] for _ in mels], [[] for _ in mels]
+
+    def serve(k: int) -> None:
+        for i in range(0, mels[k].shape[1], size):
+            start = time.perf_counter()
+            parts[k].append(streams[k].push(mels[k][:, i : i + size]))
+            waits[k].append(time.perf_counter() - start)
+        parts[k].append(streams[k].flush())
+
+    workers = [threading.Thread(target=serve, args=(k,)) for k in range(len(mels))]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return [np.concatenate(p, axis=-1)[0] for p in parts], [t for w in waits for t in w]
+
+
 def timed(fn, *args):
     wall, cpu = time.perf_counter(), time.process_time()
     out = fn(*args)
@@ -112,7 +136,7 @@ def main() -> None:
                 for count in sessions:
                     audio = count * frames * hop / rate
                     results = {}
-                    for name, run in (("streams", separately), ("pool", pooled)):
+                    for name, run in (("streams", separately), ("pool", pooled), ("threads", threaded)):
                         (outs, steps), wall, cpu = timed(run, model, mels[:count], size)
                         error = max(float(np.abs(o - w).max() / np.abs(w).max()) for o, w in zip(outs, wholes))
                         results[name] = (wall, cpu, statistics.median(steps), error)
@@ -127,7 +151,10 @@ def main() -> None:
                             f"{p_wall / s_wall:.2f}",
                             f"{p_wall / (count * eager):.2f}",
                             f"{1000 * results['pool'][2]:.1f}",
-                            f"{max(results['streams'][3], results['pool'][3]):.1e}",
+                            f"{results['threads'][0] / audio:.3f}",
+                            f"{results['threads'][0] / s_wall:.2f}",
+                            f"{1000 * results['threads'][2]:.1f}",
+                            f"{max(r[3] for r in results.values()):.1e}",
                         ]
                     )
             print(
@@ -145,6 +172,9 @@ def main() -> None:
                         "pool × streams",
                         "pool × eager",
                         "step ms (median)",
+                        "threads RTF",
+                        "threads × streams",
+                        "push ms (median)",
                         "max |Δ| / peak",
                     ],
                 )  # fmt: skip
