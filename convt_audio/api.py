@@ -254,7 +254,7 @@ class Model:
         ``slots`` defaults to 16 on a GPU, where each forward launches every kernel whatever its
         batch; on the CPU to none — each array runs as ``model(x)`` does — because whole arrays
         already fill the cores there (16 HiFi-GAN V1 inputs of 3-6 s through 4 and 16 slots took
-        1.01x and 0.97x a loop of ``model(x)``; docs/benchmarks.md). Give ``slots`` to batch
+        0.98x and 0.94x a loop of ``model(x)``; docs/benchmarks.md). Give ``slots`` to batch
         anyway. Live input from many sessions pays on the CPU too: :meth:`pool`."""
         from .model.pool import SLOTS_ON_GPU, StreamPool
 
@@ -384,7 +384,8 @@ class Pool:
     """Live streams of one :class:`Model` run as one batch where they line up
     (:mod:`convt_audio.model.pool`): the streams that push the same number of frames, once past
     their first pushes, share one forward; one that pushes another size runs on its own for that
-    push. Chunks are laid out as :meth:`Stream.push` takes them."""
+    push. Chunks are laid out as :meth:`Stream.push` takes them. Made with ``wait``
+    (:meth:`Model.pool`), its streams push from threads of their own: ``stream.push(chunk)``."""
 
     def __init__(self, model: Model, wait: float | None = None):
         from .model.pool import SharedPool, StreamPool
