@@ -358,6 +358,61 @@ def test_threads_whose_files_have_one_length_end_in_one_flush():
     assert shared.pool.batch_sizes == {3: 3} and shared.pool.flush_sizes == {3: 1}
 
 
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 2**16))
+def test_threads_that_come_go_and_drop_out_at_random_stay_exact(seed):
+    """A short patience, so that every round gathers whoever is there: streams open late, push
+    uneven sizes, some are dropped midway; no thread is left waiting, every finished one is exact."""
+    stack = _melgan()
+    rng = np.random.default_rng(seed)
+    count = 6
+    inputs = [rng.standard_normal((1, 80, int(rng.integers(30, 70)))) for _ in range(count)]
+    plans = []
+    for x in inputs:
+        sizes, at = [], 0
+        while at < x.shape[-1]:
+            sizes.append(min(int(rng.choice([8, 8, 8, 5, 13])), x.shape[-1] - at))
+            at += sizes[-1]
+        plans.append((sizes, int(rng.integers(0, 3)), bool(rng.random() < 0.25)))  # sizes, late by, dropped
+    plans[0] = (plans[0][0], 0, False)  # the first is on time and stays: the others' clock
+    pushed = [threading.Event() for _ in range(3)]  # its first pushes done
+    shared = SharedPool(TorchEngine(stack), count, patience=0.001)
+    outputs: list = [None] * count
+
+    def one(i: int) -> None:
+        sizes, late, dropped = plans[i]
+        if late:  # opens once the first stream has pushed `late` times
+            pushed[late - 1].wait(timeout=60)
+        stream = shared.open(1)
+        parts, at = [], 0
+        for k, n in enumerate(sizes):
+            if dropped and k == len(sizes) // 2:
+                stream.stop()
+                outputs[i] = "dropped"
+                return
+            parts.append(stream.push(inputs[i][..., at : at + n]))
+            at += n
+            if i == 0 and k < len(pushed):
+                pushed[k].set()
+        for event in pushed if i == 0 else ():
+            event.set()
+        parts.append(stream.flush())
+        outputs[i] = np.concatenate(parts, axis=-1)
+
+    workers = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(count)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert not any(worker.is_alive() for worker in workers), "a thread was left waiting"
+    for i, (x, got) in enumerate(zip(inputs, outputs)):
+        if plans[i][2]:
+            assert got == "dropped"
+        else:
+            np.testing.assert_allclose(got, stack.forward(torch.from_numpy(x)).numpy(), rtol=1e-9, atol=1e-9)
+    assert not shared.pool.streams and shared._open == 0
+
+
 def test_a_refused_push_fails_its_own_thread_and_the_others_finish():
     config = load_config("encodec-24khz")
     stack = Stack.initialised(config.layers, seed=0)
