@@ -139,8 +139,10 @@ class StreamPool:
 
     def flush(self, stream: PooledStream) -> np.ndarray:
         """End ``stream``: every output frame it has not returned. It leaves the pool."""
-        self.close(stream)
-        return self._down(stream.tree.flush())
+        rest = self.flush_many([stream])[stream]
+        if isinstance(rest, BaseException):
+            raise rest
+        return rest
 
     def flush_many(self, streams: Iterable[PooledStream]) -> dict:
         """End every stream of ``streams``: each one's frames not yet returned, or the exception
@@ -243,19 +245,8 @@ class StreamPool:
 
     def _split(self, group: _Group, leaving: set) -> None:
         """Each member in ``leaving`` back on its own modules, alone; the rest stay one group."""
-        carrier, offsets = group.carrier, group.offsets
         staying = [m for m in group.members if m not in leaving]
-        for member in group.members:
-            if member in leaving and member is not carrier:
-                part(carrier.tree, group.rows([member]), member.tree, offsets[member])
-        if staying:
-            lead = staying[0]
-            part(carrier.tree, group.rows(staying), lead.tree, offsets[lead])
-            _Group(staying, {m: shifted(offsets[m], offsets[lead]) for m in staying})
-        if carrier in leaving:
-            part(carrier.tree, group.rows([carrier]), carrier.tree, offsets[carrier])
-        for member in leaving:
-            _alone(member)
+        self._divide(group, [[m] for m in group.members if m in leaving] + ([staying] if staying else []))
 
     def _divide(self, group: _Group, parts: list) -> None:
         """Make each of ``parts`` (members of ``group``, in its order) a group of its own."""
