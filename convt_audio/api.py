@@ -284,16 +284,17 @@ class Model:
         wide = self.engine.dtype == np.float64
         return _as_array(x, what, wide, self.takes_codes, self.config.latent_channels)
 
-    def _batched(self, array: np.ndarray) -> tuple[np.ndarray, bool]:
+    def _batched(self, array: np.ndarray, pushed: bool = False) -> tuple[np.ndarray, bool]:
         """``[batch, in_channels, frames]`` for the engine, and whether each channel of the
-        array became a batch item of its own (a one-channel stack on a multi-channel array)."""
+        array became a batch item of its own (a one-channel stack on a multi-channel array).
+        ``pushed``: a stream's chunk, which may hold no frames (nothing new yet)."""
         from .core.errors import AudioError
         from .model.config import channel_plan
 
         if array.ndim not in (2, 3):
             raise UsageError(f"x: expected (channels, frames) or (batch, channels, frames), got shape {array.shape}")
         batched = array[None] if array.ndim == 2 else array
-        if 0 in batched.shape:
+        if 0 in (batched.shape[:-1] if pushed else batched.shape):
             raise UsageError(f"x: shape {array.shape} is empty")
         if self.takes_codes and batched.shape[1] < self.in_channels:  # fewer codebooks: the rest absent
             from .core.options import ABSENT_CODE
@@ -352,11 +353,11 @@ class Stream:
 
     def push(self, chunk) -> np.ndarray:
         """The frames that are final once ``chunk`` (``(channels, frames)`` or ``(batch,
-        channels, frames)``) is in."""
+        channels, frames)``) is in; a chunk of no frames (nothing new yet) gives none."""
         if self._flushed:
             raise UsageError("push: the stream was flushed; reset() it to start a new signal")
         array, given = self.model._given(chunk, "chunk")
-        batched, per_channel = self.model._batched(array)
+        batched, per_channel = self.model._batched(array, pushed=True)
         if self._stream is None or (not self._stream.started and array.shape[:-1] != self._layout.shape):
             self._stream = self.model.engine.open_stream(batched.shape[0])
             self._layout = _Layout(array.shape[:-1], per_channel, given)
@@ -435,7 +436,7 @@ class PoolStream:
             raise UsageError("push: the stream was flushed; open a new one")
         model = self.pool.model
         array, given = model._given(chunk, "chunk")
-        batched, per_channel = model._batched(array)
+        batched, per_channel = model._batched(array, pushed=True)
         if self._layout is None:
             if self._shared is None:
                 self._inner = self.pool._pool.open(batched.shape[0])

@@ -536,6 +536,28 @@ def test_the_api_pool_keeps_integer_types_and_channel_layout(melgan_weights):
     assert np.abs(got.astype(int) - want).max() <= 1  # float rounding may move a sample by one step
 
 
+def test_a_push_of_no_frames_is_nothing_new_in_a_stream_and_a_pool(melgan_weights):
+    """A server with no new frames for a session may push an empty chunk: it gives no frames,
+    changes nothing, and in a pool with ``wait`` it is that session's turn in the round. The
+    whole-array call still refuses an empty input."""
+    model = convt_audio.load("melgan", melgan_weights, threads=1)
+    mel = (np.random.default_rng(7).standard_normal((80, 40)) * 3000).astype(np.int16)
+    stream = model.stream()
+    parts = [stream.push(mel[:, :0]), stream.push(mel[:, :17]), stream.push(mel[:, 17:17]), stream.push(mel[:, 17:])]
+    assert parts[0].shape == (1, 0) and parts[0].dtype == np.int16 and parts[2].shape == (1, 0)
+    want = model(mel).astype(int)  # float rounding may move a sample by one step
+    assert np.abs(np.concatenate([*parts, stream.flush()], -1) - want).max() <= 1
+    for pool in (model.pool(), model.pool(wait=30.0)):
+        a = pool.open()
+        got = [a.push(mel[:, i : i + n]) for i, n in ((0, 0), (0, 20), (20, 0), (20, 20))]
+        assert np.abs(np.concatenate([*got, a.flush()], -1) - want).max() <= 1
+    with pytest.raises(UsageError, match=r"x: shape \(80, 0\) is empty"):
+        model(mel[:, :0])
+    with pytest.raises(UsageError, match=r"is empty"):
+        stream.reset()
+        stream.push(np.zeros((0, 10), dtype=np.float32))
+
+
 def test_map_gives_model_of_each_array_in_order(melgan_weights):
     model = convt_audio.load("melgan", melgan_weights, threads=1)
     rng = np.random.default_rng(4)
