@@ -118,6 +118,10 @@ class StreamPool:
     def push(self, chunks: Mapping[PooledStream, np.ndarray]) -> dict[PooledStream, np.ndarray]:
         """Each stream's ``[rows, channels, frames]`` block in; each stream's frames now final out."""
         self.check(chunks)  # every stream's, before any runs: a failed push loses nothing
+        return self._forward(chunks)
+
+    def _forward(self, chunks: Mapping[PooledStream, np.ndarray]) -> dict[PooledStream, np.ndarray]:
+        """:meth:`push` of chunks already checked."""
         frames = {stream: chunk.shape[-1] for stream, chunk in chunks.items()}
         for group in {stream.group for stream in chunks}:
             self._keep_uniform(group, frames)
@@ -455,7 +459,7 @@ class SharedPool:
                 good[stream] = chunk
         if good:
             try:
-                results.update(self.pool.push(good))
+                results.update(self.pool._forward(good))  # checked above, each alone
             except Exception as exc:  # noqa: BLE001 - a forward that failed fails every push in it
                 results.update({stream: exc for stream in good})
         return results
