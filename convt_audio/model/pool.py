@@ -373,8 +373,9 @@ class SharedPool:
     pool's batching rules decide which share a forward), while new pushes gather for the next
     round. Flushes wait and run the same way, streams that pushed alike as one forward
     (:meth:`StreamPool.flush_many`: files of one length). A push the pool refuses (a bad code)
-    fails its own thread alone: each is checked before the batch runs. Every stream's frames equal its own stream's, whatever the others do.
-    ``slots`` is what the caller promises to open at most at once (blocks are sized for it)."""
+    fails its own thread alone: each is checked before the batch runs. Every stream's frames
+    equal its own stream's, whatever the others do. ``slots`` is what the caller promises to
+    open at most at once (blocks are sized for it)."""
 
     def __init__(self, engine, slots: int = 1, patience: float = 0.01):
         self.pool = StreamPool(engine)
