@@ -652,3 +652,105 @@ def test_slots_where_nothing_can_share_a_forward_are_told_and_run_each_file_alon
     done = cli("run", tmp_path / "in", "-o", tmp_path / "out", "-r", 48000, "--slots", 3)
     assert done.returncode == 0 and len(list((tmp_path / "out").iterdir())) == 3
     assert "--slots 3: only a config's own torch stack batches files" in done.stderr.decode()
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@cuda
+@pytest.mark.parametrize("name", ["melgan", "hifigan-v1"])
+def test_cuda_pooled_streams_equal_the_cpu_whole_signal(name):
+    """On the device: streams at different places, joined, parted and ended together, each equal
+    to its own whole-signal output on the CPU (float32, the contract's 1e-5 of the peak)."""
+    stack = Stack.initialised(load_config(name).layers, seed=2)
+    engine = TorchEngine(stack.to(device="cuda"))
+    rng = np.random.default_rng(8)
+    inputs = [rng.standard_normal((1, 80, n)).astype(np.float32) - 5 for n in (64, 64, 40, 93, 17)]
+    outputs, pool = _drive(engine, inputs, seed=8, common=8)
+    assert max(pool.batch_sizes) >= 2, pool.batch_sizes
+    for x, got in zip(inputs, outputs):
+        with torch.inference_mode():
+            whole = stack.forward(torch.from_numpy(x)).numpy()
+        assert got.shape == whole.shape
+        assert np.abs(got - whole).max() <= 1e-5 * max(1.0, np.abs(whole).max())
+
+
+@cuda
+def test_cuda_threads_share_forwards_and_flushes_exactly():
+    """The command line's batch on the device: each file's thread pushes its own stream, their
+    pushes and their flushes run as shared forwards, every output equal to the CPU's."""
+    stack = _melgan(torch.float32)
+    rng = np.random.default_rng(10)
+    inputs = [rng.standard_normal((1, 80, 45)).astype(np.float32) for _ in range(4)]
+    shared = SharedPool(TorchEngine(stack.to(device="cuda")), len(inputs), patience=30.0)
+    outputs = _threads(shared, inputs, [[16, 16, 13]] * 4)
+    for x, got in zip(inputs, outputs):
+        assert not isinstance(got, BaseException), got
+        whole = stack.forward(torch.from_numpy(x)).numpy()
+        assert np.abs(got - whole).max() <= 1e-5 * max(1.0, np.abs(whole).max())
+    assert shared.pool.batch_sizes == {4: 3} and shared.pool.flush_sizes == {4: 1}
+
+
+@cuda
+def test_cuda_run_batches_files_by_default_and_fits_the_block_to_free_memory(tmp_path, melgan_weights):
+    """``run DIR --device cuda``: 16 slots by default, the files' blocks run as shared forwards,
+    the automatic block fits a quarter of what the device has free, and each output equals
+    ``model(x)`` on the CPU."""
+    import soundfile as sf
+
+    from convt_audio.run.batch import run_batch
+    from convt_audio.run.prepare import RunRequest, prepare_run
+    from convt_audio.run.runner import device_free_bytes, fit_chunk
+
+    rng = np.random.default_rng(11)
+    (tmp_path / "mel").mkdir()
+    mels = [(rng.standard_normal((80, n)) - 5).astype(np.float32) for n in (400, 333, 512, 290, 377)]
+    for i, mel in enumerate(mels):
+        np.save(tmp_path / "mel" / f"{i}.npy", mel)
+    request = RunRequest(
+        inputs=(str(tmp_path / "mel"),), output=str(tmp_path / "out"), config="melgan", weights=melgan_weights,
+        device="cuda",
+    )  # fmt: skip
+    prepared = prepare_run(request)
+    assert prepared.runner.slots == 16
+    result = run_batch(prepared.runner, prepared.jobs, prepared.options, prepared.workers)
+    assert (result.written, result.failed) == (5, 0)
+    (shared,) = prepared.runner._shared.values()
+    assert max(shared.pool.batch_sizes) >= 2, shared.pool.batch_sizes
+    engine = shared.pool.engine
+    free = device_free_bytes(engine)
+    assert free is not None and free > 0
+    chunk = fit_chunk(engine, None, 16, budget=1 << 50)  # the device, not the host, bounds it
+    assert engine.block_bytes(chunk, 16)[0] <= free // 4 or chunk == max(1, engine.min_input_frames())
+    model = convt_audio.load("melgan", melgan_weights, device="cpu", threads=1)
+    for i, mel in enumerate(mels):
+        got = sf.read(tmp_path / "out" / f"{i}.wav", dtype="float32")[0]
+        want = model(mel)[0]
+        assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+
+
+@cuda
+def test_cuda_api_pool_and_map_give_what_the_cpu_gives(melgan_weights):
+    gpu = convt_audio.load("melgan", melgan_weights, device="cuda")
+    cpu = convt_audio.load("melgan", melgan_weights, device="cpu", threads=1)
+    rng = np.random.default_rng(12)
+    mels = [rng.standard_normal((80, int(n))).astype(np.float32) for n in rng.integers(20, 150, 7)]
+    for m, y in zip(mels, gpu.map(mels)):  # 16 slots by default on a GPU
+        want = cpu(m)
+        assert y.shape == want.shape and np.abs(y - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+    pool = gpu.pool(wait=30.0)
+    sessions = [pool.open() for _ in mels[:3]]
+    outs: list = [None] * 3
+
+    def serve(k: int) -> None:
+        parts = [sessions[k].push(mels[k][:, i : i + 8]) for i in range(0, mels[k].shape[1], 8)]
+        outs[k] = np.concatenate([*parts, sessions[k].flush()], -1)
+
+    workers = [threading.Thread(target=serve, args=(k,)) for k in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    for m, got in zip(mels, outs):
+        want = cpu(m)
+        assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
