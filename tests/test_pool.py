@@ -428,6 +428,34 @@ def test_a_refused_push_fails_its_own_thread_and_the_others_finish():
     assert not shared.pool.streams
 
 
+def test_two_threads_pushing_one_stream_are_refused_and_no_chunk_is_lost():
+    """A second thread pushing a stream whose push still waits would have taken that chunk's
+    place: it is refused in words, and the waiting chunk runs as pushed."""
+    stack = _melgan()
+    rng = np.random.default_rng(12)
+    x, y = rng.standard_normal((1, 80, 40)), rng.standard_normal((1, 80, 40))
+    shared = SharedPool(TorchEngine(stack), 2, patience=30.0)
+    a, b = shared.open(), shared.open()
+    out: dict = {}
+    waiting = threading.Thread(target=lambda: out.setdefault("a", a.push(x[..., :20])))
+    waiting.start()  # a's push waits for b's
+    while a.stream not in shared._waiting:
+        pass
+    with pytest.raises(UsageError, match="another thread's push or flush of this stream has not returned yet"):
+        a.push(x[..., 20:])
+    with pytest.raises(UsageError, match="flush: another thread's push"):
+        a.flush()
+    first_b = b.push(y[..., :20])
+    waiting.join()
+    got_a = np.concatenate([out["a"], a.push(x[..., 20:]), a.flush()], axis=-1)
+    got_b = np.concatenate([first_b, b.push(y[..., 20:]), b.flush()], axis=-1)
+    for signal, got in ((x, got_a), (y, got_b)):
+        np.testing.assert_allclose(got, stack.forward(torch.from_numpy(signal)).numpy(), rtol=1e-9, atol=1e-9)
+    with pytest.raises(UsageError, match="push: the stream was flushed or closed already"):
+        a.push(x[..., :4])
+    assert not shared.pool.streams
+
+
 def test_misuse_is_refused_in_words():
     engine = TorchEngine(_melgan())
     pool, other = StreamPool(engine), StreamPool(engine)

@@ -342,21 +342,16 @@ class SharedStream:
         self.left = False
 
     def push(self, chunk: np.ndarray) -> np.ndarray:
-        if self.left:
-            raise UsageError("push: the stream was flushed or closed already; open a new one")
-        if self.stream is None:
+        if self.stream is None and not self.left:
             self.stream = self.shared._open_rows(chunk.shape[0])
-        return self.shared._push(self.stream, chunk)
+        return self.shared._push(self, chunk)
 
     def flush(self) -> np.ndarray:
         """The rest of the output, flushed with the other streams' pushes and flushes waiting
         (streams that pushed alike flush as one forward); the stream leaves the pool."""
-        if self.stream is None:
+        if self.stream is None and not self.left:
             raise UsageError("flush: nothing was pushed")
-        if self.left:
-            raise UsageError("flush: the stream was flushed or closed already; open a new one")
-        self.left = True
-        return self.shared._push(self.stream, _FLUSH)
+        return self.shared._push(self, _FLUSH)
 
     def stop(self) -> None:
         if not self.left:
@@ -386,6 +381,7 @@ class SharedPool:
         self._results: dict[PooledStream, object] = {}  # frames out, or the exception to raise
         self._busy = False  # a thread is running the pool: pushes, opens and flushes wait
         self._open = 0
+        self._waiting: set[PooledStream] = set()  # streams whose push or flush has not returned
 
     def open(self, rows: int | None = 1) -> SharedStream:
         """A stream of ``rows`` batch rows (None: its first push's). It counts as open at once:
@@ -412,33 +408,55 @@ class SharedPool:
                 self._busy = False
                 self._cond.notify_all()
 
-    def _push(self, stream: PooledStream, chunk: np.ndarray) -> np.ndarray:
+    def _push(self, owner: SharedStream, chunk) -> np.ndarray:
+        """``owner``'s chunk (or its flush) waits with the others' and runs with them; its
+        frames out. One push or flush of a stream at a time: a second thread's chunk would take
+        the waiting one's place, and one of them would be lost."""
         with self._cond:
-            self._pending[stream] = chunk
-            self._cond.notify_all()
-            deadline = time.monotonic() + self.patience
-            while stream not in self._results:
-                left = deadline - time.monotonic()
-                if not self._busy and self._pending and (len(self._pending) >= self._open or left <= 0):
-                    batch, self._pending = self._pending, {}
-                    self._busy = True
-                    self._cond.release()
-                    results: dict = {}
-                    try:
-                        results = self._run(batch)
-                    finally:  # every push of the batch answered, even if this thread is stopped
-                        self._cond.acquire()
-                        unfinished = RuntimeError("the batch this push was in did not finish")
-                        self._results.update({s: results.get(s, unfinished) for s in batch})
-                        self._open -= sum(chunk is _FLUSH for chunk in batch.values())  # they left
-                        self._busy = False
-                        self._cond.notify_all()
-                else:
-                    self._cond.wait(left if left > 0 and not self._busy else None)
-            result = self._results.pop(stream)
+            verb = "flush" if chunk is _FLUSH else "push"
+            if owner.left:
+                raise UsageError(f"{verb}: the stream was flushed or closed already; open a new one")
+            stream = owner.stream
+            if stream in self._waiting:
+                raise UsageError(
+                    f"{verb}: another thread's push or flush of this stream has not returned yet; "
+                    "a stream's chunks go one after the other"
+                )
+            owner.left = chunk is _FLUSH
+            self._waiting.add(stream)
+            try:
+                result = self._answer(stream, chunk)
+            finally:
+                self._waiting.discard(stream)
         if isinstance(result, BaseException):
             raise result
         return result
+
+    def _answer(self, stream: PooledStream, chunk):
+        """Under the lock: ``chunk`` pending until a round runs it; its frames out, or the
+        exception its thread raises."""
+        self._pending[stream] = chunk
+        self._cond.notify_all()
+        deadline = time.monotonic() + self.patience
+        while stream not in self._results:
+            left = deadline - time.monotonic()
+            if not self._busy and self._pending and (len(self._pending) >= self._open or left <= 0):
+                batch, self._pending = self._pending, {}
+                self._busy = True
+                self._cond.release()
+                results: dict = {}
+                try:
+                    results = self._run(batch)
+                finally:  # every push of the batch answered, even if this thread is stopped
+                    self._cond.acquire()
+                    unfinished = RuntimeError("the batch this push was in did not finish")
+                    self._results.update({s: results.get(s, unfinished) for s in batch})
+                    self._open -= sum(chunk is _FLUSH for chunk in batch.values())  # they left
+                    self._busy = False
+                    self._cond.notify_all()
+            else:
+                self._cond.wait(left if left > 0 and not self._busy else None)
+        return self._results.pop(stream)
 
     def _run(self, batch: dict) -> dict:
         """The flushes waiting (:meth:`StreamPool.flush_many`), then the pushes: each checked
