@@ -224,7 +224,7 @@ class Model:
         """The whole array through the stack: ``(channels, frames)`` or ``(batch, channels,
         frames)`` in, the same layout out."""
         array, given = self._given(x, "x")
-        batched, per_channel = self._batched(array)
+        batched, per_channel = self._batched(array, "x")
         self.engine.check_frames(batched.shape[-1])
         return _give_back(self._unbatched(_stream_all(self.engine, batched), array.shape, per_channel), given)
 
@@ -268,7 +268,7 @@ class Model:
         def items() -> Iterator[np.ndarray]:
             for index, x in enumerate(arrays):
                 array, given = self._given(x, f"arrays[{index}]")
-                batched, per_channel = self._batched(array)
+                batched, per_channel = self._batched(array, f"arrays[{index}]")
                 self.engine.check_frames(batched.shape[-1])
                 layouts[index] = _Layout(array.shape[:-1], per_channel, given)
                 yield batched
@@ -284,18 +284,19 @@ class Model:
         wide = self.engine.dtype == np.float64
         return _as_array(x, what, wide, self.takes_codes, self.config.latent_channels)
 
-    def _batched(self, array: np.ndarray, pushed: bool = False) -> tuple[np.ndarray, bool]:
+    def _batched(self, array: np.ndarray, what: str, pushed: bool = False) -> tuple[np.ndarray, bool]:
         """``[batch, in_channels, frames]`` for the engine, and whether each channel of the
         array became a batch item of its own (a one-channel stack on a multi-channel array).
-        ``pushed``: a stream's chunk, which may hold no frames (nothing new yet)."""
+        ``what`` names the array in errors (``x``, ``chunk``, ``arrays[3]``); ``pushed``: a
+        stream's chunk, which may hold no frames (nothing new yet)."""
         from .core.errors import AudioError
         from .model.config import channel_plan
 
         if array.ndim not in (2, 3):
-            raise UsageError(f"x: expected (channels, frames) or (batch, channels, frames), got shape {array.shape}")
+            raise UsageError(f"{what}: expected (channels, frames) or (batch, channels, frames), got shape {array.shape}")
         batched = array[None] if array.ndim == 2 else array
         if 0 in (batched.shape[:-1] if pushed else batched.shape):
-            raise UsageError(f"x: shape {array.shape} is empty")
+            raise UsageError(f"{what}: shape {array.shape} is empty")
         if self.takes_codes and batched.shape[1] < self.in_channels:  # fewer codebooks: the rest absent
             from .core.options import ABSENT_CODE
 
@@ -305,7 +306,7 @@ class Model:
             per_channel = channel_plan(self.config, batched.shape[1]) == "per_channel"
         except AudioError:
             raise UsageError(
-                f"x: has {batched.shape[1]} channels; {self.config.name} takes {self.in_channels} "
+                f"{what}: has {batched.shape[1]} channels; {self.config.name} takes {self.in_channels} "
                 f"(arrays are (channels, frames), as torch modules take them)"
             ) from None
         if per_channel:
@@ -357,7 +358,7 @@ class Stream:
         if self._flushed:
             raise UsageError("push: the stream was flushed; reset() it to start a new signal")
         array, given = self.model._given(chunk, "chunk")
-        batched, per_channel = self.model._batched(array, pushed=True)
+        batched, per_channel = self.model._batched(array, "chunk", pushed=True)
         if self._stream is None or (not self._stream.started and array.shape[:-1] != self._layout.shape):
             self._stream = self.model.engine.open_stream(batched.shape[0])
             self._layout = _Layout(array.shape[:-1], per_channel, given)
@@ -436,7 +437,7 @@ class PoolStream:
             raise UsageError("push: the stream was flushed; open a new one")
         model = self.pool.model
         array, given = model._given(chunk, "chunk")
-        batched, per_channel = model._batched(array, pushed=True)
+        batched, per_channel = model._batched(array, "chunk", pushed=True)
         if self._layout is None:
             if self._shared is None:
                 self._inner = self.pool._pool.open(batched.shape[0])
