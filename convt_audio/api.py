@@ -293,7 +293,9 @@ class Model:
         from .model.config import channel_plan
 
         if array.ndim not in (2, 3):
-            raise UsageError(f"{what}: expected (channels, frames) or (batch, channels, frames), got shape {array.shape}")
+            raise UsageError(
+                f"{what}: expected (channels, frames) or (batch, channels, frames), got shape {array.shape}"
+            )
         batched = array[None] if array.ndim == 2 else array
         if 0 in (batched.shape[:-1] if pushed else batched.shape):
             raise UsageError(f"{what}: shape {array.shape} is empty")
@@ -462,9 +464,11 @@ class PoolStream:
             raise UsageError("flush: nothing was pushed")
         if self._flushed:
             raise UsageError("flush: the stream was flushed already; open a new one")
+        if self._shared is not None:  # refused while another thread's push waits: still open then
+            out = self._shared.flush()
+            self._flushed = True
+            return self._given_back(out)
         self._flushed = True
-        if self._shared is not None:
-            return self._given_back(self._shared.flush())
         return self._given_back(self.pool._pool.flush(self._inner))
 
     def close(self) -> None:

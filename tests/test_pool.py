@@ -428,6 +428,23 @@ def test_a_refused_push_fails_its_own_thread_and_the_others_finish():
     assert not shared.pool.streams
 
 
+def _finish_side_by_side(rests: dict) -> dict:
+    """Each stream's last chunk pushed and flushed from a thread of its own, all at once (one
+    after the other, each push would wait out the pool's patience for the others'); their
+    frames out."""
+    done: dict = {}
+
+    def finish(stream, chunk) -> None:
+        done[stream] = np.concatenate([stream.push(chunk), stream.flush()], axis=-1)
+
+    workers = [threading.Thread(target=finish, args=item) for item in rests.items()]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return done
+
+
 def test_two_threads_pushing_one_stream_are_refused_and_no_chunk_is_lost():
     """A second thread pushing a stream whose push still waits would have taken that chunk's
     place: it is refused in words, and the waiting chunk runs as pushed."""
@@ -447,8 +464,8 @@ def test_two_threads_pushing_one_stream_are_refused_and_no_chunk_is_lost():
         a.flush()
     first_b = b.push(y[..., :20])
     waiting.join()
-    got_a = np.concatenate([out["a"], a.push(x[..., 20:]), a.flush()], axis=-1)
-    got_b = np.concatenate([first_b, b.push(y[..., 20:]), b.flush()], axis=-1)
+    rests = _finish_side_by_side({a: x[..., 20:], b: y[..., 20:]})  # each waits for the other
+    got_a, got_b = np.concatenate([out["a"], rests[a]], -1), np.concatenate([first_b, rests[b]], -1)
     for signal, got in ((x, got_a), (y, got_b)):
         np.testing.assert_allclose(got, stack.forward(torch.from_numpy(signal)).numpy(), rtol=1e-9, atol=1e-9)
     with pytest.raises(UsageError, match="push: the stream was flushed or closed already"):
@@ -550,6 +567,30 @@ def test_the_api_pool_with_wait_serves_sessions_on_threads_of_their_own(melgan_w
         pool.push({pool.open(): mels[0][:, :8]})
     with pytest.raises(UsageError, match="wait: must be a number of seconds"):
         model.pool(wait=-1)
+
+
+def test_the_api_pool_with_wait_refuses_a_sessions_second_thread_and_stays_usable(melgan_weights):
+    """A session's flush from another thread while its push still waits is refused in words;
+    the session goes on and ends exactly."""
+    model = convt_audio.load("melgan", melgan_weights, threads=1)
+    rng = np.random.default_rng(13)
+    mels = [rng.standard_normal((80, 48)).astype(np.float32) for _ in range(2)]
+    pool = model.pool(wait=30.0)
+    a, b = pool.open(), pool.open()
+    out: dict = {}
+    waiting = threading.Thread(target=lambda: out.setdefault("a", a.push(mels[0][:, :24])))
+    waiting.start()  # waits for b's push
+    while a._shared.stream is None or a._shared.stream not in pool._shared._waiting:
+        pass
+    with pytest.raises(UsageError, match="flush: another thread's push or flush of this stream"):
+        a.flush()
+    first_b = b.push(mels[1][:, :24])
+    waiting.join()
+    rests = _finish_side_by_side({a: mels[0][:, 24:], b: mels[1][:, 24:]})
+    got_a, got_b = np.concatenate([out["a"], rests[a]], -1), np.concatenate([first_b, rests[b]], -1)
+    for m, got in zip(mels, (got_a, got_b)):
+        np.testing.assert_allclose(got, model(m), atol=2e-6)
+    assert len(pool) == 0
 
 
 def test_the_api_pool_keeps_integer_types_and_channel_layout(melgan_weights):
