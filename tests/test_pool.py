@@ -428,21 +428,24 @@ def test_a_refused_push_fails_its_own_thread_and_the_others_finish():
     assert not shared.pool.streams
 
 
-def _finish_side_by_side(rests: dict) -> dict:
-    """Each stream's last chunk pushed and flushed from a thread of its own, all at once (one
-    after the other, each push would wait out the pool's patience for the others'); their
-    frames out."""
-    done: dict = {}
+def _serve(sessions, arrays, step: int = 8, *beside) -> list:
+    """Each session fed its array in pushes of ``step`` frames, then flushed, from a thread of
+    its own, all at once (one after the other, each push would wait out the pool's patience for
+    the others'), with the callables ``beside`` on threads of their own; each session's frames."""
+    outs: list = [None] * len(sessions)
 
-    def finish(stream, chunk) -> None:
-        done[stream] = np.concatenate([stream.push(chunk), stream.flush()], axis=-1)
+    def serve(k: int) -> None:
+        x = arrays[k]
+        parts = [sessions[k].push(x[..., i : i + step]) for i in range(0, x.shape[-1], step)]
+        outs[k] = np.concatenate([*parts, sessions[k].flush()], -1)
 
-    workers = [threading.Thread(target=finish, args=item) for item in rests.items()]
+    workers = [threading.Thread(target=serve, args=(k,)) for k in range(len(sessions))]
+    workers += [threading.Thread(target=task) for task in beside]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    return done
+    return outs
 
 
 def test_two_threads_pushing_one_stream_are_refused_and_no_chunk_is_lost():
@@ -464,8 +467,8 @@ def test_two_threads_pushing_one_stream_are_refused_and_no_chunk_is_lost():
         a.flush()
     first_b = b.push(y[..., :20])
     waiting.join()
-    rests = _finish_side_by_side({a: x[..., 20:], b: y[..., 20:]})  # each waits for the other
-    got_a, got_b = np.concatenate([out["a"], rests[a]], -1), np.concatenate([first_b, rests[b]], -1)
+    rest_a, rest_b = _serve([a, b], [x[..., 20:], y[..., 20:]], 20)
+    got_a, got_b = np.concatenate([out["a"], rest_a], -1), np.concatenate([first_b, rest_b], -1)
     for signal, got in ((x, got_a), (y, got_b)):
         np.testing.assert_allclose(got, stack.forward(torch.from_numpy(signal)).numpy(), rtol=1e-9, atol=1e-9)
     with pytest.raises(UsageError, match="push: the stream was flushed or closed already"):
@@ -540,24 +543,13 @@ def test_the_api_pool_with_wait_serves_sessions_on_threads_of_their_own(melgan_w
     pool = model.pool(wait=30.0)  # a bound on the wait, never reached here
     sessions = [pool.open() for _ in mels]  # open before any pushes: the first ones wait for all
     dropped = pool.open()  # a session that pushes twice, then is dropped
-    outs: list = [None] * len(mels)
-
-    def serve(k: int) -> None:
-        parts = [sessions[k].push(mels[k][:, i : i + 8]) for i in range(0, mels[k].shape[1], 8)]
-        outs[k] = np.concatenate([*parts, sessions[k].flush()], -1)
 
     def drop() -> None:
         for i in range(2):
             dropped.push(mels[0][:, 8 * i : 8 * i + 8])
         dropped.close()
 
-    workers = [threading.Thread(target=serve, args=(k,)) for k in range(len(mels))]
-    workers.append(threading.Thread(target=drop))
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    for m, got in zip(mels, outs):
+    for m, got in zip(mels, _serve(sessions, mels, 8, drop)):
         want = model(m)
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, atol=2e-6)
@@ -586,8 +578,8 @@ def test_the_api_pool_with_wait_refuses_a_sessions_second_thread_and_stays_usabl
         a.flush()
     first_b = b.push(mels[1][:, :24])
     waiting.join()
-    rests = _finish_side_by_side({a: mels[0][:, 24:], b: mels[1][:, 24:]})
-    got_a, got_b = np.concatenate([out["a"], rests[a]], -1), np.concatenate([first_b, rests[b]], -1)
+    rest_a, rest_b = _serve([a, b], [mels[0][:, 24:], mels[1][:, 24:]], 24)
+    got_a, got_b = np.concatenate([out["a"], rest_a], -1), np.concatenate([first_b, rest_b], -1)
     for m, got in zip(mels, (got_a, got_b)):
         np.testing.assert_allclose(got, model(m), atol=2e-6)
     assert len(pool) == 0
@@ -810,18 +802,6 @@ def test_cuda_api_pool_and_map_give_what_the_cpu_gives(melgan_weights):
         want = cpu(m)
         assert y.shape == want.shape and np.abs(y - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
     pool = gpu.pool(wait=30.0)
-    sessions = [pool.open() for _ in mels[:3]]
-    outs: list = [None] * 3
-
-    def serve(k: int) -> None:
-        parts = [sessions[k].push(mels[k][:, i : i + 8]) for i in range(0, mels[k].shape[1], 8)]
-        outs[k] = np.concatenate([*parts, sessions[k].flush()], -1)
-
-    workers = [threading.Thread(target=serve, args=(k,)) for k in range(3)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    for m, got in zip(mels, outs):
+    for m, got in zip(mels, _serve([pool.open() for _ in mels[:3]], mels[:3])):
         want = cpu(m)
         assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
