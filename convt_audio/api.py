@@ -228,10 +228,16 @@ class Model:
         self.engine.check_frames(batched.shape[-1])
         return _give_back(self._unbatched(_stream_all(self.engine, batched), array.shape, per_channel), given)
 
-    def stream(self) -> Stream:
+    def stream(self, *, graphs: bool = False) -> Stream:
         """A live stream: ``push(chunk)`` returns the frames now final, ``flush()`` the rest;
-        the frames joined equal ``model(x)`` whatever the chunk sizes."""
-        return Stream(self)
+        the frames joined equal ``model(x)`` whatever the chunk sizes.
+
+        ``graphs`` (CUDA): once the stream is steady, each push shape is captured once as a
+        CUDA graph and replayed, one launch a push instead of one per kernel
+        (:mod:`convt_audio.model.graphs`); the same frames."""
+        if graphs and not self.engine.device.startswith("cuda"):
+            raise UsageError(f"graphs: CUDA graphs need a CUDA device; this model runs on {self.engine.device}")
+        return Stream(self, "cuda" if graphs else None)
 
     def pool(self, *, wait: float | None = None) -> Pool:
         """Many live streams (a server's sessions) whose pushes run as one batch where they line
@@ -348,8 +354,9 @@ class Stream:
     """One live stream of a :class:`Model`: ``push`` chunks of one layout (the batch and channel
     count fixed by the first), ``flush`` once, ``reset`` to start a new signal."""
 
-    def __init__(self, model: Model):
+    def __init__(self, model: Model, graphs: str | None = None):
         self.model = model
+        self.graphs = graphs  # a backend of convt_audio.model.graphs, or None
         self._stream = None
         self._layout: _Layout | None = None
         self._flushed = False
@@ -363,6 +370,8 @@ class Stream:
         batched, per_channel = self.model._batched(array, "chunk", pushed=True)
         if self._stream is None or (not self._stream.started and array.shape[:-1] != self._layout.shape):
             self._stream = self.model.engine.open_stream(batched.shape[0])
+            if self.graphs is not None:
+                self._stream.capture_steps(self.graphs)
             self._layout = _Layout(array.shape[:-1], per_channel, given)
         self._layout.check(array)
         return self._layout.give_back(self.model, self._stream.push(batched))

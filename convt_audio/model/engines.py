@@ -244,6 +244,26 @@ class TorchStream(StreamingModule):
             return np.zeros((y.shape[0], y.shape[1], 0), dtype=np.float32)
         return done[0] if len(done) == 1 else np.concatenate(done, axis=-1)
 
+    def capture_steps(self, backend: str = "cuda") -> None:
+        """From now on replay each steady push shape as one captured step
+        (:class:`~convt_audio.model.graphs.StepGraphs`: CUDA graphs; ``fx``, the trace without a
+        graph); refused in words where the device or a layer cannot."""
+        from ..core.errors import UsageError
+        from .graphs import StepGraphs, graphable
+
+        if backend == "cuda" and not self.cuda:
+            raise UsageError(f"graphs: CUDA graphs need a CUDA device; this model runs on {self.engine.device}")
+        if self.started:
+            raise UsageError("graphs: choose them before the stream's first push")
+        refused = graphable(self.streamer)
+        if refused:
+            more = f" and {len(refused) - 2} more" if len(refused) > 2 else ""
+            raise UsageError(
+                f"graphs: {', '.join(refused[:2])}{more} cannot be replayed from a captured step; stream without graphs"
+            )
+        self.streamer = StepGraphs(self.streamer, backend)
+        self.children = (self.streamer,)
+
     def _push(self, block: np.ndarray) -> np.ndarray:
         """``[B, C, n]`` input frames in; the output frames now final (one block late on CUDA)."""
         x = self._up(block)

@@ -1,0 +1,268 @@
+"""A stream's steady pushes replayed as one captured step: CUDA graphs for live streams.
+
+A live push launches every layer's kernels one by one from Python (HiFi-GAN V1: ~300 a push),
+which on a GPU costs more than a small push computes. Once a stream is steady, a push of a given
+shape does the same operations on tensors of the same shapes every time: only how far the stream
+has gone changes, and a steady layer reads that only as differences
+(:func:`~convt_audio.core.batching.batch_key`, the pool's test for streams that can share a
+batch, says when this holds). Such a push is traced once into a function of the input and the
+state tensors (``make_fx``: the operations, no Python), and the trace is captured as a CUDA graph
+whose state lives in fixed buffers, updated in place at the end of every replay::
+
+    push 1 (key A -> B)   eager
+    push 2 (key B -> B)   eager: B is a fixed point of this push shape; remember it
+    push 3 (key B)        traced (a real push), captured          -> state in the graph's buffers
+    push 4, 5, … (key B)  replayed: input copied in, one launch, output out
+    another shape, flush  the buffers written back into the layers, each position advanced by
+                          (replays × what one push adds); then eager as before
+
+Each frame is computed by the same operations as the eager push, so the output is the same.
+Only stacks whose streaming modules have no data-dependent Python (:data:`GRAPHABLE`) are
+captured: a codebook layer checks its codes in Python, which a replay would skip. The ``fx``
+backend replays the trace without a graph (the CPU, and the tests: the same trace a CUDA graph
+holds; no faster there, docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from ..core.batching import batch_key, modules
+from ..core.streaming import StreamingModule
+
+# streaming modules whose push is the same operations for the same shapes and flags
+GRAPHABLE_NAMES = frozenset(
+    {
+        "StreamingStack",
+        "StreamingSequential",
+        "StreamingPointwise",
+        "StreamingConv1d",
+        "StreamingConvTranspose1d",
+        "StreamingResidual",
+        "StreamingParallel",
+        "Extender",
+    }
+)
+
+
+def graphable(tree: StreamingModule) -> list[str]:
+    """The layers of ``tree`` that a captured step cannot hold, as ``layers[0] (codebooks)``
+    (empty: it can hold them all)."""
+    refused = []
+    for module in modules(tree):
+        if type(module).__name__ not in GRAPHABLE_NAMES:
+            spec = getattr(module, "spec", None)
+            label = f"{spec.where} ({spec.type})" if spec is not None else type(module).__name__
+            if label not in refused:
+                refused.append(label)
+    return refused
+
+
+def _tensors(value, out: list) -> None:
+    if hasattr(value, "shape") and hasattr(value, "device"):
+        out.append(value)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _tensors(v, out)
+    elif isinstance(value, dict):
+        for k in sorted(value):
+            _tensors(value[k], out)
+
+
+def _filled(value, flat: list, at: list):
+    """``value`` with each tensor replaced by the next of ``flat`` (``at[0]`` counts)."""
+    if hasattr(value, "shape") and hasattr(value, "device"):
+        at[0] += 1
+        return flat[at[0] - 1]
+    if isinstance(value, list):
+        return [_filled(v, flat, at) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_filled(v, flat, at) for v in value)
+    if isinstance(value, dict):
+        return {k: _filled(value[k], flat, at) for k in sorted(value)}
+    return value
+
+
+class _State:
+    """A tree's per-stream state as flat lists: its tensors, and its positions."""
+
+    def __init__(self, tree: StreamingModule):
+        self.walk = modules(tree)
+
+    def tensors(self) -> list:
+        flat: list = []
+        for module in self.walk:
+            for f in fields(module.state):
+                if f.name not in module.positions:
+                    _tensors(getattr(module.state, f.name), flat)
+        return flat
+
+    def load(self, flat: list) -> None:
+        at = [0]
+        for module in self.walk:
+            for f in fields(module.state):
+                if f.name not in module.positions:
+                    setattr(module.state, f.name, _filled(getattr(module.state, f.name), flat, at))
+
+    def positions(self) -> list:
+        return [getattr(m.state, name) for m in self.walk for name in m.positions]
+
+    def set_positions(self, values: list) -> None:
+        given = iter(values)
+        for module in self.walk:
+            for name in module.positions:
+                setattr(module.state, name, next(given))
+
+    def advance(self, by: list, times: int) -> None:
+        steps = iter(by)
+        for module in self.walk:
+            for name in module.positions:
+                setattr(module.state, name, getattr(module.state, name) + times * next(steps))
+
+
+class _Step:
+    """One push shape's captured step: replayed while the stream stays at its key."""
+
+    def __init__(self, state: _State, trace, x, flat: list, advance: list, backend: str):
+        self.state, self.trace, self.advance, self.backend = state, trace, advance, backend
+        self.replays = 0
+        if backend == "cuda":
+            self._capture(x, flat)
+        else:
+            self.inputs = list(flat)
+
+    def _capture(self, x, flat: list) -> None:
+        import torch
+
+        self.static_x = x.clone()
+        self.inputs = [t.clone() for t in flat]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the capture (the trace writes none of its inputs)
+            for _ in range(2):
+                self.trace(self.static_x, *self.inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            out = self.trace(self.static_x, *self.inputs)
+            for buffer, new in zip(self.inputs, out[1:]):
+                if new is not buffer:  # the state a replay leaves, in the buffers the next reads
+                    buffer.copy_(new)
+        self.static_y = out[0]
+
+    def enter(self) -> None:
+        """Take the stream's state (the layers' tensors) as this step's input."""
+        flat = self.state.tensors()
+        if self.backend == "cuda":
+            for buffer, value in zip(self.inputs, flat):
+                if value is not buffer:
+                    buffer.copy_(value)
+        else:
+            self.inputs = flat
+
+    def replay(self, x):
+        self.replays += 1
+        if self.backend == "cuda":
+            self.static_x.copy_(x, non_blocking=True)
+            self.graph.replay()
+            return self.static_y
+        out = self.trace(x, *self.inputs)
+        self.inputs = list(out[1:])
+        return out[0]
+
+    def leave(self) -> None:
+        """Write the state back into the layers, each position advanced by the replays."""
+        self.state.load(list(self.inputs))
+        self.state.advance(self.advance, self.replays)
+        self.replays = 0
+
+
+class StepGraphs(StreamingModule):
+    """``streamer`` (a :class:`~convt_audio.model.stack.StreamingStack`) whose steady pushes
+    replay a captured step per push shape; ``backend`` ``cuda`` (CUDA graphs) or ``fx`` (the
+    trace replayed without a graph). The same frames as ``streamer`` alone."""
+
+    def __init__(self, streamer: StreamingModule, backend: str = "cuda"):
+        self.streamer, self.backend = streamer, backend
+        self.children = ()  # the streamer keeps its own state; this wrapper carries steps only
+        self.state_of = _State(streamer)
+        self.steps: dict = {}  # (push shape, key) -> _Step
+        self.fixed: set = set()  # keys an eager push left unchanged: captured at their next push
+        self.current: _Step | None = None  # the step holding the stream's state, if any
+        self.captured = 0  # steps captured (for tests and reports)
+        super().__init__()
+
+    @property
+    def frames_in(self) -> int:
+        self._settle()
+        return self.streamer.frames_in
+
+    def _settle(self) -> None:
+        if self.current is not None:
+            self.current.leave()
+            self.current = None
+
+    def _push(self, x):
+        import torch
+
+        with torch.inference_mode():  # as the stack's own push: the buffers and traces alike
+            return self._step(x)
+
+    def _step(self, x):
+        key = batch_key(self.streamer)
+        if key is not None:
+            key = (tuple(x.shape), str(x.dtype), key)
+            step = self.steps.get(key)
+            if step is not None:
+                if self.current is not step:
+                    self._settle()
+                    step.enter()
+                    self.current = step
+                return step.replay(x)
+            if key in self.fixed:
+                self._settle()
+                return self._capture(key, x)
+        self._settle()
+        y = self.streamer.push(x)
+        after = batch_key(self.streamer)
+        if key is not None and after is not None and key[2] == after:
+            self.fixed.add(key)
+        return y
+
+    def _capture(self, key, x):
+        """Trace this push, keep its step for the pushes to come, and run it as this push."""
+        import torch
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        state, streamer = self.state_of, self.streamer
+        before, start = state.positions(), state.tensors()
+
+        def step(x, *flat):
+            state.load(list(flat))
+            y = streamer.push(x)
+            return (y, *state.tensors())
+
+        with torch.inference_mode():
+            trace = make_fx(step, tracing_mode="real")(x, *start)
+        advance = [b - a for a, b in zip(before, state.positions())]
+        state.load(start)  # tracing left its own tensors in the layers: back to the state before
+        state.set_positions(before)
+        self.current = self.steps[key] = _Step(state, trace, x, start, advance, self.backend)
+        self.captured += 1
+        return self.current.replay(x)
+
+    def reset(self) -> None:
+        """A new signal: the streamer back to its start; the steps are kept for its pushes."""
+        super().reset()
+        if self.current is not None:
+            self.current.replays = 0  # its replays belonged to the signal now forgotten
+            self.current = None
+        self.streamer.reset()
+
+    def _check_end(self) -> None:
+        self._settle()
+        self.streamer._check_end()
+
+    def _flush(self):
+        self._settle()
+        return self.streamer.flush()

@@ -1,0 +1,149 @@
+"""A stream's steady pushes replayed as one captured step (convt_audio.model.graphs): the same
+frames as the stream itself, whatever the chunks, for random stacks and nested blocks; captured
+once per push shape, positions carried across the replays, reset and flush exact. The ``fx``
+backend replays the very trace a CUDA graph captures; the CUDA test runs the graphs themselves."""
+
+import numpy as np
+import pytest
+import torch
+from helpers import stream_chunks
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference_vocoders import checkpoint_of, randomise, reference
+from test_blocks import _stack, nested_stacks
+from test_stream import _seeded, stacks
+
+import convt_audio
+from convt_audio.api import Stream
+from convt_audio.core.errors import UsageError
+from convt_audio.model.config import load_config
+from convt_audio.model.engines import TorchEngine
+from convt_audio.model.graphs import StepGraphs
+from convt_audio.model.stack import Stack, StreamingStack
+
+schedules = st.one_of(
+    st.just([1]),
+    st.just([3]),
+    st.just([8]),
+    st.lists(st.sampled_from([1, 2, 5]), min_size=2, max_size=4),
+)
+
+
+def _graphed_equals_plain(stack, x: torch.Tensor, sizes) -> StepGraphs:
+    """Streamed with captured steps and without: the same frames, bit for bit (float64 runs the
+    same operations either way), and the whole-signal output to 1e-9."""
+    graphed = StepGraphs(StreamingStack(stack), "fx")
+    got = stream_chunks(graphed, x, sizes)
+    plain = stream_chunks(StreamingStack(stack), x, sizes)
+    np.testing.assert_array_equal(got, plain)
+    np.testing.assert_allclose(got, stack.forward(x).numpy(), rtol=1e-9, atol=1e-9)
+    assert graphed.streamer.frames_in == x.shape[-1]
+    return graphed
+
+
+@settings(max_examples=40, deadline=None)
+@given(specs=stacks(max_convs=3), seed=st.integers(0, 999), extra=st.integers(0, 60), sizes=schedules)
+def test_replayed_steps_give_the_streams_frames(specs, seed, extra, sizes):
+    stack = _seeded(specs, seed).to(dtype=torch.float64)
+    frames = stack.min_input_frames() + extra
+    x = torch.randn(2, stack.in_channels, frames, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    _graphed_equals_plain(stack, x, sizes)
+
+
+@settings(max_examples=25, deadline=None)
+@given(specs=nested_stacks(), seed=st.integers(0, 999), sizes=schedules)
+def test_replayed_steps_through_nested_blocks(specs, seed, sizes):
+    stack = _stack(specs, seed)
+    frames = stack.min_input_frames() + 40
+    x = torch.randn(1, stack.in_channels, frames, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    _graphed_equals_plain(stack, x, sizes)
+
+
+def test_a_vocoder_captures_once_per_push_shape_and_replays_across_reset():
+    """MelGAN in float64: pushes of 4 frames capture one step, replayed for the rest; pushes of
+    4 and 1 one step each; after reset a new signal replays the steps already captured, and
+    every output equals the whole signal's."""
+    stack = Stack.initialised(load_config("melgan").layers, seed=0).to(dtype=torch.float64)
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.standard_normal((1, 80, 90)))
+    graphed = _graphed_equals_plain(stack, x, [4])
+    assert graphed.captured == 1
+    assert len(graphed.steps) == 1
+    graphed.reset()
+    y = torch.from_numpy(rng.standard_normal((1, 80, 70)))
+    np.testing.assert_allclose(stream_chunks(graphed, y, [4, 4, 1]), stack.forward(y).numpy(), rtol=1e-9, atol=1e-9)
+    assert graphed.captured == 2  # the 1-frame push's step added; the 4-frame one replayed again
+    assert graphed.streamer.frames_in == 70
+
+
+def test_a_captured_step_writes_none_of_its_inputs():
+    """A CUDA graph is warmed up on its inputs before capture: the trace must leave them as they
+    were, so that running it twice on the same state gives the same frames."""
+    stack = Stack.initialised(load_config("melgan").layers, seed=0).to(dtype=torch.float64)
+    graphed = StepGraphs(StreamingStack(stack), "fx")
+    x = torch.from_numpy(np.random.default_rng(2).standard_normal((1, 80, 40)))
+    for i in range(0, 40, 4):
+        graphed.push(x[..., i : i + 4])
+    step = graphed.current
+    assert step is not None and step.replays > 0
+    inputs = [t.clone() for t in step.inputs]
+    chunk = x[..., :4]
+    first, second = step.trace(chunk, *step.inputs), step.trace(chunk, *step.inputs)
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for before, after in zip(inputs, step.inputs):
+        torch.testing.assert_close(before, after, rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def hifigan_weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("graphs") / "g.pt"
+    torch.save(checkpoint_of("hifigan-v1", randomise(reference("hifigan-v1"), seed=0)), path)
+    return str(path)
+
+
+def test_hifigan_v1_replays_its_live_pushes_exactly(hifigan_weights):
+    """The API's stream with captured steps (the trace a CUDA graph holds): pushes of 1 and 8
+    mel frames and an irregular schedule give ``model(x)`` to float rounding."""
+    model = convt_audio.load("hifigan-v1", hifigan_weights, device="cpu", threads=1)
+    mel = (np.random.default_rng(3).standard_normal((80, 120)) - 5).astype(np.float32)
+    want = model(mel)
+    for sizes in ([1], [8], [3, 3, 5]):
+        stream = Stream(model, "fx")
+        got = stream_chunks(stream, mel, sizes)
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() <= 1e-6 * np.abs(want).max(), sizes
+        assert stream._stream.streamer.captured >= 1
+
+
+def test_graphs_are_refused_in_words_where_they_cannot_run(hifigan_weights):
+    model = convt_audio.load("hifigan-v1", hifigan_weights, device="cpu", threads=1)
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="graphs: CUDA graphs need a CUDA device; this model runs on cpu"):
+            model.stream(graphs=True)
+    stack = Stack.initialised(load_config("encodec-24khz").layers, seed=0)
+    stream = TorchEngine(stack).open_stream(1)
+    with pytest.raises(
+        UsageError, match=r"graphs: layers\[0\] \(codebooks\), .*lstm.* cannot be replayed from a captured step"
+    ):
+        stream.capture_steps("fx")
+    plain = Stream(model, "fx")
+    plain.push(np.zeros((80, 4), dtype=np.float32))
+    with pytest.raises(UsageError, match="graphs: choose them before the stream's first push"):
+        plain._stream.capture_steps("fx")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graphs_give_the_cpu_streams_frames(hifigan_weights):
+    """On the device: ``model.stream(graphs=True)`` captures each steady push shape as a CUDA
+    graph and replays it; the frames equal ``model(x)`` on the CPU (float32, 1e-5 of the peak)."""
+    gpu = convt_audio.load("hifigan-v1", hifigan_weights, device="cuda")
+    cpu = convt_audio.load("hifigan-v1", hifigan_weights, device="cpu", threads=1)
+    mel = (np.random.default_rng(4).standard_normal((80, 150)) - 5).astype(np.float32)
+    want = cpu(mel)
+    for sizes in ([1], [8], [3, 3, 5]):
+        stream = gpu.stream(graphs=True)
+        got = stream_chunks(stream, mel, sizes)
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max()), sizes
+        assert stream._stream.streamer.captured >= 1
