@@ -39,7 +39,7 @@ print(f"{props.name}: {props.multi_processor_count} SMs, {total / 2**30:.1f} GiB
 EOF
 [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
 
-modules=(tests/test_engines.py tests/test_vocoders.py tests/test_pool.py)
+modules=(tests/test_engines.py tests/test_vocoders.py tests/test_pool.py tests/test_graphs.py)
 "$python" -m pytest -q -p no:cacheprovider -k cuda "${modules[@]}" 2>&1 | tee "$out/tests.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 

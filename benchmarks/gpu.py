@@ -11,7 +11,9 @@ Prints, in one run:
 2. whole processes: ``convt-audio run --device cuda`` (start-up, reading and writing included)
    against a plain script that loads the module, runs it on the whole input (exact float32) and
    writes the WAV;
-3. a batch of many short files (``--files``, default 1000 mel files of 5 s, HiFi-GAN V1):
+3. live pushes of 1, 8 and 32 mel frames, HiFi-GAN V1: ``stream()`` and ``stream(graphs=True)``
+   (CUDA graphs), per-push median and p95, against the module's forward on the same utterance;
+4. a batch of many short files (``--files``, default 1000 mel files of 5 s, HiFi-GAN V1):
    ``convt-audio run DIR --device cuda`` (its files streamed 16 at a time as one batch, the
    default on a GPU) and ``--slots 1`` (one file at a time), against a plain script looping the
    module over the files; whole processes, one run each, outputs compared.
@@ -248,6 +250,62 @@ def whole_processes(model: str, config, weights, x, audio_s, device, work: Path,
     print(f"float32 outputs equal: {delta <= 1e-4} (max |Δ| {delta:.2e})")
 
 
+def live_pushes(model: str, config, weights, x, device: str, seconds: float = 5.0) -> None:
+    """A live stream on the device (a TTS server pushing mel frames as they come): pushes of 1,
+    8 and 32 frames through ``stream()`` and ``stream(graphs=True)`` (each steady push shape
+    replayed as one CUDA graph; on the CPU the same trace without a graph), per push the median
+    and p95 milliseconds, the real-time factor against the module's whole forward on the same
+    frames, and the largest error against ``model(x)``."""
+    import statistics
+
+    from convt_audio.api import Stream
+
+    frames = min(x.shape[-1], int(seconds * 22050 / 256))
+    mel = np.ascontiguousarray(x[:, :frames])
+    audio_s = frames * 256 / 22050
+    sync = synced(device)
+    module, _ = plain_module(model, str(weights), device)
+    with torch.inference_mode():
+        eager = median_seconds(lambda: module(torch.from_numpy(mel)[None].to(device)), sync, 5)
+    module = None
+    ours = api.load(str(config), str(weights), device=device)
+    want = ours(mel)
+    scale = max(1.0, float(np.abs(want).max()))
+    graphs = "cuda" if device.startswith("cuda") else "fx"
+    rows = []
+    for size in (1, 8, 32):
+        for label, backend in (("stream()", None), (f"stream(graphs=True) [{graphs}]", graphs)):
+            stream = Stream(ours, backend)
+            for _run in ("warm-up", "timed"):  # reset keeps the steps captured in the warm-up
+                stream.reset()
+                times, parts = [], []
+                start = time.perf_counter()
+                for i in range(0, frames, size):
+                    t = time.perf_counter()
+                    parts.append(stream.push(mel[:, i : i + size]))
+                    times.append(time.perf_counter() - t)
+                parts.append(stream.flush())
+                sync()
+                total = time.perf_counter() - start
+            got = np.concatenate(parts, axis=-1)
+            delta = float(np.abs(got - want).max()) / scale if got.shape == want.shape else float("inf")
+            rows.append(
+                [
+                    size,
+                    label,
+                    f"{1000 * statistics.median(times):.2f}",
+                    f"{1000 * float(np.percentile(times, 95)):.2f}",
+                    f"{total / audio_s:.4f}",
+                    f"{total / eager:.2f}",
+                    f"{delta:.1e}",
+                ]
+            )
+    print(
+        f"\n{model}: live pushes of a {audio_s:.1f} s utterance on {device} (the module's whole forward {eager:.4f} s)"
+    )
+    print(table(rows, ["push frames", "stream", "median ms", "p95 ms", "RTF", "× module", "max |Δ| / scale"]))
+
+
 def many_files(model: str, weights, device: str, work: Path, files: int, seconds: float) -> None:
     """``files`` mel files of ``seconds`` each: the plain loop against ``convt-audio run DIR``."""
     import shutil
@@ -320,6 +378,8 @@ def main() -> None:
         config, weights, x, audio_s = prepare(model, work, seconds)
         in_process(model, config, weights, x, audio_s, args.device, dtypes, repeats)
         whole_processes(model, config, weights, x, audio_s, args.device, work, min(repeats, 3))
+        if model != "learned":
+            live_pushes(model, config, weights, x, args.device, 2.0 if args.quick else 5.0)
         if model != "learned" and files:
             many_files(model, weights, args.device, work, files, args.file_seconds)
 
