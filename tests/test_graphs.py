@@ -16,7 +16,7 @@ from test_stream import _seeded, stacks
 import convt_audio
 from convt_audio.api import Stream
 from convt_audio.core.errors import UsageError
-from convt_audio.model.config import load_config
+from convt_audio.model.config import load_config, parse_config
 from convt_audio.model.engines import TorchEngine
 from convt_audio.model.graphs import StepGraphs
 from convt_audio.model.stack import Stack, StreamingStack
@@ -95,6 +95,59 @@ def test_a_captured_step_writes_none_of_its_inputs():
         torch.testing.assert_close(before, after, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", ["pwg-multiband-melgan", "bigvgan-v2-22khz-80band-256x"])
+def test_stages_built_at_their_first_chunk_are_captured_with_their_state(name):
+    """A PQMF synthesis and BigVGAN's anti-aliased activations build their layers at the first
+    chunk, after the step's walk could see them: their states are in every captured step."""
+    dtype = torch.float64 if name.startswith("pwg") else torch.float32
+    stack = Stack.initialised(load_config(name).layers, seed=0).to(dtype=dtype)
+    x = torch.from_numpy(np.random.default_rng(5).standard_normal((1, stack.in_channels, 80))).to(dtype)
+    graphed = StepGraphs(StreamingStack(stack), "fx")
+    got = stream_chunks(graphed, x, [2, 3])
+    assert graphed.captured == 2
+    plain = stream_chunks(StreamingStack(stack), x, [2, 3])
+    whole = stack.forward(x).numpy()
+    if dtype == torch.float64:
+        np.testing.assert_array_equal(got, plain)
+    assert np.abs(got - whole).max() <= 2e-6 * np.abs(whole).max()
+
+
+def test_an_lstm_is_captured_with_its_hidden_state():
+    config = parse_config(
+        {
+            "layers": [
+                {"type": "conv1d", "in_channels": 3, "out_channels": 6, "kernel_size": 3, "padding": 1},
+                {"type": "lstm", "channels": 6, "num_layers": 2, "skip": True},
+                {"type": "elu"},
+                {"type": "conv_transpose1d", "in_channels": 6, "out_channels": 2, "kernel_size": 4, "stride": 2},
+            ]
+        }
+    )
+    stack = Stack.initialised(config.layers, seed=0).to(dtype=torch.float64)
+    x = torch.from_numpy(np.random.default_rng(6).standard_normal((2, 3, 50)))
+    with torch.no_grad():
+        whole = stack.forward(x).numpy()
+    graphed = StepGraphs(StreamingStack(stack), "fx")
+    got = stream_chunks(graphed, x, [4])
+    assert graphed.captured == 1
+    np.testing.assert_array_equal(got, stream_chunks(StreamingStack(stack), x, [4]))
+    np.testing.assert_allclose(got, whole, rtol=1e-9, atol=1e-9)
+
+
+def test_a_push_that_reads_a_value_out_of_a_tensor_stays_eager(monkeypatch):
+    """The tracer refuses a value read out of a tensor (here an istft head's envelope): the
+    layers get back the state they had, that push and its kind run eagerly, and nothing is lost."""
+    from convt_audio.model import graphs
+
+    monkeypatch.setattr(graphs, "GRAPHABLE_NAMES", graphs.GRAPHABLE_NAMES | {"StreamingIstft"})
+    stack = Stack.initialised(load_config("vocos-mel-24khz").layers, seed=0).to(dtype=torch.float64)
+    x = torch.from_numpy(np.random.default_rng(7).standard_normal((1, stack.in_channels, 40)))
+    graphed = StepGraphs(StreamingStack(stack), "fx")
+    got = stream_chunks(graphed, x, [3])
+    assert graphed.captured == 0 and graphed.untraceable
+    np.testing.assert_array_equal(got, stream_chunks(StreamingStack(stack), x, [3]))
+
+
 @pytest.fixture(scope="module")
 def hifigan_weights(tmp_path_factory):
     path = tmp_path_factory.mktemp("graphs") / "g.pt"
@@ -124,7 +177,7 @@ def test_graphs_are_refused_in_words_where_they_cannot_run(hifigan_weights):
     stack = Stack.initialised(load_config("encodec-24khz").layers, seed=0)
     stream = TorchEngine(stack).open_stream(1)
     with pytest.raises(
-        UsageError, match=r"graphs: layers\[0\] \(codebooks\), .*lstm.* cannot be replayed from a captured step"
+        UsageError, match=r"graphs: layers\[0\] \(codebooks\) cannot be replayed from a captured step; stream without graphs"
     ):
         stream.capture_steps("fx")
     plain = Stream(model, "fx")

@@ -40,6 +40,8 @@ GRAPHABLE_NAMES = frozenset(
         "StreamingConvTranspose1d",
         "StreamingResidual",
         "StreamingParallel",
+        "StreamingStage",
+        "StreamingLstm",
         "Extender",
     }
 )
@@ -83,11 +85,24 @@ def _filled(value, flat: list, at: list):
     return value
 
 
+def _copied(value):
+    if isinstance(value, list):
+        return [_copied(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    return value
+
+
 class _State:
-    """A tree's per-stream state as flat lists: its tensors, and its positions."""
+    """A tree's per-stream state as flat lists: its tensors, and its positions. The walk is
+    taken each time: a stage builds its layers at its first chunk."""
 
     def __init__(self, tree: StreamingModule):
-        self.walk = modules(tree)
+        self.tree = tree
+
+    @property
+    def walk(self) -> list:
+        return modules(self.tree)
 
     def tensors(self) -> list:
         flat: list = []
@@ -107,11 +122,17 @@ class _State:
     def positions(self) -> list:
         return [getattr(m.state, name) for m in self.walk for name in m.positions]
 
-    def set_positions(self, values: list) -> None:
-        given = iter(values)
-        for module in self.walk:
-            for name in module.positions:
-                setattr(module.state, name, next(given))
+    def snapshot(self) -> list:
+        """Every module's state as it is (its containers copied: some are filled in place)."""
+        return [
+            (module, {f.name: _copied(getattr(module.state, f.name)) for f in fields(module.state)})
+            for module in self.walk
+        ]
+
+    def restore(self, saved: list) -> None:
+        for module, values in saved:
+            for name, value in values.items():
+                setattr(module.state, name, _copied(value))
 
     def advance(self, by: list, times: int) -> None:
         steps = iter(by)
@@ -188,6 +209,7 @@ class StepGraphs(StreamingModule):
         self.state_of = _State(streamer)
         self.steps: dict = {}  # (push shape, key) -> _Step
         self.fixed: set = set()  # keys an eager push left unchanged: captured at their next push
+        self.untraceable: set = set()  # keys whose push read a value out of a tensor: eager
         self.current: _Step | None = None  # the step holding the stream's state, if any
         self.captured = 0  # steps captured (for tests and reports)
         super().__init__()
@@ -225,28 +247,33 @@ class StepGraphs(StreamingModule):
         self._settle()
         y = self.streamer.push(x)
         after = batch_key(self.streamer)
-        if key is not None and after is not None and key[2] == after:
+        if key is not None and after is not None and key[2] == after and key not in self.untraceable:
             self.fixed.add(key)
         return y
 
     def _capture(self, key, x):
-        """Trace this push, keep its step for the pushes to come, and run it as this push."""
-        import torch
+        """Trace this push, keep its step for the pushes to come, and run it as this push. A
+        push that cannot be traced (a value read out of a tensor) stays eager at this key."""
         from torch.fx.experimental.proxy_tensor import make_fx
 
         state, streamer = self.state_of, self.streamer
-        before, start = state.positions(), state.tensors()
+        saved, start = state.snapshot(), state.tensors()
+        before = state.positions()
 
         def step(x, *flat):
             state.load(list(flat))
             y = streamer.push(x)
             return (y, *state.tensors())
 
-        with torch.inference_mode():
+        try:
             trace = make_fx(step, tracing_mode="real")(x, *start)
+        except Exception:  # noqa: BLE001 - data-dependent Python: this key is not a fixed step
+            state.restore(saved)
+            self.fixed.discard(key)
+            self.untraceable.add(key)
+            return self.streamer.push(x)
         advance = [b - a for a, b in zip(before, state.positions())]
-        state.load(start)  # tracing left its own tensors in the layers: back to the state before
-        state.set_positions(before)
+        state.restore(saved)  # tracing left its own tensors in the layers: back to the state before
         self.current = self.steps[key] = _Step(state, trace, x, start, advance, self.backend)
         self.captured += 1
         return self.current.replay(x)
