@@ -9,7 +9,6 @@ import torch
 from helpers import stream_chunks
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference_vocoders import checkpoint_of, randomise, reference
 from test_blocks import _stack, nested_stacks
 from test_stream import _seeded, stacks
 
@@ -150,10 +149,8 @@ def test_a_push_that_reads_a_value_out_of_a_tensor_stays_eager(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def hifigan_weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("graphs") / "g.pt"
-    torch.save(checkpoint_of("hifigan-v1", randomise(reference("hifigan-v1"), seed=0)), path)
-    return str(path)
+def hifigan_weights(random_checkpoint):
+    return random_checkpoint("hifigan-v1")
 
 
 def test_hifigan_v1_replays_its_live_pushes_exactly(hifigan_weights):

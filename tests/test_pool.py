@@ -11,7 +11,6 @@ import torch
 from helpers import one_thread
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference_vocoders import checkpoint_of, randomise, reference
 from test_blocks import _stack, nested_stacks
 from test_stream import _seeded, stacks
 
@@ -493,13 +492,6 @@ def test_misuse_is_refused_in_words():
 
 
 # -- the API ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def melgan_weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pool") / "g.pt"
-    torch.save(checkpoint_of("melgan", randomise(reference("melgan"), seed=0)), path)
-    return str(path)
 
 
 def test_the_api_pool_gives_what_each_stream_gives(melgan_weights):

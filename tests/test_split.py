@@ -11,7 +11,6 @@ from clitools import cli
 from helpers import stream_chunks
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference_vocoders import checkpoint_of, randomise, reference
 from test_blocks import _stack, nested_stacks
 from test_stream import _seeded, stacks
 
@@ -136,13 +135,6 @@ def test_the_plan_applies_only_where_it_pays():
         assert split_plan(engine, 100_000, 1, 64, 1 << 34) is None
     finally:
         torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def melgan_weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("melgan") / "g.pt"
-    torch.save(checkpoint_of("melgan", randomise(reference("melgan"), seed=0)), path)
-    return str(path)
 
 
 def test_float32_halves_match_one_stream_to_rounding(monkeypatch, melgan_weights):
