@@ -155,16 +155,15 @@ def hifigan_weights(random_checkpoint):
 
 def test_hifigan_v1_replays_its_live_pushes_exactly(hifigan_weights):
     """The API's stream with captured steps (the trace a CUDA graph holds): pushes of 1 mel frame
-    and an irregular schedule give ``model(x)`` to float rounding."""
+    give ``model(x)`` to float rounding (irregular schedules: the tests above)."""
     model = convt_audio.load("hifigan-v1", hifigan_weights, device="cpu", threads=1)
-    mel = (np.random.default_rng(3).standard_normal((80, 72)) - 5).astype(np.float32)
+    mel = (np.random.default_rng(3).standard_normal((80, 60)) - 5).astype(np.float32)
     want = model(mel)
-    for sizes in ([1], [3, 3, 5]):
-        stream = Stream(model, "fx")
-        got = stream_chunks(stream, mel, sizes)
-        assert got.shape == want.shape
-        assert np.abs(got - want).max() <= 1e-6 * np.abs(want).max(), sizes
-        assert stream._stream.streamer.captured >= 1
+    stream = Stream(model, "fx")
+    got = stream_chunks(stream, mel, [1])
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 1e-6 * np.abs(want).max()
+    assert stream._stream.streamer.captured == 1
 
 
 def test_graphs_are_refused_in_words_where_they_cannot_run(hifigan_weights):
