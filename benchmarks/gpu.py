@@ -289,10 +289,14 @@ def live_pushes(model: str, config, weights, x, device: str, seconds: float = 5.
                 total = time.perf_counter() - start
             got = np.concatenate(parts, axis=-1)
             delta = float(np.abs(got - want).max()) / scale if got.shape == want.shape else float("inf")
+            graphed = stream._stream.streamer if backend else None
+            for why in getattr(graphed, "untraceable", {}).values():
+                print(f"{size}-frame pushes: a step not captured: {why}")
             rows.append(
                 [
                     size,
                     label,
+                    "-" if graphed is None else graphed.captured,
                     f"{1000 * statistics.median(times):.2f}",
                     f"{1000 * float(np.percentile(times, 95)):.2f}",
                     f"{total / audio_s:.4f}",
@@ -303,7 +307,8 @@ def live_pushes(model: str, config, weights, x, device: str, seconds: float = 5.
     print(
         f"\n{model}: live pushes of a {audio_s:.1f} s utterance on {device} (the module's whole forward {eager:.4f} s)"
     )
-    print(table(rows, ["push frames", "stream", "median ms", "p95 ms", "RTF", "× module", "max |Δ| / scale"]))
+    headers = ["push frames", "stream", "steps captured", "median ms", "p95 ms", "RTF", "× module", "max |Δ| / scale"]
+    print(table(rows, headers))
 
 
 def many_files(model: str, weights, device: str, work: Path, files: int, seconds: float) -> None:

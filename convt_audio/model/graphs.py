@@ -209,7 +209,7 @@ class StepGraphs(StreamingModule):
         self.state_of = _State(streamer)
         self.steps: dict = {}  # (push shape, key) -> _Step
         self.fixed: set = set()  # keys an eager push left unchanged: captured at their next push
-        self.untraceable: set = set()  # keys whose push read a value out of a tensor: eager
+        self.untraceable: dict = {}  # key -> why its push could not be captured (it stays eager)
         self.current: _Step | None = None  # the step holding the stream's state, if any
         self.captured = 0  # steps captured (for tests and reports)
         super().__init__()
@@ -253,7 +253,9 @@ class StepGraphs(StreamingModule):
 
     def _capture(self, key, x):
         """Trace this push, keep its step for the pushes to come, and run it as this push. A
-        push that cannot be traced (a value read out of a tensor) stays eager at this key."""
+        push that cannot be traced (a value read out of a tensor) or captured (an operation a
+        CUDA graph refuses) gets its state back and stays eager at this key, the reason kept in
+        ``untraceable``."""
         from torch.fx.experimental.proxy_tensor import make_fx
 
         state, streamer = self.state_of, self.streamer
@@ -267,16 +269,17 @@ class StepGraphs(StreamingModule):
 
         try:
             trace = make_fx(step, tracing_mode="real")(x, *start)
-        except Exception:  # noqa: BLE001 - data-dependent Python: this key is not a fixed step
+            advance = [b - a for a, b in zip(before, state.positions())]
+            state.restore(saved)  # tracing left its own tensors in the layers: back to before
+            captured = _Step(state, trace, x, start, advance, self.backend)
+        except Exception as error:  # noqa: BLE001 - a value read out of a tensor, or a capture refused
             state.restore(saved)
             self.fixed.discard(key)
-            self.untraceable.add(key)
+            self.untraceable[key] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             return self.streamer.push(x)
-        advance = [b - a for a, b in zip(before, state.positions())]
-        state.restore(saved)  # tracing left its own tensors in the layers: back to the state before
-        self.current = self.steps[key] = _Step(state, trace, x, start, advance, self.backend)
+        self.current = self.steps[key] = captured
         self.captured += 1
-        return self.current.replay(x)
+        return captured.replay(x)
 
     def reset(self) -> None:
         """A new signal: the streamer back to its start; the steps are kept for its pushes."""
