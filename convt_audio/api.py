@@ -237,7 +237,10 @@ class Model:
         (:mod:`convt_audio.model.graphs`); the same frames."""
         if graphs and not self.engine.device.startswith("cuda"):
             raise UsageError(f"graphs: CUDA graphs need a CUDA device; this model runs on {self.engine.device}")
-        return Stream(self, "cuda" if graphs else None)
+        stream = Stream(self, "cuda" if graphs else None)
+        if graphs:  # refused now, not at the first push: a layer no captured step can hold
+            _graphed(self.engine.open_stream(1), "cuda", self.engine)
+        return stream
 
     def pool(self, *, wait: float | None = None) -> Pool:
         """Many live streams (a server's sessions) whose pushes run as one batch where they line
@@ -350,6 +353,14 @@ class _Layout(NamedTuple):
         return _give_back(model._unbatched(out, (*self.shape, 0), self.per_channel), self.given)
 
 
+def _graphed(stream, backend: str, engine) -> None:
+    """``stream`` replaying its steady pushes as captured steps, or a UsageError saying why not."""
+    capture = getattr(stream, "capture_steps", None)
+    if capture is None:
+        raise UsageError(f"graphs: the {engine.name} engine streams without captured steps")
+    capture(backend)
+
+
 class Stream:
     """One live stream of a :class:`Model`: ``push`` chunks of one layout (the batch and channel
     count fixed by the first), ``flush`` once, ``reset`` to start a new signal."""
@@ -371,7 +382,7 @@ class Stream:
         if self._stream is None or (not self._stream.started and array.shape[:-1] != self._layout.shape):
             self._stream = self.model.engine.open_stream(batched.shape[0])
             if self.graphs is not None:
-                self._stream.capture_steps(self.graphs)
+                _graphed(self._stream, self.graphs, self.model.engine)
             self._layout = _Layout(array.shape[:-1], per_channel, given)
         self._layout.check(array)
         return self._layout.give_back(self.model, self._stream.push(batched))

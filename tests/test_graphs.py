@@ -197,6 +197,11 @@ def test_graphs_are_refused_in_words_where_they_cannot_run(hifigan_weights):
         match=r"graphs: layers\[0\] \(codebooks\) cannot be replayed from a captured step; stream without graphs",
     ):
         stream.capture_steps("fx")
+    from convt_audio.api import _graphed
+
+    resampler = convt_audio.load("sinc-x3")
+    with pytest.raises(UsageError, match="graphs: the numpy-resampler engine streams without captured steps"):
+        _graphed(resampler.engine.open_stream(1), "fx", resampler.engine)
     plain = Stream(model, "fx")
     plain.push(np.zeros((80, 4), dtype=np.float32))
     with pytest.raises(UsageError, match="graphs: choose them before the stream's first push"):
