@@ -101,22 +101,31 @@ def _joined(values: Sequence, dim: int):
     return {k: _joined([v[k] for v in values], dim) for k in first}
 
 
-def _taken(value, rows: Sequence[int], dim: int):
+def mapped(value, fn):
+    """A state value with ``fn`` applied to each array in it, in order, and its tuples, lists and
+    dicts made anew around the results; anything else as it is."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if hasattr(value, "shape"):
-        if type(value).__module__ == "numpy":
+        return fn(value)
+    if isinstance(value, tuple):
+        return tuple(mapped(v, fn) for v in value)
+    if isinstance(value, list):
+        return [mapped(v, fn) for v in value]
+    return {k: mapped(v, fn) for k, v in value.items()}
+
+
+def _taken(value, rows: Sequence[int], dim: int):
+    def take(array):
+        if type(array).__module__ == "numpy":
             import numpy
 
-            return numpy.take(value, rows, axis=dim)
+            return numpy.take(array, rows, axis=dim)
         import torch
 
-        return value.index_select(dim, torch.tensor(list(rows), dtype=torch.long, device=value.device))
-    if isinstance(value, tuple):
-        return tuple(_taken(v, rows, dim) for v in value)
-    if isinstance(value, list):
-        return [_taken(v, rows, dim) for v in value]
-    return {k: _taken(v, rows, dim) for k, v in value.items()}
+        return array.index_select(dim, torch.tensor(list(rows), dtype=torch.long, device=array.device))
+
+    return mapped(value, take)
 
 
 def _resized(like, rows: int):

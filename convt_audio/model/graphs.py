@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from ..core.batching import batch_key, modules
+from ..core.batching import batch_key, mapped, modules
 from ..core.streaming import StreamingModule
 
 # streaming modules whose push is the same operations for the same shapes and flags
@@ -60,37 +60,8 @@ def graphable(tree: StreamingModule) -> list[str]:
     return refused
 
 
-def _tensors(value, out: list) -> None:
-    if hasattr(value, "shape") and hasattr(value, "device"):
-        out.append(value)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            _tensors(v, out)
-    elif isinstance(value, dict):
-        for k in sorted(value):
-            _tensors(value[k], out)
-
-
-def _filled(value, flat: list, at: list):
-    """``value`` with each tensor replaced by the next of ``flat`` (``at[0]`` counts)."""
-    if hasattr(value, "shape") and hasattr(value, "device"):
-        at[0] += 1
-        return flat[at[0] - 1]
-    if isinstance(value, list):
-        return [_filled(v, flat, at) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_filled(v, flat, at) for v in value)
-    if isinstance(value, dict):
-        return {k: _filled(value[k], flat, at) for k in sorted(value)}
-    return value
-
-
-def _copied(value):
-    if isinstance(value, list):
-        return [_copied(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _copied(v) for k, v in value.items()}
-    return value
+def _same(tensor):
+    return tensor
 
 
 class _State:
@@ -109,15 +80,16 @@ class _State:
         for module in self.walk:
             for f in fields(module.state):
                 if f.name not in module.positions:
-                    _tensors(getattr(module.state, f.name), flat)
+                    mapped(getattr(module.state, f.name), flat.append)
         return flat
 
     def load(self, flat: list) -> None:
-        at = [0]
+        """The tensors of ``flat``, in :meth:`tensors`' order, in place of the layers' own."""
+        given = iter(flat)
         for module in self.walk:
             for f in fields(module.state):
                 if f.name not in module.positions:
-                    setattr(module.state, f.name, _filled(getattr(module.state, f.name), flat, at))
+                    setattr(module.state, f.name, mapped(getattr(module.state, f.name), lambda _: next(given)))
 
     def positions(self) -> list:
         return [getattr(m.state, name) for m in self.walk for name in m.positions]
@@ -125,14 +97,14 @@ class _State:
     def snapshot(self) -> list:
         """Every module's state as it is (its containers copied: some are filled in place)."""
         return [
-            (module, {f.name: _copied(getattr(module.state, f.name)) for f in fields(module.state)})
+            (module, {f.name: mapped(getattr(module.state, f.name), _same) for f in fields(module.state)})
             for module in self.walk
         ]
 
     def restore(self, saved: list) -> None:
         for module, values in saved:
             for name, value in values.items():
-                setattr(module.state, name, _copied(value))
+                setattr(module.state, name, mapped(value, _same))
 
     def advance(self, by: list, times: int) -> None:
         steps = iter(by)
@@ -288,10 +260,6 @@ class StepGraphs(StreamingModule):
             self.current.replays = 0  # its replays belonged to the signal now forgotten
             self.current = None
         self.streamer.reset()
-
-    def _check_end(self) -> None:
-        self._settle()
-        self.streamer._check_end()
 
     def _flush(self):
         self._settle()
