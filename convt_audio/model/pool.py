@@ -451,7 +451,7 @@ class SharedPool:
                     self._cond.acquire()
                     unfinished = RuntimeError("the batch this push was in did not finish")
                     self._results.update({s: results.get(s, unfinished) for s in batch})
-                    self._open -= sum(chunk is _FLUSH for chunk in batch.values())  # they left
+                    self._open -= sum(value is _FLUSH for value in batch.values())  # they left
                     self._busy = False
                     self._cond.notify_all()
             else:
