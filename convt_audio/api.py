@@ -232,14 +232,17 @@ class Model:
         """A live stream: ``push(chunk)`` returns the frames now final, ``flush()`` the rest;
         the frames joined equal ``model(x)`` whatever the chunk sizes.
 
-        ``graphs`` (CUDA): once the stream is steady, each push shape is captured once as a
-        CUDA graph and replayed, one launch a push instead of one per kernel
-        (:mod:`convt_audio.model.graphs`); the same frames."""
-        if graphs and not self.engine.device.startswith("cuda"):
-            raise UsageError(f"graphs: CUDA graphs need a CUDA device; this model runs on {self.engine.device}")
-        stream = Stream(self, "cuda" if graphs else None)
+        ``graphs``: once the stream is steady, each push shape is traced once and replayed as
+        one step (:mod:`convt_audio.model.graphs`): on CUDA a CUDA graph, one launch a push
+        instead of one per kernel; on the CPU a TorchScript graph, without the Python between
+        the operations (HiFi-GAN V1, 1 thread: ~20 % less a push; docs/benchmarks.md). The
+        same frames, to float rounding. A push shape is traced at its third steady push, once
+        per model (HiFi-GAN V1: ~3.5 s on the CPU): the model's later streams and a stream's
+        later signals (:meth:`Stream.reset`) replay it from their first steady push."""
+        backend = ("cuda" if self.engine.device.startswith("cuda") else "script") if graphs else None
+        stream = Stream(self, backend)
         if graphs:  # refused now, not at the first push: a layer no captured step can hold
-            _graphed(self.engine.open_stream(1), "cuda", self.engine)
+            _graphed(self.engine.open_stream(1), backend, self.engine)
         return stream
 
     def pool(self, *, wait: float | None = None) -> Pool:

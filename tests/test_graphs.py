@@ -28,13 +28,18 @@ schedules = st.one_of(
 )
 
 
-def _graphed_equals_plain(stack, x: torch.Tensor, sizes) -> StepGraphs:
-    """Streamed with captured steps and without: the same frames, bit for bit (float64 runs the
-    same operations either way), and the whole-signal output to 1e-9."""
-    graphed = StepGraphs(StreamingStack(stack), "fx")
+def _graphed_equals_plain(stack, x: torch.Tensor, sizes, backend: str = "fx") -> StepGraphs:
+    """Streamed with captured steps and without: the same frames, bit for bit with the trace
+    itself (float64 runs the same operations either way) and to 1e-12 through TorchScript
+    (its buffers sit elsewhere, and a product's sums may round differently there), and the
+    whole-signal output to 1e-9."""
+    graphed = StepGraphs(StreamingStack(stack), backend)
     got = stream_chunks(graphed, x, sizes)
     plain = stream_chunks(StreamingStack(stack), x, sizes)
-    np.testing.assert_array_equal(got, plain)
+    if backend == "fx":
+        np.testing.assert_array_equal(got, plain)
+    else:
+        np.testing.assert_allclose(got, plain, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(plain).max()))
     np.testing.assert_allclose(got, stack.forward(x).numpy(), rtol=1e-9, atol=1e-9)
     assert graphed.streamer.frames_in == x.shape[-1]
     return graphed
@@ -56,6 +61,16 @@ def test_replayed_steps_through_nested_blocks(specs, seed, sizes):
     frames = stack.min_input_frames() + 40
     x = torch.randn(1, stack.in_channels, frames, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     _graphed_equals_plain(stack, x, sizes)
+
+
+@settings(max_examples=20, deadline=None)
+@given(specs=nested_stacks(), seed=st.integers(0, 999), sizes=schedules)
+def test_torchscript_replays_give_the_streams_frames(specs, seed, sizes):
+    """The CPU's backend: the trace handed to TorchScript, random nested stacks and schedules."""
+    stack = _stack(specs, seed)
+    frames = stack.min_input_frames() + 40
+    x = torch.randn(2, stack.in_channels, frames, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    _graphed_equals_plain(stack, x, sizes, "script")
 
 
 def test_a_vocoder_captures_once_per_push_shape_and_replays_across_reset():
@@ -185,11 +200,36 @@ def test_hifigan_v1_replays_its_live_pushes_exactly(hifigan_weights):
     assert stream._stream.streamer.captured == 1
 
 
+def test_hifigan_v1_on_the_cpu_replays_torchscript_steps_shared_by_its_streams(hifigan_weights):
+    """``model.stream(graphs=True)`` on the CPU: pushes of 1 and 8 mel frames give ``model(x)``
+    to float rounding (irregular schedules: the property tests); the large layers' few-output
+    products take oneDNN's packed weights, packed before the trace (a trace that packed would
+    pack again at every replay); a second stream of the model replays the first one's trace,
+    tracing nothing."""
+    model = convt_audio.load("hifigan-v1", hifigan_weights, device="cpu", threads=1)
+    mel = (np.random.default_rng(3).standard_normal((80, 70)) - 5).astype(np.float32)
+    want = model(mel)
+    for sizes in ([1], [8]):
+        stream = model.stream(graphs=True)
+        got = stream_chunks(stream, mel, sizes)
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() <= 1e-6 * np.abs(want).max(), sizes
+        graphed = stream._stream.streamer
+        assert graphed.captured >= 1 and not graphed.untraceable, sizes
+    again = model.stream(graphs=True)
+    got = stream_chunks(again, mel, [1])
+    assert np.abs(got - want).max() <= 1e-6 * np.abs(want).max()
+    assert (again._stream.streamer.captured, again._stream.streamer.traced) == (1, 0)
+    step = next(iter(again._stream.streamer.steps.values()))
+    graph = str(step.trace.graph)
+    assert "_reorder_linear_weight" not in graph
+    assert "prim::CallFunction" in graph  # the packed products (256 channels, kernels 7 and 11)
+
+
 def test_graphs_are_refused_in_words_where_they_cannot_run(hifigan_weights):
     model = convt_audio.load("hifigan-v1", hifigan_weights, device="cpu", threads=1)
-    if not torch.cuda.is_available():
-        with pytest.raises(UsageError, match="graphs: CUDA graphs need a CUDA device; this model runs on cpu"):
-            model.stream(graphs=True)
+    with pytest.raises(UsageError, match="graphs: CUDA graphs need a CUDA device; this model runs on cpu"):
+        model.engine.open_stream(1).capture_steps("cuda")
     stack = Stack.initialised(load_config("encodec-24khz").layers, seed=0)
     stream = TorchEngine(stack).open_stream(1)
     with pytest.raises(

@@ -5,9 +5,13 @@ Imported by :mod:`.conv` when a layer runs, so that parsing a config never impor
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import List, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -156,7 +160,7 @@ def conv_frames_last(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, 
         packed = packed_matrix(weight4) if large and height <= PACKED_FRAMES else None
         if packed is not None:
             taps = taps_rows(x, kernel, stride, dilation, count)
-            y = torch.ops.mkldnn._linear_pointwise(taps, packed, bias, "none", [], "")
+            y = packed_product(taps, packed, bias)
             return y.view(x.shape[0], count, -1).transpose(1, 2)
         if dilation > 1 and height <= MATMUL_DILATED_FRAMES or weight4.shape[0] == 1:
             return taps_product(x, weight4, bias, stride, dilation, count)
@@ -255,19 +259,33 @@ def weight_matrix(weight4: torch.Tensor) -> torch.Tensor:
 
 
 PACKED_AFTER = 16  # few-output calls of a layer (all its streams together) before it is packed
+_REPLAYED = ContextVar("replayed", default=False)  # the calls made now are a step traced for replays
+
+
+@contextmanager
+def replayed():
+    """The convolutions called inside are traced into a step that will be replayed push after
+    push (:mod:`convt_audio.model.graphs`): they choose as a layer past its
+    :data:`PACKED_AFTER` few-output calls does, since a trace keeps the choice for good."""
+    token = _REPLAYED.set(True)
+    try:
+        yield
+    finally:
+        _REPLAYED.reset(token)
 
 
 def packed_matrix(weight4: torch.Tensor):
     """:func:`weight_matrix` packed for oneDNN's matrix multiply, shared by every stream; None
-    until the layer has had :data:`PACKED_AFTER` few-output calls, and where this PyTorch build
-    cannot pack (then the caller convolves).
+    until the layer has had :data:`PACKED_AFTER` few-output calls (or at once in a step traced
+    for replays, :func:`replayed`), and where this PyTorch build cannot pack (then the caller
+    convolves).
 
     Packing pays over a live stream's many small pushes, not over the few small blocks of a
     whole file (a half's first and last blocks, the flush): packed on first use, BigVGAN v2's
     copies held a 1.2 s decode 1121 MB instead of 854 MB, for no gain in time."""
     calls = derived(weight4, "few-output calls", lambda _: [0])
     calls[0] += 1  # a race between two streams only packs it a call earlier or later
-    if calls[0] <= PACKED_AFTER:
+    if calls[0] <= PACKED_AFTER and not _REPLAYED.get():
         return None
 
     def make(weight4):
@@ -280,6 +298,24 @@ def packed_matrix(weight4: torch.Tensor):
         return packed
 
     return derived(weight4, "packed", make)
+
+
+def packed_product(taps: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``taps @ matrix.T + bias`` with the matrix packed by :func:`packed_matrix`."""
+    return torch.ops.mkldnn._linear_pointwise(taps, packed, bias, "none", [], "")
+
+
+@functools.lru_cache(maxsize=None)
+def scripted_packed_product():
+    """:func:`packed_product` as a TorchScript function, which a TorchScript trace records as a
+    call: tracing the operation itself fails on its empty list of scalars, whose type the
+    tracer cannot tell (:mod:`convt_audio.model.graphs` traces steps through it)."""
+
+    def product(taps: torch.Tensor, packed: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        no_scalars: List[Optional[Union[float, int, complex]]] = []
+        return torch.ops.mkldnn._linear_pointwise(taps, packed, bias, "none", no_scalars, "")
+
+    return torch.jit.script(product)
 
 
 def polyphase_weight(weight: torch.Tensor, spec) -> torch.Tensor:

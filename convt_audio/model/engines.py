@@ -117,6 +117,7 @@ class TorchEngine(Engine):
         self.torch_dtype = first.dtype if first is not None else None
         self.device = str(self.torch_device) if first is not None else "cpu"
         self.dtype = np.dtype("float64") if str(self.torch_dtype) == "torch.float64" else np.dtype("float32")
+        self.traces: dict = {}  # captured steps' traces, shared by the live streams (graphs.StepGraphs)
 
     @classmethod
     def build(
@@ -212,6 +213,7 @@ class TorchStream(StreamingModule):
         self.streamer = StreamingStack(
             engine.stack, tail=None if tail is None else self._up(tail), kernel=engine.kernel
         )
+        self.tailed = tail is not None
         self.children = (self.streamer,)
         super().__init__()
 
@@ -246,8 +248,10 @@ class TorchStream(StreamingModule):
 
     def capture_steps(self, backend: str = "cuda") -> None:
         """From now on replay each steady push shape as one captured step
-        (:class:`~convt_audio.model.graphs.StepGraphs`: CUDA graphs; ``fx``, the trace without a
-        graph); refused in words where the device or a layer cannot."""
+        (:class:`~convt_audio.model.graphs.StepGraphs`: ``cuda``, CUDA graphs; ``script``, a
+        TorchScript graph; ``fx``, the trace itself); refused in words where the device or a
+        layer cannot. A stream with no file tail shares its traces with the engine's other
+        such streams: each push shape is traced once per model."""
         from ..core.errors import UsageError
         from .graphs import StepGraphs, graphable
 
@@ -261,7 +265,7 @@ class TorchStream(StreamingModule):
             raise UsageError(
                 f"graphs: {', '.join(refused[:2])}{more} cannot be replayed from a captured step; stream without graphs"
             )
-        self.streamer = StepGraphs(self.streamer, backend)
+        self.streamer = StepGraphs(self.streamer, backend, None if self.tailed else self.engine.traces)
         self.children = (self.streamer,)
 
     def _push(self, block: np.ndarray) -> np.ndarray:

@@ -1,26 +1,31 @@
-"""A stream's steady pushes replayed as one captured step: CUDA graphs for live streams.
+"""A stream's steady pushes replayed as one captured step: CUDA graphs on CUDA, TorchScript on the CPU.
 
-A live push launches every layer's kernels one by one from Python (HiFi-GAN V1: ~300 a push),
-which on a GPU costs more than a small push computes. Once a stream is steady, a push of a given
-shape does the same operations on tensors of the same shapes every time: only how far the stream
-has gone changes, and a steady layer reads that only as differences
-(:func:`~convt_audio.core.batching.batch_key`, the pool's test for streams that can share a
-batch, says when this holds). Such a push is traced once into a function of the input and the
-state tensors (``make_fx``: the operations, no Python), and the trace is captured as a CUDA graph
-whose state lives in fixed buffers, updated in place at the end of every replay::
+A live push runs every layer's operations one by one from Python (HiFi-GAN V1: ~300 kernels a
+push on CUDA, ~1900 calls on the CPU, two thirds of them views and copies), which costs more
+than a small push computes. Once a stream is steady, a push of a given shape does the same
+operations on tensors of the same shapes every time: only how far the stream has gone changes,
+and a steady layer reads that only as differences (:func:`~convt_audio.core.batching.batch_key`,
+the pool's test for streams that can share a batch, says when this holds). Such a push is traced
+once into a function of the input and the state tensors (``make_fx``: the operations, no
+Python). On CUDA the trace is captured as a CUDA graph whose state lives in fixed buffers,
+updated in place at the end of every replay; on the CPU (``script``) it is handed to
+TorchScript, whose interpreter runs the operations without Python between them::
 
     push 1 (key A -> B)   eager
     push 2 (key B -> B)   eager: B is a fixed point of this push shape; remember it
-    push 3 (key B)        traced (a real push), captured          -> state in the graph's buffers
+    push 3 (key B)        traced (a real push), captured          -> state in the step's buffers
     push 4, 5, … (key B)  replayed: input copied in, one launch, output out
     another shape, flush  the buffers written back into the layers, each position advanced by
                           (replays × what one push adds); then eager as before
 
-Each frame is computed by the same operations as the eager push, so the output is the same.
-Only stacks whose streaming modules have no data-dependent Python (:data:`GRAPHABLE`) are
-captured: a codebook layer checks its codes in Python, which a replay would skip. The ``fx``
-backend replays the trace without a graph (the CPU, and the tests: the same trace a CUDA graph
-holds; no faster there, docs/benchmarks.md).
+Each frame is computed by the same operations as the eager push, so the output is the same to
+float rounding (TorchScript's buffers may sit at other addresses, and oneDNN's sums can round
+differently there). Only stacks whose streaming modules have no data-dependent Python
+(:data:`GRAPHABLE_NAMES`) are captured: a codebook layer checks its codes in Python, which a
+replay would skip. A trace reads only the weights, the input and the state tensors, so the live
+streams of one model share theirs (:attr:`TorchEngine.traces`): each push shape is traced once
+per model (HiFi-GAN V1: ~3.5 s on the CPU). The ``fx`` backend replays the make_fx trace as it is
+(the tests: the very trace a CUDA graph holds; slower than eager on the CPU, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -45,6 +50,9 @@ GRAPHABLE_NAMES = frozenset(
         "Extender",
     }
 )
+
+
+MAX_TRACES = 32  # traces a model keeps for its streams (one per push shape and key)
 
 
 def graphable(tree: StreamingModule) -> list[str]:
@@ -113,16 +121,50 @@ class _State:
                 setattr(module.state, name, getattr(module.state, name) + times * next(steps))
 
 
+def _scripted(trace, x, flat: list):
+    """``trace`` (a ``make_fx`` graph) as TorchScript: the same operations, run one after the
+    other by TorchScript's interpreter instead of a Python call each (HiFi-GAN V1, a 1-frame
+    push: ~1900 of them, two thirds views and copies). oneDNN's packed products are called
+    through :func:`~convt_audio.kinds.conv_torch.scripted_packed_product`, which the tracer
+    can record."""
+    import warnings
+
+    import torch
+
+    packed = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+    rewritten = False
+    for node in trace.graph.nodes:
+        if packed is not None and node.target is packed.default and tuple(node.args[3:]) == ("none", [], ""):
+            node.target, node.args = _scripted_packed_product, node.args[:3]
+            rewritten = True
+    if rewritten:
+        trace.recompile()
+    with warnings.catch_warnings():  # deprecated for torch.compile, which was measured and not kept
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.trace(trace, (x, *flat), check_trace=False)
+
+
+def _scripted_packed_product(taps, packed, bias):
+    from ..kinds.conv_torch import scripted_packed_product
+
+    return scripted_packed_product()(taps, packed, bias)
+
+
 class _Step:
     """One push shape's captured step: replayed while the stream stays at its key."""
 
     def __init__(self, state: _State, trace, x, flat: list, advance: list, backend: str):
         self.state, self.trace, self.advance, self.backend = state, trace, advance, backend
+        self.shape, self.dtype = tuple(x.shape), x.dtype
         self.replays = 0
         if backend == "cuda":
             self._capture(x, flat)
         else:
             self.inputs = list(flat)
+
+    def takes(self, x) -> bool:
+        """Whether ``x`` is a push of this step's shape and dtype."""
+        return tuple(x.shape) == self.shape and x.dtype == self.dtype
 
     def _capture(self, x, flat: list) -> None:
         import torch
@@ -172,11 +214,16 @@ class _Step:
 
 class StepGraphs(StreamingModule):
     """``streamer`` (a :class:`~convt_audio.model.stack.StreamingStack`) whose steady pushes
-    replay a captured step per push shape; ``backend`` ``cuda`` (CUDA graphs) or ``fx`` (the
-    trace replayed without a graph). The same frames as ``streamer`` alone."""
+    replay a captured step per push shape; ``backend`` ``cuda`` (CUDA graphs), ``script``
+    (TorchScript, the CPU's) or ``fx`` (the trace replayed as it is). The same frames as
+    ``streamer`` alone, to float rounding."""
 
-    def __init__(self, streamer: StreamingModule, backend: str = "cuda"):
+    def __init__(self, streamer: StreamingModule, backend: str = "cuda", traces: dict | None = None):
+        """``traces``: where the traces are kept by key, shared with other streams of the same
+        stack (a trace reads the weights, the input and the state tensors only; positions are
+        constants, and the same at an equal key). By default this stream's own."""
         self.streamer, self.backend = streamer, backend
+        self.traces = {} if traces is None else traces
         self.children = ()  # the streamer keeps its own state; this wrapper carries steps only
         self.state_of = _State(streamer)
         self.steps: dict = {}  # (push shape, key) -> _Step
@@ -184,6 +231,7 @@ class StepGraphs(StreamingModule):
         self.untraceable: dict = {}  # key -> why its push could not be captured (it stays eager)
         self.current: _Step | None = None  # the step holding the stream's state, if any
         self.captured = 0  # steps captured (for tests and reports)
+        self.traced = 0  # of which traced by this stream (the others came from ``traces``)
         super().__init__()
 
     @property
@@ -203,6 +251,11 @@ class StepGraphs(StreamingModule):
             return self._step(x)
 
     def _step(self, x):
+        current = self.current
+        if current is not None and current.takes(x):
+            # the layers still hold the state the step was entered with, so batch_key would
+            # give the step's own key: a replay leaves the key as it found it
+            return current.replay(x)
         key = batch_key(self.streamer)
         if key is not None:
             key = (tuple(x.shape), str(x.dtype), key)
@@ -213,7 +266,7 @@ class StepGraphs(StreamingModule):
                     step.enter()
                     self.current = step
                 return step.replay(x)
-            if key in self.fixed:
+            if key in self.fixed or key in self.traces and key not in self.untraceable:
                 self._settle()
                 return self._capture(key, x)
         self._settle()
@@ -224,26 +277,19 @@ class StepGraphs(StreamingModule):
         return y
 
     def _capture(self, key, x):
-        """Trace this push, keep its step for the pushes to come, and run it as this push. A
-        push that cannot be traced (a value read out of a tensor) or captured (an operation a
-        CUDA graph refuses) gets its state back and stays eager at this key, the reason kept in
-        ``untraceable``."""
-        from torch.fx.experimental.proxy_tensor import make_fx
-
-        state, streamer = self.state_of, self.streamer
+        """Keep a step for this key's pushes to come, traced now unless :attr:`traces` has it,
+        and run it as this push. A push that cannot be traced (a value read out of a tensor) or
+        captured (an operation a CUDA graph refuses) gets its state back and stays eager at this
+        key, the reason kept in ``untraceable``."""
+        state = self.state_of
         saved, start = state.snapshot(), state.tensors()
-        before = state.positions()
-
-        def step(x, *flat):
-            state.load(list(flat))
-            y = streamer.push(x)
-            return (y, *state.tensors())
-
         try:
-            trace = make_fx(step, tracing_mode="real")(x, *start)
-            advance = [b - a for a, b in zip(before, state.positions())]
-            state.restore(saved)  # tracing left its own tensors in the layers: back to before
-            captured = _Step(state, trace, x, start, advance, self.backend)
+            traced = self.traces.get(key)
+            if traced is None:
+                traced = self._trace(x, start, saved)
+                if len(self.traces) < MAX_TRACES:
+                    self.traces[key] = traced
+            captured = _Step(state, traced[0], x, start, traced[1], self.backend)
         except Exception as error:  # noqa: BLE001 - a value read out of a tensor, or a capture refused
             state.restore(saved)
             self.fixed.discard(key)
@@ -252,6 +298,35 @@ class StepGraphs(StreamingModule):
         self.current = self.steps[key] = captured
         self.captured += 1
         return captured.replay(x)
+
+    def _trace(self, x, start: list, saved: list) -> tuple:
+        """``(trace, advance)``: this push as a function of the input and the state tensors
+        (TorchScript for the ``script`` backend), and what it adds to each position. The
+        layers are left as they were."""
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        from ..kinds.conv_torch import replayed
+
+        state, streamer = self.state_of, self.streamer
+        before = state.positions()
+
+        def step(x, *flat):
+            state.load(list(flat))
+            y = streamer.push(x)
+            return (y, *state.tensors())
+
+        try:
+            with replayed():
+                # once untraced, so that what the layers make on first use for many pushes
+                # (packed weights, Winograd's transformed ones) is made now, not in every replay
+                streamer.push(x)
+                state.restore(saved)
+                trace = make_fx(step, tracing_mode="real")(x, *start)
+            advance = [b - a for a, b in zip(before, state.positions())]
+        finally:
+            state.restore(saved)  # tracing left its own tensors in the layers: back to before
+        self.traced += 1
+        return (_scripted(trace, x, start) if self.backend == "script" else trace), advance
 
     def reset(self) -> None:
         """A new signal: the streamer back to its start; the steps are kept for its pushes."""
