@@ -1,12 +1,15 @@
-"""A live stream, as a TTS server pushes mel frames as they come: `load(model).stream().push()`
-against the module's eager whole-utterance forward and against context-recompute with crossfade.
+"""A live stream, as a TTS server pushes mel frames as they come: `load(model).stream().push()`,
+with and without captured steps (`stream(graphs=True)`), against the module's eager
+whole-utterance forward and against context-recompute with crossfade.
 
 For HiFi-GAN V1 (random weights; --model for another mel vocoder), utterances of 2, 5 and 10 s,
-pushes of 1, 2, 4, 8, 16 and 32 mel frames, with 1 and 2 torch threads, prints per push size:
-the median and p95 wall time of one push, the real-time factor (push seconds per second of
-audio), the ratio to the module's eager forward on the whole utterance (each utterance's the
-median of 3 runs, as is ``load(...)(mel)``'s whole forward beside it), the algorithmic delay
-(look-ahead), and the largest error against the whole-signal output. Then what servers do
+pushes of 1, 2, 4, 8, 16 and 32 mel frames, with 1 and 2 torch threads, prints per push size,
+for ``stream()`` and ``stream(graphs=True)`` (its steps traced on a first utterance, once per
+model and push shape: that time apart, as "trace s"): the median and p95 wall time of one
+push, the real-time factor (push seconds per second of audio), the ratio to the module's eager
+forward on the whole utterance (each utterance's the median of 3 runs, as is
+``load(...)(mel)``'s whole forward beside it), the algorithmic delay (look-ahead), and the
+largest error against the whole-signal output. Then what servers do
 instead: vocode each chunk with LEFT frames of left context and crossfade the seams, with its SNR
 against the whole-utterance output (the missing right context is the error).
 
@@ -15,13 +18,14 @@ GFLOP/s its convolutions reach (multiply-adds of the direct convolution, 2 FLOP 
 float32 peak (the faster of a matrix product and an in-cache convolution) and the module's eager
 forward measured in the same run, and what a push must reach to meet a ratio.
 
-    .venv/bin/python benchmarks/live.py [--model hifigan-v1] [--quick]
+    .venv/bin/python benchmarks/live.py [--model hifigan-v1] [--quick] [--busy]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -98,6 +102,25 @@ def layer_times(model, mel: np.ndarray, size: int) -> list[float]:
     return [statistics.median(layer) if layer else 0.0 for layer in spent]
 
 
+def live_pushes(model, mels: list, wholes: list, size: int, graphs: bool) -> tuple:
+    """Each utterance through its own ``model.stream(graphs=graphs)``, ``size`` frames a push:
+    ``(each push's seconds, all pushes and flushes in seconds, the largest error / peak)``."""
+    times, total, error = [], 0.0, 0.0
+    for mel, want in zip(mels, wholes):
+        stream = model.stream(graphs=graphs)
+        parts = []
+        for i in range(0, mel.shape[1], size):
+            start = time.perf_counter()
+            parts.append(stream.push(mel[:, i : i + size]))
+            times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        parts.append(stream.flush())
+        total += sum(times[-len(range(0, mel.shape[1], size)) :]) + time.perf_counter() - start
+        got = np.concatenate(parts, axis=-1)[0]
+        error = max(error, float(np.abs(got - want).max() / np.abs(want).max()))
+    return times, total, error
+
+
 def convolution_peak() -> float:
     """GFLOP/s of the fastest of a few HiFi-GAN-sized float32 convolutions, weights and frames
     in cache, frames outermost (oneDNN's fastest layout here): kernel 11, 64 channels over 2048
@@ -149,7 +172,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="hifigan-v1")
     parser.add_argument("--quick", action="store_true", help="one 5 s utterance, pushes of 1, 8, 32")
+    parser.add_argument("--busy", action="store_true", help="everything beside one CPU-bound process")
     args = parser.parse_args()
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
+    try:
+        measure(args)
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+
+
+def measure(args) -> None:
     config = load_config(args.model)
     hop, rate, bands = int(config.rate_factor()), config.output_sample_rate, config.in_channels
     seconds = (5,) if args.quick else (2, 5, 10)
@@ -160,7 +194,7 @@ def main() -> None:
         torch.save(checkpoint_of(args.model, randomise(reference(args.model), seed=0)), work / "g.pt")
         module = AuthorsDecode(args.model, load_checkpoint(args.model, reference(args.model), work / "g.pt")).eval()
     delay = summary(config, config.feature_rate(), None, "")["lookahead_output_frames"]
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}" + (", beside one busy process" if args.busy else ", quiet"))
     print(f"{args.model}: algorithmic delay {delay:g} samples ({1000 * delay / rate:.0f} ms) at every push size")
     mels = [mel_like(int(s * rate / hop), bands, i) for i, s in enumerate(seconds)]
     audio_s = sum(m.shape[1] * hop / rate for m in mels)
@@ -175,35 +209,36 @@ def main() -> None:
             ours_whole += median_time(lambda model=model, mel=mel: model(mel), repeats=3)
         rows = []
         for size in pushes:
-            times, total, error = [], 0.0, 0.0
-            for mel, want in zip(mels, wholes):
-                stream = model.stream()
-                parts = []
-                for i in range(0, mel.shape[1], size):
+            for graphs in (False, True):
+                trace_s = None
+                if graphs:  # the trace, once per model and push shape, before the timed utterances
                     start = time.perf_counter()
-                    parts.append(stream.push(mel[:, i : i + size]))
-                    times.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                parts.append(stream.flush())
-                total += sum(times[-len(range(0, mel.shape[1], size)) :]) + time.perf_counter() - start
-                got = np.concatenate(parts, axis=-1)[0]
-                error = max(error, float(np.abs(got - want).max() / np.abs(want).max()))
-            rtf = total / audio_s
-            rows.append(
-                [
-                    size,
-                    f"{1000 * statistics.median(times):.1f}",
-                    f"{1000 * np.percentile(times, 95):.1f}",
-                    f"{rtf:.3f}",
-                    f"{total / eager:.2f}",
-                    f"{error:.1e}",
-                ]
-            )
+                    live_pushes(model, mels[:1], wholes[:1], size, graphs)
+                    trace_s = time.perf_counter() - start - eager / len(mels)
+                times, total, error = live_pushes(model, mels, wholes, size, graphs)
+                rtf = total / audio_s
+                rows.append(
+                    [
+                        size,
+                        "stream(graphs=True)" if graphs else "stream()",
+                        f"{1000 * statistics.median(times):.1f}",
+                        f"{1000 * np.percentile(times, 95):.1f}",
+                        f"{rtf:.3f}",
+                        f"{total / eager:.2f}",
+                        f"{error:.1e}",
+                        "" if trace_s is None else f"{max(trace_s, 0):.1f}",
+                    ]
+                )
         print(
             f"\n{threads} thread(s), utterances of {', '.join(f'{s:g}' for s in seconds)} s: the module's eager "
             f"whole forward RTF {eager / audio_s:.3f}; load(...)(mel) whole RTF {ours_whole / audio_s:.3f}"
         )
-        print(table(rows, ["push frames", "median ms", "p95 ms", "RTF", "× eager whole", "max |Δ| / peak"]))
+        print(
+            table(
+                rows,
+                ["push frames", "stream", "median ms", "p95 ms", "RTF", "× eager whole", "max |Δ| / peak", "trace s"],
+            )
+        )
         if threads == 1:
             recompute = []
             for size, left in ((8, 8), (8, 32), (32, 32)):
