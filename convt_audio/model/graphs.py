@@ -30,6 +30,7 @@ per model (HiFi-GAN V1: ~3.5 s on the CPU). The ``fx`` backend replays the make_
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import fields
 
 from ..core.batching import batch_key, mapped, modules
@@ -127,8 +128,6 @@ def _scripted(trace, x, flat: list):
     push: ~1900 of them, two thirds views and copies). oneDNN's packed products are called
     through :func:`~convt_audio.kinds.conv_torch.scripted_packed_product`, which the tracer
     can record."""
-    import warnings
-
     import torch
 
     packed = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
@@ -280,7 +279,7 @@ class StepGraphs(StreamingModule):
         """Keep a step for this key's pushes to come, traced now unless :attr:`traces` has it,
         and run it as this push. A push that cannot be traced (a value read out of a tensor) or
         captured (an operation a CUDA graph refuses) gets its state back and stays eager at this
-        key, the reason kept in ``untraceable``."""
+        key, the reason kept in ``untraceable`` and said once in a RuntimeWarning."""
         state = self.state_of
         saved, start = state.snapshot(), state.tensors()
         try:
@@ -293,7 +292,9 @@ class StepGraphs(StreamingModule):
         except Exception as error:  # noqa: BLE001 - a value read out of a tensor, or a capture refused
             state.restore(saved)
             self.fixed.discard(key)
-            self.untraceable[key] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            why = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            self.untraceable[key] = why
+            warnings.warn(f"graphs: pushes of {x.shape[-1]} frames stay eager: {why}", RuntimeWarning, stacklevel=2)
             return self.streamer.push(x)
         self.current = self.steps[key] = captured
         self.captured += 1
