@@ -24,7 +24,7 @@ differently there). Only stacks whose streaming modules have no data-dependent P
 (:data:`GRAPHABLE_NAMES`) are captured: a codebook layer checks its codes in Python, which a
 replay would skip. A trace reads only the weights, the input and the state tensors, so the live
 streams of one model share theirs (:attr:`TorchEngine.traces`): each push shape is traced once
-per model (HiFi-GAN V1: ~3.5 s on the CPU). The ``fx`` backend replays the make_fx trace as it is
+per model (HiFi-GAN V1: 3.5-7 s on the CPU). The ``fx`` backend replays the make_fx trace as it is
 (the tests: the very trace a CUDA graph holds; slower than eager on the CPU, docs/benchmarks.md).
 """
 
