@@ -223,6 +223,25 @@ def test_hifigan_v1_on_the_cpu_replays_torchscript_steps_shared_by_its_streams(h
     assert "prim::CallFunction" in graph  # the packed products (256 channels, kernels 7 and 11)
 
 
+def test_streams_share_traces_only_with_streams_of_their_backend():
+    """An engine's streams replaying the trace as it is and through TorchScript each trace their
+    own; a second stream of either backend takes its twin's (MelGAN, float64)."""
+    stack = Stack.initialised(load_config("melgan").layers, seed=0).to(dtype=torch.float64)
+    engine = TorchEngine(stack)
+    x = np.random.default_rng(9).standard_normal((1, 80, 24))
+    traced = {}
+    for backend in ("fx", "script", "fx", "script"):
+        stream = engine.open_stream(1)
+        stream.capture_steps(backend)
+        for i in range(0, 24, 4):
+            stream.push(x[..., i : i + 4])
+        graphed = stream.streamer
+        assert graphed.captured == 1
+        traced[backend] = traced.get(backend, []) + [graphed.traced]
+    assert traced == {"fx": [1, 0], "script": [1, 0]}
+    assert sorted(engine.traces) == ["fx", "script"]
+
+
 def test_graphs_are_refused_in_words_where_they_cannot_run(hifigan_weights):
     model = convt_audio.load("hifigan-v1", hifigan_weights, device="cpu", threads=1)
     with pytest.raises(UsageError, match="graphs: CUDA graphs need a CUDA device; this model runs on cpu"):

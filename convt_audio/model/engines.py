@@ -117,7 +117,7 @@ class TorchEngine(Engine):
         self.torch_dtype = first.dtype if first is not None else None
         self.device = str(self.torch_device) if first is not None else "cpu"
         self.dtype = np.dtype("float64") if str(self.torch_dtype) == "torch.float64" else np.dtype("float32")
-        self.traces: dict = {}  # captured steps' traces, shared by the live streams (graphs.StepGraphs)
+        self.traces: dict = {}  # backend -> its captured steps' traces, shared by the live streams (graphs.StepGraphs)
 
     @classmethod
     def build(
@@ -251,7 +251,7 @@ class TorchStream(StreamingModule):
         (:class:`~convt_audio.model.graphs.StepGraphs`: ``cuda``, CUDA graphs; ``script``, a
         TorchScript graph; ``fx``, the trace itself); refused in words where the device or a
         layer cannot. A stream with no file tail shares its traces with the engine's other
-        such streams: each push shape is traced once per model."""
+        such streams of the same backend: each push shape is traced once per model."""
         from ..core.errors import UsageError
         from .graphs import StepGraphs, graphable
 
@@ -265,7 +265,8 @@ class TorchStream(StreamingModule):
             raise UsageError(
                 f"graphs: {', '.join(refused[:2])}{more} cannot be replayed from a captured step; stream without graphs"
             )
-        self.streamer = StepGraphs(self.streamer, backend, None if self.tailed else self.engine.traces)
+        shared = None if self.tailed else self.engine.traces.setdefault(backend, {})
+        self.streamer = StepGraphs(self.streamer, backend, shared)
         self.children = (self.streamer,)
 
     def _push(self, block: np.ndarray) -> np.ndarray:

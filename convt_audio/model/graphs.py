@@ -219,8 +219,8 @@ class StepGraphs(StreamingModule):
 
     def __init__(self, streamer: StreamingModule, backend: str = "cuda", traces: dict | None = None):
         """``traces``: where the traces are kept by key, shared with other streams of the same
-        stack (a trace reads the weights, the input and the state tensors only; positions are
-        constants, and the same at an equal key). By default this stream's own."""
+        stack and backend (a trace reads the weights, the input and the state tensors only;
+        positions are constants, and the same at an equal key). By default this stream's own."""
         self.streamer, self.backend = streamer, backend
         self.traces = {} if traces is None else traces
         self.children = ()  # the streamer keeps its own state; this wrapper carries steps only
