@@ -114,7 +114,7 @@ def channels_last_pays(weight: torch.Tensor) -> bool:
 # a dilated convolution with at most this many outputs (all rows of a batch) runs as a product
 MATMUL_DILATED_FRAMES = 256
 PACKED_FRAMES = 128  # a large one with at most this many, as a product with the weight packed once
-PACKED_WEIGHTS = 1 << 18  # "large": weights (O·C_in·K) from which packing pays
+PACKED_WEIGHTS = 1 << 13  # "large": weights (O·C_in·K) from which packing pays
 PACKED_MAX_WEIGHTS = 1 << 22  # and up to which its copy is worth its memory (16 MB in float32)
 
 
@@ -128,12 +128,17 @@ def conv_frames_last(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, 
     - on one thread, stride 1, kernel 7 or more, 64 or more channels, at least
       :data:`WINOGRAD_FRAMES` outputs: Winograd's tiled product (:func:`winograd_pays`; half
       the multiplications, 0.64-0.77x the convolution's time).
-    - few outputs of a large layer: one product with the weight packed once for oneDNN's matrix
-      multiply (:func:`packed_matrix`, from a layer's 17th such call). 256 channels, kernel 11,
-      8 outputs 216 → 145 µs, 64 outputs 1129 → 920 µs; HiFi-GAN V1's first upsampler (512 →
-      2048 polyphase outputs, 9 outputs) 1166 → 655 µs. Unpacked, the product repacks the
-      weight every call and gains nothing. Past ~128 outputs on 2 threads the convolution is
-      faster again. The packed copy is a second copy of the weights: not for layers above
+    - few outputs of a layer of :data:`PACKED_WEIGHTS` or more: one product with the weight
+      packed once for oneDNN's matrix multiply (:func:`packed_matrix`, from a layer's 17th such
+      call). 256 channels, kernel 11, 8 outputs 216 → 145 µs, 64 outputs 1129 → 920 µs;
+      HiFi-GAN V1's first upsampler (512 → 2048 polyphase outputs, 9 outputs) 1166 → 655 µs.
+      Smaller layers gain less alone (weights in cache) than in a push, where every layer's
+      weights come from memory: with 2^13 weights instead of 2^18 (HiFi-GAN V1's 128- and
+      64-channel layers packed too) a replayed 1-frame push took 5-10 % less (1 thread, 14.1
+      → 13.1 ms; 2 threads 2-9 %), an 8-frame one 1-2 %. 32 channels, kernel 3 (3072
+      weights) stays a convolution: packed it is slower (29 → 44 µs). Unpacked, the product
+      repacks the weight every call and gains nothing. Past ~128 outputs on 2 threads the
+      convolution is faster again. The packed copy is a second copy of the weights: not for layers above
       :data:`PACKED_MAX_WEIGHTS` (DAC's and BigVGAN's 1536-channel ones, 44-75 MB each; with
       them packed a 20 s DAC decode held ~250 MB more for 3 % less time).
     - a dilated layer's outputs up to :data:`MATMUL_DILATED_FRAMES`: a plain product (256
