@@ -242,6 +242,41 @@ def test_streams_share_traces_only_with_streams_of_their_backend():
     assert sorted(engine.traces) == ["fx", "script"]
 
 
+def test_streams_on_threads_of_their_own_trace_and_replay_at_once():
+    """A server's sessions, each on a thread of its own, on one model: four streams trace and
+    replay at the same time, pushes of 2 and 4 frames, each giving its own input's frames (to
+    1e-12 of the same stream without steps, MelGAN in float64), and the engine keeps one trace
+    per push shape whichever thread made it."""
+    import threading
+
+    stack = Stack.initialised(load_config("melgan").layers, seed=0).to(dtype=torch.float64)
+    engine = TorchEngine(stack)
+    inputs = [np.random.default_rng(seed).standard_normal((1, 80, 30)) for seed in range(4)]
+    got, failures = {}, []
+
+    def session(index: int) -> None:
+        try:
+            size = 2 + 2 * (index % 2)
+            stream = engine.open_stream(1)
+            stream.capture_steps("script")
+            x = inputs[index]
+            parts = [stream.push(x[..., i : i + size]) for i in range(0, x.shape[-1], size)]
+            got[index] = np.concatenate([*parts, stream.flush()], axis=-1)
+        except Exception as error:  # noqa: BLE001 - reported below, with the session's index
+            failures.append((index, error))
+
+    threads = [threading.Thread(target=session, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    for index, x in enumerate(inputs):
+        plain = stream_chunks(StreamingStack(stack), torch.from_numpy(x), [2 + 2 * (index % 2)])
+        np.testing.assert_allclose(got[index], plain, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(plain).max()))
+    assert sorted(key[0] for key in engine.traces["script"]) == [(1, 80, 2), (1, 80, 4)]
+
+
 def test_graphs_are_refused_in_words_where_they_cannot_run(hifigan_weights):
     model = convt_audio.load("hifigan-v1", hifigan_weights, device="cpu", threads=1)
     with pytest.raises(UsageError, match="graphs: CUDA graphs need a CUDA device; this model runs on cpu"):
