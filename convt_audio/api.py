@@ -235,7 +235,7 @@ class Model:
         ``graphs``: once the stream is steady, each push shape is traced once and replayed as
         one step (:mod:`convt_audio.model.graphs`): on CUDA a CUDA graph, one launch a push
         instead of one per kernel; on the CPU a TorchScript graph, without the Python between
-        the operations (HiFi-GAN V1, 1 thread: 10-25 % less a small push; docs/benchmarks.md). The
+        the operations (HiFi-GAN V1, 1 thread: 10-30 % less a small push; docs/benchmarks.md). The
         same frames, to float rounding. A push shape is traced at its third push, once per
         model (HiFi-GAN V1: 3.5-7 s on the CPU): the model's later streams and a stream's
         later signals (:meth:`Stream.reset`) replay it from their first steady push."""
