@@ -245,14 +245,15 @@ def test_streams_share_traces_only_with_streams_of_their_backend():
 def test_streams_on_threads_of_their_own_trace_and_replay_at_once():
     """A server's sessions, each on a thread of its own, on one model: four streams trace and
     replay at the same time, pushes of 2 and 4 frames, each giving its own input's frames (to
-    1e-12 of the same stream without steps, MelGAN in float64), and the engine keeps one trace
-    per push shape whichever thread made it."""
+    1e-12 of the same stream without steps, MelGAN in float64), every push past the warm-up
+    replayed (make_fx traces one at a time: two at once failed and left the pushes eager), and
+    each push shape traced once, by whichever thread came first."""
     import threading
 
     stack = Stack.initialised(load_config("melgan").layers, seed=0).to(dtype=torch.float64)
     engine = TorchEngine(stack)
     inputs = [np.random.default_rng(seed).standard_normal((1, 80, 30)) for seed in range(4)]
-    got, failures = {}, []
+    got, steps, failures = {}, {}, []
 
     def session(index: int) -> None:
         try:
@@ -262,6 +263,8 @@ def test_streams_on_threads_of_their_own_trace_and_replay_at_once():
             x = inputs[index]
             parts = [stream.push(x[..., i : i + size]) for i in range(0, x.shape[-1], size)]
             got[index] = np.concatenate([*parts, stream.flush()], axis=-1)
+            graphed = stream.streamer
+            steps[index] = (graphed.captured, graphed.traced, dict(graphed.untraceable))
         except Exception as error:  # noqa: BLE001 - reported below, with the session's index
             failures.append((index, error))
 
@@ -275,6 +278,9 @@ def test_streams_on_threads_of_their_own_trace_and_replay_at_once():
         plain = stream_chunks(StreamingStack(stack), torch.from_numpy(x), [2 + 2 * (index % 2)])
         np.testing.assert_allclose(got[index], plain, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(plain).max()))
     assert sorted(key[0] for key in engine.traces["script"]) == [(1, 80, 2), (1, 80, 4)]
+    # a 4-frame stream's last push (2 frames) may replay the 2-frame trace too
+    assert all(captured >= 1 and not untraceable for captured, _, untraceable in steps.values()), steps
+    assert sum(traced for _, traced, _ in steps.values()) == 2  # one trace a push shape, not one a stream
 
 
 def test_graphs_are_refused_in_words_where_they_cannot_run(hifigan_weights):

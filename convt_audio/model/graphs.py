@@ -30,6 +30,7 @@ per model (HiFi-GAN V1: 3.5-7 s on the CPU). The ``fx`` backend replays the make
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import fields
 
@@ -54,6 +55,9 @@ GRAPHABLE_NAMES = frozenset(
 
 
 MAX_TRACES = 32  # traces a model keeps for its streams (one per push shape and key)
+# make_fx keeps process-wide state while it traces (two sessions' threads tracing at once failed
+# with "CURRENT_PATCHER is None" and left both pushes eager): one trace at a time
+_TRACING = threading.Lock()
 
 
 def graphable(tree: StreamingModule) -> list[str]:
@@ -177,7 +181,9 @@ class _Step:
                 self.trace(self.static_x, *self.inputs)
         torch.cuda.current_stream().wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # other sessions' threads go on pushing meanwhile: only this thread's unsafe calls (an
+        # allocation, a synchronisation) may fail the capture, not theirs ("global", the default)
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             out = self.trace(self.static_x, *self.inputs)
             for buffer, new in zip(self.inputs, out[1:]):
                 if new is not buffer:  # the state a replay leaves, in the buffers the next reads
@@ -285,9 +291,12 @@ class StepGraphs(StreamingModule):
         try:
             traced = self.traces.get(key)
             if traced is None:
-                traced = self._trace(x, start, saved)
-                if len(self.traces) < MAX_TRACES:
-                    self.traces[key] = traced
+                with _TRACING:
+                    traced = self.traces.get(key)  # traced by another stream while this one waited
+                    if traced is None:
+                        traced = self._trace(x, start, saved)
+                        if len(self.traces) < MAX_TRACES:
+                            self.traces[key] = traced
             captured = _Step(state, traced[0], x, start, traced[1], self.backend)
         except Exception as error:  # noqa: BLE001 - a value read out of a tensor, or a capture refused
             state.restore(saved)
