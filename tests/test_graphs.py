@@ -3,6 +3,8 @@ frames as the stream itself, whatever the chunks, for random stacks and nested b
 once per push shape, positions carried across the replays, reset and flush exact. The ``fx``
 backend replays the very trace a CUDA graph captures; the CUDA test runs the graphs themselves."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -248,8 +250,6 @@ def test_streams_on_threads_of_their_own_trace_and_replay_at_once():
     1e-12 of the same stream without steps, MelGAN in float64), every push past the warm-up
     replayed (make_fx traces one at a time: two at once failed and left the pushes eager), and
     each push shape traced once, by whichever thread came first."""
-    import threading
-
     stack = Stack.initialised(load_config("melgan").layers, seed=0).to(dtype=torch.float64)
     engine = TorchEngine(stack)
     inputs = [np.random.default_rng(seed).standard_normal((1, 80, 30)) for seed in range(4)]

@@ -135,7 +135,7 @@ def conv_frames_last(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, 
       Smaller layers gain less alone (weights in cache) than in a push, where every layer's
       weights come from memory: with 2^13 weights instead of 2^18 (HiFi-GAN V1's 128- and
       64-channel layers packed too) a replayed 1-frame push took 5-10 % less (1 thread, 14.1
-      → 13.1 ms; 2 threads 2-9 %), an 8-frame one 1-2 %. 32 channels, kernel 3 (3072
+      → 13.1 ms; 2 threads 2-9 %), an 8-frame one 0-3 %. 32 channels, kernel 3 (3072
       weights) stays a convolution: packed it is slower (29 → 44 µs). Unpacked, the product
       repacks the weight every call and gains nothing. Past ~128 outputs on 2 threads the
       convolution is faster again. The packed copy is a second copy of the weights: not for layers above
