@@ -427,6 +427,49 @@ def test_the_channels_last_convolution_equals_conv1d_on_every_path(path, spec, f
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+@given(
+    channels=st.integers(1, 40),
+    kernel=st.integers(1, 9),
+    stride=st.integers(1, 4),
+    dilation=st.integers(1, 4),
+    frames=st.integers(1, 80),
+    batch=st.integers(1, 3),
+    layout=st.sampled_from(["frames_last", "channels_first", "slice"]),
+    bias=st.booleans(),
+    elements=st.sampled_from([1, 7, 50, 1 << 19]),
+)
+def test_one_output_channel_sums_its_taps_diagonals_as_conv1d(
+    channels, kernel, stride, dilation, frames, batch, layout, bias, elements
+):
+    """A layer with one output channel (a vocoder's last) is each tap's sum over the channels,
+    then diagonals of those summed (conv_torch.tap_sums): F.conv1d's sums for any stride,
+    dilation, batch and input layout, whole or in slices of outputs of every size."""
+    from convt_audio.kinds import conv_torch
+    from convt_audio.kinds.conv_torch import channels_last_weight, conv_frames_last
+
+    span = dilation * (kernel - 1) + 1
+    if frames < span:
+        return
+    generator = torch.Generator().manual_seed(frames * 131 + channels)
+    x = torch.randn(batch, frames + 5, channels, generator=generator).transpose(1, 2)
+    x = {
+        "frames_last": x[..., :frames],
+        "channels_first": x[..., :frames].contiguous(),
+        "slice": x[..., 3 : 3 + frames],
+    }[layout]
+    weight = torch.randn(1, channels, kernel, generator=generator)
+    b = torch.randn(1, generator=generator) if bias else None
+    saved = conv_torch.TAPS_ELEMENTS, conv_torch.WINOGRAD_FRAMES, conv_torch.PACKED_WEIGHTS
+    conv_torch.TAPS_ELEMENTS, conv_torch.WINOGRAD_FRAMES, conv_torch.PACKED_WEIGHTS = elements, 1 << 40, 1 << 40
+    try:
+        got = conv_frames_last(x, channels_last_weight(weight), b, stride, dilation, 1)
+    finally:
+        conv_torch.TAPS_ELEMENTS, conv_torch.WINOGRAD_FRAMES, conv_torch.PACKED_WEIGHTS = saved
+    want = F.conv1d(x, weight, b, stride, 0, dilation)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["snake", "snake_beta"])
 @pytest.mark.parametrize("logscale", [False, True])
 def test_snakes_written_in_place_give_the_formula_and_leave_the_input(kind, logscale):

@@ -142,10 +142,12 @@ def conv_frames_last(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, 
       :data:`PACKED_MAX_WEIGHTS` (DAC's and BigVGAN's 1536-channel ones, 44-75 MB each; with
       them packed a 20 s DAC decode held ~250 MB more for 3 % less time).
     - a dilated layer's outputs up to :data:`MATMUL_DILATED_FRAMES`: a plain product (256
-      channels, kernel 3, dilation 3, 8 outputs 310 → 59 µs; 32 channels 40 → 7 µs); and a
-      layer with one output channel (a vocoder's last), whatever the count: oneDNN runs it at
-      ~5 GFLOP/s (32 → 1 channels, kernel 7, 2048 outputs 161 → 81 µs; 8192: 547 → 297 µs),
-      in slices of outputs that keep the gathered taps small (:func:`taps_product`).
+      channels, kernel 3, dilation 3, 8 outputs 310 → 59 µs; 32 channels 40 → 7 µs), in
+      slices of outputs that keep the gathered taps small (:func:`taps_product`).
+    - a layer with one output channel (a vocoder's last), whatever the count: each tap's sums
+      over the channels, then their diagonals (:func:`tap_sums`). oneDNN runs it at ~5
+      GFLOP/s and gathered taps copy K·C values a frame (32 → 1 channels, kernel 7, 2048
+      outputs: convolution 161 µs, gathered taps 81-130 µs, tap sums 36 µs).
     - everything else: the convolution (small layers, where a product's fixed cost is larger).
 
     Same sums in another order: float rounding differs, nothing else."""
@@ -167,7 +169,9 @@ def conv_frames_last(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, 
             taps = taps_rows(x, kernel, stride, dilation, count)
             y = packed_product(taps, packed, bias)
             return y.view(x.shape[0], count, -1).transpose(1, 2)
-        if dilation > 1 and height <= MATMUL_DILATED_FRAMES or weight4.shape[0] == 1:
+        if weight4.shape[0] == 1:
+            return tap_sums(x, weight4, bias, stride, dilation, count)
+        if dilation > 1 and height <= MATMUL_DILATED_FRAMES:
             return taps_product(x, weight4, bias, stride, dilation, count)
     return F.conv2d(x.unsqueeze(2), weight4, bias, (1, stride), 0, (1, dilation), groups).squeeze(2)
 
@@ -232,6 +236,41 @@ def taps_product(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, dila
             else:
                 torch.addmm(bias, taps, matrix, out=y[item, first:last])
     return y.transpose(1, 2)
+
+
+def tap_sums(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, dilation: int, count: int):
+    """``count`` outputs ``[B, 1, count]`` of an ungrouped convolution with one output channel
+    (a vocoder's last): each tap's sum over the channels at every input frame, one product,
+    then each output the sum of one diagonal of those sums::
+
+        z[k, i] = Σ_c w[c, k] · x[c, i]                 K × n: one product, no taps gathered
+        y[t]    = Σ_k z[k, t·stride + k·dilation]        a strided view, summed over k
+
+    The product reads the input in the layout it has, channels or frames outermost, and writes
+    K values a frame where gathered taps are K·C (:func:`taps_product`). 1 thread, medians: 32 →
+    1 channels, kernel 7, 2048 outputs 130 → 36 µs from channels outermost; DAC's 96 → 1, 16384
+    outputs 8.8 → 1.0 ms (frames outermost 1.9 → 1.1 ms). Slices of outputs keep ``z`` at most
+    :data:`TAPS_ELEMENTS`. Same sums in another order: float rounding differs, nothing else."""
+    batch, channels, _ = x.shape
+    kernel = weight4.shape[-1]
+    taps = weight_matrix(weight4).view(kernel, channels)
+    y = x.new_empty(batch, count)
+    span = dilation * (kernel - 1) + 1
+    step = max(1, TAPS_ELEMENTS // (batch * kernel * stride))
+    for first in range(0, count, step):
+        last = min(count, first + step)
+        window = x[:, :, first * stride : (last - 1) * stride + span]
+        frames = window.shape[-1]
+        if window.stride(1) == 1:  # frames outermost: z [B, n, K]
+            z = frame_rows(window) @ taps.t()
+            strides = (frames * kernel, stride * kernel, dilation * kernel + 1)
+        else:  # channels outermost: z [B, K, n]
+            z = torch.matmul(taps, window if window.stride(2) == 1 else window.contiguous())
+            strides = (kernel * frames, stride, frames + dilation)
+        torch.sum(z.as_strided((batch, last - first, kernel), strides, z.storage_offset()), 2, out=y[:, first:last])
+    if bias is not None:
+        y += bias
+    return y.unsqueeze(1)
 
 
 def frame_rows(x: torch.Tensor) -> torch.Tensor:
