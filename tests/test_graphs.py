@@ -159,6 +159,30 @@ def test_a_push_that_reads_a_value_out_of_a_tensor_stays_eager(monkeypatch):
     np.testing.assert_array_equal(got, stream_chunks(StreamingStack(stack), x, [3]))
 
 
+def test_a_refused_trace_is_not_tried_again_by_the_models_other_streams(monkeypatch):
+    """A push shape the tracer refuses is refused for every stream of the model (the same
+    operations fail the same way): the next stream sharing its traces is eager at that key at
+    once, with the same reason, and does not pay the trace (3-10 s for HiFi-GAN V1) again."""
+    from convt_audio.model import graphs
+
+    monkeypatch.setattr(graphs, "GRAPHABLE_NAMES", graphs.GRAPHABLE_NAMES | {"StreamingIstft"})
+    traced = []
+    trace = graphs.StepGraphs._trace
+    monkeypatch.setattr(graphs.StepGraphs, "_trace", lambda self, *args: traced.append(1) or trace(self, *args))
+    stack = Stack.initialised(load_config("vocos-mel-24khz").layers, seed=0).to(dtype=torch.float64)
+    x = torch.from_numpy(np.random.default_rng(7).standard_normal((1, stack.in_channels, 40)))
+    shared, reasons = {}, []
+    for _stream in range(3):
+        graphed = StepGraphs(StreamingStack(stack), "fx", traces=shared)
+        with pytest.warns(RuntimeWarning, match="graphs: pushes of 3 frames stay eager: "):
+            got = stream_chunks(graphed, x, [3])
+        assert graphed.captured == 0 and graphed.traced == 0
+        reasons.append(sorted(graphed.untraceable.values()))
+        np.testing.assert_array_equal(got, stream_chunks(StreamingStack(stack), x, [3]))
+    assert len(traced) == 1
+    assert reasons[0] == reasons[1] == reasons[2] and "value out of a tracing tensor" in reasons[0][0], reasons
+
+
 def test_a_capture_the_device_refuses_leaves_the_push_eager_with_the_reason(monkeypatch):
     """A CUDA graph capture that fails (an operation not permitted while capturing): the layers
     get back their state, the push runs eagerly, and the reason is kept."""

@@ -217,6 +217,16 @@ class _Step:
         self.replays = 0
 
 
+def _why(error: Exception) -> str:
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+
+
+class _Refused(Exception):
+    """A push shape the tracer refused, kept in a model's traces in the trace's place: the
+    same push fails the same way for every stream of that model (a capture, which a device may
+    refuse for a moment, is not kept)."""
+
+
 class StepGraphs(StreamingModule):
     """``streamer`` (a :class:`~convt_audio.model.stack.StreamingStack`) whose steady pushes
     replay a captured step per push shape; ``backend`` ``cuda`` (CUDA graphs), ``script``
@@ -285,7 +295,9 @@ class StepGraphs(StreamingModule):
         """Keep a step for this key's pushes to come, traced now unless :attr:`traces` has it,
         and run it as this push. A push that cannot be traced (a value read out of a tensor) or
         captured (an operation a CUDA graph refuses) gets its state back and stays eager at this
-        key, the reason kept in ``untraceable`` and said once in a RuntimeWarning."""
+        key, the reason kept in ``untraceable`` and said once in a RuntimeWarning. A refused
+        trace is kept in :attr:`traces` too: the model's other streams stay eager at that key
+        at once instead of tracing it again."""
         state = self.state_of
         saved, start = state.snapshot(), state.tensors()
         try:
@@ -294,14 +306,19 @@ class StepGraphs(StreamingModule):
                 with _TRACING:
                     traced = self.traces.get(key)  # traced by another stream while this one waited
                     if traced is None:
-                        traced = self._trace(x, start, saved)
+                        try:
+                            traced = self._trace(x, start, saved)
+                        except Exception as error:  # noqa: BLE001 - the same push fails the same way
+                            traced = _Refused(_why(error))
                         if len(self.traces) < MAX_TRACES:
                             self.traces[key] = traced
+            if isinstance(traced, _Refused):  # this model's streams do not trace it again (3-10 s each)
+                raise traced
             captured = _Step(state, traced[0], x, start, traced[1], self.backend)
         except Exception as error:  # noqa: BLE001 - a value read out of a tensor, or a capture refused
             state.restore(saved)
             self.fixed.discard(key)
-            why = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            why = str(error) if isinstance(error, _Refused) else _why(error)
             self.untraceable[key] = why
             warnings.warn(f"graphs: pushes of {x.shape[-1]} frames stay eager: {why}", RuntimeWarning, stacklevel=2)
             return self.streamer.push(x)
