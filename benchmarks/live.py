@@ -20,7 +20,7 @@ GFLOP/s its convolutions reach (multiply-adds of the direct convolution, 2 FLOP 
 float32 peak (the faster of a matrix product and an in-cache convolution) and the module's eager
 forward measured in the same run, and what a push must reach to meet a ratio.
 
-    .venv/bin/python benchmarks/live.py [--model hifigan-v1] [--quick] [--busy]
+    .venv/bin/python benchmarks/live.py [--model hifigan-v1] [--quick] [--busy] [--pushes 1,8] [--threads 1]
 """
 
 from __future__ import annotations
@@ -176,6 +176,8 @@ def main() -> None:
     parser.add_argument("--model", default="hifigan-v1")
     parser.add_argument("--quick", action="store_true", help="one 5 s utterance, pushes of 1, 8, 32")
     parser.add_argument("--busy", action="store_true", help="everything beside one CPU-bound process")
+    parser.add_argument("--pushes", help="push sizes, comma-separated (default 1,2,4,8,16,32; --quick 1,8,32)")
+    parser.add_argument("--threads", help="torch threads, comma-separated (default 1,2)")
     args = parser.parse_args()
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
     try:
@@ -191,6 +193,9 @@ def measure(args) -> None:
     hop, rate, bands = int(config.rate_factor()), config.output_sample_rate, config.in_channels
     seconds = (5,) if args.quick else (2, 5, 10)
     pushes = (1, 8, 32) if args.quick else PUSHES
+    if args.pushes:
+        pushes = tuple(int(size) for size in args.pushes.split(","))
+    thread_counts = tuple(int(n) for n in args.threads.split(",")) if args.threads else (1, 2)
     work = scratch("convt-live-")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -201,7 +206,7 @@ def measure(args) -> None:
     print(f"{args.model}: algorithmic delay {delay:g} samples ({1000 * delay / rate:.0f} ms) at every push size")
     mels = [mel_like(int(s * rate / hop), bands, i) for i, s in enumerate(seconds)]
     audio_s = sum(m.shape[1] * hop / rate for m in mels)
-    for threads in (1, 2):
+    for threads in thread_counts:
         torch.set_num_threads(threads)
         model = convt_audio.load(args.model, str(work / "g.pt"), device="cpu", threads=threads)
         wholes, eager, ours_whole = [], 0.0, 0.0
@@ -274,8 +279,9 @@ def measure(args) -> None:
             print("\ncontext recompute with a one-hop crossfade, as TTS servers stream (1 thread):")
             print(table(recompute, ["chunk frames", "left context", "RTF", "× eager whole", "SNR dB (worst)"]))
             one_thread = (model, sum(m.shape[1] for m in mels) * float(flops_of(config.layers)) / eager / 1e9)
-    torch.set_num_threads(1)
-    breakdown(one_thread[0], config, mels[0], one_thread[1], (1, 8))
+    if 1 in thread_counts:
+        torch.set_num_threads(1)
+        breakdown(one_thread[0], config, mels[0], one_thread[1], (1, 8))
 
 
 if __name__ == "__main__":
