@@ -368,6 +368,17 @@ def test_a_small_dilated_chunk_as_a_matrix_product_equals_conv1d(spec, frames, s
     torch.testing.assert_close(dilated_as_matmul(x, weight, bias, spec), want, rtol=0, atol=1e-12)
 
 
+def laid_out(rows: torch.Tensor, frames: int, layout: str) -> torch.Tensor:
+    """``rows`` ``[B, n, C]`` as a ``[B, C, frames]`` input in ``layout``: frames outermost
+    (as between convolutions), channels outermost (contiguous), or a slice from frame 3."""
+    x = rows.transpose(1, 2)
+    return {
+        "frames_last": x[..., :frames],
+        "channels_first": x[..., :frames].contiguous(),
+        "slice": x[..., 3 : 3 + frames],
+    }[layout]
+
+
 @pytest.mark.parametrize("path", ["winograd", "packed", "product", "slices", "convolution"])
 @given(
     spec=conv1d_specs(modes=("zeros",)),
@@ -387,12 +398,7 @@ def test_the_channels_last_convolution_equals_conv1d_on_every_path(path, spec, f
     if frames < spec.receptive:
         return
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, frames + 5, spec.in_channels, generator=generator).transpose(1, 2)
-    x = {
-        "frames_last": x[..., :frames],
-        "channels_first": x[..., :frames].contiguous(),
-        "slice": x[..., 3 : 3 + frames],
-    }[layout]
+    x = laid_out(torch.randn(batch, frames + 5, spec.in_channels, generator=generator), frames, layout)
     weight = torch.randn(spec.weight_shape, generator=generator)
     bias = torch.randn(spec.out_channels, generator=generator) if spec.bias else None
     never = dict(WINOGRAD_FRAMES=1 << 40)
@@ -451,12 +457,7 @@ def test_one_output_channel_sums_its_taps_diagonals_as_conv1d(
     if frames < span:
         return
     generator = torch.Generator().manual_seed(frames * 131 + channels)
-    x = torch.randn(batch, frames + 5, channels, generator=generator).transpose(1, 2)
-    x = {
-        "frames_last": x[..., :frames],
-        "channels_first": x[..., :frames].contiguous(),
-        "slice": x[..., 3 : 3 + frames],
-    }[layout]
+    x = laid_out(torch.randn(batch, frames + 5, channels, generator=generator), frames, layout)
     weight = torch.randn(1, channels, kernel, generator=generator)
     b = torch.randn(1, generator=generator) if bias else None
     saved = conv_torch.TAPS_ELEMENTS, conv_torch.WINOGRAD_FRAMES, conv_torch.PACKED_WEIGHTS

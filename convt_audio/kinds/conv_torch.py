@@ -205,14 +205,15 @@ def winograd_pays(weight4: torch.Tensor) -> bool:
     )
 
 
-TAPS_ELEMENTS = 1 << 19  # the most gathered taps a product holds at once (2 MB in float32)
+TAPS_ELEMENTS = 1 << 19  # the most gathered taps (or tap sums) a product holds at once (2 MB in float32)
 
 
 def taps_product(x: torch.Tensor, weight4: torch.Tensor, bias, stride: int, dilation: int, count: int):
     """``count`` outputs of the ungrouped convolution ``weight4`` as products of the taps and
     the weight matrix, gathered at most :data:`TAPS_ELEMENTS` at a time; out frames outermost.
 
-    Gathered all at once, DAC's last layer (96 → 1 channels, kernel 7, a 64-frame block's 32768
+    Measured while one-output layers still took this path (they take :func:`tap_sums` now):
+    gathered all at once, DAC's last layer (96 → 1 channels, kernel 7, a 64-frame block's 32768
     outputs) made an 84 MB copy a block: 52 ms against 4.4 ms in slices that stay in cache, and
     the largest allocation of a DAC stream (1 thread; 32 → 1, 16384 outputs 3.1 → 0.8 ms). Past
     ~2^19 elements a slice is slower again; below, the calls' fixed cost shows (2^14: 3.2 ms)."""
