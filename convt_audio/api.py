@@ -124,15 +124,21 @@ def _frames_axis(array: np.ndarray, axis: int | None) -> int:
     """The axis that holds the frames: ``axis`` if given, else the layout rule stated once —
     ``(frames,)`` or ``(frames, channels)`` as soundfile and soxr have them; a 2-D array with
     more "channels" than frames is ``(channels, frames)`` (librosa's, torchaudio's) given the
-    other way round, so it is refused with the hint, never guessed."""
+    other way round, so it is refused with the hint, never guessed; so is a square one (two or
+    more of each), which either layout fits."""
     if axis is not None:
         if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -array.ndim <= axis < array.ndim:
             raise UsageError(f"axis: {axis!r} is not an axis of an array of shape {array.shape}")
         return int(axis) % array.ndim
     if array.ndim == 1:
         return 0
-    if array.ndim == 2 and array.shape[1] <= array.shape[0]:
+    if array.ndim == 2 and (array.shape[1] < array.shape[0] or array.shape[0] <= 1):
         return 0
+    if array.ndim == 2 and array.shape[0] == array.shape[1]:
+        raise UsageError(
+            f"x: shape {array.shape} fits (frames, channels) and (channels, frames) alike; pass axis=0 "
+            f"for (frames, channels) or axis=-1 for (channels, frames)"
+        )
     if array.ndim == 2:
         raise UsageError(
             f"x: shape {array.shape} has more channels than frames as (frames, channels); pass axis=-1 for "
@@ -151,7 +157,8 @@ def resample(
     x : array (NumPy, a list, or a torch tensor): ``(frames,)`` or ``(frames, channels)`` as
         ``soundfile.read`` and python-soxr have them; ``axis`` names the frames' axis of another
         layout (``axis=-1`` for ``(channels, frames)``). A 2-D array with more channels than
-        frames is refused without ``axis`` (it is almost surely ``(channels, frames)``).
+        frames is refused without ``axis`` (it is almost surely ``(channels, frames)``), and so is a
+        square one.
     sr_in, sr_out : rates in Hz (whole numbers; ``"48k"`` as on the command line).
     axis : the frames' axis; None for the rule above.
     allow_aliasing : the older band edges (0.45/0.55 of the lower rate) instead of alias-free ones.
