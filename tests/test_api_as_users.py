@@ -37,7 +37,8 @@ def test_a_channels_first_array_is_refused_with_the_hint_or_taken_with_axis():
         convt_audio.resample(_noise((2, 2)), 44100, 48000)
     square = _noise((3, 3))
     np.testing.assert_array_equal(
-        convt_audio.resample(square, 44100, 48000, axis=-1), convt_audio.resample(square.T.copy(), 44100, 48000, axis=0).T
+        convt_audio.resample(square, 44100, 48000, axis=-1),
+        convt_audio.resample(square.T.copy(), 44100, 48000, axis=0).T,
     )
     with pytest.raises(UsageError, match=r"axis: 3 is not an axis"):
         convt_audio.resample(x, 44100, 48000, axis=3)

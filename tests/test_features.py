@@ -99,6 +99,23 @@ def test_copy_synthesis_reproduces_the_authors_pipeline(tmp_path, name):
     assert float(np.abs(got - want).max()) <= 1e-4 * max(1.0, float(np.abs(want).max()))
 
 
+def test_sound_given_to_a_vocoder_is_told_the_mel_command_that_makes_its_features(tmp_path):
+    """A WAV handed straight to `run -c hifigan-v1` was refused with rate arithmetic ("input rate
+    22050 Hz × 256 = 5.6448e+06 Hz"); it now says what the stack takes and what makes it, and
+    that command, followed by `run`, decodes the file."""
+    _speech(tmp_path / "voice.wav")
+    _, checkpoint = _checkpoint(tmp_path, "hifigan-v1")
+    result = invoke("run", tmp_path / "voice.wav", "-c", "hifigan-v1", "-w", checkpoint, "-o", tmp_path / "out.wav")
+    assert result.exit_code == 1
+    one_error_line(result.stderr, "1-channel audio at 22050 Hz, but hifigan-v1 decodes 80-channel features")
+    assert f"`convt-audio mel {tmp_path / 'voice.wav'} -c hifigan-v1` makes them" in result.stderr
+    assert not (tmp_path / "out.wav").exists()
+    assert invoke("mel", tmp_path / "voice.wav", "-c", "hifigan-v1", "-o", tmp_path / "voice.npy").exit_code == 0
+    result = invoke("run", tmp_path / "voice.npy", "-c", "hifigan-v1", "-w", checkpoint, "-o", tmp_path / "out.wav")
+    assert result.exit_code == 0, result.stderr
+    assert sf.info(str(tmp_path / "out.wav")).samplerate == 22050
+
+
 def test_mel_resamples_other_rates_and_averages_channels(tmp_path):
     tone(tmp_path / "a.wav", seconds=0.6, rate=16000, channels=2)
     result = invoke("mel", tmp_path / "a.wav", "-c", "hifigan-v2")

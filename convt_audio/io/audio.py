@@ -223,6 +223,11 @@ class AudioSource:
         return self._handle is not None and _coded(self._handle)
 
     @property
+    def is_array(self) -> bool:
+        """A ``.npy``/``.pt`` array (features, codes, a latent), not sound read from a file or pipe."""
+        return self._array is not None
+
+    @property
     def always_finite(self) -> bool:
         """Integer PCM read from a sound file: no NaN or Inf can occur (nothing to check)."""
         return self._array is None and self.subtype in PCM_BITS

@@ -266,7 +266,7 @@ def process_file(
         try:
             config, engine = runner.pick(source.rate)
         except AudioError as exc:
-            raise type(exc)(f"{job.source}: {exc.args[0]}") from None
+            raise type(exc)(f"{job.source}: {_features_hint(hint, source) or exc.args[0]}") from None
         per_channel = channel_plan(config, source.channels, options.channels) == "per_channel"
         out_rate = config.output_rate(source.rate)
         dest = job.dest or default_name(job.source, out_rate, options.container)
@@ -337,6 +337,22 @@ def _mark(path: Path, token: str, counts: dict) -> None:
 
     with suppress(OSError, AttributeError):
         os.setxattr(path, JOB_MARK, json.dumps({"token": token, **counts}).encode())
+
+
+def _features_hint(config, source) -> str | None:
+    """What is wrong where sound was given to a stack that decodes features (a vocoder's mel
+    frames), said instead of the rate arithmetic that refused it (``22050 Hz × 256 = 5.6448e+06
+    Hz``), with the command that makes the features where the config has their recipe."""
+    if config is None or config.feature_rate() is None or source.is_array or source.channels == config.in_channels:
+        return None
+    if getattr(config.layers[0], "takes_codes", False) or (config.features is None and config.in_channels <= 2):
+        return None  # a codec's codes, or a stack for sound at a rate it fixes: the rate is what is wrong
+    label = Path(config.source).stem if config.is_builtin else config.source
+    made = f"; `convt-audio mel {source.path} -c {label}` makes them" if config.features is not None else ""
+    return (
+        f"{source.channels}-channel audio at {source.rate} Hz, but {label} decodes "
+        f"{config.in_channels}-channel features at {float(config.feature_rate()):g} frames/s{made}"
+    )
 
 
 def _marked_done(dest: Path, token: str | None) -> dict | None:
