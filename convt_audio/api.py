@@ -330,6 +330,8 @@ class Model:
                 f"{what}: has {batched.shape[1]} channels; {self.config.name} takes {self.in_channels} "
                 f"(arrays are (channels, frames), as torch modules take them)"
             ) from None
+        if per_channel and not pushed:
+            _not_frames_first(array, what, 0)
         if per_channel:
             batched = batched.reshape(-1, 1, batched.shape[-1])
         dtype = np.float64 if self.engine.dtype == np.float64 else np.float32
@@ -342,6 +344,25 @@ class Model:
             items = 1 if len(shape) == 2 else shape[0]
             out = out.reshape(items, out.shape[0] // items * out.shape[1], out.shape[-1])
         return out[0] if len(shape) == 2 else out
+
+
+PUSHED_CHANNELS = 8  # more channels than this and than frames in a stream's first chunk: refused
+
+
+def _not_frames_first(array: np.ndarray, what: str, fewest: int) -> None:
+    """Refuse an array for a one-channel stack that has more channels than frames (and than
+    ``fewest``): ``(frames, channels)`` (soundfile's layout) given where ``(channels, frames)`` is
+    taken, which would otherwise run thousands of "channels" of a few frames each and give
+    garbage with no word. A stream's first chunk may hold fewer frames than channels (a 5.1
+    frame at a time): there only more than :data:`PUSHED_CHANNELS` channels are refused."""
+    channels, frames = array.shape[-2:]
+    if channels > frames and channels > fewest:
+        swapped = f"{what}.T" if array.ndim == 2 else f"{what} with its last two axes swapped"
+        raise UsageError(
+            f"{what}: shape {array.shape} has more channels than frames as (channels, frames), the layout "
+            f"torch modules take; a (frames, channels) array (soundfile's layout) is given as {swapped}"
+            + (f" (a stream of more than {fewest} channels starts with a chunk of as many frames)" if fewest else "")
+        )
 
 
 class _Layout(NamedTuple):
@@ -391,6 +412,8 @@ class Stream:
         batched, per_channel = self.model._batched(array, "chunk", pushed=True)
         if self._stream is None or (not self._stream.started and array.shape[:-1] != self._layout.shape):
             self._stream = self.model.engine.open_stream(batched.shape[0])
+            if per_channel:
+                _not_frames_first(array, "chunk", PUSHED_CHANNELS)
             if self.graphs is not None:
                 _graphed(self._stream, self.graphs, self.model.engine)
             self._layout = _Layout(array.shape[:-1], per_channel, given)
@@ -471,6 +494,8 @@ class PoolStream:
         array, given = model._given(chunk, "chunk")
         batched, per_channel = model._batched(array, "chunk", pushed=True)
         if self._layout is None:
+            if per_channel:
+                _not_frames_first(array, "chunk", PUSHED_CHANNELS)
             if self._shared is None:
                 self._inner = self.pool._pool.open(batched.shape[0])
             self._layout = _Layout(array.shape[:-1], per_channel, given)

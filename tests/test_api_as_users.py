@@ -76,6 +76,35 @@ def test_stereo_through_a_mono_stack_runs_each_channel_as_run_does(tmp_path):
     np.testing.assert_allclose(sf.read(str(tmp_path / "y.wav"), dtype="float32")[0].T, y, atol=1e-6)
 
 
+def test_soundfiles_frames_first_layout_given_to_a_model_is_refused_not_run_as_thousands_of_channels():
+    """``model(x)`` takes ``(channels, frames)``; soundfile's ``(frames, channels)`` array ran
+    through a one-channel stack as 4000 "channels" of 2 frames each (garbage, no word), and a
+    stream's ``(1024, 2)`` blocks as 1024 channels that gave no frames at all."""
+    x = _noise((4000, 2))
+    model = convt_audio.load("sinc-x3")
+    swapped = r"has more channels than frames as \(channels, frames\).* \(soundfile's layout\) is given as"
+    with pytest.raises(UsageError, match=r"x: shape \(4000, 2\) " + swapped + " x.T$"):
+        model(x)
+    with pytest.raises(UsageError, match=r"x: shape \(1, 4000, 2\) .* with its last two axes swapped"):
+        model(x[None])
+    with pytest.raises(UsageError, match=r"arrays\[1\]: shape \(4000, 2\) " + swapped):
+        list(model.map([x.T, x]))
+    with pytest.raises(UsageError, match=r"chunk: shape \(1024, 2\) " + swapped + " chunk.T"):
+        model.stream().push(x[:1024])
+    pool = model.pool()
+    with pytest.raises(UsageError, match=r"chunk: shape \(1024, 2\) " + swapped):
+        pool.push({pool.open(): x[:1024]})
+    np.testing.assert_array_equal(model(x.T), convt_audio.load("sinc-x3")(x.T.copy()))
+    # a stream may start with fewer frames than channels (one 5.1 frame), up to 8 channels, and
+    # a later chunk of a wide stream may be short: only the first chunk fixes the layout
+    assert model.stream().push(_noise((6, 1))).shape == (6, 0)
+    with pytest.raises(UsageError, match=r"a stream of more than 8 channels starts with a chunk of as many frames"):
+        model.stream().push(_noise((16, 1)))
+    wide = model.stream()
+    wide.push(_noise((16, 400)))
+    assert wide.push(_noise((16, 3))).shape[0] == 16
+
+
 def test_the_stream_protocol_is_guarded():
     model = convt_audio.load("sinc-x3")
     stream = model.stream()
