@@ -326,9 +326,12 @@ class Model:
         try:
             per_channel = channel_plan(self.config, batched.shape[1]) == "per_channel"
         except AudioError:
+            turned = f": shape {array.shape} looks like (frames, channels), pass {what}.T" if array.ndim == 2 else ""
+            if array.shape[-1] != self.in_channels:
+                turned = ""
             raise UsageError(
                 f"{what}: has {batched.shape[1]} channels; {self.config.name} takes {self.in_channels} "
-                f"(arrays are (channels, frames), as torch modules take them)"
+                f"(arrays are (channels, frames), as torch modules take them){turned}"
             ) from None
         if per_channel and not pushed:
             _not_frames_first(array, what, 0)

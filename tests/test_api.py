@@ -85,8 +85,10 @@ def test_a_stream_fed_random_chunks_equals_the_whole_array(tmp_path, kind):
     stream.reset()  # a new signal: (channels, frames) this time
     single = np.concatenate([np.asarray(stream.push(np.asarray(x[0])[..., :150])), np.asarray(stream.flush())], -1)
     np.testing.assert_allclose(single, np.asarray(model(np.asarray(x[0])[..., :150])), atol=1e-12)
-    with pytest.raises(UsageError, match="has 3 channels"):
+    with pytest.raises(UsageError, match=r"has 3 channels; dec takes 4 \(arrays are \(channels, frames\).*\)$"):
         model(np.zeros((3, 50)))
+    with pytest.raises(UsageError, match=r"has 50 channels.*shape \(50, 4\) looks like \(frames, channels\), pass x.T"):
+        model(np.zeros((50, 4)))  # a feature array saved frames first
 
 
 def test_load_picks_the_engine_the_command_line_picks():
