@@ -246,6 +246,8 @@ class Model:
         same frames, to float rounding. A push shape is traced at its third push, once per
         model (HiFi-GAN V1: 3.5-7 s on the CPU): the model's later streams and a stream's
         later signals (:meth:`Stream.reset`) replay it from their first steady push."""
+        if not isinstance(graphs, (bool, np.bool_)):  # "no" or "false" would have turned them on
+            raise UsageError(f"graphs: must be True or False, got {graphs!r}")
         backend = ("cuda" if self.engine.device.startswith("cuda") else "script") if graphs else None
         stream = Stream(self, backend)
         if graphs:  # refused now, not at the first push: a layer no captured step can hold
