@@ -97,6 +97,12 @@ def test_more_codebooks_than_the_model_or_a_bad_code_is_refused(checkpoint, tmp_
     result = invoke("run", tmp_path / "many.npy", "-c", "encodec-24khz", "-w", path, "-o", tmp_path / "a.wav")
     assert result.exit_code == 1
     one_error_line(result.stderr, "holds 33 codebook rows; the model has 32 codebooks")
+    np.save(tmp_path / "turned.npy", _codes(8, 75).numpy()[0].T)  # (frames, codebooks)
+    result = invoke("run", tmp_path / "turned.npy", "-c", "encodec-24khz", "-w", path, "-o", tmp_path / "t.wav")
+    assert result.exit_code == 1 and not (tmp_path / "t.wav").exists()
+    one_error_line(
+        result.stderr, "holds 75 codebook rows; the model has 32 codebooks: it looks like (frames, codebooks)"
+    )
     bad = _codes(8, 5).numpy()[0]
     bad[3, 4] = 1024
     np.save(tmp_path / "bad.npy", bad)

@@ -323,8 +323,10 @@ def _feature_source(
     absent = 0  # codebook rows the file lacks (a lower bitrate): padded with ABSENT codes
     if codes and expected_channels is not None and 0 < array.shape[0] != expected_channels:
         if array.shape[0] > expected_channels:
+            turned = array.shape[1] <= expected_channels  # (frames, codebooks), as some tools save them
             raise AudioError(
                 f"{path}: holds {array.shape[0]} codebook rows; the model has {expected_channels} codebooks"
+                + (": it looks like (frames, codebooks); save it transposed, as (codebooks, frames)" if turned else "")
             )
         absent = expected_channels - array.shape[0]
     if not codes and array.shape[0] != expected_channels and array.shape[1] == expected_channels:
