@@ -328,8 +328,9 @@ class Model:
         try:
             per_channel = channel_plan(self.config, batched.shape[1]) == "per_channel"
         except AudioError:
-            turned = f": shape {array.shape} looks like (frames, channels), pass {what}.T" if array.ndim == 2 else ""
-            if array.shape[-1] != self.in_channels:
+            rows = "codebooks" if self.takes_codes else "channels"  # a codec's codes: fewer rows are allowed
+            turned = f": shape {array.shape} looks like (frames, {rows}), pass {what}.T" if array.ndim == 2 else ""
+            if not (array.shape[-1] == self.in_channels or (self.takes_codes and array.shape[-1] < self.in_channels)):
                 turned = ""
             raise UsageError(
                 f"{what}: has {batched.shape[1]} channels; {self.config.name} takes {self.in_channels} "

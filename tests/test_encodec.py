@@ -15,6 +15,7 @@ from reference_encodec import EncodecModel
 from reference_vocoders import randomise
 
 import convt_audio
+from convt_audio.core.errors import UsageError
 from convt_audio.model.config import load_config
 from convt_audio.model.stack import run_chunked
 from convt_audio.model.weights import load_stack
@@ -103,6 +104,8 @@ def test_more_codebooks_than_the_model_or_a_bad_code_is_refused(checkpoint, tmp_
     one_error_line(
         result.stderr, "holds 75 codebook rows; the model has 32 codebooks: it looks like (frames, codebooks)"
     )
+    with pytest.raises(UsageError, match=r"shape \(75, 8\) looks like \(frames, codebooks\), pass x.T"):
+        convt_audio.load("encodec-24khz", path)(np.load(tmp_path / "turned.npy"))
     bad = _codes(8, 5).numpy()[0]
     bad[3, 4] = 1024
     np.save(tmp_path / "bad.npy", bad)
