@@ -73,6 +73,10 @@ def test_npy_shape_errors(tmp_path):
     np.save(tmp_path / "t.npy", np.zeros((100, 2), dtype=np.float32))
     with pytest.raises(AudioError, match="more channels than frames"):
         open_source(tmp_path / "t.npy", 8000)
+    # a short feature array of the wrong band count is told so, not that it is laid out wrong
+    np.save(tmp_path / "m.npy", np.zeros((70, 50), dtype=np.float32))
+    with pytest.raises(AudioError, match=r"shape \(70, 50\) holds 70 channels \(rows\); the stack takes 80$"):
+        open_source(tmp_path / "m.npy", 86, expected_channels=80)
 
 
 @pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "PCM_32"])

@@ -335,6 +335,11 @@ def _feature_source(
             f"takes {expected_channels} channels: save the array transposed, as (channels, frames)"
         )
     if not codes and array.shape[0] > array.shape[1] and array.shape[0] != expected_channels:
+        if expected_channels is not None and expected_channels > 1:  # features: the band count is what is wrong
+            raise AudioError(
+                f"{path}: shape {tuple(array.shape)} holds {array.shape[0]} channels (rows); the stack takes "
+                f"{expected_channels}"
+            )
         raise AudioError(
             f"{path}: shape {tuple(array.shape)} has more channels than frames; expected (channels, frames)"
         )
