@@ -379,11 +379,20 @@ class _Layout(NamedTuple):
     per_channel: bool
     given: _Given
 
-    def check(self, array: np.ndarray) -> None:
+    def check(self, array: np.ndarray, given: _Given) -> None:
         if array.shape[:-1] != self.shape:
             raise UsageError(
                 f"chunk: shape {array.shape} after chunks of shape {(*self.shape, 'frames')}; every chunk of a "
                 f"stream has the same batch and channels"
+            )
+        if given.integer != self.given.integer and array.shape[-1]:  # would come back in the first chunks' type
+
+            def kind(integer):
+                return "float" if integer is None else np.dtype(integer).name
+
+            raise UsageError(
+                f"chunk: {kind(given.integer)} samples after {kind(self.given.integer)} chunks; every chunk of a "
+                f"stream has the same sample type"
             )
 
     def give_back(self, model: Model, out: np.ndarray):
@@ -408,6 +417,7 @@ class Stream:
         self._stream = None
         self._layout: _Layout | None = None
         self._flushed = False
+        self._framed = False  # a chunk with frames was pushed since the stream began or was reset
 
     def push(self, chunk) -> np.ndarray:
         """The frames that are final once ``chunk`` (``(channels, frames)`` or ``(batch,
@@ -416,14 +426,19 @@ class Stream:
             raise UsageError("push: the stream was flushed; reset() it to start a new signal")
         array, given = self.model._given(chunk, "chunk")
         batched, per_channel = self.model._batched(array, "chunk", pushed=True)
-        if self._stream is None or (not self._stream.started and array.shape[:-1] != self._layout.shape):
-            self._stream = self.model.engine.open_stream(batched.shape[0])
-            if per_channel:
+        # the first chunk with frames fixes the layout (chunks of none before it, a server's
+        # "nothing new", may be of any type)
+        if self._stream is None or (
+            not self._framed and (array.shape[:-1], given) != (self._layout.shape, self._layout.given)
+        ):
+            if per_channel:  # before the stream opens: a refused chunk leaves the stream as it was
                 _not_frames_first(array, "chunk", PUSHED_CHANNELS)
+            self._stream = self.model.engine.open_stream(batched.shape[0])
             if self.graphs is not None:
                 _graphed(self._stream, self.graphs, self.model.engine)
             self._layout = _Layout(array.shape[:-1], per_channel, given)
-        self._layout.check(array)
+        self._layout.check(array, given)
+        self._framed = self._framed or array.shape[-1] > 0
         return self._layout.give_back(self.model, self._stream.push(batched))
 
     def flush(self) -> np.ndarray:
@@ -440,7 +455,7 @@ class Stream:
         reset, not thrown away (a chunk of another batch or channel count opens a new one)."""
         if self._stream is not None:
             self._stream.reset()
-        self._flushed = False
+        self._flushed = self._framed = False
 
 
 class Pool:
@@ -491,6 +506,7 @@ class PoolStream:
         self._shared = None if pool._shared is None else pool._shared.open(None)  # a SharedStream
         self._layout: _Layout | None = None
         self._flushed = False
+        self._framed = False  # a chunk with frames was pushed
 
     def _engine_block(self, chunk) -> tuple:
         """The engine's stream (opened at the first chunk) and ``chunk`` as its block."""
@@ -505,7 +521,10 @@ class PoolStream:
             if self._shared is None:
                 self._inner = self.pool._pool.open(batched.shape[0])
             self._layout = _Layout(array.shape[:-1], per_channel, given)
-        self._layout.check(array)
+        elif not self._framed and array.shape[:-1] == self._layout.shape:  # the first chunk with frames
+            self._layout = self._layout._replace(given=given)  # fixes the type, as in Stream.push
+        self._layout.check(array, given)
+        self._framed = self._framed or array.shape[-1] > 0
         return self._inner, batched
 
     def _given_back(self, y: np.ndarray):

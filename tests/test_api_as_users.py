@@ -120,6 +120,33 @@ def test_the_stream_protocol_is_guarded():
     assert stream.push(_noise((1, 50))).shape[0] == 1  # a new signal, of any layout
 
 
+def test_a_streams_sample_type_is_fixed_by_its_first_chunk_with_frames():
+    """int16 pushed after float chunks came back as floats of the int16 samples' scale, and a
+    float chunk after int16 ones as int16: a stream now refuses a change of sample type. Chunks
+    of no frames (a server's "nothing new") may be of any type, before and after."""
+    model = convt_audio.load("sinc-x3")
+    pcm = (_noise((1, 3000)) * 32767).astype(np.int16)
+    stream = model.stream()
+    stream.push(np.zeros((1, 0)))  # float64, no frames: fixes nothing
+    parts = [stream.push(pcm[:, :1000]), stream.push(np.zeros((1, 0))), stream.push(pcm[:, 1000:])]
+    with pytest.raises(UsageError, match="chunk: float samples after int16 chunks; every chunk of a stream"):
+        stream.push(_noise((1, 10)))
+    parts.append(stream.flush())
+    assert all(part.dtype == np.int16 for part in parts)
+    np.testing.assert_array_equal(np.concatenate(parts, -1), model(pcm))
+    stream.reset()  # a new signal may be of another type
+    assert stream.push(_noise((1, 500))).dtype == np.float32
+    with pytest.raises(UsageError, match="chunk: int16 samples after float chunks"):
+        stream.push(pcm[:, :10])
+    pool = model.pool()
+    session = pool.open()
+    pool.push({session: np.zeros((1, 0))})
+    assert pool.push({session: pcm[:, :1000]})[session].dtype == np.int16
+    with pytest.raises(UsageError, match="chunk: float samples after int16 chunks"):
+        pool.push({session: _noise((1, 10))})
+    assert session.flush().dtype == np.int16
+
+
 def test_public_names_are_visible_before_first_use_and_help_lists_them():
     code = (
         "import convt_audio, pydoc, sys; names = dir(convt_audio); "
