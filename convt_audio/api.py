@@ -627,6 +627,10 @@ def convert(
     unknown = set(options) - allowed
     if unknown:
         raise UsageError(f"convert: unknown option(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    flags = {f.name for f in fields(RunRequest) if f.type in (bool, "bool")}
+    for name, value in {"overwrite": overwrite, "skip_existing": skip_existing, **options}.items():
+        if name in flags and not isinstance(value, (bool, np.bool_)):  # overwrite="no" would overwrite
+            raise UsageError(f"{name}: must be True or False, got {value!r}")
     if Path(str(src)).is_dir():
         raise UsageError(f"{src}: convert takes one file (the command line runs folders)")
     request = RunRequest(

@@ -10,7 +10,7 @@ import torch
 from clitools import invoke, tone
 
 import convt_audio
-from convt_audio.core.errors import AudioError, UsageError
+from convt_audio.core.errors import AudioError, ConvtAudioError, UsageError
 
 
 @pytest.fixture(autouse=True)
@@ -114,8 +114,16 @@ def test_convert_keeps_every_guarantee_of_run(tmp_path):
     with pytest.raises(UsageError, match="an input is never overwritten"):
         convt_audio.convert(tmp_path / "a.wav", tmp_path / "a.wav", rate=48000, overwrite=True)
     assert (tmp_path / "a.wav").read_bytes() == before
-    with pytest.raises(UsageError, match=re.escape("target_rate: resampling goes up to 6144000 Hz")):
+    with pytest.raises(UsageError, match=re.escape("rate: resampling goes up to 6144000 Hz")) as refused:
         convt_audio.convert(tmp_path / "a.wav", tmp_path / "c.wav", rate=10**9)  # the bound run -r has
+    assert "target_rate" not in str(refused.value)  # the parameter the caller knows: rate=
+    with pytest.raises(ConvtAudioError, match=r"^rate: 'abc' is not a rate in Hz"):
+        convt_audio.convert(tmp_path / "a.wav", tmp_path / "c.wav", rate="abc")
+    # a word where a flag goes is refused: overwrite="no" would have overwritten
+    with pytest.raises(UsageError, match="overwrite: must be True or False, got 'no'"):
+        convt_audio.convert(tmp_path / "a.wav", tmp_path / "b.flac", rate=48000, overwrite="no")
+    with pytest.raises(UsageError, match="dither: must be True or False, got 0"):
+        convt_audio.convert(tmp_path / "a.wav", tmp_path / "c.wav", rate=48000, dither=0)
     with pytest.raises(UsageError, match="unknown option"):
         convt_audio.convert(tmp_path / "a.wav", tmp_path / "c.wav", colour="blue")
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["a.wav", "b.flac"]

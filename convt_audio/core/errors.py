@@ -18,6 +18,9 @@ def option(name: str, value=None) -> str:
     return "{opt:%s%s}" % (name, "" if value is None else f" {value}")
 
 
+LIBRARY_NAMES = {"target_rate": "rate"}  # where the library's parameter differs from the name used inside
+
+
 def render(text: str, spelling: Mapping[str, str] | None = None) -> str:
     """Spell the :func:`option` marks in ``text``: as parameters, or with ``spelling``'s flags."""
 
@@ -25,6 +28,7 @@ def render(text: str, spelling: Mapping[str, str] | None = None) -> str:
         name, value = match.group(1), match.group(2)
         if spelling is not None and name in spelling:
             return spelling[name] if value is None else f"{spelling[name]} {value}"
+        name = LIBRARY_NAMES.get(name, name)
         return name if value is None else f"{name}={value!r}"
 
     return _OPTION.sub(spell, text)
