@@ -104,6 +104,14 @@ def _rate(value, name: str, whole: str | None = None) -> Fraction | int:
         raise UsageError(exc.args[0]) from None
 
 
+def _flag(value, name: str) -> bool:
+    """A yes/no parameter: ``True`` or ``False`` only (``"no"`` is truthy, and ``overwrite="no"``
+    would overwrite)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise UsageError(f"{name}: must be True or False, got {value!r}")
+    return bool(value)
+
+
 def _stream_all(engine, data: np.ndarray) -> np.ndarray:
     """``[B, C, n]`` through a fresh stream of ``engine`` in its preferred blocks (as two halves
     at once where that applies: :mod:`convt_audio.model.split`)."""
@@ -174,6 +182,7 @@ def resample(
 
     tune_process()
     rate_in, rate_out = _rate(sr_in, "sr_in", "a sample rate"), _rate(sr_out, "sr_out", "a sample rate")
+    allow_aliasing = _flag(allow_aliasing, "allow_aliasing")
     array, given = _as_array(x, "x")
     if array.ndim == 0:
         raise UsageError("x: expected an array of frames, got a scalar")
@@ -246,8 +255,7 @@ class Model:
         same frames, to float rounding. A push shape is traced at its third push, once per
         model (HiFi-GAN V1: 3.5-7 s on the CPU): the model's later streams and a stream's
         later signals (:meth:`Stream.reset`) replay it from their first steady push."""
-        if not isinstance(graphs, (bool, np.bool_)):  # "no" or "false" would have turned them on
-            raise UsageError(f"graphs: must be True or False, got {graphs!r}")
+        graphs = _flag(graphs, "graphs")
         backend = ("cuda" if self.engine.device.startswith("cuda") else "script") if graphs else None
         stream = Stream(self, backend)
         if graphs:  # refused now, not at the first push: a layer no captured step can hold
@@ -629,8 +637,8 @@ def convert(
         raise UsageError(f"convert: unknown option(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
     flags = {f.name for f in fields(RunRequest) if f.type in (bool, "bool")}
     for name, value in {"overwrite": overwrite, "skip_existing": skip_existing, **options}.items():
-        if name in flags and not isinstance(value, (bool, np.bool_)):  # overwrite="no" would overwrite
-            raise UsageError(f"{name}: must be True or False, got {value!r}")
+        if name in flags:
+            _flag(value, name)
     if Path(str(src)).is_dir():
         raise UsageError(f"{src}: convert takes one file (the command line runs folders)")
     request = RunRequest(

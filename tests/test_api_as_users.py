@@ -229,6 +229,7 @@ def test_threads_spin_only_where_nothing_else_runs(monkeypatch):
         (lambda: convt_audio.load(123), "config: a path or a built-in name, got int"),
         (lambda: convt_audio.load("sinc-x3", threads=0), "threads: must be a positive whole number"),
         (lambda: convt_audio.load("sinc-x3").stream(graphs="no"), "graphs: must be True or False, got 'no'"),
+        (lambda: convt_audio.resample([0.0] * 64, 8000, 16000, allow_aliasing="no"), "allow_aliasing: must be True or"),
         (lambda: convt_audio.convert("a.wav", "b.wav", overwrite=True, skip_existing=True), "exclude each other"),
     ],
 )
