@@ -114,6 +114,11 @@ def test_sound_given_to_a_vocoder_is_told_the_mel_command_that_makes_its_feature
     result = invoke("run", tmp_path / "voice.npy", "-c", "hifigan-v1", "-w", checkpoint, "-o", tmp_path / "out.wav")
     assert result.exit_code == 0, result.stderr
     assert sf.info(str(tmp_path / "out.wav")).samplerate == 22050
+    # a wrong frame rate names the built-in config as the user named it, not its installed path
+    result = invoke("run", tmp_path / "voice.npy", "-c", "hifigan-v1", "-w", checkpoint, "-o", tmp_path / "x.wav",
+                    "--input-rate", "80")  # fmt: skip
+    assert result.exit_code == 2
+    one_error_line(result.stderr, "20480 Hz, but hifigan-v1 declares output_sample_rate 22050 Hz")
 
 
 def test_mel_resamples_other_rates_and_averages_channels(tmp_path):

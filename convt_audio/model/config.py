@@ -191,6 +191,12 @@ class Config:
         """True for the configs that ship with the package."""
         return any(str(path) == self.source for path in builtin_configs().values())
 
+    @property
+    def label(self) -> str:
+        """The config as messages name it: a built-in's name (``hifigan-v1``, not the path it
+        was installed at), else its path."""
+        return Path(self.source).stem if self.is_builtin else self.source
+
     def names_in(self, layout: Layout | None) -> tuple:
         """``tensor_names`` as ``layout`` spells them (None: the config's own names)."""
         if layout is None:
@@ -236,7 +242,7 @@ class Config:
             if abs(rate - self.output_sample_rate) > Fraction(self.output_sample_rate, 1000):
                 raise AudioError(
                     f"input rate {float(input_rate):g} Hz × {self.rate_factor()} = {float(rate):g} Hz, "
-                    f"but {self.source} declares output_sample_rate {self.output_sample_rate} Hz"
+                    f"but {self.label} declares output_sample_rate {self.output_sample_rate} Hz"
                 )
             return self.output_sample_rate
         if rate.denominator != 1:

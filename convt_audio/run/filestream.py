@@ -347,10 +347,9 @@ def _features_hint(config, source) -> str | None:
         return None
     if getattr(config.layers[0], "takes_codes", False) or (config.features is None and config.in_channels <= 2):
         return None  # a codec's codes, or a stack for sound at a rate it fixes: the rate is what is wrong
-    label = Path(config.source).stem if config.is_builtin else config.source
-    made = f"; `convt-audio mel {source.path} -c {label}` makes them" if config.features is not None else ""
+    made = f"; `convt-audio mel {source.path} -c {config.label}` makes them" if config.features is not None else ""
     return (
-        f"{source.channels}-channel audio at {source.rate} Hz, but {label} decodes "
+        f"{source.channels}-channel audio at {source.rate} Hz, but {config.label} decodes "
         f"{config.in_channels}-channel features at {float(config.feature_rate()):g} frames/s{made}"
     )
 
