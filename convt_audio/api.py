@@ -140,7 +140,7 @@ def _frames_axis(array: np.ndarray, axis: int | None) -> int:
         return int(axis) % array.ndim
     if array.ndim == 1:
         return 0
-    if array.ndim == 2 and (array.shape[1] < array.shape[0] or array.shape[0] <= 1):
+    if array.ndim == 2 and (array.shape[1] < array.shape[0] or array.shape == (1, 1)):
         return 0
     if array.ndim == 2 and array.shape[0] == array.shape[1]:
         raise UsageError(

@@ -32,6 +32,9 @@ def test_a_channels_first_array_is_refused_with_the_hint_or_taken_with_axis():
     # the old trap: a 2 x 4800 array is not 4800 channels of 2 frames
     with pytest.raises(UsageError, match="more channels than frames"):
         convt_audio.resample(_noise((2, 4800)), 44100, 48000)
+    with pytest.raises(UsageError, match="more channels than frames"):  # torchaudio's mono (1, frames)
+        convt_audio.resample(_noise((1, 4800)), 44100, 48000)
+    assert convt_audio.resample(_noise((1, 1)), 44100, 48000).shape[1] == 1  # one frame, one channel
     # a square array fits both layouts: refused until axis says which
     with pytest.raises(UsageError, match=r"shape \(2, 2\) fits \(frames, channels\) and \(channels, frames\)"):
         convt_audio.resample(_noise((2, 2)), 44100, 48000)
