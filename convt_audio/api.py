@@ -337,9 +337,10 @@ class Model:
             per_channel = channel_plan(self.config, batched.shape[1]) == "per_channel"
         except AudioError:
             rows = "codebooks" if self.takes_codes else "channels"  # a codec's codes: fewer rows are allowed
-            turned = f": shape {array.shape} looks like (frames, {rows}), pass {what}.T" if array.ndim == 2 else ""
-            if not (array.shape[-1] == self.in_channels or (self.takes_codes and array.shape[-1] < self.in_channels)):
-                turned = ""
+            fits = array.shape[-1] == self.in_channels or (self.takes_codes and array.shape[-1] < self.in_channels)
+            turned = (
+                f": shape {array.shape} looks like (frames, {rows}), pass {what}.T" if array.ndim == 2 and fits else ""
+            )
             raise UsageError(
                 f"{what}: has {batched.shape[1]} channels; {self.config.name} takes {self.in_channels} "
                 f"(arrays are (channels, frames), as torch modules take them){turned}"
@@ -394,13 +395,9 @@ class _Layout(NamedTuple):
                 f"stream has the same batch and channels"
             )
         if given.integer != self.given.integer and array.shape[-1]:  # would come back in the first chunks' type
-
-            def kind(integer):
-                return "float" if integer is None else np.dtype(integer).name
-
+            now, before = ("float" if i is None else np.dtype(i).name for i in (given.integer, self.given.integer))
             raise UsageError(
-                f"chunk: {kind(given.integer)} samples after {kind(self.given.integer)} chunks; every chunk of a "
-                f"stream has the same sample type"
+                f"chunk: {now} samples after {before} chunks; every chunk of a stream has the same sample type"
             )
 
     def give_back(self, model: Model, out: np.ndarray):
