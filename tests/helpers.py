@@ -84,12 +84,22 @@ def slice_elements(elements):
     so that small test chunks go on through the later layers in slices of frames."""
     from convt_audio.core import streaming
 
-    saved = streaming.SLICE_ELEMENTS
-    streaming.SLICE_ELEMENTS = elements or saved
+    with module_values(streaming, SLICE_ELEMENTS=elements or streaming.SLICE_ELEMENTS):
+        yield
+
+
+@contextmanager
+def module_values(module, **values):
+    """``module``'s globals set to ``values`` inside the block and put back after it, even when
+    it fails (the size thresholds a test lowers to send a call down one path)."""
+    saved = {name: getattr(module, name) for name in values}
     try:
+        for name, value in values.items():
+            setattr(module, name, value)
         yield
     finally:
-        streaming.SLICE_ELEMENTS = saved
+        for name, value in saved.items():
+            setattr(module, name, value)
 
 
 @contextmanager
@@ -102,15 +112,10 @@ def one_thread(winograd_everywhere=False):
     from convt_audio.kinds import conv_torch
 
     lifted = dict(WINOGRAD_KERNEL=1, WINOGRAD_CHANNELS=1, WINOGRAD_FRAMES=1, WINOGRAD_MAX_WEIGHTS=1 << 40)
-    saved = {name: getattr(conv_torch, name) for name in lifted}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        if winograd_everywhere:
-            for name, value in lifted.items():
-                setattr(conv_torch, name, value)
-        yield
+        with module_values(conv_torch, **(lifted if winograd_everywhere else {})):
+            yield
     finally:
         torch.set_num_threads(threads)
-        for name, value in saved.items():
-            setattr(conv_torch, name, value)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import brute_conv1d, brute_conv_transpose1d, pad_frames
+from helpers import brute_conv1d, brute_conv_transpose1d, module_values, one_thread, pad_frames
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -410,20 +410,10 @@ def test_the_channels_last_convolution_equals_conv1d_on_every_path(path, spec, f
         "slices": dict(**never, PACKED_WEIGHTS=1 << 40, MATMUL_DILATED_FRAMES=1 << 20, TAPS_ELEMENTS=1 + 13 * seed),
         "convolution": dict(**never, PACKED_WEIGHTS=1 << 40, MATMUL_DILATED_FRAMES=0),
     }[path]
-    saved = {name: getattr(conv_torch, name) for name in thresholds}
-    threads, tiles = torch.get_num_threads(), winograd.SLICE_ELEMENTS
-    torch.set_num_threads(1)  # Winograd's path is taken on one thread only
-    winograd.SLICE_ELEMENTS = 1 + 41 * seed  # slices of one tile to all of them
-    try:
-        for name, value in thresholds.items():
-            setattr(conv_torch, name, value)
+    # Winograd's path is taken on one thread only; its slices of one tile to all of them
+    with one_thread(), module_values(conv_torch, **thresholds), module_values(winograd, SLICE_ELEMENTS=1 + 41 * seed):
         weight4 = channels_last_weight(weight)
         got = conv_frames_last(x, weight4, bias, spec.stride, spec.dilation, spec.groups)
-    finally:
-        torch.set_num_threads(threads)
-        winograd.SLICE_ELEMENTS = tiles
-        for name, value in saved.items():
-            setattr(conv_torch, name, value)
     if path == "packed" and spec.groups == 1:  # packed once, by this PyTorch build
         assert conv_torch.derived(weight4, "packed", None) is not None
     if path == "winograd":  # transformed once where it applies, never elsewhere
@@ -460,12 +450,8 @@ def test_one_output_channel_sums_its_taps_diagonals_as_conv1d(
     x = laid_out(torch.randn(batch, frames + 5, channels, generator=generator), frames, layout)
     weight = torch.randn(1, channels, kernel, generator=generator)
     b = torch.randn(1, generator=generator) if bias else None
-    saved = conv_torch.TAPS_ELEMENTS, conv_torch.WINOGRAD_FRAMES, conv_torch.PACKED_WEIGHTS
-    conv_torch.TAPS_ELEMENTS, conv_torch.WINOGRAD_FRAMES, conv_torch.PACKED_WEIGHTS = elements, 1 << 40, 1 << 40
-    try:
+    with module_values(conv_torch, TAPS_ELEMENTS=elements, WINOGRAD_FRAMES=1 << 40, PACKED_WEIGHTS=1 << 40):
         got = conv_frames_last(x, channels_last_weight(weight), b, stride, dilation, 1)
-    finally:
-        conv_torch.TAPS_ELEMENTS, conv_torch.WINOGRAD_FRAMES, conv_torch.PACKED_WEIGHTS = saved
     want = F.conv1d(x, weight, b, stride, 0, dilation)
     assert got.shape == want.shape
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
@@ -527,13 +513,9 @@ def test_a_layer_is_packed_only_after_many_few_output_calls():
     x = torch.randn(1, 96, 20, generator=generator)
     want = F.conv1d(x, weight)
     weight4 = channels_last_weight(weight)
-    saved = conv_torch.PACKED_WEIGHTS
-    conv_torch.PACKED_WEIGHTS = 1  # this small layer counts as large
-    try:
-        packed = []
+    packed = []
+    with module_values(conv_torch, PACKED_WEIGHTS=1):  # this small layer counts as large
         for _ in range(conv_torch.PACKED_AFTER + 2):
             torch.testing.assert_close(conv_frames_last(x, weight4, None, 1, 1, 1), want, rtol=1e-5, atol=1e-5)
             packed.append("packed" in conv_torch._DERIVED[id(weight4)][1])
-    finally:
-        conv_torch.PACKED_WEIGHTS = saved
     assert packed == [False] * conv_torch.PACKED_AFTER + [True, True]
