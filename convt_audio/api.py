@@ -259,7 +259,7 @@ class Model:
         backend = ("cuda" if self.engine.device.startswith("cuda") else "script") if graphs else None
         stream = Stream(self, backend)
         if graphs:  # refused now, not at the first push: a layer no captured step can hold
-            _graphed(self.engine.open_stream(1), backend, self.engine)
+            _graphed(self.engine.open_live_stream(1), backend, self.engine)
         return stream
 
     def pool(self, *, wait: float | None = None) -> Pool:
@@ -438,7 +438,7 @@ class Stream:
         ):
             if per_channel:  # before the stream opens: a refused chunk leaves the stream as it was
                 _not_frames_first(array, "chunk", PUSHED_CHANNELS)
-            self._stream = self.model.engine.open_stream(batched.shape[0])
+            self._stream = self.model.engine.open_live_stream(batched.shape[0])
             if self.graphs is not None:
                 _graphed(self._stream, self.graphs, self.model.engine)
             self._layout = _Layout(array.shape[:-1], per_channel, given)

@@ -67,12 +67,15 @@ def brute_conv1d(x, weight, bias, spec, out_frames):
     return y
 
 
-def stream_chunks(stream, x, sizes):
-    """Push ``x`` through ``stream`` in chunks of ``sizes`` (cycled), flush, join on the last axis."""
+def stream_chunks(stream, x, sizes, lengths=None):
+    """Push ``x`` through ``stream`` in chunks of ``sizes`` (cycled), flush, join on the last axis
+    (``lengths``: a list given the frames each push handed out)."""
     parts, pos, i = [], 0, 0
     while pos < x.shape[-1]:
         n = sizes[i % len(sizes)]
         parts.append(stream.push(x[..., pos : pos + n]))
+        if lengths is not None:
+            lengths.append(parts[-1].shape[-1])
         pos, i = pos + n, i + 1
     parts.append(stream.flush())
     return np.concatenate(parts, axis=-1)

@@ -91,6 +91,38 @@ def test_a_stream_fed_random_chunks_equals_the_whole_array(tmp_path, kind):
         model(np.zeros((50, 4)))  # a feature array saved frames first
 
 
+def test_a_live_stream_hands_out_each_pushs_frames_at_once(tmp_path, monkeypatch):
+    """On CUDA a file's stream hands each block's frames out one block late, so that their copy
+    to the host runs while the next block computes. ``model.stream()`` must not: a live caller
+    is waiting for those frames, and one push late is one push of latency (8 mel frames: 93 ms).
+    Here the CPU's streams are made to hold frames back as CUDA's do."""
+    from convt_audio.model.engines import TorchStream
+
+    original = TorchStream.__init__
+
+    def as_on_cuda(self, engine, batch, tail, overlap=None):
+        original(self, engine, batch, tail, True if overlap is None else overlap)
+
+    monkeypatch.setattr(TorchStream, "__init__", as_on_cuda)
+    config, weights = _decoder(tmp_path)
+    model = convt_audio.load(config, weights, device="cpu", dtype="float64")
+    x = np.random.default_rng(3).standard_normal((4, 120))
+    sizes = [7, 1, 16, 3, 30, 2, 61]
+    held = model.engine.open_stream(1)  # a file's stream, as on CUDA: this push's frames held back
+    assert held.push(x[None, :, :40]).shape[-1] == 0
+    plain = TorchStream(model.engine, 1, None, overlap=False)
+    for stream in (model.stream(), model.stream(graphs=True)):
+        parts, at = [], 0
+        for size in sizes:
+            part = stream.push(x[:, at : at + size])
+            assert part.shape[-1] == plain.push(x[None, :, at : at + size]).shape[-1], (size, at)
+            parts.append(part)
+            at += size
+        parts.append(stream.flush())
+        np.testing.assert_allclose(np.concatenate(parts, -1), model(x), atol=1e-12)
+        plain.reset()
+
+
 def test_load_picks_the_engine_the_command_line_picks():
     assert convt_audio.load("sinc-x3", device="cpu").engine.name == "numpy-resampler"
     assert convt_audio.load("sinc-x3", device="cpu", dtype="bfloat16").engine.name == "torch"

@@ -332,14 +332,19 @@ def test_graphs_are_refused_in_words_where_they_cannot_run(hifigan_weights):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graphs_give_the_cpu_streams_frames(hifigan_weights):
     """On the device: ``model.stream(graphs=True)`` captures each steady push shape as a CUDA
-    graph and replays it; the frames equal ``model(x)`` on the CPU (float32, 1e-5 of the peak)."""
+    graph and replays it; the frames equal ``model(x)`` on the CPU (float32, 1e-5 of the peak),
+    and each push hands out the frames the CPU's stream does at that push (none held back to
+    overlap their copy, as a file's blocks are)."""
     gpu = convt_audio.load("hifigan-v1", hifigan_weights, device="cuda")
     cpu = convt_audio.load("hifigan-v1", hifigan_weights, device="cpu", threads=1)
     mel = (np.random.default_rng(4).standard_normal((80, 150)) - 5).astype(np.float32)
     want = cpu(mel)
     for sizes in ([1], [8], [3, 3, 5]):
         stream = gpu.stream(graphs=True)
-        got = stream_chunks(stream, mel, sizes)
+        lengths, host = [], []
+        got = stream_chunks(stream, mel, sizes, lengths)
+        stream_chunks(cpu.stream(), mel, sizes, host)
+        assert lengths == host, sizes
         assert got.shape == want.shape
         assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max()), sizes
         assert stream._stream.streamer.captured >= 1

@@ -5,7 +5,8 @@ engines (polyphase, FFT, spectral, and the chain that picks among them) and a co
 with a resampler — is an :class:`Engine`: the stack's shape facts (:class:`StackShape`), a
 ``name`` (``--json``'s ``engine``), a ``device`` and a ``dtype``, the block size it prefers, the
 input frames a leading ``circular`` layer needs up front, and ``open_stream(batch)``: a fresh
-:class:`~convt_audio.core.streaming.StreamingModule` (``push``/``flush``/``reset``) per file.
+:class:`~convt_audio.core.streaming.StreamingModule` (``push``/``flush``/``reset``) per file
+(``open_live_stream(batch)``: one that never holds a push's frames back).
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ class Engine(StackShape, ABC):
     @abstractmethod
     def open_stream(self, batch: int, tail: np.ndarray | None = None) -> StreamingModule:
         """A fresh stream for ``batch`` signals (``tail``: the input's last frames, when needed)."""
+
+    def open_live_stream(self, batch: int) -> StreamingModule:
+        """A fresh stream whose every push hands out at once the frames it makes final: a live
+        caller's (``model.stream()``), who is waiting for them. An engine that holds a block's
+        frames back to overlap their copy with the next block (the torch engine on CUDA) does not
+        here."""
+        return self.open_stream(batch)
 
 
 class NumpyEngine(Engine):

@@ -188,6 +188,9 @@ class TorchEngine(Engine):
     def open_stream(self, batch: int, tail: np.ndarray | None = None) -> "TorchStream":
         return TorchStream(self, batch, tail)
 
+    def open_live_stream(self, batch: int) -> "TorchStream":
+        return TorchStream(self, batch, None, overlap=False)  # each push's frames out at once, on CUDA too
+
 
 class TorchStream(StreamingModule):
     """One file's stream on a torch device, NumPy ``[B, C, n]`` blocks in and out.
@@ -304,14 +307,21 @@ class ChainedEngine(Engine):
     def open_stream(self, batch: int, tail: np.ndarray | None = None) -> "ChainedStream":
         return ChainedStream(self, batch, tail)
 
+    def open_live_stream(self, batch: int) -> "ChainedStream":
+        return ChainedStream(self, batch, None, live=True)
+
 
 class ChainedStream(StreamingModule):
     """The first engine's stream feeding the second's, channel by channel."""
 
-    def __init__(self, engine: ChainedEngine, batch: int, tail: np.ndarray | None):
+    def __init__(self, engine: ChainedEngine, batch: int, tail: np.ndarray | None, live: bool = False):
         self.engine = engine
         self.channels = engine.first.out_channels
-        self.children = (engine.first.open_stream(batch, tail), engine.second.open_stream(batch * self.channels))
+        first, second, rows = engine.first, engine.second, batch * self.channels
+        if live:
+            self.children = (first.open_live_stream(batch), second.open_live_stream(rows))
+        else:
+            self.children = (first.open_stream(batch, tail), second.open_stream(rows))
         super().__init__()
 
     def _hand_on(self, y: np.ndarray) -> np.ndarray:
