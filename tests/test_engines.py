@@ -190,6 +190,23 @@ def test_deterministic_flag_turns_on_torchs_deterministic_algorithms():
         torch.use_deterministic_algorithms(False)
 
 
+def test_a_cpu_model_leaves_the_processs_tf32_flags_alone():
+    """A model on the CPU does not turn TF32 off for the process: a training script that loads a
+    CPU vocoder to listen to its samples keeps its GPU's TF32 products (only a CUDA model turns
+    them off, for exact float32)."""
+    config, params = decoder_params()
+    flags = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = [flag.allow_tf32 for flag in flags]
+    try:
+        for flag in flags:
+            flag.allow_tf32 = True
+        build_engine(config, params, "cpu", "float32")
+        assert [flag.allow_tf32 for flag in flags] == [True, True]
+    finally:
+        for flag, value in zip(flags, saved):
+            flag.allow_tf32 = value
+
+
 def test_too_short_through_an_engine():
     config, params = decoder_params()
     engine = build_engine(config, params, "cpu")

@@ -135,8 +135,9 @@ class TorchEngine(Engine):
         from .stack import Stack, as_tensor
 
         target = resolve_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = False  # exact float32, as on the CPU
-        torch.backends.cudnn.allow_tf32 = False
+        if target.type == "cuda":  # exact float32, as on the CPU (a CPU model leaves the process's flags alone)
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
         if deterministic:
             if target.type == "cuda":
                 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
