@@ -29,6 +29,7 @@ class _Given(NamedTuple):
     ndim: int
     is_torch: bool
     integer: np.dtype | None  # int8/16/32 samples: scaled to [-1, 1) in, rounded and clipped back out
+    device: str | None = None  # a torch tensor's device other than the CPU: the output goes back there
 
 
 def _as_array(
@@ -39,8 +40,11 @@ def _as_array(
     soxr and soundfile read them — unless they are ``codes`` (a codec's), taken as they are; a
     codes stack takes floats only as its ``latent``-channel latent (DAC's z)."""
     is_torch = type(x).__module__.startswith("torch")
+    device = None
     if is_torch:
         import torch
+
+        device = str(x.device) if x.device.type != "cpu" else None
 
         if x.is_sparse or x.layout != torch.strided:
             raise UsageError(f"{what}: a sparse torch tensor; pass a dense one (x.to_dense())")
@@ -53,7 +57,7 @@ def _as_array(
         raise UsageError(f"{what}: not an array of numbers ({str(exc).splitlines()[0]})") from None
     integer = None
     if codes and array.dtype.kind in "iu":
-        return array.astype(np.float64), _Given(array.ndim, is_torch, None)
+        return array.astype(np.float64), _Given(array.ndim, is_torch, None, device)
     if codes and (array.ndim < 2 or array.shape[-2] != latent):
         also = f", or its {latent}-channel latent" if latent else ""
         raise UsageError(
@@ -75,12 +79,12 @@ def _as_array(
         array = array.astype(np.float32)
     if array.size and not np.isfinite(array).all():
         raise UsageError(f"{what}: holds NaN or Inf values")
-    return array, _Given(array.ndim, is_torch, integer)
+    return array, _Given(array.ndim, is_torch, integer, device)
 
 
 def _give_back(out: np.ndarray, given: _Given):
     """The result as the input was given: integers rounded and clipped to their type (as soxr
-    returns them), a torch tensor for a tensor."""
+    returns them), a torch tensor for a tensor, on the tensor's device."""
     if given.integer is not None:
         scale = _INTEGER_SCALES[given.integer]
         steps = np.rint(np.multiply(out, scale, dtype=np.float64))
@@ -88,7 +92,8 @@ def _give_back(out: np.ndarray, given: _Given):
     if given.is_torch:
         import torch
 
-        return torch.from_numpy(np.ascontiguousarray(out))
+        tensor = torch.from_numpy(np.ascontiguousarray(out))
+        return tensor if given.device is None else tensor.to(given.device)
     return out
 
 

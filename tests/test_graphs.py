@@ -348,3 +348,22 @@ def test_cuda_graphs_give_the_cpu_streams_frames(hifigan_weights):
         assert got.shape == want.shape
         assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max()), sizes
         assert stream._stream.streamer.captured >= 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_tensors_come_back_on_their_device(hifigan_weights):
+    """As a torch module does: a CUDA tensor in gives a CUDA tensor out (model(x), a stream's
+    pushes, resample()), equal to the CPU's output; a CPU tensor stays on the CPU."""
+    gpu = convt_audio.load("hifigan-v1", hifigan_weights, device="cuda")
+    cpu = convt_audio.load("hifigan-v1", hifigan_weights, device="cpu", threads=1)
+    mel = (np.random.default_rng(5).standard_normal((80, 40)) - 5).astype(np.float32)
+    x = torch.from_numpy(mel).cuda()
+    whole = gpu(x)
+    assert whole.device == x.device
+    np.testing.assert_allclose(whole.cpu().numpy(), cpu(mel), atol=1e-5 * max(1.0, float(whole.abs().max())))
+    stream = gpu.stream()
+    parts = [stream.push(x[:, i : i + 8]) for i in range(0, 40, 8)] + [stream.flush()]
+    assert {part.device for part in parts} == {x.device}
+    torch.testing.assert_close(torch.cat(parts, -1), whole, rtol=0, atol=1e-5 * max(1.0, float(whole.abs().max())))
+    assert gpu(x.cpu()).device.type == "cpu"
+    assert convt_audio.resample(torch.ones(1000, device="cuda"), 16000, 48000).device == x.device
