@@ -370,7 +370,16 @@ def mel(
 
     def done(source, dest, facts) -> None:
         if not quiet:
-            _note(f"{source} -> {dest}: {facts['n_mels']} × {facts['frames']} frames; {cfg.features.describe()}")
+            made = []  # what was done to the audio before its features
+            if facts["channels"] > 1:
+                made.append(f"its {facts['channels']} channels averaged")
+            if facts["input_rate"] != cfg.features.sample_rate:
+                made.append(f"resampled from {facts['input_rate']} Hz")
+            made_text = f" ({', '.join(made)})" if made else ""
+            _note(
+                f"{source} -> {dest}: {facts['n_mels']} × {facts['frames']} frames{made_text}; "
+                f"{cfg.features.describe()}"
+            )
 
     with _Interrupts(cancel) as interrupts:
         try:

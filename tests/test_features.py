@@ -125,6 +125,7 @@ def test_mel_resamples_other_rates_and_averages_channels(tmp_path):
     tone(tmp_path / "a.wav", seconds=0.6, rate=16000, channels=2)
     result = invoke("mel", tmp_path / "a.wav", "-c", "hifigan-v2")
     assert result.exit_code == 0, result.stderr
+    assert "frames (its 2 channels averaged, resampled from 16000 Hz); 80-band log-mel at 22050 Hz" in result.stderr
     mel = np.load(tmp_path / "a.mel.npy")
     samples = int(np.ceil(0.6 * 16000 * 22050 / 16000))
     assert mel.shape == (80, 1 + (samples + 2 * 384 - 1024) // 256) and np.isfinite(mel).all()
