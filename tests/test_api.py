@@ -121,6 +121,25 @@ def test_a_live_stream_hands_out_each_pushs_frames_at_once(tmp_path, monkeypatch
         parts.append(stream.flush())
         np.testing.assert_allclose(np.concatenate(parts, -1), model(x), atol=1e-12)
         plain.reset()
+    # a config then a second stack (`run -c … -r …`'s engine): its live stream holds nothing back either
+    from convt_audio.model.engines import ChainedEngine
+
+    (tmp_path / "up.yaml").write_text(
+        "layers:\n- {type: conv_transpose1d, in_channels: 1, out_channels: 1, kernel_size: 6, stride: 2, padding: 2}\n"
+        "- {type: tanh}\n"  # not a resampler's stack: the torch engine runs it
+    )
+    assert invoke("init", tmp_path / "up.yaml", "-o", tmp_path / "up.safetensors").exit_code == 0
+    second = convt_audio.load(tmp_path / "up.yaml", tmp_path / "up.safetensors", device="cpu", dtype="float64").engine
+    chained = ChainedEngine(model.engine, second, ())
+    plain = [TorchStream(engine, 1, None, False) for engine in (model.engine, second)]
+    streams = {"held": chained.open_stream(1), "live": chained.open_live_stream(1)}
+    lengths: dict = {"held": [], "live": [], "want": []}
+    for at in range(0, 120, 10):
+        chunk = x[None, :, at : at + 10]
+        lengths["want"].append(plain[1].push(plain[0].push(chunk)).shape[-1])
+        for name, stream in streams.items():
+            lengths[name].append(stream.push(chunk).shape[-1])
+    assert lengths["live"] == lengths["want"] and lengths["held"] != lengths["want"]
 
 
 def test_load_picks_the_engine_the_command_line_picks():
