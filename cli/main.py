@@ -359,7 +359,7 @@ def mel(
         pairs = plan_mel(inputs, output)
     except Exception as exc:
         raise _fail(exc, debug) from None
-    from convt_audio.run.mel import mel_batch
+    from convt_audio.run.mel import mel_batch, mel_summary
 
     cancel = threading.Event()
 
@@ -370,16 +370,7 @@ def mel(
 
     def done(source, dest, facts) -> None:
         if not quiet:
-            made = []  # what was done to the audio before its features
-            if facts["channels"] > 1:
-                made.append(f"its {facts['channels']} channels averaged")
-            if facts["input_rate"] != cfg.features.sample_rate:
-                made.append(f"resampled from {facts['input_rate']} Hz")
-            made_text = f" ({', '.join(made)})" if made else ""
-            _note(
-                f"{source} -> {dest}: {facts['n_mels']} × {facts['frames']} frames{made_text}; "
-                f"{cfg.features.describe()}"
-            )
+            _note(f"{source} -> {dest}: {mel_summary(facts, cfg.features)}")
 
     with _Interrupts(cancel) as interrupts:
         try:

@@ -192,6 +192,18 @@ def write_mel(
     }
 
 
+def mel_summary(facts: dict, recipe) -> str:
+    """What :func:`write_mel` made of a file, in words: the features' size, what was done to the
+    audio first (its channels averaged, its rate resampled) and the recipe."""
+    made = []
+    if facts["channels"] > 1:
+        made.append(f"its {facts['channels']} channels averaged")
+    if facts["input_rate"] != recipe.sample_rate:
+        made.append(f"resampled from {facts['input_rate']} Hz")
+    first = f" ({', '.join(made)})" if made else ""
+    return f"{facts['n_mels']} × {facts['frames']} frames{first}; {recipe.describe()}"
+
+
 def _check_space(dest: Path, needed: int) -> None:
     from ..core.process import size_text
     from ..io.atomic import free_space
