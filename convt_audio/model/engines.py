@@ -306,23 +306,21 @@ class ChainedEngine(Engine):
         return self.first.leading_circular_frames()
 
     def open_stream(self, batch: int, tail: np.ndarray | None = None) -> "ChainedStream":
-        return ChainedStream(self, batch, tail)
+        rows = batch * self.first.out_channels
+        return ChainedStream(self, self.first.open_stream(batch, tail), self.second.open_stream(rows))
 
     def open_live_stream(self, batch: int) -> "ChainedStream":
-        return ChainedStream(self, batch, None, live=True)
+        rows = batch * self.first.out_channels
+        return ChainedStream(self, self.first.open_live_stream(batch), self.second.open_live_stream(rows))
 
 
 class ChainedStream(StreamingModule):
-    """The first engine's stream feeding the second's, channel by channel."""
+    """The first engine's stream (``first``) feeding the second's, channel by channel."""
 
-    def __init__(self, engine: ChainedEngine, batch: int, tail: np.ndarray | None, live: bool = False):
+    def __init__(self, engine: ChainedEngine, first: StreamingModule, second: StreamingModule):
         self.engine = engine
         self.channels = engine.first.out_channels
-        first, second, rows = engine.first, engine.second, batch * self.channels
-        if live:
-            self.children = (first.open_live_stream(batch), second.open_live_stream(rows))
-        else:
-            self.children = (first.open_stream(batch, tail), second.open_stream(rows))
+        self.children = (first, second)
         super().__init__()
 
     def _hand_on(self, y: np.ndarray) -> np.ndarray:
