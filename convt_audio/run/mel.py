@@ -181,14 +181,13 @@ def write_mel(
                 raise AudioError(f"{dest}: write failed ({exc.strerror or exc}); is the disk full?") from None
             if planned is not None and done != planned:  # pragma: no cover - the recipe's arithmetic
                 raise AudioError(f"{source}: {done} mel frames computed, {planned} planned")
-        channels, rate = audio.channels, audio.rate
     return {
         "input": str(source),
         "output": str(dest),
         "frames": done,
         "n_mels": recipe.n_mels,
-        "channels": channels,  # averaged into one where several
-        "input_rate": rate,  # resampled to the recipe's where it differs
+        "channels": audio.channels,  # averaged into one where several
+        "input_rate": audio.rate,  # resampled to the recipe's where it differs
     }
 
 
