@@ -137,6 +137,27 @@ class StreamingModule:
         self._flushed = True
         return self._flush()
 
+    def finish(self, chunk: Tensor) -> Tensor:
+        """``push(chunk)`` then ``flush()``, joined: how a stream's end reaches the layers after
+        the first. Layers that can take the chunk and their end in one pass override
+        ``_finish`` (a convolution: one call, reading its weights once, instead of two)."""
+        if not chunk.shape[-1]:
+            return self.flush()
+        if self._flushed:
+            raise RuntimeError(f"{type(self).__name__}: push after flush; reset() starts a new stream")
+        if self._like is None:
+            self._like = empty_like_frames(chunk)
+        return self._finish(chunk)
+
+    def _finish(self, chunk: Tensor) -> Tensor:
+        """``chunk`` and the end in one pass; an override marks the stream flushed itself."""
+        return cat([self._push(chunk), self.flush()])
+
+    def _ended(self) -> None:
+        """Mark the stream flushed, as :meth:`flush` does (for ``_finish`` overrides)."""
+        self._check_end()
+        self._flushed = True
+
     def steady(self) -> bool:
         """Whether the next pushes depend on ``positions`` only through their differences (so
         that streams at different places can share a batch); a layer whose start differs from
@@ -177,6 +198,10 @@ class StreamingPointwise(StreamingModule):
 
     def _flush(self) -> Tensor:
         return self._empty()
+
+    def _finish(self, chunk: Tensor) -> Tensor:
+        self._ended()
+        return self._push(chunk)
 
 
 class StreamingSequential(StreamingModule):
@@ -227,11 +252,16 @@ class StreamingSequential(StreamingModule):
         return chunk
 
     def _flush(self) -> Tensor:
-        pending = None
+        return self._through(None)
+
+    def _finish(self, chunk: Tensor) -> Tensor:
+        if slices(chunk) > 1:  # a chunk too large for one pass: its push goes on in slices
+            return super()._finish(chunk)
+        self._ended()
+        return self._through(chunk)
+
+    def _through(self, pending: Tensor | None) -> Tensor:
+        """``pending`` (the frames before this module's end) and each child's end, child by child."""
         for child in self.children:
-            parts = []
-            if pending is not None and pending.shape[-1]:
-                parts.append(child.push(pending))
-            parts.append(child.flush())
-            pending = cat(parts)
+            pending = child.finish(pending) if pending is not None and pending.shape[-1] else child.flush()
         return pending

@@ -303,6 +303,12 @@ class StreamingResidual(StreamingModule):
         assert not self.state.held.shape[-1], "a residual body must keep the frame count"
         return out
 
+    def _finish(self, chunk: Tensor) -> Tensor:
+        self._ended()
+        out = self._match(chunk, self.body.finish(chunk))
+        assert not self.state.held.shape[-1], "a residual body must keep the frame count"
+        return out
+
 
 class StreamingParallel(StreamingModule):
     """``reduce(b_1(x), …, b_n(x))``: a frame is emitted once every branch has produced it.
@@ -337,6 +343,13 @@ class StreamingParallel(StreamingModule):
         return self._combine([branch.push(chunk) for branch in self.children])
 
     def _flush(self) -> Tensor:
-        out = self._combine([branch.flush() for branch in self.children])
+        return self._ends([branch.flush() for branch in self.children])
+
+    def _finish(self, chunk: Tensor) -> Tensor:
+        self._ended()
+        return self._ends([branch.finish(chunk) for branch in self.children])
+
+    def _ends(self, outs: list[Tensor]) -> Tensor:
+        out = self._combine(outs)
         assert not any(y.shape[-1] for y in self.state.surplus.values()), "branches must agree"
         return out

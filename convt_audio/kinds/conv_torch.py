@@ -581,6 +581,11 @@ class StreamingConvTranspose1d(StreamingModule):
         self._accumulate(self.extender.flush())
         return self._emit(self.spec.output_frames(self.extender.state.frames))
 
+    def _finish(self, chunk: torch.Tensor) -> torch.Tensor:
+        self._ended()
+        self._accumulate(cat([self.extender.push(chunk), self.extender.flush()]))
+        return self._emit(self.spec.output_frames(self.extender.state.frames))
+
 
 class StreamingConv1d(StreamingModule):
     """Exact streaming convolution: ``state.window`` keeps the extended inputs not yet consumed.
@@ -665,3 +670,7 @@ class StreamingConv1d(StreamingModule):
 
     def _flush(self) -> torch.Tensor:
         return self._convolve(self.extender.flush())
+
+    def _finish(self, chunk: torch.Tensor) -> torch.Tensor:
+        self._ended()
+        return self._convolve(cat([self.extender.push(chunk), self.extender.flush()]))
