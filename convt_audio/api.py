@@ -45,12 +45,16 @@ def _as_array(
         import torch
 
         device = str(x.device) if x.device.type != "cpu" else None
-
         if x.is_sparse or x.layout != torch.strided:
             raise UsageError(f"{what}: a sparse torch tensor; pass a dense one (x.to_dense())")
         if x.dtype in (torch.bfloat16, torch.float16):
             x = x.float()
         x = x.detach().cpu().numpy()
+    if isinstance(x, np.ma.MaskedArray):  # np.asarray would read the values under the mask
+        masked = int(np.ma.count_masked(x))
+        if masked:
+            raise UsageError(f"{what}: a masked array with {masked} masked values; fill them first (x.filled(0))")
+        x = x.data
     try:
         array = np.asarray(x)
     except ValueError as exc:  # a ragged list

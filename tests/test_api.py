@@ -46,6 +46,17 @@ def test_resample_layouts_and_dtypes():
         convt_audio.resample(x, 16000, "fast")
 
 
+def test_a_masked_array_is_refused_where_it_masks_and_read_where_it_does_not():
+    """np.asarray reads the values under a mask: a gap filled with whatever was there."""
+    x = np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)
+    gapped = np.ma.masked_array(x, mask=np.arange(x.size) % 1000 == 0)
+    gapped.data[gapped.mask] = 1e3  # what a gap can hold
+    with pytest.raises(UsageError, match=re.escape("x: a masked array with 16 masked values; fill them first")):
+        convt_audio.resample(gapped, 16000, 48000)
+    whole = np.ma.masked_array(x, mask=np.zeros(x.size, bool))
+    np.testing.assert_array_equal(convt_audio.resample(whole, 16000, 48000), convt_audio.resample(x, 16000, 48000))
+
+
 def _decoder(tmp_path):
     config = tmp_path / "dec.yaml"
     config.write_text(
