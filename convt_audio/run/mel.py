@@ -151,7 +151,7 @@ def write_mel(
                             out.write(np.ascontiguousarray(block.T, dtype="<f4").tobytes())  # frame by frame
                             done += block.shape[1]
 
-                    read = 0
+                    read = zeroed = 0
                     blocks = audio.blocks(1 << 16)
                     if audio.is_stream:  # a stalled pipe is waited for where signals are seen
                         from .filestream import _prefetch
@@ -161,7 +161,7 @@ def write_mel(
                         if cancel is not None and cancel.is_set():
                             raise Cancelled(str(source))
                         if not audio.always_finite:
-                            check_finite(block, read, audio.path, non_finite)
+                            zeroed += check_finite(block, read, audio.path, non_finite)
                         read += block.shape[-1]
                         mono = block.mean(axis=0, dtype=np.float32)
                         if resampler is not None:
@@ -188,13 +188,16 @@ def write_mel(
         "n_mels": recipe.n_mels,
         "channels": audio.channels,  # averaged into one where several
         "input_rate": audio.rate,  # resampled to the recipe's where it differs
+        "non_finite_zeroed": zeroed,  # NaN/Inf samples replaced with 0 (--non-finite zero)
     }
 
 
 def mel_summary(facts: dict, recipe) -> str:
     """What :func:`write_mel` made of a file, in words: the features' size, what was done to the
-    audio first (its channels averaged, its rate resampled) and the recipe."""
+    audio first (NaN/Inf samples zeroed, its channels averaged, its rate resampled) and the recipe."""
     made = []
+    if facts.get("non_finite_zeroed"):
+        made.append(f"{facts['non_finite_zeroed']} NaN/Inf samples replaced with 0")
     if facts["channels"] > 1:
         made.append(f"its {facts['channels']} channels averaged")
     if facts["input_rate"] != recipe.sample_rate:
