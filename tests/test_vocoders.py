@@ -198,6 +198,8 @@ def test_fractional_input_rate_and_its_check(tmp_path):
         ),
         ("transposed", 1, "looks like (frames, channels)"),
         ("wrong_model", 2, "missing tensor 'generator.conv_pre.weight'"),
+        # HiFi-GAN's release puts do_ (discriminators, optimisers) beside g_: which one was given
+        ("discriminators", 2, "expected shape (512, 80, 7); the file holds 2 tensors under 'mpd', 'msd'"),
     ],
 )
 def test_vocoder_bad_inputs(tmp_path, case, code, message):
@@ -210,6 +212,13 @@ def test_vocoder_bad_inputs(tmp_path, case, code, message):
         args += ["-w", _checkpoint(tmp_path, "hifigan-v2", module)]
     elif case == "wrong_model":
         args += ["-w", _checkpoint(tmp_path, "melgan", _module("melgan"))]
+    elif case == "discriminators":
+        layer = {"discriminators.0.convs.0.weight": torch.randn(4, 1, 5, 1)}
+        torch.save(
+            {"mpd": layer, "msd": {"discriminators.0.convs.0.weight": torch.randn(4, 1, 15)}, "steps": 9},
+            tmp_path / "do",
+        )
+        args += ["-w", tmp_path / "do"]
     np.save(tmp_path / "mel.npy", mel)
     result = invoke(*args)
     assert result.exit_code == code, result.output

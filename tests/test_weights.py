@@ -137,6 +137,24 @@ def test_missing_tensor_names_tensor_and_shape(tmp_path):
     assert str(info.value).startswith(f"{path}: missing tensor '4.bias' for layers[4] (conv1d), expected shape (1,)")
 
 
+@pytest.mark.parametrize(
+    "saved, says",
+    [
+        (torch.zeros(3), "; the file holds one unnamed tensor, not a state dict of named ones"),
+        ({}, "; the file holds no tensors"),
+        ({"state_dict": {f"{i}.w": torch.zeros(1) for i in range(3)}}, "; the file holds 3 tensors under 'state_dict'"),
+    ],
+)
+def test_a_file_with_none_of_the_names_says_what_it_holds(tmp_path, saved, says):
+    path = tmp_path / "w.pt"
+    torch.save(saved, path)
+    with pytest.raises(WeightsError) as info:
+        load_stack(parse_config({"layers": LAYERS}), path)
+    assert (
+        str(info.value) == f"{path}: missing tensor '0.weight' for layers[0] (conv1d), expected shape (8, 1, 7){says}"
+    )
+
+
 def test_wrong_shape_names_expected_and_found(tmp_path):
     state = dict(sequential().state_dict())
     state["0.weight"] = torch.zeros(8, 1, 5)

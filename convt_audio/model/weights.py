@@ -290,6 +290,19 @@ def _shape_of(tensors: Mapping, name: str) -> tuple[int, ...]:
     return tuple(tensors.shape(name)) if hasattr(tensors, "shape") else tuple(np.shape(tensors[name]))
 
 
+def _holds(tensors: Mapping) -> str:
+    """What a file that has none of the names sought holds instead, by its names' first parts
+    (a HiFi-GAN ``do_`` file: its discriminators, ``mpd`` and ``msd``)."""
+    names = list(tensors)
+    if not names:
+        return "; the file holds no tensors"
+    if names == [""]:
+        return "; the file holds one unnamed tensor, not a state dict of named ones"
+    tops = sorted({name.split(".")[0] for name in names})
+    shown = ", ".join(repr(top) for top in tops[:6]) + (f" and {len(tops) - 6} more" if len(tops) > 6 else "")
+    return f"; the file holds {len(names)} tensor{'s' if len(names) > 1 else ''} under {shown}"
+
+
 def recognise_layout(config: Config, tensors: Mapping):
     """The first of the config's layouts (its own names first, then ``layouts:``) whose every
     tensor the file holds (a weight or its weight-norm pair), or None when none fits."""
@@ -342,7 +355,7 @@ def match_tensors(
             pair = None if full in tensors else _weight_norm_sources(tensors, full)
             if full not in tensors and pair is None:
                 close = difflib.get_close_matches(full, list(tensors), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
+                hint = f"; did you mean {close[0]!r}?" if close else _holds(tensors)
                 tried = f" (layouts tried: {', '.join(['default', *(x.name for x in config.layouts)])})"
                 raise WeightsError(
                     f"{source}: missing tensor {full!r} for {spec.where} ({spec.type}), "
