@@ -55,6 +55,22 @@ def test_polyphase_engine_equals_the_torch_stack(specs, extra, chunks, seed, bat
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
 
 
+def test_a_long_kernel_and_a_large_decimation_keep_their_matrices_in_the_budget(monkeypatch):
+    """44.1 kHz -> 5 Hz is a 1.86 M-tap kernel and a decimation of 8820: 64 outputs a group, each
+    holding its taps in a window 63·8820 inputs wide, took 3.8 GB and 15 s. Here the same shape,
+    small, against a budget made small: the matrices stay in it, and the output is the stack's."""
+    import convt_audio.resampling.polyphase as polyphase
+
+    monkeypatch.setattr(polyphase, "MATRIX_ELEMENTS", 1 << 16)
+    specs = [ConvTranspose1dSpec(1, 1, 20001, padding=10000), Conv1dSpec(1, 1, 1, stride=300, index=1)]
+    stack = Stack.initialised(specs, seed=0).to(dtype=torch.float64)
+    engine = PolyphaseResampler(specs, [{k: v.numpy() for k, v in p.items()} for p in stack.params], "float64")
+    assert sum(matrix.size for *_, matrix in engine.slices) <= 1 << 16  # 64 outputs x 39,000 inputs before
+    x = torch.randn(2, 1, 3000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    got = stream_chunks(engine.open_stream(2), x.numpy(), [700, 1, 1299])
+    np.testing.assert_allclose(got, stack.forward(x).numpy(), rtol=1e-9, atol=1e-12)
+
+
 def test_not_eligible_stacks():
     up = ConvTranspose1dSpec(1, 1, 5, stride=2)
     assert eligible([up]) and eligible([up, Conv1dSpec(1, 1, 1, stride=3)])

@@ -36,6 +36,7 @@ from ..kinds.conv import Conv1dSpec, ConvTranspose1dSpec
 GROUP_OUTPUTS = 64  # P is the smallest multiple of the pattern's period reaching this
 SUB_OUTPUTS = 64  # at most this many outputs a slice, each slice with its own narrower window
 BLOCK_ROWS = 1 << 17  # window elements per BLAS product (1 MB of float64), whatever W is
+MATRIX_ELEMENTS = 1 << 22  # the slices' tap matrices together, where the taps allow (32 MB of float64)
 
 
 def stage_gain(specs, params) -> tuple[float, float]:
@@ -108,7 +109,10 @@ class PolyphaseResampler(NumpyEngine):
         scale, self.offset = stage_gain(specs, params)
         L, M = self.L, self.M
         period = L // math.gcd(L, M)
-        self.P = period * max(1, -(-GROUP_OUTPUTS // period))
+        # each output's taps (about D/L) are held once per output of a group: a long kernel gets
+        # fewer outputs a group (44.1 kHz -> 5 Hz: 1.86 M taps, 64 outputs held 3.8 GB)
+        per_output = -(-self.D // L) + 1
+        self.P = period * max(1, min(-(-GROUP_OUTPUTS // period), MATRIX_ELEMENTS // (period * per_output)))
         self.A = self.P * M // L
         self.lo = -(-(self.p - self.D + 1) // L)  # first input of output 0 (may be negative)
         hi = ((self.P - 1) * M + self.p) // L  # last input of output P − 1
@@ -117,6 +121,10 @@ class PolyphaseResampler(NumpyEngine):
         # two thirds of its multiply-adds on zeros, but fewer, larger BLAS calls win: on the
         # 80/147 stage of 44.1 → 48 kHz, S = 23 took 25 % less CPU time than S = 11 (16-32 alike)
         sub = max(16, min(SUB_OUTPUTS, round(2 * self.D / M) + 1))
+        # and no more a slice than keeps its matrix (its window reads (S − 1)·M/L more inputs,
+        # all zeros but one tap's share: a large decimation's) within the budget
+        while sub > 1 and ((sub - 1) * M // L + per_output) * sub > MATRIX_ELEMENTS:
+            sub = (sub + 1) // 2
         self.slices = []  # (first output, last output + 1, first input offset, width, taps [width, outputs])
         for j0 in range(0, self.P, sub):
             j1 = min(self.P, j0 + sub)
