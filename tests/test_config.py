@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from clitools import invoke
 
 from convt_audio.core.errors import AudioError, ConfigError
 from convt_audio.kinds import ActivationSpec, Conv1dSpec, ConvTranspose1dSpec, SnakeSpec
@@ -120,6 +121,17 @@ def test_missing_and_unknown_configs(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="'sinc-x9' is neither a file nor a built-in config"):
         load_config("sinc-x9")
+
+
+def test_a_config_named_without_its_suffix_is_pointed_to(tmp_path, monkeypatch):
+    """`design sinc -o up44` writes up44.yaml; `-c up44` then names the file it meant."""
+    monkeypatch.chdir(tmp_path)
+    assert invoke("design", "sinc", "--factor", "3", "-o", "up44").exit_code == 0
+    result = invoke("run", "in.wav", "-c", "up44")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "convt-audio: error: config 'up44' is neither a file nor a built-in config; did you mean up44.yaml?"
+    )
 
 
 def test_builtin_configs_load_by_name():

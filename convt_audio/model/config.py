@@ -315,6 +315,11 @@ def resolve_config(name_or_path: str | Path | None) -> Path:
     builtins = builtin_configs()
     if str(name_or_path) in builtins:
         return builtins[str(name_or_path)]
+    beside = [f"{name_or_path}{suffix}" for suffix in (".yaml", ".yml") if Path(f"{name_or_path}{suffix}").is_file()]
+    if beside:  # `design ... -o NAME` writes NAME.yaml
+        raise ConfigError(
+            f"config {str(name_or_path)!r} is neither a file nor a built-in config; did you mean {beside[0]}?"
+        )
     raise ConfigError(
         f"config {str(name_or_path)!r} is neither a file nor a built-in config (built-in: {', '.join(builtins)})"
     )
