@@ -259,6 +259,7 @@ CT = {"type": "conv_transpose1d", "in_channels": 1, "out_channels": 1, "kernel_s
     [
         ("missing", 1, "nope.wav: no such file"),
         ("not_audio", 1, "junk.wav: not a readable audio file"),
+        ("empty", 1, "empty.wav: an empty file (0 bytes)"),
         ("truncated", 1, "trunc.wav: truncated: the header promises"),
         ("bad_yaml", 2, "bad.yaml: invalid YAML at line"),
         ("unknown_key", 2, "bad.yaml: layers[0].kernal: unknown key for conv_transpose1d"),
@@ -284,6 +285,9 @@ def test_bad_inputs_one_line_and_exit_code(tmp_path, case, code, message):
     elif case == "not_audio":
         args[1] = tmp_path / "junk.wav"
         args[1].write_bytes(b"\x00" * 100)
+    elif case == "empty":
+        args[1] = tmp_path / "empty.wav"
+        args[1].write_bytes(b"")
     elif case == "truncated":
         args[1] = tmp_path / "trunc.wav"
         tone(args[1], seconds=1)

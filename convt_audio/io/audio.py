@@ -689,6 +689,8 @@ def open_source(
     try:
         handle = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        if path.is_file() and not path.stat().st_size:  # a failed download or copy, an unfinished export
+            raise AudioError(f"{path}: an empty file (0 bytes)") from None
         detail = str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
         raise AudioError(f"{path}: not a readable audio file ({detail})") from None
     try:
