@@ -181,8 +181,8 @@ KIND = typer.Option(
     None,
     "--type",
     "-t",
-    help="Container of every output the tool names, and of -o - (wav, flac or raw there): "
-    "wav, flac, ogg, opus, mp3, aiff, caf, w64, rf64, au.",
+    help="Container of every output the tool names, of -o FILE without an extension, and of -o - or a "
+    "named pipe (wav, flac or raw there): wav, flac, ogg, opus, mp3, aiff, caf, w64, rf64, au.",
 )
 
 TARGET_RATE = typer.Option(

@@ -6,6 +6,7 @@ exception) and must now give one line, the contract's exit code and nothing left
 import os
 import resource
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -262,6 +263,59 @@ def test_a_signal_during_a_stalled_read_stops_at_once_and_leaves_nothing(tmp_pat
     assert proc.returncode == code, stderr
     assert b"interrupted" in stderr
     assert _leftovers(tmp_path) == [] and not (tmp_path / args[-1]).exists()
+
+
+def test_an_output_named_pipe_is_written_into_and_stays_a_pipe(tmp_path):
+    """`-o fifo.wav` with sox reading the other end, as `sox in.wav -t wav fifo` writes one: the
+    audio goes through the pipe, which stays a pipe (a finished file used to be renamed over it,
+    and with --overwrite sox waited for ever on the pipe it had opened)."""
+    tone(tmp_path / "a.wav", seconds=1.0)
+    os.mkfifo(tmp_path / "out.wav")
+    reader = subprocess.Popen(["sox", "-t", "wav", "out.wav", "got.flac"], cwd=tmp_path, stderr=subprocess.PIPE)
+    try:
+        done = cli("run", "a.wav", "-r", "48k", "-D", "-o", "out.wav", cwd=tmp_path, timeout=60)
+        assert reader.communicate(timeout=30)[1] == b""
+    finally:
+        reader.kill()
+    assert done.returncode == 0 and reader.returncode == 0, done.stderr
+    assert stat.S_ISFIFO(os.stat(tmp_path / "out.wav").st_mode)
+    assert cli("run", "a.wav", "-r", "48k", "-D", "-o", "file.wav", cwd=tmp_path).returncode == 0
+    got, want = sf.read(str(tmp_path / "got.flac"))[0], sf.read(str(tmp_path / "file.wav"))[0]
+    assert got.shape == (48000,)
+    np.testing.assert_array_equal(got, want)
+    # mel's .npy has a header to fix at the end: a pipe there is refused, and stays a pipe
+    os.mkfifo(tmp_path / "m.npy")
+    done = cli("mel", "a.wav", *MEL, "-o", "m.npy", "-y", cwd=tmp_path, timeout=60)
+    assert done.returncode == 1
+    one_error_line(done.stderr, "m.npy: is a named pipe, not a file; it is not replaced")
+    assert stat.S_ISFIFO(os.stat(tmp_path / "m.npy").st_mode)
+
+
+def test_a_device_output_is_written_into_never_replaced(tmp_path):
+    """`-o /dev/null` (here a null device of the test's own): written into, as sox -t wav
+    /dev/null does; a finished file renamed over it would replace the device for every user."""
+    try:
+        os.mknod(tmp_path / "null.wav", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        os.mknod(tmp_path / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("making a device node needs CAP_MKNOD")
+    tone(tmp_path / "a.wav", seconds=1.0)
+    for args in (["-o", "null.wav"], ["-o", "null", "-t", "flac"], ["-o", "null", "-y"]):
+        done = cli("run", "a.wav", "-r", "48k", *args, cwd=tmp_path, timeout=60)
+        assert done.returncode == 0, done.stderr
+    for name in ("null.wav", "null"):
+        assert stat.S_ISCHR(os.stat(tmp_path / name).st_mode)
+    assert _leftovers(tmp_path) == []
+
+
+def test_type_names_the_container_of_an_output_without_an_extension(tmp_path):
+    tone(tmp_path / "a.wav", seconds=1.0)
+    done = cli("run", "a.wav", "-r", "48k", "-o", "plain", "-t", "flac", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sf.info(str(tmp_path / "plain")).format == "FLAC" and sf.info(str(tmp_path / "plain")).frames == 48000
+    done = cli("run", "a.wav", "-r", "48k", "-o", "x.wav", "-t", "flac", cwd=tmp_path)
+    assert done.returncode == 2
+    one_error_line(done.stderr, "-o x.wav: --type flac contradicts the file's extension")
 
 
 def test_a_fifo_without_a_writer_is_interrupted_at_once(tmp_path):

@@ -114,6 +114,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _refuse_special(dest: Path) -> None:
+    """A named pipe, device or socket at ``dest`` is never renamed over (``/dev/null`` would
+    become a file): such outputs are written into by their callers, or refused here."""
+
+    try:
+        mode = os.stat(dest).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        kind = (
+            "named pipe" if stat.S_ISFIFO(mode) else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "socket"
+        )
+        raise AudioError(f"{dest}: is a {kind}, not a file; it is not replaced")
+
+
 @contextmanager
 def atomic_path(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success move it onto ``dest``, else delete it.
@@ -121,6 +136,7 @@ def atomic_path(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
     With ``overwrite=False`` the final step refuses to replace a file that appeared meanwhile.
     """
     dest = Path(dest)
+    _refuse_special(dest)
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=part_prefix(dest), suffix=".part", dir=dest.parent)
     except OSError as exc:

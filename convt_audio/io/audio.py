@@ -370,6 +370,34 @@ def _copy_fd(fd: int, spool) -> None:
             spool.write(block)
 
 
+def streamed_to(path: str | Path) -> bool:
+    """Whether an output path is written as a stream, front to back with no seeking back: ``-``
+    (standard output), or an existing named pipe or device (``/dev/null``), which a finished
+    file must never be renamed over."""
+    import stat
+
+    if str(path) == STDIO:
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
+def open_stream_output(path: Path):
+    """A named pipe or device opened for writing (a pipe's open waits for its reader, a wait a
+    signal stops at once)."""
+    from ..core.process import interruptible_wait
+
+    try:
+        with interruptible_wait():
+            fd = os.open(path, os.O_WRONLY)
+    except OSError as exc:
+        raise AudioError(f"{path}: cannot write ({exc.strerror})") from None
+    return os.fdopen(fd, "wb")
+
+
 def is_fifo(path: str | Path) -> bool:
     """Whether ``path`` is a named pipe (reading it consumes it: no probing, no second open)."""
     import stat
@@ -921,7 +949,8 @@ class _AppendOnly:
 
 
 class StdoutSink(AudioSink):
-    """Writes a stream to standard output, which cannot seek back to fix a header.
+    """Writes a stream to standard output (or ``out``, a named pipe or device, shown as
+    ``label``), which cannot seek back to fix a header.
 
     ``wav``: a RIFF header with the exact sizes when ``frames`` (the output's length) is known,
     else sizes of 0xFFFFFFFF (unknown, as sox and ffmpeg read pipes), then interleaved
@@ -943,25 +972,30 @@ class StdoutSink(AudioSink):
         gain: float = 1.0,
         dither: bool = False,
         tags: dict[str, str] | None = None,
+        out=None,
+        label: str = "<stdout>",
     ):
         self.container, self.subtype, self.channels = container, subtype, channels
         if container != "flac" and subtype not in (*self._DTYPES, "PCM_24"):
+            named = "-" if out is None else label
             raise UsageError(
-                f"{option('output', '-')}: a {container} stream holds PCM_16, PCM_24, PCM_32, FLOAT or DOUBLE, not {subtype}"
+                f"{option('output', named)}: a {container} stream holds PCM_16, PCM_24, PCM_32, FLOAT or DOUBLE, not {subtype}"
             )
-        sys.stdout.flush()
+        if out is None:
+            sys.stdout.flush()
+            out = sys.stdout.buffer
+        self._out = out
         if container == "flac":
-            self._counters(subtype, clip, "<stdout>", gain, dither)
-            self._stream = _AppendOnly(sys.stdout.buffer)
+            self._counters(subtype, clip, label, gain, dither)
+            self._stream = _AppendOnly(out)
             try:
                 self._handle = sf.SoundFile(self._stream, "w", rate, channels, subtype, format="FLAC")
             except (sf.LibsndfileError, RuntimeError, OSError) as exc:
                 self._raise_stream_error()
-                raise AudioError(f"<stdout>: cannot write FLAC/{subtype}: {exc}") from None
+                raise AudioError(f"{label}: cannot write FLAC/{subtype}: {exc}") from None
             self._tag(tags)
             return
-        self._counters(subtype, clip, "<stdout>", gain, dither)
-        self._out = sys.stdout.buffer
+        self._counters(subtype, clip, label, gain, dither)
         if container == "wav":
             bits = {"PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "DOUBLE": 64}[subtype]
             tag = 3 if subtype in FLOAT_SUBTYPES else 1
@@ -982,11 +1016,10 @@ class StdoutSink(AudioSink):
     _pending = b""  # the WAV header, until the first samples go with it
     _stream = None  # the FLAC encoder's append-only view of standard output
 
-    @staticmethod
-    def _failed(exc: OSError) -> AudioError:
+    def _failed(self, exc: OSError) -> AudioError:
         if isinstance(exc, BrokenPipeError):
-            return AudioError("<stdout>: the reading end of the pipe closed")
-        return AudioError(f"<stdout>: write failed ({exc.strerror or exc})")
+            return AudioError(f"{self.label}: the reading end of the pipe closed")
+        return AudioError(f"{self.label}: write failed ({exc.strerror or exc})")
 
     def _raise_stream_error(self) -> None:
         if self._stream is not None and self._stream.error is not None:
@@ -1023,7 +1056,7 @@ class StdoutSink(AudioSink):
                 raise
             self._raise_stream_error()
             try:
-                sys.stdout.buffer.flush()
+                self._out.flush()
             except OSError as exc:
                 raise self._failed(exc) from None
             return

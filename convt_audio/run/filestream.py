@@ -31,6 +31,8 @@ from ..io.audio import (
     format_for,
     needs_dither,
     open_source,
+    open_stream_output,
+    streamed_to,
 )
 from ..model.config import channel_plan
 from ..model.resamplers import COPY_SOURCE
@@ -273,11 +275,11 @@ def process_file(
         names = {"input": str(job.source), "output": str(dest)}
         try:
             if str(dest) != STDIO:
-                check_rate(dest, out_rate)
+                check_rate(_as_named(dest, options.container), out_rate)
             written = _marked_done(dest, job.token)  # a cluster retry after the file was renamed into place
             if written is None:
                 _check_destination(dest, job, options)
-                if options.skip_existing and str(dest) != STDIO and dest.exists():
+                if options.skip_existing and not streamed_to(dest) and dest.exists():
                     return FileReport(**names, status="skipped", reason="output exists")
                 try:
                     if source.frames is not None:  # a pipe's length shows at its end: checked then
@@ -320,8 +322,9 @@ def process_file(
 
 
 def _check_destination(dest: Path, job: Job, options: RunOptions) -> None:
-    """An existing output is refused unless ``--overwrite`` (or skipped, by the caller)."""
-    if str(dest) == STDIO or not dest.exists():
+    """An existing output is refused unless ``--overwrite`` (or skipped, by the caller); a named
+    pipe or a device is written into, as standard output is."""
+    if streamed_to(dest) or not dest.exists():
         return
     if dest.resolve() == job.source.resolve():
         raise AudioError(f"{dest}: is the input itself; not overwritten")
@@ -354,6 +357,11 @@ def _features_hint(config, source) -> str | None:
     )
 
 
+def _as_named(dest: Path, container: str | None) -> Path:
+    """``dest`` as its format is chosen: a name without an extension takes ``--type``'s."""
+    return dest.with_name(f"{dest.name}.{container}") if container and not dest.suffix else dest
+
+
 def _marked_done(dest: Path, token: str | None) -> dict | None:
     """The counts this job recorded on ``dest`` when an earlier attempt wrote it, else None."""
     import json
@@ -382,20 +390,23 @@ def _write(
     copy: bool = False,
     shared=None,
 ) -> dict:
-    """Stream ``source`` through ``engine`` into a temporary file renamed onto ``dest`` (or to
-    standard output when ``dest`` is ``-``); ``copy``: the engine computes nothing (equal rates),
-    so a PCM output is not dithered; ``shared``: the batch's
+    """Stream ``source`` through ``engine`` into a temporary file renamed onto ``dest`` (or
+    front to back into standard output when ``dest`` is ``-``, and into an existing named pipe
+    or device, :func:`streamed_to`); ``copy``: the engine computes nothing (equal rates), so a
+    PCM output is not dithered; ``shared``: the batch's
     :class:`~convt_audio.model.pool.SharedPool`, whose forwards this file's blocks join."""
-    to_stdout = str(dest) == STDIO
+    to_stdout = streamed_to(dest)
     if to_stdout:
-        container = options.container or "wav"
+        named = dest.suffix.lower().lstrip(".") if str(dest) != STDIO else ""
+        container = options.container or named or "wav"
         if container not in STREAM_TYPES:
             raise UsageError(
-                f"{option('output', '-')}: {option('container', container)} cannot be streamed; use one of {list(STREAM_TYPES)}"
+                f"{option('output', dest)}: {option('container', container)} cannot be streamed; use one of {list(STREAM_TYPES)}"
             )
-        fmt, where = ("FLAC" if container == "flac" else "WAV"), f"<stdout>.{container}"
+        label = "<stdout>" if str(dest) == STDIO else str(dest)
+        fmt, where = ("FLAC" if container == "flac" else "WAV"), f"{label}.{container}"
     else:
-        fmt, where = format_for(dest), str(dest)
+        fmt, where = format_for(_as_named(dest, options.container)), str(dest)
     subtype = choose_subtype(fmt, options.subtype, source.subtype, where)
     out_channels = engine.out_channels * (source.channels if per_channel else 1)
     read_dtype = "float64" if engine.dtype == np.float64 else "float32"
@@ -445,8 +456,18 @@ def _write(
         # stream that ends short of it fails the file, so the header is never wrong for a success
         known = source.frames if source.frames is not None else source.promised
         frames = None if known is None else engine.output_frames(known)
-        sink = StdoutSink(container, out_rate, out_channels, subtype, clip, frames, gain, dither, source.tags)
-        return report(_stream_into(sink, run))
+        if str(dest) == STDIO:
+            sink = StdoutSink(container, out_rate, out_channels, subtype, clip, frames, gain, dither, source.tags)
+            return report(_stream_into(sink, run))
+        out = open_stream_output(dest)
+        try:
+            sink = StdoutSink(
+                container, out_rate, out_channels, subtype, clip, frames, gain, dither, source.tags, out, str(dest)
+            )
+            return report(_stream_into(sink, run))
+        finally:
+            with suppress(OSError):  # flushed by the sink; a closed pipe was told as its error
+                out.close()
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

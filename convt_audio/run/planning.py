@@ -159,7 +159,7 @@ def plan_jobs(
     several = len(pairs) > 1 or any_folder
     into_folder = several or output.is_dir() or text.endswith(("/", os.sep))  # before Path() drops the slash
     if not into_folder:
-        if container and output.suffix.lower().lstrip(".") != container:
+        if container and output.suffix and output.suffix.lower().lstrip(".") != container:  # none: -t names it
             raise UsageError(
                 f"{option('output', output)}: {option('container', container)} contradicts the file's extension"
             )
