@@ -299,13 +299,14 @@ class StreamingResidual(StreamingModule):
         return self._match(chunk, self.body.push(chunk))
 
     def _flush(self) -> Tensor:
-        out = self._match(self._like, self.body.flush())
-        assert not self.state.held.shape[-1], "a residual body must keep the frame count"
-        return out
+        return self._ends(self._like, self.body.flush())
 
     def _finish(self, chunk: Tensor) -> Tensor:
         self._ended()
-        out = self._match(chunk, self.body.finish(chunk))
+        return self._ends(chunk, self.body.finish(chunk))
+
+    def _ends(self, x: Tensor, y: Tensor) -> Tensor:
+        out = self._match(x, y)
         assert not self.state.held.shape[-1], "a residual body must keep the frame count"
         return out
 

@@ -17,7 +17,7 @@ import torch
 from ..core.errors import InputTooShortError, UsageError
 from ..core.shapes import StackShape, chain, index_paths, leading_convs, leaves, nest, parameter_count
 from ..core.shapes import forward as forward_specs
-from ..core.streaming import StreamingModule, StreamingSequential, cat
+from ..core.streaming import StreamingModule, StreamingSequential
 
 
 def as_tensor(array, dtype: torch.dtype | None = None, device=None, frames_last: bool = False) -> torch.Tensor:
@@ -198,9 +198,7 @@ class StreamingStack(StreamingSequential):
         self.state.frames_out += out.shape[-1]
         return out
 
-    def _finish(self, chunk: torch.Tensor) -> torch.Tensor:
-        """A push, then a flush: each counts its frames."""
-        return cat([self._push(chunk), self.flush()])
+    _finish = StreamingModule._finish  # a push, then a flush: each counts its frames
 
 
 def stream(
