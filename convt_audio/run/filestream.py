@@ -456,18 +456,16 @@ def _write(
         # stream that ends short of it fails the file, so the header is never wrong for a success
         known = source.frames if source.frames is not None else source.promised
         frames = None if known is None else engine.output_frames(known)
-        if str(dest) == STDIO:
-            sink = StdoutSink(container, out_rate, out_channels, subtype, clip, frames, gain, dither, source.tags)
-            return report(_stream_into(sink, run))
-        out = open_stream_output(dest)
+        out = None if str(dest) == STDIO else open_stream_output(dest)  # None: standard output
         try:
             sink = StdoutSink(
-                container, out_rate, out_channels, subtype, clip, frames, gain, dither, source.tags, out, str(dest)
+                container, out_rate, out_channels, subtype, clip, frames, gain, dither, source.tags, out, label
             )
             return report(_stream_into(sink, run))
         finally:
-            with suppress(OSError):  # flushed by the sink; a closed pipe was told as its error
-                out.close()
+            if out is not None:
+                with suppress(OSError):  # flushed by the sink; a closed pipe was told as its error
+                    out.close()
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
